@@ -1,0 +1,116 @@
+// reduce: scalar losses and their gradients, summed on the GPU in two deterministic stages.
+//   stage 1 (mse_partial, tv_partial, sum_partial): workgroup z sums its grid-stride share of
+//           the terms and writes Part[z]  (fixed order: repeatable bit for bit)
+//   stage 2 (reduce_finish): one workgroup sums Part[0..groups] and writes Out[slot] = scale * sum
+//   mse_backward: dx (+)= scale * (x - t)             (scale = 2 * weight / n)
+//   tv_backward:  dx (+)= scale * d tv_sum / dx       (scale = 2 * weight / (c*h*w) is applied
+//                 to the stencil of differences; see reference::tv_backward)
+// TV here is the sum of squared horizontal and vertical neighbour differences of (c, h, w).
+// Checked by tests/kernels.rs against reference::mse_*, tv_*, sum.
+
+struct Params {
+    n: u32,          // elements
+    groups: u32,     // stage-1 workgroups (= partial sums)
+    h: u32, w: u32,  // tv: plane shape
+    scale: f32,
+    slot: u32,       // reduce_finish: index written in Out
+    accumulate: u32, // backward: 1 adds into the gradient
+    gx: u32,         // backward: workgroups along x of the 2-D grid
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> X: array<f32>;          // x (or the partial sums in finish)
+@group(0) @binding(2) var<storage, read> Tg: array<f32>;         // mse: target t
+@group(0) @binding(3) var<storage, read_write> Out: array<f32>;  // partials / losses / gradient
+
+var<workgroup> red: array<f32, 256>;
+
+fn tree_sum(li: u32, v: f32) -> f32 {
+    red[li] = v;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s >>= 1u) {
+        if (li < s) {
+            red[li] += red[li + s];
+        }
+        workgroupBarrier();
+    }
+    return red[0];
+}
+
+fn tv_term(i: u32) -> f32 {
+    let j = i % P.w;
+    let y = (i / P.w) % P.h;
+    let v = X[i];
+    var s = 0.0;
+    if (j + 1u < P.w) { let d = X[i + 1u] - v; s += d * d; }
+    if (y + 1u < P.h) { let d = X[i + P.w] - v; s += d * d; }
+    return s;
+}
+
+@compute @workgroup_size(256)
+fn mse_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    var s = 0.0;
+    for (var i = wid.x * 256u + li; i < P.n; i += P.groups * 256u) {
+        let d = X[i] - Tg[i];
+        s += d * d;
+    }
+    let t = tree_sum(li, s);
+    if (li == 0u) { Out[wid.x] = t; }
+}
+
+@compute @workgroup_size(256)
+fn tv_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    var s = 0.0;
+    for (var i = wid.x * 256u + li; i < P.n; i += P.groups * 256u) {
+        s += tv_term(i);
+    }
+    let t = tree_sum(li, s);
+    if (li == 0u) { Out[wid.x] = t; }
+}
+
+@compute @workgroup_size(256)
+fn sum_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    var s = 0.0;
+    for (var i = wid.x * 256u + li; i < P.n; i += P.groups * 256u) {
+        s += X[i];
+    }
+    let t = tree_sum(li, s);
+    if (li == 0u) { Out[wid.x] = t; }
+}
+
+@compute @workgroup_size(256)
+fn reduce_finish(@builtin(local_invocation_index) li: u32) {
+    var s = 0.0;
+    for (var i = li; i < P.groups; i += 256u) {
+        s += X[i];
+    }
+    let t = tree_sum(li, s);
+    if (li == 0u) { Out[P.slot] = t * P.scale; }
+}
+
+@compute @workgroup_size(256)
+fn mse_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let i = (wid.y * P.gx + wid.x) * 256u + li;
+    if (i >= P.n) { return; }
+    var v = P.scale * (X[i] - Tg[i]);
+    if (P.accumulate != 0u) { v += Out[i]; }
+    Out[i] = v;
+}
+
+@compute @workgroup_size(256)
+fn tv_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let i = (wid.y * P.gx + wid.x) * 256u + li;
+    if (i >= P.n) { return; }
+    let j = i % P.w;
+    let y = (i / P.w) % P.h;
+    let v = X[i];
+    // d/dv of sum of (right - v)^2 + (v - left)^2 + (below - v)^2 + (v - above)^2, halved into scale.
+    var g = 0.0;
+    if (j + 1u < P.w) { g -= X[i + 1u] - v; }
+    if (j > 0u) { g += v - X[i - 1u]; }
+    if (y + 1u < P.h) { g -= X[i + P.w] - v; }
+    if (y > 0u) { g += v - X[i - P.w]; }
+    var o = P.scale * g;
+    if (P.accumulate != 0u) { o += Out[i]; }
+    Out[i] = o;
+}

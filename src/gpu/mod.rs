@@ -1,0 +1,288 @@
+//! The GPU side: adapter choice, device, buffers, pipelines and one module per kernel family.
+//!
+//! Every kernel wrapper builds an [`Op`]: pipeline + bind group + workgroup counts, created once
+//! and recorded into a compute pass as often as needed (the render loop never creates pipelines
+//! or bind groups).
+
+pub mod adam;
+pub mod conv;
+pub mod gram;
+pub mod image;
+pub mod op;
+pub mod pool;
+pub mod reduce;
+pub mod relu;
+pub mod tensor;
+
+pub use op::{Op, Params};
+pub use tensor::Tensor;
+
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Which adapter the user asked for: a name substring and/or a backend.
+/// Parsed from strings like `vulkan`, `llvmpipe`, `vulkan:nvidia`, `metal`, `gl:intel`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AdapterChoice {
+    pub backend: Option<wgpu::Backend>,
+    pub name: Option<String>,
+}
+
+fn parse_backend(s: &str) -> Option<wgpu::Backend> {
+    match s.to_ascii_lowercase().as_str() {
+        "vulkan" | "vk" => Some(wgpu::Backend::Vulkan),
+        "metal" | "mtl" => Some(wgpu::Backend::Metal),
+        "dx12" | "d3d12" => Some(wgpu::Backend::Dx12),
+        "gl" | "gles" | "opengl" => Some(wgpu::Backend::Gl),
+        _ => None,
+    }
+}
+
+impl AdapterChoice {
+    /// `""` or `"auto"`: best available. `BACKEND`, `NAME`, or `BACKEND:NAME`.
+    pub fn parse(s: &str) -> AdapterChoice {
+        let s = s.trim();
+        if s.is_empty() || s.eq_ignore_ascii_case("auto") {
+            return AdapterChoice::default();
+        }
+        if let Some((b, n)) = s.split_once(':') {
+            if let Some(backend) = parse_backend(b) {
+                let name = (!n.is_empty()).then(|| n.to_string());
+                return AdapterChoice { backend: Some(backend), name };
+            }
+        }
+        match parse_backend(s) {
+            Some(backend) => AdapterChoice { backend: Some(backend), name: None },
+            None => AdapterChoice { backend: None, name: Some(s.to_string()) },
+        }
+    }
+
+    /// The choice from `$STYLIZE_ADAPTER`, if set (lets tests and benches target a GPU).
+    pub fn from_env() -> AdapterChoice {
+        std::env::var("STYLIZE_ADAPTER").map(|s| AdapterChoice::parse(&s)).unwrap_or_default()
+    }
+
+    fn matches(&self, info: &wgpu::AdapterInfo) -> bool {
+        self.backend.is_none_or(|b| b == info.backend)
+            && self
+                .name
+                .as_ref()
+                .is_none_or(|n| info.name.to_lowercase().contains(&n.to_lowercase()))
+    }
+}
+
+/// Preference order: discrete GPU, integrated, virtual, CPU (lavapipe), other; native APIs
+/// before GL.
+fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let t = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    };
+    let b = if info.backend == wgpu::Backend::Gl { 1 } else { 0 };
+    (t, b)
+}
+
+pub fn describe(info: &wgpu::AdapterInfo) -> String {
+    format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type)
+}
+
+fn instance() -> wgpu::Instance {
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+/// All adapters wgpu can see, best first.
+pub fn enumerate() -> Vec<wgpu::Adapter> {
+    let mut v = pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()));
+    v.sort_by_key(|a| rank(&a.get_info()));
+    v
+}
+
+fn no_adapter_hint() -> String {
+    if cfg!(target_os = "linux") {
+        "install a GPU driver with Vulkan support, or the software Vulkan driver (Debian/Ubuntu: \
+         `apt-get install mesa-vulkan-drivers libvulkan1`)"
+            .into()
+    } else if cfg!(target_os = "windows") {
+        "install or update your GPU driver (DirectX 12 or Vulkan)".into()
+    } else {
+        "this machine exposes no Metal, Vulkan or GL device to wgpu".into()
+    }
+}
+
+/// Adapter, device and queue, with the adapter's real limits, plus a pipeline cache.
+pub struct Context {
+    pub adapter: wgpu::Adapter,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    pipelines: Mutex<HashMap<(&'static str, &'static str), wgpu::ComputePipeline>>,
+    modules: Mutex<HashMap<&'static str, (wgpu::ShaderModule, wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
+    /// Set by the device-lost callback; checked after each submission.
+    lost: Arc<Mutex<Option<String>>>,
+}
+
+impl Context {
+    pub fn new(choice: &AdapterChoice) -> Result<Context> {
+        let all = enumerate();
+        if all.is_empty() {
+            return Err(Error::NoAdapter(no_adapter_hint()));
+        }
+        let adapter = all.iter().find(|a| choice.matches(&a.get_info())).cloned().ok_or_else(|| {
+            Error::AdapterNotFound {
+                wanted: format!(
+                    "{}{}",
+                    choice.backend.map(|b| format!("{b:?}:")).unwrap_or_default(),
+                    choice.name.clone().unwrap_or_default()
+                ),
+                available: all.iter().map(|a| describe(&a.get_info())).collect(),
+            }
+        })?;
+        Self::from_adapter(adapter)
+    }
+
+    pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Context> {
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        // Only what we use and the adapter has: timestamps for benchmarks, subgroups for the
+        // CPU-driver kernels.
+        let wanted = wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
+            | wgpu::Features::SUBGROUP;
+        let features = adapter.features() & wanted;
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("stylize"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| Error::Device(format!("{}: {e}", describe(&info))))?;
+        let lost = Arc::new(Mutex::new(None));
+        let l2 = lost.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            if let Ok(mut g) = l2.lock() {
+                *g = Some(format!("{reason:?}: {msg}"));
+            }
+        });
+        Ok(Context {
+            adapter,
+            device,
+            queue,
+            info,
+            limits,
+            features,
+            pipelines: Mutex::new(HashMap::new()),
+            modules: Mutex::new(HashMap::new()),
+            lost,
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        describe(&self.info)
+    }
+
+    /// The compute pipeline for `entry` in `shaders/<file>`, built once per context, and the
+    /// bind group layout shared by every entry point of the file.
+    pub fn pipeline(&self, file: &'static str, entry: &'static str) -> (wgpu::ComputePipeline, wgpu::BindGroupLayout) {
+        let mut mods = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+        let (module, bgl, layout) = mods
+            .entry(file)
+            .or_insert_with(|| {
+                let src = crate::shaders::source(file);
+                let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(file),
+                    source: wgpu::ShaderSource::Wgsl(src.into()),
+                });
+                let entries = crate::shaders::layout_entries(src);
+                let bgl = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                    label: Some(file),
+                    entries: &entries,
+                });
+                let layout = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                    label: Some(file),
+                    bind_group_layouts: &[Some(&bgl)],
+                    immediate_size: 0,
+                });
+                (module, bgl, layout)
+            })
+            .clone();
+        drop(mods);
+        let mut pipes = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = pipes.get(&(file, entry)) {
+            return (p.clone(), bgl);
+        }
+        let p = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: Some(&layout),
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: wgpu::PipelineCompilationOptions::default(),
+            cache: None,
+        });
+        pipes.insert((file, entry), p.clone());
+        (p, bgl)
+    }
+
+    /// Blocks until the GPU is idle; reports device loss as an error.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
+        self.check_lost()
+    }
+
+    pub fn check_lost(&self) -> Result<()> {
+        match self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            Some(m) => Err(Error::Gpu(format!(
+                "the GPU device was lost ({m}); try a smaller --size or another --adapter"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `f` inside validation and out-of-memory error scopes and turns a caught GPU error
+    /// into an [`Error::Gpu`] instead of wgpu's default panic.
+    pub fn scoped<T>(&self, what: &str, f: impl FnOnce() -> T) -> Result<T> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let val = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        let v = pollster::block_on(val.pop());
+        let o = pollster::block_on(oom.pop());
+        if let Some(e) = o {
+            return Err(Error::Gpu(format!(
+                "out of GPU memory while {what} ({e}); try a smaller --size or another --adapter"
+            )));
+        }
+        if let Some(e) = v {
+            return Err(Error::Gpu(format!("{what}: {e}")));
+        }
+        Ok(out)
+    }
+
+    /// Records `ops` into one compute pass, submits and waits.
+    pub fn run(&self, ops: &[&Op]) -> Result<()> {
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            for op in ops {
+                op.record(&mut pass);
+            }
+        }
+        self.queue.submit([enc.finish()]);
+        self.wait()
+    }
+
+    /// Workgroups along x and y for `groups` 1-D workgroups, within the per-dimension limit.
+    pub fn grid(&self, groups: u32) -> (u32, u32) {
+        let max = self.limits.max_compute_workgroups_per_dimension.max(1);
+        let gx = groups.clamp(1, max);
+        (gx, groups.div_ceil(gx).max(1))
+    }
+}

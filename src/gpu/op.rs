@@ -1,0 +1,89 @@
+//! A recorded kernel launch: pipeline + bind group + workgroup counts, built once.
+
+use super::Context;
+use wgpu::util::DeviceExt;
+
+/// Uniform parameters of a kernel: 16 32-bit words (64 bytes, a multiple of the 16-byte
+/// uniform alignment). Each WGSL file declares the matching `struct Params`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Params(pub [u32; 16]);
+
+impl Params {
+    pub fn new() -> Params {
+        Params::default()
+    }
+    pub fn u(mut self, i: usize, v: u32) -> Params {
+        self.0[i] = v;
+        self
+    }
+    pub fn f(mut self, i: usize, v: f32) -> Params {
+        self.0[i] = v.to_bits();
+        self
+    }
+}
+
+/// One dispatch of one kernel with its bindings. Cheap to record; creating it is not, so ops are
+/// built once and recorded every iteration.
+pub struct Dispatch {
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    groups: (u32, u32, u32),
+    pub name: &'static str,
+}
+
+/// A kernel wrapper's result: one or more dispatches run in order (e.g. a two-stage reduction),
+/// plus any scratch buffers they own.
+pub struct Op {
+    pub dispatches: Vec<Dispatch>,
+    pub scratch: Vec<wgpu::Buffer>,
+}
+
+impl Op {
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        for d in &self.dispatches {
+            pass.set_pipeline(&d.pipeline);
+            pass.set_bind_group(0, &d.bind_group, &[]);
+            pass.dispatch_workgroups(d.groups.0, d.groups.1, d.groups.2);
+        }
+    }
+
+    pub fn then(mut self, other: Op) -> Op {
+        self.dispatches.extend(other.dispatches);
+        self.scratch.extend(other.scratch);
+        self
+    }
+}
+
+impl Context {
+    /// A dispatch of `shaders/<file>`'s `entry`, binding `params` at 0 and `buffers` at 1.. in
+    /// order.
+    pub fn dispatch(
+        &self,
+        file: &'static str,
+        entry: &'static str,
+        params: Params,
+        buffers: &[&wgpu::Buffer],
+        groups: (u32, u32, u32),
+    ) -> Dispatch {
+        let (pipeline, layout) = self.pipeline(file, entry);
+        let ubuf = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(entry),
+            contents: bytemuck::cast_slice(&params.0),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: ubuf.as_entire_binding() }];
+        for (i, b) in buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
+        }
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(entry),
+            layout: &layout,
+            entries: &entries,
+        });
+        Dispatch { pipeline, bind_group, groups, name: entry }
+    }
+
+    pub fn op(&self, d: Dispatch) -> Op {
+        Op { dispatches: vec![d], scratch: vec![] }
+    }
+}

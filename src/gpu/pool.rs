@@ -1,0 +1,61 @@
+//! 2x2 stride-2 pooling wrappers (`shaders/pool.wgsl`); CPU twins in `reference::*pool2x2_*`.
+
+use super::relu::grid;
+use super::{Context, Op, Params, Tensor};
+
+const FILE: &str = "pool.wgsl";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pool {
+    Avg,
+    Max,
+}
+
+fn params(x_shape: [usize; 3], gx: u32) -> Params {
+    Params::new().u(0, x_shape[0] as u32).u(1, x_shape[1] as u32).u(2, x_shape[2] as u32).u(3, gx)
+}
+
+fn forward(ctx: &Context, entry: &'static str, x: &Tensor, y: &Tensor) -> Op {
+    let [c, h, w] = x.shape;
+    assert_eq!(y.shape, [c, h / 2, w / 2]);
+    let (gx, gy) = grid(ctx, y.len());
+    ctx.op(ctx.dispatch(FILE, entry, params(x.shape, gx), &[&x.buf, &x.buf, &y.buf], (gx, gy, 1)))
+}
+
+fn backward(ctx: &Context, entry: &'static str, x: &Tensor, dy: &Tensor, dx: &Tensor) -> Op {
+    let [c, h, w] = x.shape;
+    assert_eq!(dy.shape, [c, h / 2, w / 2]);
+    assert_eq!(dx.shape, x.shape);
+    let (gx, gy) = grid(ctx, dx.len());
+    ctx.op(ctx.dispatch(FILE, entry, params(x.shape, gx), &[&x.buf, &dy.buf, &dx.buf], (gx, gy, 1)))
+}
+
+/// x: (c, h, w) -> y: (c, h/2, w/2), window means.
+pub fn avgpool2x2_forward(ctx: &Context, x: &Tensor, y: &Tensor) -> Op {
+    forward(ctx, "avgpool2x2_forward", x, y)
+}
+/// dx (c, h, w) from dy (c, h/2, w/2); x only supplies the shape here.
+pub fn avgpool2x2_backward(ctx: &Context, x: &Tensor, dy: &Tensor, dx: &Tensor) -> Op {
+    backward(ctx, "avgpool2x2_backward", x, dy, dx)
+}
+/// x: (c, h, w) -> y: (c, h/2, w/2), window maxima.
+pub fn maxpool2x2_forward(ctx: &Context, x: &Tensor, y: &Tensor) -> Op {
+    forward(ctx, "maxpool2x2_forward", x, y)
+}
+/// dx routes dy to each window's first maximum of the forward input x.
+pub fn maxpool2x2_backward(ctx: &Context, x: &Tensor, dy: &Tensor, dx: &Tensor) -> Op {
+    backward(ctx, "maxpool2x2_backward", x, dy, dx)
+}
+
+pub fn pool_forward(ctx: &Context, kind: Pool, x: &Tensor, y: &Tensor) -> Op {
+    match kind {
+        Pool::Avg => avgpool2x2_forward(ctx, x, y),
+        Pool::Max => maxpool2x2_forward(ctx, x, y),
+    }
+}
+pub fn pool_backward(ctx: &Context, kind: Pool, x: &Tensor, dy: &Tensor, dx: &Tensor) -> Op {
+    match kind {
+        Pool::Avg => avgpool2x2_backward(ctx, x, dy, dx),
+        Pool::Max => maxpool2x2_backward(ctx, x, dy, dx),
+    }
+}

@@ -1,0 +1,12 @@
+//! stylize: neural style transfer (Gatys, Ecker & Bethge, CVPR 2016) on any GPU through wgpu.
+//!
+//! Layers: [`gpu`] (context, tensors, one module per WGSL kernel family), [`reference`] (the
+//! plain CPU oracle of every op), [`vgg`] (the VGG19 layer table).
+
+pub mod error;
+pub mod gpu;
+pub mod reference;
+pub mod shaders;
+pub mod vgg;
+
+pub use error::{Error, Result};

@@ -1,0 +1,99 @@
+//! Shared test helpers: one GPU context per test binary, a seeded RNG, error metrics.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+use stylize::gpu::{AdapterChoice, Context, Op, Tensor};
+
+/// One context (and so one pipeline cache) per test binary: pipelines compile slowly on lavapipe.
+/// No adapter is a FAILURE, never a skip: CI always has lavapipe, so a skip would hide a broken
+/// setup.
+pub fn ctx() -> &'static Context {
+    static CTX: OnceLock<Context> = OnceLock::new();
+    CTX.get_or_init(|| match Context::new(&AdapterChoice::from_env()) {
+        Ok(c) => {
+            eprintln!("test adapter: {}", c.describe());
+            c
+        }
+        Err(e) => panic!("no usable GPU adapter for the tests: {e}"),
+    })
+}
+
+/// splitmix64: tiny, seeded, identical everywhere.
+pub struct Rng(u64);
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [lo, hi).
+    pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32)
+    }
+    pub fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n).map(|_| self.uniform(lo, hi)).collect()
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+pub fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+/// Normwise relative error max|a - r| / max|r|: the f32-vs-f64 accuracy measure used
+/// throughout (elementwise relative error is meaningless where r crosses zero). Any non-finite
+/// GPU value (e.g. a NaN poison left unwritten) makes it infinite.
+pub fn rel_err(gpu: &[f32], reference: &[f64]) -> f64 {
+    assert_eq!(gpu.len(), reference.len(), "length mismatch");
+    let scale = reference.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
+    let mut worst = 0.0f64;
+    for (g, r) in gpu.iter().zip(reference) {
+        if !g.is_finite() {
+            return f64::INFINITY;
+        }
+        worst = worst.max((*g as f64 - r).abs());
+    }
+    worst / scale
+}
+
+pub fn assert_close(what: &str, gpu: &[f32], reference: &[f64], tol: f64) {
+    let e = rel_err(gpu, reference);
+    println!("{what:<60} max rel err {e:.2e} (tol {tol:.0e})");
+    assert!(e <= tol, "{what}: relative error {e:.3e} exceeds {tol:.1e}");
+}
+
+pub fn upload(shape: [usize; 3], data: &[f32]) -> Tensor {
+    Tensor::from_slice(ctx(), shape, data, "test input").expect("upload")
+}
+
+/// An output tensor filled with NaN, so any element the kernel fails to write fails the test.
+pub fn poisoned(shape: [usize; 3]) -> Tensor {
+    let t = Tensor::new(ctx(), shape, "test output").expect("alloc");
+    t.fill(ctx(), f32::NAN);
+    t
+}
+
+pub fn run(op: &Op) {
+    ctx().run(&[op]).expect("gpu run");
+}
+
+pub fn read(t: &Tensor) -> Vec<f32> {
+    t.read(ctx()).expect("readback")
+}
+
+/// Central finite difference of a scalar f at x along coordinate i, in f64.
+pub fn fd(f: &dyn Fn(&[f64]) -> f64, x: &[f64], i: usize, h: f64) -> f64 {
+    let mut xp = x.to_vec();
+    xp[i] += h;
+    let fp = f(&xp);
+    xp[i] -= 2.0 * h;
+    let fm = f(&xp);
+    (fp - fm) / (2.0 * h)
+}

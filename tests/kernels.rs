@@ -1,0 +1,324 @@
+//! Every WGSL kernel against its CPU reference (`stylize::reference`, f64) on seeded random
+//! inputs, at odd shapes that are multiples of no tile, with outputs poisoned with NaN first.
+//! Every backward is also checked against central finite differences of the reference forward.
+//!
+//! Error measure: normwise relative error max|gpu - ref| / max|ref| (see common::rel_err).
+//! Tolerances, for f32 arithmetic (unit roundoff u = 6e-8) against an f64 oracle:
+//! - single-operation kernels (ReLU, pools, preprocess): 1e-6 (a few roundings: <= 4u).
+//! - dot-product kernels (conv over K = 9*cin <= 576 terms, Gram/Gram-backward over <= 1024
+//!   terms): 2e-5. The worst-case bound is K*u = 3.5e-5 (576 terms) to 6e-5 (1024); the
+//!   typical sqrt(K)*u is ~2e-6, and we observe ~1e-6. 2e-5 catches any wrong term (an error
+//!   of one term is ~1/K ~ 1e-3 of the scale) while staying well under 1e-4.
+//! - reductions to a scalar (MSE, TV, sum over <= 64k terms, tree-summed): 1e-5.
+//! - finite differences (f64, h = 1e-6 on piecewise-linear or quadratic functions): the
+//!   truncation error is ~0 and the cancellation error ~1e-10 relative; the comparison with
+//!   the f32 GPU gradient is limited by f32: 1e-4.
+
+mod common;
+use common::*;
+use stylize::gpu::{adam, conv, gram, image, pool, reduce, relu, Tensor};
+use stylize::reference as r;
+use stylize::vgg::Preprocess;
+
+const TOL_ELEMENTWISE: f64 = 1e-6;
+const TOL_DOT: f64 = 2e-5;
+const TOL_REDUCE: f64 = 1e-5;
+const TOL_FD: f64 = 1e-4;
+
+/// Checks `gpu_grad` (the GPU backward for upstream gradient `up`) against finite differences of
+/// L(x) = sum(up * forward(x)) at `k` random coordinates.
+fn check_fd(what: &str, forward: &dyn Fn(&[f64]) -> Vec<f64>, x: &[f64], up: &[f64], gpu_grad: &[f32], k: usize, rng: &mut Rng) {
+    let loss = |xv: &[f64]| forward(xv).iter().zip(up).map(|(a, b)| a * b).sum::<f64>();
+    let scale = gpu_grad.iter().fold(0.0f64, |m, v| m.max(v.abs() as f64)).max(1e-30);
+    let mut worst = 0.0f64;
+    for _ in 0..k {
+        let i = rng.below(x.len());
+        let g = fd(&loss, x, i, 1e-6);
+        worst = worst.max((g - gpu_grad[i] as f64).abs() / scale);
+    }
+    println!("{what:<60} finite-difference rel err {worst:.2e} (tol {TOL_FD:.0e})");
+    assert!(worst <= TOL_FD, "{what}: gradient vs finite differences {worst:.3e}");
+}
+
+#[test]
+fn conv3x3_forward_matches_reference() {
+    let mut rng = Rng::new(1);
+    for &(cin, cout, h, w) in &[(3, 64, 7, 13), (5, 3, 13, 7), (64, 64, 32, 32), (64, 5, 1, 1), (5, 64, 1, 7), (13, 17, 13, 13)] {
+        for relu in [false, true] {
+            let x = rng.vec(cin * h * w, -1.0, 1.0);
+            let wt = rng.vec(cout * cin * 9, -0.5, 0.5);
+            let b = rng.vec(cout, -0.5, 0.5);
+            let (tx, tw, tb) = (upload([cin, h, w], &x), upload([cout, cin, 9], &wt), upload([cout, 1, 1], &b));
+            let y = poisoned([cout, h, w]);
+            run(&conv::conv3x3_forward(ctx(), &tx, &tw, &tb, &y, relu));
+            let want = r::conv3x3_forward(&f64s(&x), cin, h, w, &f64s(&wt), &f64s(&b), cout, relu);
+            assert_close(&format!("conv3x3_forward {cin}->{cout} {h}x{w} relu={relu}"), &read(&y), &want, TOL_DOT);
+        }
+    }
+}
+
+#[test]
+fn conv3x3_backward_input_matches_reference_and_finite_differences() {
+    let mut rng = Rng::new(2);
+    for &(cin, cout, h, w) in &[(3, 64, 7, 13), (5, 3, 13, 7), (64, 64, 32, 32), (64, 5, 1, 1), (13, 17, 13, 13)] {
+        let x = rng.vec(cin * h * w, -1.0, 1.0);
+        let wt = rng.vec(cout * cin * 9, -0.5, 0.5);
+        let b = rng.vec(cout, -0.5, 0.5);
+        let dy = rng.vec(cout * h * w, -1.0, 1.0);
+        let (xd, wd, bd, dyd) = (f64s(&x), f64s(&wt), f64s(&b), f64s(&dy));
+        let tflip = upload([cin, cout, 9], &conv::transpose_flip(&wt, cout, cin));
+        let tdy = upload([cout, h, w], &dy);
+
+        // Plain backward (no mask).
+        let dx = poisoned([cin, h, w]);
+        run(&conv::conv3x3_backward_input(ctx(), &tdy, None, &tflip, &dx));
+        let got = read(&dx);
+        let want = r::conv3x3_backward_input(&dyd, cout, h, w, &wd, cin);
+        assert_close(&format!("conv3x3_backward_input {cout}->{cin} {h}x{w}"), &got, &want, TOL_DOT);
+        let fwd = |xv: &[f64]| r::conv3x3_forward(xv, cin, h, w, &wd, &bd, cout, false);
+        check_fd(&format!("conv3x3_backward_input {cout}->{cin} {h}x{w} vs FD"), &fwd, &xd, &dyd, &got, 24, &mut rng);
+
+        // With the fused ReLU mask (the forward's ReLU output).
+        let y = r::conv3x3_forward(&xd, cin, h, w, &wd, &bd, cout, true);
+        let ty = upload([cout, h, w], &y.iter().map(|&v| v as f32).collect::<Vec<_>>());
+        let dx = poisoned([cin, h, w]);
+        run(&conv::conv3x3_backward_input(ctx(), &tdy, Some(&ty), &tflip, &dx));
+        let got = read(&dx);
+        let masked = r::relu_backward(&y, &dyd);
+        let want = r::conv3x3_backward_input(&masked, cout, h, w, &wd, cin);
+        assert_close(&format!("conv3x3_backward_input+relu mask {cout}->{cin} {h}x{w}"), &got, &want, TOL_DOT);
+        let fwd = |xv: &[f64]| r::conv3x3_forward(xv, cin, h, w, &wd, &bd, cout, true);
+        check_fd(&format!("conv3x3_backward_input+relu mask {cout}->{cin} {h}x{w} vs FD"), &fwd, &xd, &dyd, &got, 24, &mut rng);
+    }
+}
+
+#[test]
+fn relu_forward_backward() {
+    let mut rng = Rng::new(3);
+    for &n in &[1usize, 7, 13 * 7 * 5, 64 * 32 * 32 + 3] {
+        let x = rng.vec(n, -1.0, 1.0);
+        let dy = rng.vec(n, -1.0, 1.0);
+        let (tx, tdy) = (upload([n, 1, 1], &x), upload([n, 1, 1], &dy));
+        let y = poisoned([n, 1, 1]);
+        run(&relu::relu_forward(ctx(), &tx, &y));
+        let yv = read(&y);
+        assert_close(&format!("relu_forward n={n}"), &yv, &r::relu_forward(&f64s(&x)), TOL_ELEMENTWISE);
+        let dx = poisoned([n, 1, 1]);
+        run(&relu::relu_backward(ctx(), &y, &tdy, &dx));
+        let got = read(&dx);
+        assert_close(&format!("relu_backward n={n}"), &got, &r::relu_backward(&f64s(&yv), &f64s(&dy)), TOL_ELEMENTWISE);
+        check_fd(&format!("relu_backward n={n} vs FD"), &|xv| r::relu_forward(xv), &f64s(&x), &f64s(&dy), &got, 16, &mut rng);
+    }
+}
+
+#[test]
+fn pools_forward_backward() {
+    let mut rng = Rng::new(4);
+    for &(c, h, w) in &[(3, 7, 13), (5, 13, 7), (64, 32, 32), (3, 2, 2), (5, 3, 33)] {
+        let x = rng.vec(c * h * w, -1.0, 1.0);
+        let (oh, ow) = r::pool_out(h, w);
+        let dy = rng.vec(c * oh * ow, -1.0, 1.0);
+        let (xd, dyd) = (f64s(&x), f64s(&dy));
+        let (tx, tdy) = (upload([c, h, w], &x), upload([c, oh, ow], &dy));
+        for kind in [pool::Pool::Avg, pool::Pool::Max] {
+            let y = poisoned([c, oh, ow]);
+            run(&pool::pool_forward(ctx(), kind, &tx, &y));
+            let (want_y, want_dx, fwd): (Vec<f64>, Vec<f64>, Box<dyn Fn(&[f64]) -> Vec<f64>>) = match kind {
+                pool::Pool::Avg => (
+                    r::avgpool2x2_forward(&xd, c, h, w),
+                    r::avgpool2x2_backward(&dyd, c, h, w),
+                    Box::new(move |v: &[f64]| r::avgpool2x2_forward(v, c, h, w)),
+                ),
+                pool::Pool::Max => (
+                    r::maxpool2x2_forward(&xd, c, h, w),
+                    r::maxpool2x2_backward(&xd, &dyd, c, h, w),
+                    Box::new(move |v: &[f64]| r::maxpool2x2_forward(v, c, h, w)),
+                ),
+            };
+            assert_close(&format!("{kind:?}pool2x2_forward {c}x{h}x{w}"), &read(&y), &want_y, TOL_ELEMENTWISE);
+            let dx = poisoned([c, h, w]);
+            run(&pool::pool_backward(ctx(), kind, &tx, &tdy, &dx));
+            let got = read(&dx);
+            assert_close(&format!("{kind:?}pool2x2_backward {c}x{h}x{w}"), &got, &want_dx, TOL_ELEMENTWISE);
+            check_fd(&format!("{kind:?}pool2x2_backward {c}x{h}x{w} vs FD"), &*fwd, &xd, &dyd, &got, 24, &mut rng);
+        }
+    }
+}
+
+#[test]
+fn maxpool_ties_route_to_first_maximum() {
+    // After a ReLU whole windows are 0: the gradient must go to the first element, as PyTorch.
+    let x = vec![0.0f32, 0.0, 0.0, 0.0, /* second window */ 0.5, 0.5, 0.0, 0.5];
+    // (1, 2, 4): windows at columns 0-1 and 2-3.
+    let x = vec![x[0], x[1], x[4], x[5], x[2], x[3], x[6], x[7]];
+    let tx = upload([1, 2, 4], &x);
+    let tdy = upload([1, 1, 2], &[3.0, 5.0]);
+    let dx = poisoned([1, 2, 4]);
+    run(&pool::maxpool2x2_backward(ctx(), &tx, &tdy, &dx));
+    let want = r::maxpool2x2_backward(&f64s(&x), &[3.0, 5.0], 1, 2, 4);
+    assert_eq!(want, vec![3.0, 0.0, 5.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+    assert_close("maxpool2x2_backward ties", &read(&dx), &want, 0.0);
+}
+
+#[test]
+fn gram_forward_backward() {
+    let mut rng = Rng::new(5);
+    for &(c, h, w) in &[(3, 7, 13), (5, 13, 7), (64, 32, 32), (17, 1, 1), (33, 5, 3), (5, 64, 80)] {
+        let f = rng.vec(c * h * w, -1.0, 1.0);
+        let fd_ = f64s(&f);
+        let tf = upload([c, h, w], &f);
+        let g = poisoned([c, c, 1]);
+        run(&gram::gram_forward(ctx(), &tf, &g));
+        assert_close(&format!("gram_forward {c}x{h}x{w}"), &read(&g), &r::gram_forward(&fd_, c, h * w), TOL_DOT);
+
+        // Non-symmetric dG exercises the (dG + dG^T) term.
+        let dg = rng.vec(c * c, -1.0, 1.0);
+        let dgd = f64s(&dg);
+        let tdg = upload([c, c, 1], &dg);
+        let df = poisoned([c, h, w]);
+        run(&gram::gram_backward(ctx(), &tf, &tdg, &df, false));
+        let got = read(&df);
+        let want = r::gram_backward(&fd_, &dgd, c, h * w);
+        assert_close(&format!("gram_backward {c}x{h}x{w}"), &got, &want, TOL_DOT);
+        check_fd(&format!("gram_backward {c}x{h}x{w} vs FD"), &|v| r::gram_forward(v, c, h * w), &fd_, &dgd, &got, 24, &mut rng);
+
+        // accumulate = true adds onto what is there.
+        let base = rng.vec(c * h * w, -1.0, 1.0);
+        let acc = upload([c, h, w], &base);
+        run(&gram::gram_backward(ctx(), &tf, &tdg, &acc, true));
+        let want_acc: Vec<f64> = want.iter().zip(&base).map(|(a, b)| a + *b as f64).collect();
+        assert_close(&format!("gram_backward accumulate {c}x{h}x{w}"), &read(&acc), &want_acc, TOL_DOT);
+    }
+}
+
+#[test]
+fn mse_forward_backward() {
+    let mut rng = Rng::new(6);
+    let losses = Tensor::new(ctx(), [4, 1, 1], "losses").unwrap();
+    for &n in &[1usize, 7, 13 * 7 * 5, 64 * 32 * 32, 300_001] {
+        let x = rng.vec(n, -1.0, 1.0);
+        let t = rng.vec(n, -1.0, 1.0);
+        let (xd, td) = (f64s(&x), f64s(&t));
+        let (tx, tt) = (upload([n, 1, 1], &x), upload([n, 1, 1], &t));
+        let weight = 3.5f32;
+        losses.fill(ctx(), f32::NAN);
+        run(&reduce::mse_forward(ctx(), &tx, &tt, &losses, 2, weight));
+        let l = read(&losses);
+        assert!(l[0].is_nan() && l[1].is_nan() && l[3].is_nan(), "only slot 2 may be written");
+        assert_close(&format!("mse_forward n={n}"), &l[2..3], &[weight as f64 * r::mse_forward(&xd, &td)], TOL_REDUCE);
+
+        let dx = poisoned([n, 1, 1]);
+        run(&reduce::mse_backward(ctx(), &tx, &tt, &dx, weight, false));
+        let got = read(&dx);
+        assert_close(&format!("mse_backward n={n}"), &got, &r::mse_backward(&xd, &td, weight as f64), TOL_ELEMENTWISE * 4.0);
+        if n < 100_000 {
+            let f = |v: &[f64]| vec![weight as f64 * r::mse_forward(v, &td)];
+            check_fd(&format!("mse_backward n={n} vs FD"), &f, &xd, &[1.0], &got, 16, &mut rng);
+        }
+    }
+}
+
+#[test]
+fn tv_forward_backward() {
+    let mut rng = Rng::new(7);
+    let losses = Tensor::new(ctx(), [2, 1, 1], "losses").unwrap();
+    for &(c, h, w) in &[(3, 7, 13), (5, 13, 7), (3, 1, 7), (3, 7, 1), (1, 1, 1), (3, 64, 80)] {
+        let x = rng.vec(c * h * w, 0.0, 1.0);
+        let xd = f64s(&x);
+        let tx = upload([c, h, w], &x);
+        let weight = 0.7f32;
+        losses.fill(ctx(), f32::NAN);
+        run(&reduce::tv_forward(ctx(), &tx, &losses, 1, weight));
+        let l = read(&losses);
+        assert!(l[0].is_nan());
+        let want = weight as f64 * r::tv_forward(&xd, c, h, w);
+        assert_close(&format!("tv_forward {c}x{h}x{w}"), &l[1..2], &[want], if want == 0.0 { 0.0 } else { TOL_REDUCE });
+
+        let base = rng.vec(c * h * w, -1.0, 1.0);
+        let dx = upload([c, h, w], &base);
+        run(&reduce::tv_backward(ctx(), &tx, &dx, weight, true));
+        let got = read(&dx);
+        let g = r::tv_backward(&xd, c, h, w, weight as f64);
+        let want: Vec<f64> = g.iter().zip(&base).map(|(a, b)| a + *b as f64).collect();
+        assert_close(&format!("tv_backward accumulate {c}x{h}x{w}"), &got, &want, TOL_ELEMENTWISE * 4.0);
+        let dx = poisoned([c, h, w]);
+        run(&reduce::tv_backward(ctx(), &tx, &dx, weight, false));
+        let got = read(&dx);
+        if g.iter().any(|v| *v != 0.0) {
+            assert_close(&format!("tv_backward {c}x{h}x{w}"), &got, &g, TOL_ELEMENTWISE * 4.0);
+            let f = |v: &[f64]| vec![weight as f64 * r::tv_forward(v, c, h, w)];
+            check_fd(&format!("tv_backward {c}x{h}x{w} vs FD"), &f, &xd, &[1.0], &got, 16, &mut rng);
+        } else {
+            assert!(got.iter().all(|v| *v == 0.0), "1x1 image: zero gradient");
+        }
+    }
+}
+
+#[test]
+fn sum_reduction() {
+    let mut rng = Rng::new(8);
+    let out = Tensor::new(ctx(), [3, 1, 1], "out").unwrap();
+    for &n in &[1usize, 255, 256, 257, 131_073, 1_000_003] {
+        let x = rng.vec(n, 0.0, 1.0);
+        out.fill(ctx(), f32::NAN);
+        run(&reduce::sum_forward(ctx(), &upload([n, 1, 1], &x), &out, 0, 0.5));
+        assert_close(&format!("sum_forward n={n}"), &read(&out)[..1], &[0.5 * r::sum(&f64s(&x))], TOL_REDUCE);
+    }
+}
+
+#[test]
+fn adam_matches_textbook_over_steps() {
+    let mut rng = Rng::new(9);
+    for &n in &[1usize, 7, 3 * 13 * 7, 70_001] {
+        let p0 = rng.vec(n, 0.0, 1.0);
+        let cfg = adam::AdamConfig { lr: 0.05, beta1: 0.9, beta2: 0.999, eps: 1e-8, clamp: None };
+        let param = upload([n, 1, 1], &p0);
+        let grad = upload([n, 1, 1], &vec![0.0; n]);
+        let opt = adam::Adam::new(ctx(), &param, &grad, cfg).unwrap();
+        let (mut p, mut m, mut v) = (f64s(&p0), vec![0.0; n], vec![0.0; n]);
+        let a = r::AdamParams { lr: 0.05, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
+        for t in 1..=6u32 {
+            let g = rng.vec(n, -1.0, 1.0);
+            grad.write(ctx(), &g);
+            run(&opt.op);
+            r::adam_step(&mut p, &f64s(&g), &mut m, &mut v, t, a);
+        }
+        // Updates are ~lr per step on values ~1: the f32 state limits agreement to ~1e-6.
+        assert_close(&format!("adam_step n={n} after 6 steps (params)"), &read(&param), &p, TOL_REDUCE);
+        assert_close(&format!("adam_step n={n} after 6 steps (m)"), &read(&opt.m), &m, TOL_REDUCE);
+        assert_close(&format!("adam_step n={n} after 6 steps (v)"), &read(&opt.v), &v, TOL_REDUCE);
+    }
+}
+
+#[test]
+fn adam_clamps_when_asked() {
+    let param = upload([4, 1, 1], &[0.0, 0.5, 1.0, 0.99]);
+    let grad = upload([4, 1, 1], &[1.0, -1.0, -1.0, -1.0]);
+    let cfg = adam::AdamConfig { lr: 0.1, clamp: Some((0.0, 1.0)), ..Default::default() };
+    let opt = adam::Adam::new(ctx(), &param, &grad, cfg).unwrap();
+    run(&opt.op);
+    let got = read(&param);
+    let want = [0.0, 0.6, 1.0, 1.0];
+    assert_close("adam_step clamp", &got, &want, 1e-6);
+}
+
+#[test]
+fn preprocess_forward_backward() {
+    let mut rng = Rng::new(10);
+    for pre in [Preprocess::Torch, Preprocess::Caffe] {
+        let t = pre.affine();
+        for &(h, w) in &[(1, 1), (7, 13), (32, 33)] {
+            let x = rng.vec(3 * h * w, 0.0, 1.0);
+            let y = poisoned([3, h, w]);
+            run(&image::preprocess_forward(ctx(), &t, &upload([3, h, w], &x), &y));
+            let want = r::step::preprocess_forward(&f64s(&x), &t);
+            assert_close(&format!("preprocess_forward {pre:?} {h}x{w}"), &read(&y), &want, TOL_ELEMENTWISE);
+            let dy = rng.vec(3 * h * w, -1.0, 1.0);
+            let dx = poisoned([3, h, w]);
+            run(&image::preprocess_backward(ctx(), &t, &upload([3, h, w], &dy), &dx));
+            let got = read(&dx);
+            assert_close(&format!("preprocess_backward {pre:?} {h}x{w}"), &got, &r::step::preprocess_backward(&f64s(&dy), &t), TOL_ELEMENTWISE);
+            check_fd(&format!("preprocess_backward {pre:?} {h}x{w} vs FD"), &|v| r::step::preprocess_forward(v, &t), &f64s(&x), &f64s(&dy), &got, 8, &mut rng);
+        }
+    }
+}
