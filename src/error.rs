@@ -62,3 +62,9 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+impl From<crate::image_io::ImageIoError> for Error {
+    fn from(e: crate::image_io::ImageIoError) -> Self {
+        Error::Image(e.to_string())
+    }
+}

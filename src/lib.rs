@@ -5,7 +5,9 @@
 
 pub mod error;
 pub mod gpu;
+pub mod image_io;
 pub mod reference;
+pub mod runner;
 pub mod shaders;
 pub mod vgg;
 

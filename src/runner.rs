@@ -1,0 +1,427 @@
+//! The Gatys graph on the GPU: VGG19 truncated after the deepest tap, content/style/TV losses,
+//! the backward pass to the image, and the optimiser step, all recorded once as [`Op`]s and
+//! replayed every iteration in one command buffer with no readback.
+
+use crate::error::{Error, Result};
+use crate::gpu::adam::{Adam, AdamConfig};
+use crate::gpu::pool::Pool;
+use crate::gpu::{conv, gram, image, pool, reduce, relu, Context, Op, Tensor};
+use crate::vgg::{self, Preprocess, Tap};
+
+/// One conv layer's parameters (OIHW weights).
+#[derive(Clone, Debug)]
+pub struct ConvWeights {
+    pub cin: usize,
+    pub cout: usize,
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+/// What the losses look at and how much each counts.
+#[derive(Clone, Debug)]
+pub struct LossSettings {
+    pub content_layers: Vec<Tap>,
+    pub style_layers: Vec<Tap>,
+    /// One weight per style layer (multiplies `style_weight`).
+    pub style_layer_weights: Vec<f32>,
+    pub content_weight: f32,
+    pub style_weight: f32,
+    pub tv_weight: f32,
+    pub pool: Pool,
+    pub preprocess: Preprocess,
+}
+
+impl LossSettings {
+    /// Conv layers (from conv1_1) the taps need.
+    pub fn convs_needed(&self) -> usize {
+        self.content_layers.iter().chain(&self.style_layers).map(|t| t.convs_needed()).max().unwrap_or(1)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.content_layers.is_empty() && self.style_layers.is_empty() {
+            return Err(Error::InvalidArgument("no content or style layers chosen".into()));
+        }
+        if self.style_layer_weights.len() != self.style_layers.len() {
+            return Err(Error::InvalidArgument(format!(
+                "--style-layer-weights has {} values for {} style layers",
+                self.style_layer_weights.len(),
+                self.style_layers.len()
+            )));
+        }
+        let all = [self.content_weight, self.style_weight, self.tv_weight];
+        for (name, v) in ["content weight", "style weight", "tv weight"].iter().zip(all).chain(
+            self.style_layer_weights.iter().map(|w| (&"style layer weight", *w)),
+        ) {
+            if !v.is_finite() || v < 0.0 {
+                return Err(Error::InvalidArgument(format!("{name} must be a finite number >= 0, got {v}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The frozen network on the GPU: weights, biases and backward (transposed, flipped) weights.
+pub struct Net {
+    pub layers: Vec<(Tensor, Tensor, Tensor, usize, usize)>,
+}
+
+impl Net {
+    pub fn new(ctx: &Context, convs: &[ConvWeights]) -> Result<Net> {
+        let mut layers = vec![];
+        for (i, c) in convs.iter().enumerate() {
+            let (name, cin, cout) = vgg::CONVS[i];
+            if c.cin != cin || c.cout != cout || c.weight.len() != cin * cout * 9 || c.bias.len() != cout {
+                return Err(Error::InvalidArgument(format!("weights of {name} have the wrong shape")));
+            }
+            let w = Tensor::from_slice(ctx, [cout, cin, 9], &c.weight, name)?;
+            let b = Tensor::from_slice(ctx, [cout, 1, 1], &c.bias, name)?;
+            let wt = Tensor::from_slice(ctx, [cin, cout, 9], &conv::transpose_flip(&c.weight, cout, cin), name)?;
+            layers.push((w, b, wt, cin, cout));
+        }
+        Ok(Net { layers })
+    }
+}
+
+/// Activations of one forward pass at one image size.
+struct Forward {
+    /// Network input (3, h, w).
+    _xin: Tensor,
+    /// Per conv layer: pre-ReLU output if that is tapped (else None), post-ReLU output.
+    pre: Vec<Option<Tensor>>,
+    post: Vec<Tensor>,
+    /// Pool output after conv i, when computed.
+    pooled: Vec<Option<Tensor>>,
+    ops: Vec<Op>,
+}
+
+impl Forward {
+    fn new(ctx: &Context, net: &Net, s: &LossSettings, x: &Tensor, n: usize) -> Result<Forward> {
+        let [_, h, w] = x.shape;
+        let xin = Tensor::new(ctx, [3, h, w], "network input")?;
+        let mut ops = vec![image::preprocess_forward(ctx, &s.preprocess.affine(), x, &xin)];
+        let taps: Vec<Tap> = s.content_layers.iter().chain(&s.style_layers).copied().collect();
+        let (mut pre, mut post, mut pooled) = (vec![], vec![], vec![]);
+        let mut cur = xin.clone();
+        for i in 0..n {
+            let (wt, b, _, _, cout) = &net.layers[i];
+            let [_, ch, cw] = cur.shape;
+            let name = vgg::CONVS[i].0;
+            let y = Tensor::new(ctx, [*cout, ch, cw], name)?;
+            if taps.contains(&Tap::Conv(i)) {
+                let c = Tensor::new(ctx, [*cout, ch, cw], name)?;
+                ops.push(conv::conv3x3_forward(ctx, &cur, wt, b, &c, false));
+                ops.push(relu::relu_forward(ctx, &c, &y));
+                pre.push(Some(c));
+            } else {
+                ops.push(conv::conv3x3_forward(ctx, &cur, wt, b, &y, true));
+                pre.push(None);
+            }
+            let (block, last) = vgg::block_of(i);
+            let want_pool = last && (i + 1 < n || taps.contains(&Tap::Pool(block)));
+            cur = y.clone();
+            post.push(y);
+            if want_pool {
+                let [c, hh, ww] = cur.shape;
+                if hh < 2 || ww < 2 {
+                    return Err(Error::InvalidArgument(format!(
+                        "the image is too small for the chosen layers: pool{} needs at least 2x2 \
+                         pixels but gets {hh}x{ww}; use a larger --size or shallower layers",
+                        block + 1
+                    )));
+                }
+                let p = Tensor::new(ctx, [c, hh / 2, ww / 2], "pool")?;
+                ops.push(pool::pool_forward(ctx, s.pool, &cur, &p));
+                cur = p.clone();
+                pooled.push(Some(p));
+            } else {
+                pooled.push(None);
+            }
+        }
+        Ok(Forward { _xin: xin, pre, post, pooled, ops })
+    }
+
+    fn tap(&self, t: Tap) -> &Tensor {
+        match t {
+            Tap::Conv(i) => self.pre[i].as_ref().expect("pre-ReLU output kept for a conv tap"),
+            Tap::Relu(i) => &self.post[i],
+            Tap::Pool(b) => {
+                let i = vgg::BLOCKS[..=b].iter().sum::<usize>() - 1;
+                self.pooled[i].as_ref().expect("pool computed for a pool tap")
+            }
+        }
+    }
+}
+
+/// Loss slots in the losses buffer: content taps, then style taps, then TV.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Losses {
+    pub content: Vec<f32>,
+    pub style: Vec<f32>,
+    pub tv: f32,
+}
+
+impl Losses {
+    pub fn content_total(&self) -> f32 {
+        self.content.iter().sum()
+    }
+    pub fn style_total(&self) -> f32 {
+        self.style.iter().sum()
+    }
+    pub fn total(&self) -> f32 {
+        self.content_total() + self.style_total() + self.tv
+    }
+}
+
+/// Content and style targets, computed once.
+pub struct Targets {
+    /// Activation of the content image at each content tap.
+    pub content: Vec<Tensor>,
+    /// Gram matrix of the style image at each style tap.
+    pub style: Vec<Tensor>,
+}
+
+/// Runs a forward pass of `pixels` ((3, h, w), RGB in [0,1]) and returns the activations at
+/// `content` taps and the Gram matrices at `style` taps.
+pub fn compute_targets(
+    ctx: &Context,
+    net: &Net,
+    s: &LossSettings,
+    pixels: &[f32],
+    h: usize,
+    w: usize,
+    content: bool,
+    style: bool,
+) -> Result<Targets> {
+    let x = Tensor::from_slice(ctx, [3, h, w], pixels, "target image")?;
+    let n = s.convs_needed();
+    let f = Forward::new(ctx, net, s, &x, n)?;
+    let mut ops: Vec<Op> = f.ops;
+    let mut out = Targets { content: vec![], style: vec![] };
+    let mut copies = vec![];
+    if content {
+        for &t in &s.content_layers {
+            let a = f_tap(&f.pre, &f.post, &f.pooled, t);
+            let dst = Tensor::new(ctx, a.shape, "content target")?;
+            copies.push((a.buf.clone(), dst.buf.clone(), a.bytes()));
+            out.content.push(dst);
+        }
+    }
+    if style {
+        for &t in &s.style_layers {
+            let a = f_tap(&f.pre, &f.post, &f.pooled, t);
+            let c = a.shape[0];
+            let g = Tensor::new(ctx, [c, c, 1], "style target")?;
+            ops.push(gram::gram_forward(ctx, a, &g));
+            out.style.push(g);
+        }
+    }
+    ctx.scoped("computing the targets", || {
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            for op in &ops {
+                op.record(&mut pass);
+            }
+        }
+        for (src, dst, bytes) in &copies {
+            enc.copy_buffer_to_buffer(src, 0, dst, 0, *bytes);
+        }
+        ctx.queue.submit([enc.finish()]);
+    })?;
+    ctx.wait()?;
+    Ok(out)
+}
+
+fn f_tap<'a>(pre: &'a [Option<Tensor>], post: &'a [Tensor], pooled: &'a [Option<Tensor>], t: Tap) -> &'a Tensor {
+    match t {
+        Tap::Conv(i) => pre[i].as_ref().expect("pre-ReLU output kept for a conv tap"),
+        Tap::Relu(i) => &post[i],
+        Tap::Pool(b) => pooled[vgg::BLOCKS[..=b].iter().sum::<usize>() - 1].as_ref().expect("pool computed"),
+    }
+}
+
+/// The whole optimisation state at one image size: image, graph, losses, gradient, optimiser.
+pub struct Graph {
+    /// The image being optimised: (3, h, w) RGB in [0,1].
+    pub x: Tensor,
+    /// dLoss/dx after a backward pass.
+    pub grad: Tensor,
+    /// weight * loss per slot (see [`Losses`]).
+    pub losses: Tensor,
+    pub adam: Adam,
+    forward: Forward,
+    /// Losses and backward, recorded after the forward.
+    backward_ops: Vec<Op>,
+    /// Scratch kept alive for the ops that bind it.
+    _scratch: Vec<Tensor>,
+    n_content: usize,
+    n_style: usize,
+}
+
+impl Graph {
+    pub fn new(
+        ctx: &Context,
+        net: &Net,
+        s: &LossSettings,
+        targets: &Targets,
+        init: &[f32],
+        h: usize,
+        w: usize,
+        adam_cfg: AdamConfig,
+    ) -> Result<Graph> {
+        s.validate()?;
+        let n = s.convs_needed();
+        if net.layers.len() < n {
+            return Err(Error::InvalidArgument(format!(
+                "the chosen layers need {} but the weights hold only {} conv layers",
+                vgg::CONVS[n - 1].0,
+                net.layers.len()
+            )));
+        }
+        let x = Tensor::from_slice(ctx, [3, h, w], init, "image")?;
+        let grad = Tensor::new(ctx, [3, h, w], "image gradient")?;
+        let (nc, ns) = (s.content_layers.len(), s.style_layers.len());
+        let losses = Tensor::new(ctx, [nc + ns + 1, 1, 1], "losses")?;
+        let fwd = Forward::new(ctx, net, s, &x, n)?;
+        let mut ops = vec![];
+        let mut scratch = vec![];
+
+        // Loss values (cheap; read back only when asked). Each content layer's weight is split
+        // evenly so the total does not depend on how many layers are chosen.
+        let cw = s.content_weight / nc.max(1) as f32;
+        let mut grams = vec![];
+        for (k, &t) in s.content_layers.iter().enumerate() {
+            ops.push(reduce::mse_forward(ctx, fwd.tap(t), &targets.content[k], &losses, k, cw));
+        }
+        for (k, &t) in s.style_layers.iter().enumerate() {
+            let a = fwd.tap(t);
+            let c = a.shape[0];
+            let g = Tensor::new(ctx, [c, c, 1], "gram")?;
+            ops.push(gram::gram_forward(ctx, a, &g));
+            let sw = s.style_weight * s.style_layer_weights[k];
+            ops.push(reduce::mse_forward(ctx, &g, &targets.style[k], &losses, nc + k, sw));
+            grams.push(g);
+        }
+        ops.push(reduce::tv_forward(ctx, &x, &losses, nc + ns, s.tv_weight));
+
+        // Backward. Two ping-pong gradient buffers as large as the largest activation; a
+        // gradient is a view of one of them with the activation's shape.
+        let max_len = fwd.post.iter().map(|t| t.len()).max().unwrap_or(0).max(3 * h * w);
+        let bufs = [Tensor::new(ctx, [max_len, 1, 1], "gradient A")?, Tensor::new(ctx, [max_len, 1, 1], "gradient B")?];
+        let view = |k: usize, shape: [usize; 3]| Tensor { buf: bufs[k].buf.clone(), shape };
+        let max_c = s.style_layers.iter().map(|t| t.channels()).max().unwrap_or(1);
+        let dgram = Tensor::new(ctx, [max_c * max_c, 1, 1], "gram gradient")?;
+
+        // Adds the loss gradients of every tap at `t` into `g` (written fresh if `g` holds none).
+        let add_taps = |ops: &mut Vec<Op>, t: Tap, g: &Tensor, have: &mut bool| {
+            let a = fwd.tap(t);
+            for (k, _) in s.content_layers.iter().enumerate().filter(|(_, &c)| c == t) {
+                ops.push(reduce::mse_backward(ctx, a, &targets.content[k], g, cw, *have));
+                *have = true;
+            }
+            for (k, _) in s.style_layers.iter().enumerate().filter(|(_, &c)| c == t) {
+                let c = a.shape[0];
+                let dg = Tensor { buf: dgram.buf.clone(), shape: [c, c, 1] };
+                let sw = s.style_weight * s.style_layer_weights[k];
+                ops.push(reduce::mse_backward(ctx, &grams[k], &targets.style[k], &dg, sw, false));
+                ops.push(gram::gram_backward(ctx, a, &dg, g, *have));
+                *have = true;
+            }
+        };
+
+        let mut cur = 0usize; // buffer holding the current gradient
+        let mut have = false; // whether it holds anything yet
+        for i in (0..n).rev() {
+            let (_, _, wt, cin, _) = &net.layers[i];
+            let (block, _) = vgg::block_of(i);
+            if let Some(p) = &fwd.pooled[i] {
+                let gp = view(cur, p.shape);
+                add_taps(&mut ops, Tap::Pool(block), &gp, &mut have);
+                if have {
+                    let ga = view(1 - cur, fwd.post[i].shape);
+                    ops.push(pool::pool_backward(ctx, s.pool, &fwd.post[i], &gp, &ga));
+                    cur = 1 - cur;
+                }
+            }
+            let ga = view(cur, fwd.post[i].shape);
+            add_taps(&mut ops, Tap::Relu(i), &ga, &mut have);
+            let in_shape = [*cin, ga.shape[1], ga.shape[2]];
+            let gin = view(1 - cur, in_shape);
+            match &fwd.pre[i] {
+                Some(c) => {
+                    // Unfused: ReLU backward to the pre-activation, its taps, then the conv.
+                    let gc = view(1 - cur, c.shape);
+                    if have {
+                        ops.push(relu::relu_backward(ctx, &fwd.post[i], &ga, &gc));
+                    }
+                    add_taps(&mut ops, Tap::Conv(i), &gc, &mut have);
+                    let gin2 = view(cur, in_shape);
+                    ops.push(conv::conv3x3_backward_input(ctx, &gc, None, wt, &gin2));
+                    // cur stays: the input gradient is back in buffer `cur`.
+                    continue;
+                }
+                None => {
+                    ops.push(conv::conv3x3_backward_input(ctx, &ga, Some(&fwd.post[i]), wt, &gin));
+                    cur = 1 - cur;
+                }
+            }
+        }
+        let gxin = view(cur, [3, h, w]);
+        ops.push(image::preprocess_backward(ctx, &s.preprocess.affine(), &gxin, &grad));
+        ops.push(reduce::tv_backward(ctx, &x, &grad, s.tv_weight, true));
+        scratch.extend(bufs);
+        scratch.push(dgram);
+        scratch.extend(grams);
+
+        let adam = Adam::new(ctx, &x, &grad, adam_cfg)?;
+        Ok(Graph { x, grad, losses, adam, forward: fwd, backward_ops: ops, _scratch: scratch, n_content: nc, n_style: ns })
+    }
+
+    fn record(&self, pass: &mut wgpu::ComputePass<'_>, optimise: bool) {
+        for op in &self.forward.ops {
+            op.record(pass);
+        }
+        for op in &self.backward_ops {
+            op.record(pass);
+        }
+        if optimise {
+            self.adam.op.record(pass);
+        }
+    }
+
+    /// Losses and gradient at the current image, without changing it.
+    pub fn evaluate(&self, ctx: &Context) -> Result<()> {
+        self.submit(ctx, 1, false)?;
+        ctx.wait()
+    }
+
+    /// `iters` optimiser iterations, one command buffer each, no readback.
+    pub fn step(&self, ctx: &Context, iters: u32) -> Result<()> {
+        self.submit(ctx, iters, true)
+    }
+
+    fn submit(&self, ctx: &Context, iters: u32, optimise: bool) -> Result<()> {
+        ctx.scoped("running an iteration", || {
+            for _ in 0..iters {
+                let mut enc = ctx.device.create_command_encoder(&Default::default());
+                {
+                    let mut pass = enc.begin_compute_pass(&Default::default());
+                    self.record(&mut pass, optimise);
+                }
+                ctx.queue.submit([enc.finish()]);
+            }
+        })?;
+        ctx.check_lost()
+    }
+
+    /// Reads the loss terms of the last forward pass (waits for the GPU).
+    pub fn read_losses(&self, ctx: &Context) -> Result<Losses> {
+        let v = self.losses.read(ctx)?;
+        let (nc, ns) = (self.n_content, self.n_style);
+        Ok(Losses { content: v[..nc].to_vec(), style: v[nc..nc + ns].to_vec(), tv: v[nc + ns] })
+    }
+
+    pub fn read_image(&self, ctx: &Context) -> Result<Vec<f32>> {
+        self.x.read(ctx)
+    }
+}
