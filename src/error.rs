@@ -68,3 +68,9 @@ impl From<crate::image_io::ImageIoError> for Error {
         Error::Image(e.to_string())
     }
 }
+
+impl From<crate::weights::WeightsError> for Error {
+    fn from(e: crate::weights::WeightsError) -> Self {
+        Error::Weights(e.to_string())
+    }
+}

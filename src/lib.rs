@@ -7,8 +7,10 @@ pub mod error;
 pub mod gpu;
 pub mod image_io;
 pub mod reference;
+pub mod render;
 pub mod runner;
 pub mod shaders;
 pub mod vgg;
+pub mod weights;
 
 pub use error::{Error, Result};

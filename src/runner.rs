@@ -37,10 +37,16 @@ impl LossSettings {
         self.content_layers.iter().chain(&self.style_layers).map(|t| t.convs_needed()).max().unwrap_or(1)
     }
 
-    pub fn validate(&self) -> Result<()> {
+    /// Checks the layer lists (before any weights are loaded).
+    pub fn validate_layers(&self) -> Result<()> {
         if self.content_layers.is_empty() && self.style_layers.is_empty() {
             return Err(Error::InvalidArgument("no content or style layers chosen".into()));
         }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.validate_layers()?;
         if self.style_layer_weights.len() != self.style_layers.len() {
             return Err(Error::InvalidArgument(format!(
                 "--style-layer-weights has {} values for {} style layers",

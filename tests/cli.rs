@@ -1,0 +1,191 @@
+//! The `stylize` binary end to end: a small render, and every bad input giving a one-line
+//! actionable error with a non-zero exit (never a panic).
+
+mod common;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use stylize::image_io::{self, Planar};
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("stylize-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn images(dir: &Path) -> (PathBuf, PathBuf) {
+    let c = dir.join("content.png");
+    let s = dir.join("style.jpg");
+    image_io::save_image(&c, &image_io::synthetic_photo(40, 30, 1), &[]).unwrap();
+    image_io::save_image(&s, &image_io::synthetic_painting(36, 36, 2), &[]).unwrap();
+    (c, s)
+}
+
+fn stylize(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_stylize")).args(args).output().expect("run stylize")
+}
+
+/// Small and fast: shallow layers, random weights.
+const FAST: &[&str] = &[
+    "--size", "24", "--steps", "3", "--weights", "random:1", "--content-layers", "relu2_1",
+    "--style-layers", "relu1_1,relu2_1", "--quiet",
+];
+
+fn fails_with(args: &[&str], needle: &str) {
+    let out = stylize(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure for {args:?}, got success; stderr: {err}");
+    assert!(!err.contains("panicked"), "panic for {args:?}: {err}");
+    assert!(err.to_lowercase().contains(&needle.to_lowercase()), "for {args:?}: expected {needle:?} in: {err}");
+    println!("{args:?}\n  -> {}", err.trim());
+}
+
+#[test]
+fn renders_and_records_settings() {
+    let d = tmpdir("ok");
+    let (c, s) = images(&d);
+    let out = d.join("out.png");
+    let mut args = vec!["render", c.to_str().unwrap(), s.to_str().unwrap(), "-o", out.to_str().unwrap(), "--save-every", "2"];
+    args.extend_from_slice(FAST);
+    let o = stylize(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let img = image_io::load_image(&out, &Default::default()).unwrap();
+    assert_eq!((img.width, img.height), (24, 18));
+    let text = image_io::read_png_text(&out).unwrap();
+    let get = |k: &str| text.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    assert_eq!(get("stylize:step"), "3");
+    assert!(get("stylize:command").contains("--steps 3"), "{text:?}");
+    assert!(d.join("out_00002.png").exists(), "snapshot written");
+    // Nothing else (no temporary files) left behind.
+    let mut names: Vec<String> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+    names.sort();
+    assert_eq!(names, ["content.png", "out.png", "out_00002.png", "style.jpg"]);
+}
+
+#[test]
+fn bad_inputs_give_clear_errors() {
+    let d = tmpdir("bad");
+    let (c, s) = images(&d);
+    let (c, s) = (c.to_str().unwrap(), s.to_str().unwrap());
+    let out = d.join("o.png");
+    let out = out.to_str().unwrap();
+    let with = |extra: &[&str], base: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+        // FAST's flags, except those `extra` overrides (clap refuses a flag given twice).
+        let mut i = 0;
+        while i < FAST.len() {
+            let takes_value = FAST[i] != "--quiet";
+            if !extra.contains(&FAST[i]) {
+                v.push(FAST[i].to_string());
+                if takes_value {
+                    v.push(FAST[i + 1].to_string());
+                }
+            }
+            i += if takes_value { 2 } else { 1 };
+        }
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |v: Vec<String>, needle: &str| fails_with(&v.iter().map(|s| s.as_str()).collect::<Vec<_>>(), needle);
+
+    let missing = d.join("nope.png");
+    run(with(&[], &["render", missing.to_str().unwrap(), s, "-o", out]), "nope.png");
+    let txt = d.join("notes.png");
+    std::fs::write(&txt, "not an image").unwrap();
+    run(with(&[], &["render", c, txt.to_str().unwrap(), "-o", out]), "notes.png");
+    let empty = d.join("empty.png");
+    std::fs::write(&empty, b"").unwrap();
+    run(with(&[], &["render", empty.to_str().unwrap(), s, "-o", out]), "empty.png");
+    let tiny = d.join("tiny.png");
+    image_io::save_image(&tiny, &Planar::filled(1, 1, [0.5, 0.5, 0.5]), &[]).unwrap();
+    run(with(&[], &["render", tiny.to_str().unwrap(), s, "-o", out]), "too small");
+    run(with(&["--size", "0"], &["render", c, s, "-o", out]), "--size");
+    run(with(&["--size", "100000"], &["render", c, s, "-o", out]), "largest --size that fits");
+    run(with(&["--style-layers", "relu9_1"], &["render", c, s, "-o", out]), "unknown layer");
+    run(with(&["--lr", "-1"], &["render", c, s, "-o", out]), "--lr");
+    run(with(&["--style-weight", "NaN"], &["render", c, s, "-o", out]), "--style-weight");
+    run(with(&["--tv-weight", "-2"], &["render", c, s, "-o", out]), "--tv-weight");
+    let nodir = d.join("no/such/dir/o.png");
+    run(with(&[], &["render", c, s, "-o", nodir.to_str().unwrap()]), "does not exist");
+    run(with(&[], &["render", c, s, "-o", d.join("o.bmp").to_str().unwrap()]), ".bmp");
+    run(with(&["--adapter", "no-such-gpu-xyz"], &["render", c, s, "-o", out]), "no adapter matches");
+    run(with(&["--style-layer-weights", "1"], &["render", c, s, "-o", out]), "style-layer-weights");
+    run(with(&["--weights", "random:abc"], &["render", c, s, "-o", out]), "random:SEED");
+    // A weights file of another model: an .npz whose tensors are not VGG19's.
+    let bad_w = d.join("resnet.npz");
+    write_npz(&bad_w);
+    run(with(&["--weights", bad_w.to_str().unwrap()], &["render", c, s, "-o", out]), "resnet.npz");
+    assert!(!Path::new(out).exists(), "no output written by a failed run");
+}
+
+#[test]
+fn no_adapter_at_all_is_an_error_with_a_hint() {
+    let d = tmpdir("noadapter");
+    let (c, s) = images(&d);
+    // Restrict wgpu to a backend this machine does not have.
+    let backend = if cfg!(target_os = "macos") { "dx12" } else { "metal" };
+    let o = Command::new(env!("CARGO_BIN_EXE_stylize"))
+        .args(["render", c.to_str().unwrap(), s.to_str().unwrap(), "-o", d.join("o.png").to_str().unwrap()])
+        .args(FAST)
+        .env("WGPU_BACKEND", backend)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("no GPU adapter found"), "{err}");
+}
+
+/// A minimal .npz (zip of .npy, stored) holding one tensor that is not VGG19's.
+fn write_npz(path: &Path) {
+    let mut npy = Vec::new();
+    let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }";
+    let mut h = header.to_string();
+    while (10 + h.len() + 1) % 64 != 0 {
+        h.push(' ');
+    }
+    h.push('\n');
+    npy.extend_from_slice(b"\x93NUMPY\x01\x00");
+    npy.extend_from_slice(&(h.len() as u16).to_le_bytes());
+    npy.extend_from_slice(h.as_bytes());
+    for v in [1.0f32, 2.0, 3.0, 4.0] {
+        npy.extend_from_slice(&v.to_le_bytes());
+    }
+    // Write the zip by hand (stored, no compression) so the test needs no zip crate.
+    let name = b"layer1.0.conv1.weight.npy";
+    let crc = crc32(&npy);
+    let mut z = Vec::new();
+    z.extend_from_slice(&[0x50, 0x4b, 3, 4, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    z.extend_from_slice(&crc.to_le_bytes());
+    z.extend_from_slice(&(npy.len() as u32).to_le_bytes());
+    z.extend_from_slice(&(npy.len() as u32).to_le_bytes());
+    z.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    z.extend_from_slice(&0u16.to_le_bytes());
+    z.extend_from_slice(name);
+    z.extend_from_slice(&npy);
+    let cd = z.len();
+    z.extend_from_slice(&[0x50, 0x4b, 1, 2, 20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    z.extend_from_slice(&crc.to_le_bytes());
+    z.extend_from_slice(&(npy.len() as u32).to_le_bytes());
+    z.extend_from_slice(&(npy.len() as u32).to_le_bytes());
+    z.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    z.extend_from_slice(&[0; 12]);
+    z.extend_from_slice(&0u32.to_le_bytes());
+    z.extend_from_slice(name);
+    let cd_len = z.len() - cd;
+    z.extend_from_slice(&[0x50, 0x4b, 5, 6, 0, 0, 0, 0, 1, 0, 1, 0]);
+    z.extend_from_slice(&(cd_len as u32).to_le_bytes());
+    z.extend_from_slice(&(cd as u32).to_le_bytes());
+    z.extend_from_slice(&0u16.to_le_bytes());
+    std::fs::write(path, z).unwrap();
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut c = 0xFFFF_FFFFu32;
+    for &b in data {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 { (c >> 1) ^ 0xEDB8_8320 } else { c >> 1 };
+        }
+    }
+    !c
+}
