@@ -33,9 +33,9 @@ enum PreprocessArg {
 
 #[derive(Args)]
 struct RenderArgs {
-    /// The photo whose layout is kept (PNG or JPEG).
+    /// The photo whose layout is kept (PNG or JPEG; builtin:photo for a built-in sample).
     content: PathBuf,
-    /// The painting whose style is transferred (PNG or JPEG).
+    /// The painting whose style is transferred (PNG or JPEG; builtin:painting for a sample).
     style: PathBuf,
     /// Output image; .png (records the settings used) or .jpg. Written atomically.
     #[arg(short, long, default_value = "out.png")]

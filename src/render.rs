@@ -202,6 +202,16 @@ pub fn check_fits(ctx: &Context, w: usize, h: usize) -> Result<()> {
     Ok(())
 }
 
+/// Loads an image file, or one of the built-in synthetic samples `builtin:photo` and
+/// `builtin:painting` (768x512, so a first render needs no files at all).
+pub fn load_input(p: &Path, limits: &DecodeLimits) -> Result<Planar> {
+    match p.to_str() {
+        Some("builtin:photo") => Ok(image_io::synthetic_photo(768, 512, 1)),
+        Some("builtin:painting") => Ok(image_io::synthetic_painting(768, 512, 2)),
+        _ => Ok(image_io::load_image(p, limits)?),
+    }
+}
+
 fn planar_to_vec(p: &Planar) -> Vec<f32> {
     p.data.clone()
 }
@@ -286,8 +296,8 @@ pub fn prepare(o: &RenderOptions) -> Result<Session> {
         image_io::check_output_path(&o.output)?;
     }
     let limits = DecodeLimits::default();
-    let content = image_io::load_image(&o.content, &limits)?;
-    let style = image_io::load_image(&o.style, &limits)?;
+    let content = load_input(&o.content, &limits)?;
+    let style = load_input(&o.style, &limits)?;
     for (p, i) in [(&o.content, &content), (&o.style, &style)] {
         if i.width < MIN_SIDE || i.height < MIN_SIDE {
             return Err(Error::InvalidArgument(format!(
@@ -320,7 +330,7 @@ pub fn prepare(o: &RenderOptions) -> Result<Session> {
                 .collect()
         }
         Init::Image(p) => {
-            let i = image_io::load_image(p, &limits)?;
+            let i = load_input(p, &limits)?;
             planar_to_vec(&image_io::resize_exact(&i, w as u32, h as u32))
         }
     };

@@ -24,24 +24,7 @@ use npyz::zip;
 use sha2::{Digest, Sha256};
 
 /// VGG19's 16 conv layers in order: (name, cin, cout).
-pub const VGG19_CONVS: [(&str, usize, usize); 16] = [
-    ("conv1_1", 3, 64),
-    ("conv1_2", 64, 64),
-    ("conv2_1", 64, 128),
-    ("conv2_2", 128, 128),
-    ("conv3_1", 128, 256),
-    ("conv3_2", 256, 256),
-    ("conv3_3", 256, 256),
-    ("conv3_4", 256, 256),
-    ("conv4_1", 256, 512),
-    ("conv4_2", 512, 512),
-    ("conv4_3", 512, 512),
-    ("conv4_4", 512, 512),
-    ("conv5_1", 512, 512),
-    ("conv5_2", 512, 512),
-    ("conv5_3", 512, 512),
-    ("conv5_4", 512, 512),
-];
+pub use crate::vgg::CONVS as VGG19_CONVS;
 
 /// torchvision `features.N` index of each conv layer (ReLUs and pools take the other indices).
 pub const TORCHVISION_FEATURE_INDEX: [usize; 16] =
@@ -96,7 +79,11 @@ pub enum WeightsError {
     /// `needed` outside 1..=16, or a malformed hash string.
     InvalidArgument(String),
     /// An I/O operation on a file failed.
-    Io { path: PathBuf, action: &'static str, source: io::Error },
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        source: io::Error,
+    },
     /// Not a format this module reads.
     UnknownFormat { path: PathBuf, detail: String },
     /// The container is broken (bad pickle, inconsistent sizes, bad zip).
@@ -106,7 +93,10 @@ pub enum WeightsError {
     /// A pickle names a global outside the allow-list (it would run code in Python).
     ForbiddenGlobal { path: PathBuf, global: String },
     /// None of VGG19's conv tensors are in the file.
-    NotVgg { path: PathBuf, sample_keys: Vec<String> },
+    NotVgg {
+        path: PathBuf,
+        sample_keys: Vec<String>,
+    },
     /// A layer the caller needs is absent.
     MissingLayer {
         path: PathBuf,
@@ -120,15 +110,33 @@ pub enum WeightsError {
         available: usize,
     },
     /// A tensor has the wrong shape.
-    BadShape { path: PathBuf, tensor: String, expected: Vec<usize>, found: Vec<u64> },
+    BadShape {
+        path: PathBuf,
+        tensor: String,
+        expected: Vec<usize>,
+        found: Vec<u64>,
+    },
     /// A tensor has an element type we do not read.
-    BadDtype { path: PathBuf, tensor: String, dtype: String },
+    BadDtype {
+        path: PathBuf,
+        tensor: String,
+        dtype: String,
+    },
     /// A weight is NaN or infinite.
-    NonFinite { path: PathBuf, tensor: String, index: usize, value: f32 },
+    NonFinite {
+        path: PathBuf,
+        tensor: String,
+        index: usize,
+        value: f32,
+    },
     /// HTTP failure, connection closed early, length mismatch.
     Download { url: String, detail: String },
     /// The downloaded bytes do not have the expected SHA-256.
-    HashMismatch { url: String, expected: String, found: String },
+    HashMismatch {
+        url: String,
+        expected: String,
+        found: String,
+    },
 }
 
 impl fmt::Display for WeightsError {
@@ -217,15 +225,25 @@ impl std::error::Error for WeightsError {
 type Result<T> = std::result::Result<T, WeightsError>;
 
 fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> WeightsError + 'a {
-    move |source| WeightsError::Io { path: path.to_path_buf(), action, source }
+    move |source| WeightsError::Io {
+        path: path.to_path_buf(),
+        action,
+        source,
+    }
 }
 
 fn malformed(path: &Path, detail: impl Into<String>) -> WeightsError {
-    WeightsError::Malformed { path: path.to_path_buf(), detail: detail.into() }
+    WeightsError::Malformed {
+        path: path.to_path_buf(),
+        detail: detail.into(),
+    }
 }
 
 fn truncated(path: &Path, detail: impl Into<String>) -> WeightsError {
-    WeightsError::Truncated { path: path.to_path_buf(), detail: detail.into() }
+    WeightsError::Truncated {
+        path: path.to_path_buf(),
+        detail: detail.into(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -241,11 +259,14 @@ pub fn load(path: &Path, needed: usize) -> Result<VggWeights> {
     let wanted: Vec<usize> = plan.iter().flat_map(|&(w, b)| [w, b]).collect();
     let mut data = cat.read(&wanted)?;
     let mut layers = Vec::with_capacity(needed);
-    for (i, _) in plan.iter().enumerate() {
+    for (i, &(wi, bi)) in plan.iter().enumerate() {
         let (name, cin, cout) = VGG19_CONVS[i];
-        let bias = std::mem::take(&mut data[2 * i + 1]);
         let weight = std::mem::take(&mut data[2 * i]);
-        for (tensor, values) in [(&cat.entries[plan[i].0].key, &weight), (&cat.entries[plan[i].1].key, &bias)] {
+        let bias = std::mem::take(&mut data[2 * i + 1]);
+        for (tensor, values) in [
+            (&cat.entries[wi].key, &weight),
+            (&cat.entries[bi].key, &bias),
+        ] {
             if let Some(index) = values.iter().position(|v| !v.is_finite()) {
                 return Err(WeightsError::NonFinite {
                     path: path.to_path_buf(),
@@ -255,10 +276,20 @@ pub fn load(path: &Path, needed: usize) -> Result<VggWeights> {
                 });
             }
         }
-        layers.push(ConvParams { name: name.to_string(), cin, cout, weight, bias });
+        layers.push(ConvParams {
+            name: name.to_string(),
+            cin,
+            cout,
+            weight,
+            bias,
+        });
     }
     let (convention, _) = recognise_convention(path)?;
-    Ok(VggWeights { layers, convention, source: path.display().to_string() })
+    Ok(VggWeights {
+        layers,
+        convention,
+        source: path.display().to_string(),
+    })
 }
 
 /// Seeded random weights with VGG19's shapes: He-normal weights (std sqrt(2/(cin*9))) and
@@ -266,7 +297,10 @@ pub fn load(path: &Path, needed: usize) -> Result<VggWeights> {
 /// built from IEEE basic operations only (no libm calls, whose last bits vary by platform).
 /// Layer i does not depend on `needed`. Panics only if `needed` is outside 1..=16.
 pub fn random(seed: u64, needed: usize) -> VggWeights {
-    assert!((1..=16).contains(&needed), "random(): needed must be 1..=16, got {needed}");
+    assert!(
+        (1..=16).contains(&needed),
+        "random(): needed must be 1..=16, got {needed}"
+    );
     let layers = VGG19_CONVS[..needed]
         .iter()
         .enumerate()
@@ -274,19 +308,35 @@ pub fn random(seed: u64, needed: usize) -> VggWeights {
             // One independent stream per layer, so a layer's values never depend on `needed`.
             let mut rng = Normal::new(seed ^ (i as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
             let std = (2.0 / (cin as f64 * 9.0)).sqrt();
-            let weight = (0..cout * cin * 9).map(|_| (rng.next() * std) as f32).collect();
+            let weight = (0..cout * cin * 9)
+                .map(|_| (rng.next() * std) as f32)
+                .collect();
             let bias = (0..cout).map(|_| (rng.next() * 0.01) as f32).collect();
-            ConvParams { name: name.to_string(), cin, cout, weight, bias }
+            ConvParams {
+                name: name.to_string(),
+                cin,
+                cout,
+                weight,
+                bias,
+            }
         })
         .collect();
-    VggWeights { layers, convention: None, source: format!("random(seed={seed})") }
+    VggWeights {
+        layers,
+        convention: None,
+        source: format!("random(seed={seed})"),
+    }
 }
 
 /// Where downloaded weights are cached: `$STYLIZE_CACHE` if set, else the platform cache dir
 /// (`$XDG_CACHE_HOME/stylize` or `~/.cache/stylize` on Linux, `~/Library/Caches/stylize` on
 /// macOS, `%LOCALAPPDATA%\stylize` on Windows), else `<temp dir>/stylize-cache`.
 pub fn cache_dir() -> PathBuf {
-    let env_dir = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env_dir = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(dir) = env_dir("STYLIZE_CACHE") {
         return dir;
     }
@@ -317,15 +367,25 @@ pub fn fetch(url: &str, dest: &Path, sha256: &str, progress: bool) -> Result<()>
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let file_name = dest
-        .file_name()
-        .ok_or_else(|| WeightsError::InvalidArgument(format!("{}: not a file path", dest.display())))?;
+    let file_name = dest.file_name().ok_or_else(|| {
+        WeightsError::InvalidArgument(format!("{}: not a file path", dest.display()))
+    })?;
     fs::create_dir_all(&dir).map_err(io_err(&dir, "create the cache directory"))?;
     // Per-process temp name: two concurrent downloads must not write into the same file.
-    let tmp = dir.join(format!(".{}.{}.part", file_name.to_string_lossy(), std::process::id()));
-    let mut guard = RemoveOnDrop { path: tmp.clone(), armed: true };
+    let tmp = dir.join(format!(
+        ".{}.{}.part",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    let mut guard = RemoveOnDrop {
+        path: tmp.clone(),
+        armed: true,
+    };
 
-    let download_err = |detail: String| WeightsError::Download { url: url.to_string(), detail };
+    let download_err = |detail: String| WeightsError::Download {
+        url: url.to_string(),
+        detail,
+    };
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(std::time::Duration::from_secs(30)))
         .timeout_recv_response(Some(std::time::Duration::from_secs(60)))
@@ -356,11 +416,14 @@ pub fn fetch(url: &str, dest: &Path, sha256: &str, progress: bool) -> Result<()>
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     bar.abandon();
-                    return Err(download_err(format!("connection failed after {received} bytes: {e}")));
+                    return Err(download_err(format!(
+                        "connection failed after {received} bytes: {e}"
+                    )));
                 }
             };
             hasher.update(&buf[..n]);
-            file.write_all(&buf[..n]).map_err(io_err(&tmp, "write the download file"))?;
+            file.write_all(&buf[..n])
+                .map_err(io_err(&tmp, "write the download file"))?;
             received += n as u64;
             bar.inc(n as u64);
         }
@@ -372,12 +435,17 @@ pub fn fetch(url: &str, dest: &Path, sha256: &str, progress: bool) -> Result<()>
                 )));
             }
         }
-        file.sync_all().map_err(io_err(&tmp, "flush the download file"))?;
+        file.sync_all()
+            .map_err(io_err(&tmp, "flush the download file"))?;
     }
     bar.finish_and_clear();
     let found = hex(&hasher.finalize());
     if !found.starts_with(&expected) {
-        return Err(WeightsError::HashMismatch { url: url.to_string(), expected, found });
+        return Err(WeightsError::HashMismatch {
+            url: url.to_string(),
+            expected,
+            found,
+        });
     }
     fs::rename(&tmp, dest).map_err(io_err(dest, "move the verified download into place"))?;
     guard.armed = false;
@@ -397,7 +465,10 @@ pub fn default_weights(progress: bool) -> Result<PathBuf> {
         return Ok(path);
     }
     if progress {
-        eprintln!("downloading VGG19 weights (548 MB, once) to {}", path.display());
+        eprintln!(
+            "downloading VGG19 weights (548 MB, once) to {}",
+            path.display()
+        );
     }
     fetch(TORCHVISION_URL, &path, TORCHVISION_SHA256, progress)?;
     Ok(path)
@@ -408,19 +479,26 @@ pub fn default_weights(progress: bool) -> Result<PathBuf> {
 pub fn info(path: &Path) -> Result<String> {
     use fmt::Write as _;
     let cat = Catalogue::open(path)?;
-    let size = fs::metadata(path).map_err(io_err(path, "read metadata of"))?.len();
+    let size = fs::metadata(path)
+        .map_err(io_err(path, "read metadata of"))?
+        .len();
     let sha = sha256_file(path)?;
     let (convention, reason) = recognise_convention_with_hash(path, Some(&sha));
     let mut s = String::new();
-    let _ = writeln!(s, "file:       {} ({:.1} MB)", path.display(), size as f64 / 1e6);
+    let _ = writeln!(
+        s,
+        "file:       {} ({:.1} MB)",
+        path.display(),
+        size as f64 / 1e6
+    );
     let _ = writeln!(s, "format:     {}", cat.format.describe());
     let _ = writeln!(s, "sha256:     {sha}");
     let _ = writeln!(
         s,
         "convention: {} ({reason})",
         match convention {
-            Some(Convention::Torch) => "torch (RGB 0..1, ImageNet mean/std)",
-            Some(Convention::Caffe) => "caffe (BGR 0..255 minus mean)",
+            Some(Convention::Torch) => "torch: RGB 0..1, ImageNet mean/std",
+            Some(Convention::Caffe) => "caffe: BGR 0..255 minus mean",
             None => "unknown",
         }
     );
@@ -431,29 +509,55 @@ pub fn info(path: &Path) -> Result<String> {
     for (i, &(name, cin, cout)) in VGG19_CONVS.iter().enumerate() {
         let mut line = format!("  {name:<8}");
         let mut ok = style.is_some();
+        let mut missing = 0;
         for (suffix, expected) in [("weight", vec![cout, cin, 3, 3]), ("bias", vec![cout])] {
             let key = style.map(|st| st.key(i, suffix)).unwrap_or_default();
             match cat.find(&key) {
                 Some(e) => {
                     used.insert(key.clone());
-                    let good = e.shape.iter().map(|&d| d as usize).eq(expected.iter().copied())
+                    let good = e
+                        .shape
+                        .iter()
+                        .map(|&d| d as usize)
+                        .eq(expected.iter().copied())
                         && e.readable;
                     ok &= good;
-                    let _ = write!(line, " {key} {:?} {}{}", e.shape, e.dtype, if good { "" } else { " (WRONG)" });
+                    let verdict = if good {
+                        String::new()
+                    } else {
+                        format!(" (expected {expected:?} float32)")
+                    };
+                    let _ = write!(line, " {key} {:?} {}{verdict}", e.shape, e.dtype);
                 }
                 None => {
                     ok = false;
-                    let _ = write!(line, " {} missing", if key.is_empty() { suffix.to_string() } else { key });
+                    missing += 1;
+                    let _ = write!(
+                        line,
+                        " {} missing",
+                        if key.is_empty() {
+                            suffix.to_string()
+                        } else {
+                            key
+                        }
+                    );
                 }
             }
         }
         if ok && usable == i {
             usable += 1;
         }
+        if missing == 2 {
+            line = format!("  {name:<8} missing");
+        }
         let _ = writeln!(s, "{line}");
     }
-    let ignored: Vec<&str> =
-        cat.entries.iter().map(|e| e.key.as_str()).filter(|k| !used.contains(*k)).collect();
+    let ignored: Vec<&str> = cat
+        .entries
+        .iter()
+        .map(|e| e.key.as_str())
+        .filter(|k| !used.contains(*k))
+        .collect();
     let _ = writeln!(
         s,
         "ignored:    {} other tensor(s){}{}",
@@ -501,7 +605,11 @@ const KNOWN_FILES: [(&str, Convention, &str); 2] = [
         Convention::Caffe,
         "the Caffe VGG19 conv1_1..conv3_4 npz from shared/data",
     ),
-    ("dcbb9e9d", Convention::Torch, "torchvision's vgg19-dcbb9e9d.pth"),
+    (
+        "dcbb9e9d",
+        Convention::Torch,
+        "torchvision's vgg19-dcbb9e9d.pth",
+    ),
 ];
 
 /// Which preprocessing a weights file expects, and why we think so (see weights/README.md):
@@ -518,13 +626,25 @@ pub fn recognise_convention(path: &Path) -> Result<(Option<Convention>, String)>
 }
 
 fn recognise_by_name(path: &Path) -> (Option<Convention>, String) {
-    let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
     if name.contains("caffe") {
-        (Some(Convention::Caffe), "file name contains \"caffe\"".into())
+        (
+            Some(Convention::Caffe),
+            "file name contains \"caffe\"".into(),
+        )
     } else if name.contains("vgg19-d01eb7cb") {
-        (Some(Convention::Caffe), "file name is jcjohnson's Caffe conversion vgg19-d01eb7cb".into())
+        (
+            Some(Convention::Caffe),
+            "file name is jcjohnson's Caffe conversion vgg19-d01eb7cb".into(),
+        )
     } else if name.contains("vgg19-dcbb9e9d") {
-        (Some(Convention::Torch), "file name is torchvision's vgg19-dcbb9e9d".into())
+        (
+            Some(Convention::Torch),
+            "file name is torchvision's vgg19-dcbb9e9d".into(),
+        )
     } else {
         (None, String::new())
     }
@@ -541,7 +661,10 @@ fn recognise_convention_with_hash(path: &Path, sha: Option<&str>) -> (Option<Con
             }
         }
     }
-    (None, "neither the file name nor the sha256 is known; choose the preprocessing yourself".into())
+    (
+        None,
+        "neither the file name nor the sha256 is known; choose the preprocessing yourself".into(),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -570,7 +693,9 @@ enum KeyStyle {
 impl KeyStyle {
     fn key(self, layer: usize, suffix: &str) -> String {
         match self {
-            KeyStyle::Torchvision(p) => format!("{p}features.{}.{suffix}", TORCHVISION_FEATURE_INDEX[layer]),
+            KeyStyle::Torchvision(p) => {
+                format!("{p}features.{}.{suffix}", TORCHVISION_FEATURE_INDEX[layer])
+            }
             KeyStyle::Named(p) => format!("{p}{}.{suffix}", VGG19_CONVS[layer].0),
         }
     }
@@ -601,24 +726,48 @@ fn plan_layers(cat: &Catalogue, needed: usize) -> Result<Vec<(usize, usize)>> {
     };
     // Leading layers with both tensors present, for the "file only has ..." part of errors.
     let available = (0..16)
-        .take_while(|&i| cat.find(&style.key(i, "weight")).is_some() && cat.find(&style.key(i, "bias")).is_some())
+        .take_while(|&i| {
+            cat.find(&style.key(i, "weight")).is_some() && cat.find(&style.key(i, "bias")).is_some()
+        })
         .count();
     let mut plan = Vec::with_capacity(needed);
     for (i, &(layer, cin, cout)) in VGG19_CONVS[..needed].iter().enumerate() {
         let mut pair = [0usize; 2];
-        for (slot, (suffix, expected)) in [("weight", vec![cout, cin, 3, 3]), ("bias", vec![cout])].into_iter().enumerate() {
+        for (slot, (suffix, expected)) in [("weight", vec![cout, cin, 3, 3]), ("bias", vec![cout])]
+            .into_iter()
+            .enumerate()
+        {
             let key = style.key(i, suffix);
             let Some(idx) = cat.find_index(&key) else {
-                return Err(WeightsError::MissingLayer { path: path.clone(), layer, tensor: key, needed, available });
+                return Err(WeightsError::MissingLayer {
+                    path: path.clone(),
+                    layer,
+                    tensor: key,
+                    needed,
+                    available,
+                });
             };
             let e = &cat.entries[idx];
-            if !e.shape.iter().map(|&d| d as usize).eq(expected.iter().copied())
+            if !e
+                .shape
+                .iter()
+                .map(|&d| d as usize)
+                .eq(expected.iter().copied())
                 || e.shape.iter().any(|&d| d > u32::MAX as u64)
             {
-                return Err(WeightsError::BadShape { path: path.clone(), tensor: key, expected, found: e.shape.clone() });
+                return Err(WeightsError::BadShape {
+                    path: path.clone(),
+                    tensor: key,
+                    expected,
+                    found: e.shape.clone(),
+                });
             }
             if !e.readable {
-                return Err(WeightsError::BadDtype { path: path.clone(), tensor: key, dtype: e.dtype.clone() });
+                return Err(WeightsError::BadDtype {
+                    path: path.clone(),
+                    tensor: key,
+                    dtype: e.dtype.clone(),
+                });
             }
             pair[slot] = idx;
         }
@@ -672,9 +821,23 @@ enum EntrySrc {
 }
 
 enum Backend {
-    Zip { zip: zip::ZipArchive<BufReader<File>>, prefix: String, big_endian: bool, file_len: u64 },
-    Legacy { file: BufReader<File>, file_len: u64, data_start: u64, keys: Vec<String>, storages: HashMap<String, (Dtype, u64)>, big_endian: bool },
-    Npz { zip: zip::ZipArchive<BufReader<File>> },
+    Zip {
+        zip: zip::ZipArchive<BufReader<File>>,
+        prefix: String,
+        big_endian: bool,
+        file_len: u64,
+    },
+    Legacy {
+        file: BufReader<File>,
+        file_len: u64,
+        data_start: u64,
+        keys: Vec<String>,
+        storages: HashMap<String, (Dtype, u64)>,
+        big_endian: bool,
+    },
+    Npz {
+        zip: zip::ZipArchive<BufReader<File>>,
+    },
 }
 
 struct Catalogue {
@@ -688,11 +851,15 @@ struct Catalogue {
 impl Catalogue {
     fn open(path: &Path) -> Result<Catalogue> {
         let mut file = File::open(path).map_err(io_err(path, "open"))?;
-        let file_len = file.metadata().map_err(io_err(path, "read metadata of"))?.len();
+        let file_len = file
+            .metadata()
+            .map_err(io_err(path, "read metadata of"))?
+            .len();
         let mut head = [0u8; 8];
         let n = read_up_to(&mut file, &mut head).map_err(io_err(path, "read"))?;
         let head = &head[..n];
-        file.seek(SeekFrom::Start(0)).map_err(io_err(path, "seek in"))?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(io_err(path, "seek in"))?;
         let reader = BufReader::with_capacity(1 << 16, file);
         let (format, entries, backend) = if head.starts_with(b"PK") {
             open_zip(path, reader, file_len)?
@@ -704,7 +871,10 @@ impl Catalogue {
                 detail: "a single .npy array; put the arrays in an .npz with named members".into(),
             });
         } else if n == 0 {
-            return Err(WeightsError::UnknownFormat { path: path.to_path_buf(), detail: "the file is empty".into() });
+            return Err(WeightsError::UnknownFormat {
+                path: path.to_path_buf(),
+                detail: "the file is empty".into(),
+            });
         } else {
             return Err(WeightsError::UnknownFormat {
                 path: path.to_path_buf(),
@@ -715,7 +885,13 @@ impl Catalogue {
         for (i, e) in entries.iter().enumerate() {
             index.entry(e.key.clone()).or_insert(i);
         }
-        Ok(Catalogue { path: path.to_path_buf(), format, entries, index, backend })
+        Ok(Catalogue {
+            path: path.to_path_buf(),
+            format,
+            entries,
+            index,
+            backend,
+        })
     }
 
     fn find_index(&self, key: &str) -> Option<usize> {
@@ -730,37 +906,67 @@ impl Catalogue {
     fn read(&mut self, wanted: &[usize]) -> Result<Vec<Vec<f32>>> {
         let path = self.path.clone();
         match &mut self.backend {
-            Backend::Zip { zip, prefix, big_endian, file_len } => {
+            Backend::Zip {
+                zip,
+                prefix,
+                big_endian,
+                file_len,
+            } => {
                 let mut cache: HashMap<String, Vec<u8>> = HashMap::new();
                 let mut out = Vec::with_capacity(wanted.len());
                 for &i in wanted {
                     let e = &self.entries[i];
-                    let EntrySrc::Torch(t) = &e.src else { return Err(malformed(&path, "internal: entry kind")) };
+                    let EntrySrc::Torch(t) = &e.src else {
+                        return Err(malformed(&path, "internal: entry kind"));
+                    };
                     if !cache.contains_key(&t.storage.key) {
                         let bytes = read_zip_storage(&path, zip, prefix, &t.storage, *file_len)?;
                         cache.insert(t.storage.key.clone(), bytes);
                     }
                     let bytes = &cache[&t.storage.key];
-                    out.push(gather_f32(t, bytes, *big_endian).map_err(|d| malformed(&path, format!("tensor `{}`: {d}", e.key)))?);
+                    out.push(
+                        gather_f32(t, bytes, *big_endian)
+                            .map_err(|d| malformed(&path, format!("tensor `{}`: {d}", e.key)))?,
+                    );
                 }
                 Ok(out)
             }
-            Backend::Legacy { file, file_len, data_start, keys, storages, big_endian } => {
+            Backend::Legacy {
+                file,
+                file_len,
+                data_start,
+                keys,
+                storages,
+                big_endian,
+            } => {
                 let mut want_keys = HashSet::new();
                 for &i in wanted {
                     if let EntrySrc::Torch(t) = &self.entries[i].src {
                         want_keys.insert(t.storage.key.clone());
                     }
                 }
-                let blobs = read_legacy_storages(&path, file, *file_len, *data_start, keys, storages, &want_keys)?;
+                let blobs = read_legacy_storages(
+                    &path,
+                    file,
+                    *file_len,
+                    *data_start,
+                    keys,
+                    storages,
+                    &want_keys,
+                )?;
                 let mut out = Vec::with_capacity(wanted.len());
                 for &i in wanted {
                     let e = &self.entries[i];
-                    let EntrySrc::Torch(t) = &e.src else { return Err(malformed(&path, "internal: entry kind")) };
+                    let EntrySrc::Torch(t) = &e.src else {
+                        return Err(malformed(&path, "internal: entry kind"));
+                    };
                     let bytes = blobs
                         .get(&t.storage.key)
                         .ok_or_else(|| malformed(&path, format!("tensor `{}` uses storage {:?}, which the storage list does not contain", e.key, t.storage.key)))?;
-                    out.push(gather_f32(t, bytes, *big_endian).map_err(|d| malformed(&path, format!("tensor `{}`: {d}", e.key)))?);
+                    out.push(
+                        gather_f32(t, bytes, *big_endian)
+                            .map_err(|d| malformed(&path, format!("tensor `{}`: {d}", e.key)))?,
+                    );
                 }
                 Ok(out)
             }
@@ -768,7 +974,9 @@ impl Catalogue {
                 let mut out = Vec::with_capacity(wanted.len());
                 for &i in wanted {
                     let e = &self.entries[i];
-                    let EntrySrc::Npy(m) = &e.src else { return Err(malformed(&path, "internal: entry kind")) };
+                    let EntrySrc::Npy(m) = &e.src else {
+                        return Err(malformed(&path, "internal: entry kind"));
+                    };
                     out.push(read_npy_member(&path, zip, m, &e.shape)?);
                 }
                 Ok(out)
@@ -791,7 +999,11 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Strided copy of a tensor out of its root storage's bytes, in row-major order.
-fn gather_f32(t: &TensorRef, bytes: &[u8], big_endian: bool) -> std::result::Result<Vec<f32>, String> {
+fn gather_f32(
+    t: &TensorRef,
+    bytes: &[u8],
+    big_endian: bool,
+) -> std::result::Result<Vec<f32>, String> {
     let s = &t.storage;
     if s.dtype != Dtype::F32 {
         return Err(format!("storage holds {}, not float32", s.dtype.name()));
@@ -799,19 +1011,36 @@ fn gather_f32(t: &TensorRef, bytes: &[u8], big_endian: bool) -> std::result::Res
     let root_elems = bytes.len() as u64 / 4;
     match s.view_offset.checked_add(s.view_numel) {
         Some(end) if end <= root_elems => {}
-        _ => return Err(format!("storage view [{}, +{}) lies outside its {root_elems}-element storage", s.view_offset, s.view_numel)),
+        _ => {
+            return Err(format!(
+                "storage view [{}, +{}) lies outside its {root_elems}-element storage",
+                s.view_offset, s.view_numel
+            ))
+        }
     }
     if t.size.len() != t.stride.len() {
-        return Err(format!("{} sizes but {} strides", t.size.len(), t.stride.len()));
+        return Err(format!(
+            "{} sizes but {} strides",
+            t.size.len(),
+            t.stride.len()
+        ));
     }
     // A dimension of size 1 never moves, whatever its stride says (it may be anything).
-    let stride: Vec<u64> = t.size.iter().zip(&t.stride).map(|(&sz, &st)| if sz > 1 { st } else { 0 }).collect();
+    let stride: Vec<u64> = t
+        .size
+        .iter()
+        .zip(&t.stride)
+        .map(|(&sz, &st)| if sz > 1 { st } else { 0 })
+        .collect();
     let mut numel: u64 = 1;
     let mut last = t.offset; // largest element index touched, relative to the view
     for (&sz, &st) in t.size.iter().zip(&stride) {
         numel = numel.checked_mul(sz).ok_or("element count overflows")?;
         if sz > 0 {
-            last = (sz - 1).checked_mul(st).and_then(|x| x.checked_add(last)).ok_or("strides overflow")?;
+            last = (sz - 1)
+                .checked_mul(st)
+                .and_then(|x| x.checked_add(last))
+                .ok_or("strides overflow")?;
         }
     }
     if numel == 0 {
@@ -827,7 +1056,11 @@ fn gather_f32(t: &TensorRef, bytes: &[u8], big_endian: bool) -> std::result::Res
     let read = |i: u64| -> f32 {
         let at = (i * 4) as usize;
         let b = [bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]];
-        if big_endian { f32::from_be_bytes(b) } else { f32::from_le_bytes(b) }
+        if big_endian {
+            f32::from_be_bytes(b)
+        } else {
+            f32::from_le_bytes(b)
+        }
     };
     let mut out = Vec::with_capacity(numel as usize);
     let row_major = {
@@ -878,7 +1111,10 @@ fn zip_error(path: &Path, e: zip::result::ZipError) -> WeightsError {
         zip::result::ZipError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
             truncated(path, format!("zip archive ends early ({e})"))
         }
-        other => malformed(path, format!("broken zip archive ({other}); the file may be truncated or corrupt")),
+        other => malformed(
+            path,
+            format!("broken zip archive ({other}); the file may be truncated or corrupt"),
+        ),
     }
 }
 
@@ -887,7 +1123,10 @@ type Opened = (Format, Vec<Entry>, Backend);
 fn open_zip(path: &Path, reader: BufReader<File>, file_len: u64) -> Result<Opened> {
     let zip = zip::ZipArchive::new(reader).map_err(|e| zip_error(path, e))?;
     if zip.len() > MAX_MEMBERS {
-        return Err(malformed(path, format!("zip archive lists {} members", zip.len())));
+        return Err(malformed(
+            path,
+            format!("zip archive lists {} members", zip.len()),
+        ));
     }
     let names: Vec<String> = zip.file_names().map(str::to_string).collect();
     // torch writes `<prefix>/data.pkl`; the prefix is the archive's stem and varies.
@@ -909,13 +1148,27 @@ fn open_zip(path: &Path, reader: BufReader<File>, file_len: u64) -> Result<Opene
     })
 }
 
-fn read_zip_member_limited(path: &Path, zip: &mut zip::ZipArchive<BufReader<File>>, name: &str, limit: u64) -> Result<Vec<u8>> {
+fn read_zip_member_limited(
+    path: &Path,
+    zip: &mut zip::ZipArchive<BufReader<File>>,
+    name: &str,
+    limit: u64,
+) -> Result<Vec<u8>> {
     let mut f = zip.by_name(name).map_err(|e| zip_error(path, e))?;
     if f.size() > limit {
-        return Err(malformed(path, format!("member {name} is {} bytes, more than the {limit} accepted", f.size())));
+        return Err(malformed(
+            path,
+            format!(
+                "member {name} is {} bytes, more than the {limit} accepted",
+                f.size()
+            ),
+        ));
     }
     let mut v = Vec::new();
-    (&mut f).take(limit).read_to_end(&mut v).map_err(|e| member_read_error(path, name, e))?;
+    (&mut f)
+        .take(limit)
+        .read_to_end(&mut v)
+        .map_err(|e| member_read_error(path, name, e))?;
     Ok(v)
 }
 
@@ -927,8 +1180,18 @@ fn member_read_error(path: &Path, name: &str, e: io::Error) -> WeightsError {
     }
 }
 
-fn open_zip_pth(path: &Path, mut zip: zip::ZipArchive<BufReader<File>>, prefix: String, file_len: u64) -> Result<Opened> {
-    let pkl = read_zip_member_limited(path, &mut zip, &format!("{prefix}/data.pkl"), MAX_PICKLE_BYTES)?;
+fn open_zip_pth(
+    path: &Path,
+    mut zip: zip::ZipArchive<BufReader<File>>,
+    prefix: String,
+    file_len: u64,
+) -> Result<Opened> {
+    let pkl = read_zip_member_limited(
+        path,
+        &mut zip,
+        &format!("{prefix}/data.pkl"),
+        MAX_PICKLE_BYTES,
+    )?;
     let big_endian = match zip.by_name(&format!("{prefix}/byteorder")) {
         Ok(mut f) => {
             let mut s = String::new();
@@ -938,37 +1201,87 @@ fn open_zip_pth(path: &Path, mut zip: zip::ZipArchive<BufReader<File>>, prefix: 
         Err(_) => false, // files from before the byteorder member existed are little-endian
     };
     let mut vm = Unpickler::new(path);
-    let mut src = Src { r: &mut &pkl[..], pos: 0, end: pkl.len() as u64 };
+    let mut src = Src {
+        r: &mut &pkl[..],
+        pos: 0,
+        end: pkl.len() as u64,
+    };
     let root = vm.run(&mut src)?;
     let entries = torch_entries(path, &root)?;
-    Ok((Format::PthZip, entries, Backend::Zip { zip, prefix, big_endian, file_len }))
+    Ok((
+        Format::PthZip,
+        entries,
+        Backend::Zip {
+            zip,
+            prefix,
+            big_endian,
+            file_len,
+        },
+    ))
 }
 
-fn read_zip_storage(path: &Path, zip: &mut zip::ZipArchive<BufReader<File>>, prefix: &str, s: &StorageRef, file_len: u64) -> Result<Vec<u8>> {
+fn read_zip_storage(
+    path: &Path,
+    zip: &mut zip::ZipArchive<BufReader<File>>,
+    prefix: &str,
+    s: &StorageRef,
+    file_len: u64,
+) -> Result<Vec<u8>> {
     let name = format!("{prefix}/data/{}", s.key);
     let mut f = match zip.by_name(&name) {
         Ok(f) => f,
         Err(zip::result::ZipError::FileNotFound) => {
-            return Err(malformed(path, format!("storage {:?} is referenced but member {name} is absent", s.key)))
+            return Err(malformed(
+                path,
+                format!(
+                    "storage {:?} is referenced but member {name} is absent",
+                    s.key
+                ),
+            ))
         }
         Err(e) => return Err(zip_error(path, e)),
     };
-    let need = s.numel.checked_mul(s.dtype.size()).ok_or_else(|| malformed(path, format!("storage {:?} size overflows", s.key)))?;
+    let need = s
+        .numel
+        .checked_mul(s.dtype.size())
+        .ok_or_else(|| malformed(path, format!("storage {:?} size overflows", s.key)))?;
     // torch stores members uncompressed; refusing compression also rules out zip bombs.
     if f.compression() != zip::CompressionMethod::Stored {
-        return Err(malformed(path, format!("member {name} is compressed ({:?}); torch writes storages uncompressed", f.compression())));
+        return Err(malformed(
+            path,
+            format!(
+                "member {name} is compressed ({:?}); torch writes storages uncompressed",
+                f.compression()
+            ),
+        ));
     }
     if f.size() < need {
-        return Err(malformed(path, format!("member {name} holds {} bytes but the pickle declares {need}", f.size())));
+        return Err(malformed(
+            path,
+            format!(
+                "member {name} holds {} bytes but the pickle declares {need}",
+                f.size()
+            ),
+        ));
     }
     if f.size() > file_len {
-        return Err(truncated(path, format!("member {name} claims {} bytes, more than the whole file", f.size())));
+        return Err(truncated(
+            path,
+            format!(
+                "member {name} claims {} bytes, more than the whole file",
+                f.size()
+            ),
+        ));
     }
     let mut v = Vec::new();
     // Reading to the member's end also makes the zip reader check its CRC-32.
-    f.read_to_end(&mut v).map_err(|e| member_read_error(path, &name, e))?;
+    f.read_to_end(&mut v)
+        .map_err(|e| member_read_error(path, &name, e))?;
     if (v.len() as u64) < need {
-        return Err(truncated(path, format!("member {name} ends after {} of {need} bytes", v.len())));
+        return Err(truncated(
+            path,
+            format!("member {name} ends after {} of {need} bytes", v.len()),
+        ));
     }
     v.truncate(need as usize);
     Ok(v)
@@ -981,7 +1294,11 @@ struct NpyMember {
     fortran: bool,
 }
 
-fn open_npz(path: &Path, mut zip: zip::ZipArchive<BufReader<File>>, names: &[String]) -> Result<Opened> {
+fn open_npz(
+    path: &Path,
+    mut zip: zip::ZipArchive<BufReader<File>>,
+    names: &[String],
+) -> Result<Opened> {
     let mut entries = Vec::new();
     for name in names.iter().filter(|n| n.ends_with(".npy")) {
         let key = name.trim_end_matches(".npy").to_string();
@@ -1033,8 +1350,17 @@ enum NpyErr {
 
 /// Parse an .npy header. The pre-header is checked here (npyz would allocate whatever length it
 /// declares); the dict literal is parsed by npyz, guarded because it can overflow on absurd shapes.
-fn read_npy_header(r: &mut impl Read, member_size: u64) -> std::result::Result<(npyz::NpyHeader, u64), NpyErr> {
-    let io_fail = |e: io::Error| if e.kind() == io::ErrorKind::UnexpectedEof { NpyErr::Eof } else { NpyErr::Bad(e.to_string()) };
+fn read_npy_header(
+    r: &mut impl Read,
+    member_size: u64,
+) -> std::result::Result<(npyz::NpyHeader, u64), NpyErr> {
+    let io_fail = |e: io::Error| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            NpyErr::Eof
+        } else {
+            NpyErr::Bad(e.to_string())
+        }
+    };
     let mut pre = vec![0u8; 8];
     r.read_exact(&mut pre).map_err(io_fail)?;
     if &pre[..6] != b"\x93NUMPY" {
@@ -1051,7 +1377,9 @@ fn read_npy_header(r: &mut impl Read, member_size: u64) -> std::result::Result<(
     let header_len = u32::from_le_bytes(lb) as u64;
     let data_offset = pre.len() as u64 + header_len;
     if header_len > MAX_NPY_HEADER || data_offset > member_size {
-        return Err(NpyErr::Bad(format!("header length {header_len} is implausible")));
+        return Err(NpyErr::Bad(format!(
+            "header length {header_len} is implausible"
+        )));
     }
     let mut text = vec![0u8; header_len as usize];
     r.read_exact(&mut text).map_err(io_fail)?;
@@ -1064,22 +1392,44 @@ fn read_npy_header(r: &mut impl Read, member_size: u64) -> std::result::Result<(
     }
 }
 
-fn read_npy_member(path: &Path, zip: &mut zip::ZipArchive<BufReader<File>>, m: &NpyMember, shape: &[u64]) -> Result<Vec<f32>> {
-    let Some((esize, big)) = m.elem else { return Err(malformed(path, "internal: unreadable dtype")) };
+fn read_npy_member(
+    path: &Path,
+    zip: &mut zip::ZipArchive<BufReader<File>>,
+    m: &NpyMember,
+    shape: &[u64],
+) -> Result<Vec<f32>> {
+    let Some((esize, big)) = m.elem else {
+        return Err(malformed(path, "internal: unreadable dtype"));
+    };
     let numel: u64 = shape.iter().product(); // validated against VGG shapes: small
     let nbytes = numel * esize as u64;
     let mut f = zip.by_name(&m.member).map_err(|e| zip_error(path, e))?;
-    io::copy(&mut (&mut f).take(m.data_offset), &mut io::sink()).map_err(|e| member_read_error(path, &m.member, e))?;
+    io::copy(&mut (&mut f).take(m.data_offset), &mut io::sink())
+        .map_err(|e| member_read_error(path, &m.member, e))?;
     let mut raw = Vec::new();
-    (&mut f).take(nbytes).read_to_end(&mut raw).map_err(|e| member_read_error(path, &m.member, e))?;
+    (&mut f)
+        .take(nbytes)
+        .read_to_end(&mut raw)
+        .map_err(|e| member_read_error(path, &m.member, e))?;
     if (raw.len() as u64) < nbytes {
-        return Err(truncated(path, format!("npz member {} holds {} of its {nbytes} data bytes", m.member, raw.len())));
+        return Err(truncated(
+            path,
+            format!(
+                "npz member {} holds {} of its {nbytes} data bytes",
+                m.member,
+                raw.len()
+            ),
+        ));
     }
     let vals: Vec<f32> = if esize == 4 {
         raw.chunks_exact(4)
             .map(|c| {
                 let b = [c[0], c[1], c[2], c[3]];
-                if big { f32::from_be_bytes(b) } else { f32::from_le_bytes(b) }
+                if big {
+                    f32::from_be_bytes(b)
+                } else {
+                    f32::from_le_bytes(b)
+                }
             })
             .collect()
     } else {
@@ -1087,7 +1437,11 @@ fn read_npy_member(path: &Path, zip: &mut zip::ZipArchive<BufReader<File>>, m: &
             .map(|c| {
                 let mut b = [0u8; 8];
                 b.copy_from_slice(c);
-                (if big { f64::from_be_bytes(b) } else { f64::from_le_bytes(b) }) as f32
+                (if big {
+                    f64::from_be_bytes(b)
+                } else {
+                    f64::from_le_bytes(b)
+                }) as f32
             })
             .collect()
     };
@@ -1100,7 +1454,13 @@ fn read_npy_member(path: &Path, zip: &mut zip::ZipArchive<BufReader<File>>, m: &
         stride[d] = stride[d - 1] * shape[d - 1];
     }
     let t = TensorRef {
-        storage: Rc::new(StorageRef { dtype: Dtype::F32, key: String::new(), numel, view_offset: 0, view_numel: numel }),
+        storage: Rc::new(StorageRef {
+            dtype: Dtype::F32,
+            key: String::new(),
+            numel,
+            view_offset: 0,
+            view_numel: numel,
+        }),
         offset: 0,
         size: shape.to_vec(),
         stride,
@@ -1118,7 +1478,11 @@ const LEGACY_PROTOCOL: i128 = 1001;
 
 fn open_legacy(path: &Path, mut file: BufReader<File>, file_len: u64) -> Result<Opened> {
     let mut vm = Unpickler::new(path);
-    let mut src = Src { r: &mut file, pos: 0, end: file_len };
+    let mut src = Src {
+        r: &mut file,
+        pos: 0,
+        end: file_len,
+    };
     match vm.run(&mut src)? {
         Val::Int(LEGACY_MAGIC) => {}
         _ => {
@@ -1130,7 +1494,12 @@ fn open_legacy(path: &Path, mut file: BufReader<File>, file_len: u64) -> Result<
     }
     match vm.run(&mut src)? {
         Val::Int(LEGACY_PROTOCOL) => {}
-        other => return Err(malformed(path, format!("unsupported torch.save protocol {}", other.brief()))),
+        other => {
+            return Err(malformed(
+                path,
+                format!("unsupported torch.save protocol {}", other.brief()),
+            ))
+        }
     }
     let sys_info = vm.run(&mut src)?;
     let big_endian = matches!(dict_get(&sys_info, "little_endian"), Some(Val::Bool(false)));
@@ -1140,14 +1509,33 @@ fn open_legacy(path: &Path, mut file: BufReader<File>, file_len: u64) -> Result<
         Val::List(s) | Val::Tuple(s) => s
             .items
             .iter()
-            .map(|v| v.as_key().ok_or_else(|| malformed(path, "storage key list holds a non-string")))
+            .map(|v| {
+                v.as_key()
+                    .ok_or_else(|| malformed(path, "storage key list holds a non-string"))
+            })
             .collect::<Result<Vec<String>>>()?,
-        _ => return Err(malformed(path, "expected the pickled list of storage keys after the state dict")),
+        _ => {
+            return Err(malformed(
+                path,
+                "expected the pickled list of storage keys after the state dict",
+            ))
+        }
     };
     let data_start = src.pos;
     let entries = torch_entries(path, &root)?;
     let storages = std::mem::take(&mut vm.storages);
-    Ok((Format::PthLegacy, entries, Backend::Legacy { file, file_len, data_start, keys, storages, big_endian }))
+    Ok((
+        Format::PthLegacy,
+        entries,
+        Backend::Legacy {
+            file,
+            file_len,
+            data_start,
+            keys,
+            storages,
+            big_endian,
+        },
+    ))
 }
 
 /// Walk the storage section (each: u64 element count, raw bytes), checking every declared size
@@ -1163,21 +1551,36 @@ fn read_legacy_storages(
 ) -> Result<HashMap<String, Vec<u8>>> {
     let mut out = HashMap::new();
     let mut pos = data_start;
-    file.seek(SeekFrom::Start(pos)).map_err(io_err(path, "seek in"))?;
+    file.seek(SeekFrom::Start(pos))
+        .map_err(io_err(path, "seek in"))?;
     let n = keys.len();
     for (i, key) in keys.iter().enumerate() {
         if file_len - pos < 8 {
-            return Err(truncated(path, format!("it ends where storage {} of {n} ({key:?}) should begin", i + 1)));
+            return Err(truncated(
+                path,
+                format!(
+                    "it ends where storage {} of {n} ({key:?}) should begin",
+                    i + 1
+                ),
+            ));
         }
         let mut cnt = [0u8; 8];
         file.read_exact(&mut cnt).map_err(io_err(path, "read"))?;
         pos += 8;
         let count = u64::from_le_bytes(cnt);
-        let &(dtype, numel) = storages
-            .get(key)
-            .ok_or_else(|| malformed(path, format!("storage list names {key:?}, which no tensor uses")))?;
+        let &(dtype, numel) = storages.get(key).ok_or_else(|| {
+            malformed(
+                path,
+                format!("storage list names {key:?}, which no tensor uses"),
+            )
+        })?;
         if count != numel {
-            return Err(malformed(path, format!("storage {key:?} has {count} elements on disk but the pickle declares {numel}")));
+            return Err(malformed(
+                path,
+                format!(
+                    "storage {key:?} has {count} elements on disk but the pickle declares {numel}"
+                ),
+            ));
         }
         let nbytes = count
             .checked_mul(dtype.size())
@@ -1193,11 +1596,16 @@ fn read_legacy_storages(
         if wanted.contains(key) && !out.contains_key(key) {
             let mut v = vec![0u8; nbytes as usize]; // <= bytes left in the file
             file.read_exact(&mut v).map_err(|e| {
-                if e.kind() == io::ErrorKind::UnexpectedEof { truncated(path, format!("storage {key:?} ends early")) } else { io_err(path, "read")(e) }
+                if e.kind() == io::ErrorKind::UnexpectedEof {
+                    truncated(path, format!("storage {key:?} ends early"))
+                } else {
+                    io_err(path, "read")(e)
+                }
             })?;
             out.insert(key.clone(), v);
         } else {
-            file.seek_relative(nbytes as i64).map_err(io_err(path, "seek in"))?;
+            file.seek_relative(nbytes as i64)
+                .map_err(io_err(path, "seek in"))?;
         }
         pos += nbytes;
     }
@@ -1312,13 +1720,17 @@ fn resolve_global(module: &str, name: &str) -> Option<Global> {
         ("torch._utils", "_rebuild_tensor") => Some(Global::RebuildTensor),
         ("torch._utils", "_rebuild_tensor_v2") => Some(Global::RebuildTensorV2),
         ("torch._utils", "_rebuild_parameter") => Some(Global::RebuildParameter),
-        ("torch._utils", "_rebuild_parameter_with_state") => Some(Global::RebuildParameterWithState),
+        ("torch._utils", "_rebuild_parameter_with_state") => {
+            Some(Global::RebuildParameterWithState)
+        }
         ("torch", "Size") => Some(Global::TorchSize),
         ("torch" | "torch.cuda", n) => {
             if let Some(stem) = n.strip_suffix("Storage") {
                 Dtype::from_stem(stem).map(Global::Storage)
             } else if let Some(stem) = n.strip_suffix("Tensor") {
-                Dtype::from_stem(stem).filter(|&d| d != Dtype::Untyped).map(Global::TensorClass)
+                Dtype::from_stem(stem)
+                    .filter(|&d| d != Dtype::Untyped)
+                    .map(Global::TensorClass)
             } else {
                 None
             }
@@ -1411,7 +1823,12 @@ impl Val {
 
 fn dict_get<'a>(v: &'a Val, key: &str) -> Option<&'a Val> {
     match v {
-        Val::Dict(m) => m.items.iter().rev().find(|(k, _)| matches!(k, Val::Str(s) if &**s == key)).map(|(_, v)| v),
+        Val::Dict(m) => m
+            .items
+            .iter()
+            .rev()
+            .find(|(k, _)| matches!(k, Val::Str(s) if &**s == key))
+            .map(|(_, v)| v),
         _ => None,
     }
 }
@@ -1432,15 +1849,22 @@ struct Src<'a, R: Read> {
 impl<R: Read> Src<'_, R> {
     fn bytes(&mut self, n: u64, path: &Path, what: &str) -> Result<Vec<u8>> {
         if n > self.end - self.pos {
-            return Err(truncated(path, format!(
-                "a pickled {what} at byte {} declares {n} bytes but only {} remain",
-                self.pos,
-                self.end - self.pos
-            )));
+            return Err(truncated(
+                path,
+                format!(
+                "the pickle data ends at byte {}, {} bytes short of the {what} that starts there",
+                self.end,
+                n - (self.end - self.pos)
+            ),
+            ));
         }
         let mut v = vec![0u8; n as usize];
         self.r.read_exact(&mut v).map_err(|e| {
-            if e.kind() == io::ErrorKind::UnexpectedEof { truncated(path, "pickle data ends early") } else { io_err(path, "read")(e) }
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                truncated(path, "pickle data ends early")
+            } else {
+                io_err(path, "read")(e)
+            }
         })?;
         self.pos += n;
         Ok(v)
@@ -1483,7 +1907,14 @@ struct Unpickler<'p> {
 
 impl<'p> Unpickler<'p> {
     fn new(path: &'p Path) -> Self {
-        Unpickler { path, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), work: 0, storages: HashMap::new() }
+        Unpickler {
+            path,
+            stack: Vec::new(),
+            marks: Vec::new(),
+            memo: HashMap::new(),
+            work: 0,
+            storages: HashMap::new(),
+        }
     }
 
     fn bad(&self, detail: impl Into<String>) -> WeightsError {
@@ -1523,7 +1954,11 @@ impl<'p> Unpickler<'p> {
     }
 
     fn map(&self, items: Vec<(Val, Val)>) -> Result<Rc<Map>> {
-        let depth = 1 + items.iter().map(|(k, v)| k.depth().max(v.depth())).max().unwrap_or(0);
+        let depth = 1 + items
+            .iter()
+            .map(|(k, v)| k.depth().max(v.depth()))
+            .max()
+            .unwrap_or(0);
         if depth > MAX_DEPTH {
             return Err(self.bad(format!("values nest deeper than {MAX_DEPTH} levels")));
         }
@@ -1533,7 +1968,13 @@ impl<'p> Unpickler<'p> {
     fn append(&mut self, items: Vec<Val>) -> Result<()> {
         let add = 1 + items.iter().map(Val::depth).max().unwrap_or(0);
         let shared = match self.stack.last() {
-            Some(Val::List(s)) => if Rc::strong_count(s) > 1 { s.items.len() as u64 } else { 0 },
+            Some(Val::List(s)) => {
+                if Rc::strong_count(s) > 1 {
+                    s.items.len() as u64
+                } else {
+                    0
+                }
+            }
             _ => return Err(self.bad("APPEND to something that is not a list")),
         };
         self.charge(shared + items.len() as u64)?;
@@ -1549,7 +1990,7 @@ impl<'p> Unpickler<'p> {
     }
 
     fn set_items(&mut self, flat: Vec<Val>) -> Result<()> {
-        if flat.len() % 2 != 0 {
+        if !flat.len().is_multiple_of(2) {
             return Err(self.bad("SETITEMS with an odd number of values"));
         }
         let mut pairs = Vec::with_capacity(flat.len() / 2);
@@ -1557,9 +1998,19 @@ impl<'p> Unpickler<'p> {
         while let (Some(k), Some(v)) = (it.next(), it.next()) {
             pairs.push((k, v));
         }
-        let add = 1 + pairs.iter().map(|(k, v)| k.depth().max(v.depth())).max().unwrap_or(0);
+        let add = 1 + pairs
+            .iter()
+            .map(|(k, v)| k.depth().max(v.depth()))
+            .max()
+            .unwrap_or(0);
         let shared = match self.stack.last() {
-            Some(Val::Dict(m)) => if Rc::strong_count(m) > 1 { m.items.len() as u64 } else { 0 },
+            Some(Val::Dict(m)) => {
+                if Rc::strong_count(m) > 1 {
+                    m.items.len() as u64
+                } else {
+                    0
+                }
+            }
             _ => return Err(self.bad("SETITEM on something that is not a dict")),
         };
         self.charge(shared + pairs.len() as u64)?;
@@ -1575,10 +2026,12 @@ impl<'p> Unpickler<'p> {
     }
 
     fn global(&self, module: &str, name: &str) -> Result<Val> {
-        resolve_global(module, name).map(Val::Global).ok_or_else(|| WeightsError::ForbiddenGlobal {
-            path: self.path.to_path_buf(),
-            global: format!("{module}.{name}"),
-        })
+        resolve_global(module, name)
+            .map(Val::Global)
+            .ok_or_else(|| WeightsError::ForbiddenGlobal {
+                path: self.path.to_path_buf(),
+                global: format!("{module}.{name}"),
+            })
     }
 
     /// Run one pickle (up to STOP) and return its value. The memo is per pickle.
@@ -1605,8 +2058,14 @@ impl<'p> Unpickler<'p> {
                 b'.' => return self.pop(),
                 b'(' => self.marks.push(self.stack.len()),
                 b'}' => self.stack.push(Val::Dict(Rc::new(Map::default()))),
-                b']' => self.stack.push(Val::List(Rc::new(Seq { items: vec![], depth: 1 }))),
-                b')' => self.stack.push(Val::Tuple(Rc::new(Seq { items: vec![], depth: 1 }))),
+                b']' => self.stack.push(Val::List(Rc::new(Seq {
+                    items: vec![],
+                    depth: 1,
+                }))),
+                b')' => self.stack.push(Val::Tuple(Rc::new(Seq {
+                    items: vec![],
+                    depth: 1,
+                }))),
                 b'N' => self.stack.push(Val::None),
                 0x88 => self.stack.push(Val::Bool(true)),
                 0x89 => self.stack.push(Val::Bool(false)),
@@ -1656,12 +2115,14 @@ impl<'p> Unpickler<'p> {
                         }
                         _ => src.u8(path)? as u64,
                     };
-                    self.charge(n / 64)?;
                     let b = src.bytes(n, path, "string")?;
+                    self.charge(n / 64)?;
                     let s: String = if op == b'T' || op == b'U' {
                         b.iter().map(|&c| c as char).collect() // Python 2 str: bytes, read as latin-1
                     } else {
-                        String::from_utf8(b).map_err(|_| self.bad(format!("invalid UTF-8 in string at byte {at}")))?
+                        String::from_utf8(b).map_err(|_| {
+                            self.bad(format!("invalid UTF-8 in string at byte {at}"))
+                        })?
                     };
                     self.stack.push(Val::Str(s.into()))
                 }
@@ -1671,8 +2132,8 @@ impl<'p> Unpickler<'p> {
                         0x8e => u64::from_le_bytes(src.array(path, "bytes length")?),
                         _ => src.u8(path)? as u64,
                     };
-                    self.charge(n / 64)?;
                     src.bytes(n, path, "bytes")?;
+                    self.charge(n / 64)?;
                     self.stack.push(Val::Bytes)
                 }
                 b'q' | b'r' | 0x94 => {
@@ -1681,12 +2142,23 @@ impl<'p> Unpickler<'p> {
                         b'r' => u32::from_le_bytes(src.array(path, "memo key")?),
                         _ => self.memo.len() as u32,
                     };
-                    let top = self.stack.last().cloned().ok_or_else(|| self.bad("memoize on an empty stack"))?;
+                    let top = self
+                        .stack
+                        .last()
+                        .cloned()
+                        .ok_or_else(|| self.bad("memoize on an empty stack"))?;
                     self.memo.insert(key, top);
                 }
                 b'h' | b'j' => {
-                    let key = if op == b'h' { src.u8(path)? as u32 } else { u32::from_le_bytes(src.array(path, "memo key")?) };
-                    let v = self.memo.get(&key).cloned().ok_or_else(|| self.bad(format!("memo key {key} unset at byte {at}")))?;
+                    let key = if op == b'h' {
+                        src.u8(path)? as u32
+                    } else {
+                        u32::from_le_bytes(src.array(path, "memo key")?)
+                    };
+                    let v =
+                        self.memo.get(&key).cloned().ok_or_else(|| {
+                            self.bad(format!("memo key {key} unset at byte {at}"))
+                        })?;
                     self.stack.push(v)
                 }
                 b'0' => {
@@ -1696,7 +2168,11 @@ impl<'p> Unpickler<'p> {
                     self.pop_mark()?;
                 }
                 b'2' => {
-                    let top = self.stack.last().cloned().ok_or_else(|| self.bad("DUP on an empty stack"))?;
+                    let top = self
+                        .stack
+                        .last()
+                        .cloned()
+                        .ok_or_else(|| self.bad("DUP on an empty stack"))?;
                     self.stack.push(top)
                 }
                 b't' => {
@@ -1832,7 +2308,11 @@ impl<'p> Unpickler<'p> {
                 let a = &s.items;
                 match &a[0] {
                     Val::Storage(st) if st.dtype != *class => {
-                        return Err(self.bad(format!("a {} tensor over a {} storage", class.name(), st.dtype.name())))
+                        return Err(self.bad(format!(
+                            "a {} tensor over a {} storage",
+                            class.name(),
+                            st.dtype.name()
+                        )))
                     }
                     _ => {}
                 }
@@ -1843,14 +2323,25 @@ impl<'p> Unpickler<'p> {
     }
 
     fn make_tensor(&self, storage: &Val, offset: &Val, size: &Val, stride: &Val) -> Result<Val> {
-        let Val::Storage(storage) = storage else { return Err(self.bad("tensor without a storage")) };
-        let offset = offset.as_u64().ok_or_else(|| self.bad("tensor offset is not a non-negative integer"))?;
+        let Val::Storage(storage) = storage else {
+            return Err(self.bad("tensor without a storage"));
+        };
+        let offset = offset
+            .as_u64()
+            .ok_or_else(|| self.bad("tensor offset is not a non-negative integer"))?;
         let dims = |v: &Val, what: &str| -> Result<Vec<u64>> {
-            let s = v.as_seq().ok_or_else(|| self.bad(format!("tensor {what} is not a tuple")))?;
+            let s = v
+                .as_seq()
+                .ok_or_else(|| self.bad(format!("tensor {what} is not a tuple")))?;
             if s.len() > 16 {
                 return Err(self.bad(format!("tensor with {} dimensions", s.len())));
             }
-            s.iter().map(|d| d.as_u64().ok_or_else(|| self.bad(format!("tensor {what} holds {}", d.brief())))).collect()
+            s.iter()
+                .map(|d| {
+                    d.as_u64()
+                        .ok_or_else(|| self.bad(format!("tensor {what} holds {}", d.brief())))
+                })
+                .collect()
         };
         Ok(Val::Tensor(Rc::new(TensorRef {
             storage: storage.clone(),
@@ -1862,11 +2353,15 @@ impl<'p> Unpickler<'p> {
 
     /// ('storage', storage_type, key, location, numel[, view_metadata]).
     fn persistent_load(&mut self, pid: &Val) -> Result<Val> {
-        let Some(items) = pid.as_seq() else { return Err(self.bad("persistent id is not a tuple")) };
+        let Some(items) = pid.as_seq() else {
+            return Err(self.bad("persistent id is not a tuple"));
+        };
         match items.first() {
             Some(Val::Str(s)) if &**s == "storage" => {}
             Some(Val::Str(s)) if &**s == "module" => {
-                return Err(self.bad("the file pickles a whole nn.Module; save model.state_dict() instead"))
+                return Err(
+                    self.bad("the file pickles a whole nn.Module; save model.state_dict() instead")
+                )
             }
             _ => return Err(self.bad("unknown persistent id")),
         }
@@ -1876,11 +2371,17 @@ impl<'p> Unpickler<'p> {
         let Val::Global(Global::Storage(dtype)) = items[1] else {
             return Err(self.bad("storage persistent id without a storage type"));
         };
-        let key = items[2].as_key().ok_or_else(|| self.bad("storage key is not a string"))?;
-        let numel = items[4].as_u64().ok_or_else(|| self.bad("storage size is not a non-negative integer"))?;
+        let key = items[2]
+            .as_key()
+            .ok_or_else(|| self.bad("storage key is not a string"))?;
+        let numel = items[4]
+            .as_u64()
+            .ok_or_else(|| self.bad("storage size is not a non-negative integer"))?;
         match self.storages.get(&key) {
             Some(&(d, n)) if d != dtype || n != numel => {
-                return Err(self.bad(format!("storage {key:?} declared twice with different types or sizes")))
+                return Err(self.bad(format!(
+                    "storage {key:?} declared twice with different types or sizes"
+                )))
             }
             _ => {
                 self.storages.insert(key.clone(), (dtype, numel));
@@ -1890,17 +2391,27 @@ impl<'p> Unpickler<'p> {
             None | Some(Val::None) => (0, numel),
             Some(v) => match v.as_seq() {
                 Some([_view_key, off, size]) => {
-                    let off = off.as_u64().ok_or_else(|| self.bad("storage view offset"))?;
+                    let off = off
+                        .as_u64()
+                        .ok_or_else(|| self.bad("storage view offset"))?;
                     let size = size.as_u64().ok_or_else(|| self.bad("storage view size"))?;
                     if off.checked_add(size).is_none_or(|e| e > numel) {
-                        return Err(self.bad(format!("view [{off}, +{size}) outside storage {key:?} of {numel} elements")));
+                        return Err(self.bad(format!(
+                            "view [{off}, +{size}) outside storage {key:?} of {numel} elements"
+                        )));
                     }
                     (off, size)
                 }
                 _ => return Err(self.bad("malformed storage view metadata")),
             },
         };
-        Ok(Val::Storage(Rc::new(StorageRef { dtype, key, numel, view_offset, view_numel })))
+        Ok(Val::Storage(Rc::new(StorageRef {
+            dtype,
+            key,
+            numel,
+            view_offset,
+            view_numel,
+        })))
     }
 }
 
@@ -1923,7 +2434,10 @@ fn torch_entries(path: &Path, root: &Val) -> Result<Vec<Entry>> {
             .collect()
     };
     if !matches!(root, Val::Dict(_)) {
-        return Err(WeightsError::NotVgg { path: path.to_path_buf(), sample_keys: vec![format!("a pickled {}, not a state dict", root.brief())] });
+        return Err(WeightsError::NotVgg {
+            path: path.to_path_buf(),
+            sample_keys: vec![format!("a pickled {}, not a state dict", root.brief())],
+        });
     }
     let direct = tensors_of(root);
     if !direct.is_empty() {
@@ -1980,8 +2494,14 @@ fn progress_bar(enabled: bool, len: Option<u64>, name: &str) -> indicatif::Progr
         return ProgressBar::hidden();
     }
     let (bar, template) = match len {
-        Some(n) => (ProgressBar::new(n), "{msg} [{bar:32}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"),
-        None => (ProgressBar::new_spinner(), "{msg} {spinner} {bytes} {bytes_per_sec}"),
+        Some(n) => (
+            ProgressBar::new(n),
+            "{msg} [{bar:32}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        ),
+        None => (
+            ProgressBar::new_spinner(),
+            "{msg} {spinner} {bytes} {bytes_per_sec}",
+        ),
     };
     bar.set_draw_target(ProgressDrawTarget::stderr());
     if let Ok(style) = ProgressStyle::with_template(template) {
@@ -2004,7 +2524,10 @@ struct Normal {
 
 impl Normal {
     fn new(seed: u64) -> Self {
-        Normal { state: seed, spare: None }
+        Normal {
+            state: seed,
+            spare: None,
+        }
     }
     fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -2033,7 +2556,7 @@ fn ln(x: f64) -> f64 {
     let bits = x.to_bits();
     let exp = ((bits >> 52) & 0x7ff) as i64 - 1023; // x is normal: x >= 2^-53
     let m = f64::from_bits((bits & 0x000f_ffff_ffff_ffff) | 0x3ff0_0000_0000_0000); // [1, 2)
-    // ln(m) = 2 atanh(s), s = (m-1)/(m+1) in [0, 1/3): 20 terms reach f64 precision.
+                                                                                    // ln(m) = 2 atanh(s), s = (m-1)/(m+1) in [0, 1/3): 20 terms reach f64 precision.
     let s = (m - 1.0) / (m + 1.0);
     let s2 = s * s;
     let mut term = s;
@@ -2074,14 +2597,152 @@ mod tests {
     #[test]
     fn ln_and_trig_match_std_closely() {
         for &x in &[1e-300, 1e-10, 0.001, 0.1, 0.25, 0.5, 0.7, 0.999_999, 1.0] {
-            assert!((ln(x) - x.ln()).abs() <= 1e-13 * x.ln().abs().max(1.0), "ln({x})");
+            assert!(
+                (ln(x) - x.ln()).abs() <= 1e-13 * x.ln().abs().max(1.0),
+                "ln({x})"
+            );
         }
         for i in 1..=1000 {
             let u = i as f64 / 1000.0;
             let (s, c) = sin_cos_2pi(u);
             let a = 2.0 * std::f64::consts::PI * u;
-            assert!((s - a.sin()).abs() < 1e-12 && (c - a.cos()).abs() < 1e-12, "u={u}");
+            assert!(
+                (s - a.sin()).abs() < 1e-12 && (c - a.cos()).abs() < 1e-12,
+                "u={u}"
+            );
         }
+    }
+
+    fn unpickle(bytes: &[u8]) -> Result<Val> {
+        let p = Path::new("crafted.pkl");
+        let mut vm = Unpickler::new(p);
+        let mut src = Src {
+            r: &mut &bytes[..],
+            pos: 0,
+            end: bytes.len() as u64,
+        };
+        vm.run(&mut src)
+    }
+
+    #[test]
+    fn hostile_pickles_fail_cleanly() {
+        // 100k nested tuples: refused at depth 64 instead of overflowing the stack on drop.
+        let mut deep = b"\x80\x02N".to_vec();
+        deep.extend(std::iter::repeat_n(0x85u8, 100_000));
+        deep.push(b'.');
+        assert!(matches!(
+            unpickle(&deep),
+            Err(WeightsError::Malformed { .. })
+        ));
+        // A 4 GiB string length in a 10-byte pickle: truncated, nothing allocated.
+        assert!(matches!(
+            unpickle(b"\x80\x02X\xff\xff\xff\xff."),
+            Err(WeightsError::Truncated { .. })
+        ));
+        assert!(matches!(
+            unpickle(b"\x80\x02\x8d\xff\xff\xff\xff\xff\xff\xff\xff."),
+            Err(WeightsError::Truncated { .. })
+        ));
+        // Doubling a value through the memo: 2^60 leaves when expanded, but shared, so cheap;
+        // 100 doublings nest too deep and are refused.
+        for (rounds, ok) in [(60, true), (100, false)] {
+            let mut bomb = b"\x80\x02]q\x00".to_vec();
+            for _ in 0..rounds {
+                bomb.extend_from_slice(b"h\x00h\x00\x86q\x00\x30"); // t = (t, t); memo[0] = t; pop
+            }
+            bomb.extend_from_slice(b"h\x00.");
+            assert_eq!(unpickle(&bomb).is_ok(), ok, "{rounds} doublings");
+        }
+        // Re-memoising a growing list forces a copy per append: the work budget stops it.
+        let mut quad = b"\x80\x02]".to_vec();
+        for _ in 0..200_000 {
+            quad.extend_from_slice(b"q\x00Na"); // memo[0] = list; list.append(None)
+        }
+        quad.push(b'.');
+        assert!(matches!(
+            unpickle(&quad),
+            Err(WeightsError::Malformed { .. })
+        ));
+        // Unknown memo key, stack underflow, unknown opcode, forbidden globals.
+        assert!(matches!(
+            unpickle(b"\x80\x02h\x07."),
+            Err(WeightsError::Malformed { .. })
+        ));
+        assert!(matches!(
+            unpickle(b"\x80\x02a."),
+            Err(WeightsError::Malformed { .. })
+        ));
+        assert!(matches!(
+            unpickle(b"\x80\x02\xfe."),
+            Err(WeightsError::Malformed { .. })
+        ));
+        assert!(matches!(
+            unpickle(b"\x80\x02cbuiltins\neval\n."),
+            Err(WeightsError::ForbiddenGlobal { .. })
+        ));
+        assert!(matches!(
+            unpickle(b"\x80\x02ctorch.storage\n_load_from_bytes\n."),
+            Err(WeightsError::ForbiddenGlobal { .. })
+        ));
+        assert!(matches!(
+            unpickle(b"\x80\x02\x8c\x02os\x8c\x06system\x93."),
+            Err(WeightsError::ForbiddenGlobal { global, .. }) if global == "os.system"
+        ));
+    }
+
+    #[test]
+    fn gather_handles_strides_and_rejects_out_of_range() {
+        let storage = |numel| {
+            Rc::new(StorageRef {
+                dtype: Dtype::F32,
+                key: "0".into(),
+                numel,
+                view_offset: 0,
+                view_numel: numel,
+            })
+        };
+        let bytes: Vec<u8> = (0..12).flat_map(|i| (i as f32).to_le_bytes()).collect();
+        // 3x4 row-major storage read as its 4x3 transpose.
+        let t = TensorRef {
+            storage: storage(12),
+            offset: 0,
+            size: vec![4, 3],
+            stride: vec![1, 4],
+        };
+        assert_eq!(
+            gather_f32(&t, &bytes, false).unwrap(),
+            [0., 4., 8., 1., 5., 9., 2., 6., 10., 3., 7., 11.]
+        );
+        // Size-1 dimensions may carry any stride.
+        let t = TensorRef {
+            storage: storage(12),
+            offset: 5,
+            size: vec![1, 2],
+            stride: vec![u64::MAX, 1],
+        };
+        assert_eq!(gather_f32(&t, &bytes, false).unwrap(), [5., 6.]);
+        // Past the end of the storage, or overflowing strides: errors.
+        for (offset, size, stride) in [
+            (11, vec![2], vec![1]),
+            (0, vec![2, 2], vec![u64::MAX / 2, 1]),
+            (0, vec![13], vec![1]),
+        ] {
+            let t = TensorRef {
+                storage: storage(12),
+                offset,
+                size,
+                stride,
+            };
+            assert!(gather_f32(&t, &bytes, false).is_err());
+        }
+        // A storage claiming more elements than the bytes hold.
+        let t = TensorRef {
+            storage: storage(100),
+            offset: 0,
+            size: vec![2],
+            stride: vec![1],
+        };
+        assert!(gather_f32(&t, &bytes, false).is_err());
     }
 
     #[test]
@@ -2090,10 +2751,18 @@ mod tests {
         let p = Path::new("t");
         let mut vm = Unpickler::new(p);
         let neg = b"\x80\x02\x8a\x01\xff.";
-        let mut src = Src { r: &mut &neg[..], pos: 0, end: neg.len() as u64 };
+        let mut src = Src {
+            r: &mut &neg[..],
+            pos: 0,
+            end: neg.len() as u64,
+        };
         assert!(matches!(vm.run(&mut src), Ok(Val::Int(-1))));
         let magic = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.";
-        let mut src = Src { r: &mut &magic[..], pos: 0, end: magic.len() as u64 };
+        let mut src = Src {
+            r: &mut &magic[..],
+            pos: 0,
+            end: magic.len() as u64,
+        };
         assert!(matches!(vm.run(&mut src), Ok(Val::Int(LEGACY_MAGIC))));
     }
 }
