@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::adam::AdamConfig;
 use crate::gpu::pool::Pool;
-use crate::gpu::{AdapterChoice, Context};
+use crate::gpu::{AdapterChoice, Context, Tensor};
 use crate::image_io::{self, DecodeLimits, Planar};
 use crate::runner::{compute_targets, ConvWeights, Graph, LossSettings, Losses, Net, Targets};
 use crate::vgg::{Preprocess, Tap};
@@ -11,6 +11,9 @@ use crate::weights;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+/// Steps between checks of the losses for NaN/Inf when printing is rarer.
+pub const NAN_CHECK_EVERY: u32 = 25;
 
 /// Smallest input image side accepted.
 pub const MIN_SIDE: u32 = 8;
@@ -380,26 +383,57 @@ pub fn prepare(o: &RenderOptions) -> Result<Session> {
 /// Runs a whole render and writes the output atomically.
 pub fn render(o: &RenderOptions) -> Result<RenderReport> {
     let Session { ctx, graph, settings, width: w, height: h, source, _net } = prepare(o)?;
+    let init_copy = graph.read_image(&ctx)?;
     graph.evaluate(&ctx)?;
     let first = graph.read_losses(&ctx)?;
     let text = settings_text(o, &settings, w, h, &source);
     let progress = Progress { quiet: o.quiet, tty: std::io::stderr().is_terminal(), start: Instant::now(), total: o.steps };
     let mut last = first.clone();
+    // Non-finite guard: every `check` steps the losses are read (a few bytes) and, when finite,
+    // the image they were computed from (copied on the GPU just before that step's update)
+    // becomes the last good image; a NaN/Inf ends the render with that image saved.
+    let check = match o.print_every {
+        0 => NAN_CHECK_EVERY,
+        p => p.min(NAN_CHECK_EVERY),
+    };
+    let mut candidate = Tensor::new(&ctx, graph.x.shape, "candidate image")?;
+    let mut good = Tensor::from_slice(&ctx, graph.x.shape, &init_copy, "last good image")?;
+    let mut good_step = 0;
+    interrupt::install();
+    // Fault injection for the tests: poison the image with NaN before this step.
+    let fault_at: Option<u32> = std::env::var("STYLIZE_FAULT_NAN_AT").ok().and_then(|v| v.parse().ok());
     let t0 = Instant::now();
+    let mut done = 0;
     for step in 1..=o.steps {
-        graph.step(&ctx, 1)?;
-        ctx.wait()?;
+        if interrupt::requested() {
+            let mut data = graph.read_image(&ctx)?;
+            if data.iter().any(|v| !v.is_finite()) {
+                data = good.read(&ctx)?;
+            }
+            save(&o.output, data, w, h, &text, done)?;
+            return Err(Error::Interrupted { step: done, saved: Some(o.output.display().to_string()) });
+        }
         let print = o.print_every > 0 && (step % o.print_every == 0 || step == o.steps);
-        if print {
+        let checking = print || step % check == 0 || step == o.steps;
+        if fault_at == Some(step) {
+            graph.x.fill(&ctx, f32::NAN);
+        }
+        graph.step_copying(&ctx, checking.then_some(&candidate))?;
+        ctx.wait()?;
+        done = step;
+        if checking {
             last = graph.read_losses(&ctx)?;
             if !last.total().is_finite() {
-                return Err(Error::NonFinite { step, saved: None });
+                save(&o.output, good.read(&ctx)?, w, h, &text, good_step)?;
+                return Err(Error::NonFinite { step, saved: Some(format!("{} (step {good_step})", o.output.display())) });
             }
+            std::mem::swap(&mut candidate, &mut good);
+            good_step = step - 1;
         }
         progress.update(step, print.then_some(&last));
         if o.save_every > 0 && step % o.save_every == 0 && step != o.steps {
             let p = snapshot_path(&o.output, step);
-            save(&graph, &ctx, &p, w, h, &text, step)?;
+            save(&p, graph.read_image(&ctx)?, w, h, &text, step)?;
         }
     }
     let ms_per_iter = t0.elapsed().as_secs_f64() * 1000.0 / o.steps.max(1) as f64;
@@ -408,12 +442,11 @@ pub fn render(o: &RenderOptions) -> Result<RenderReport> {
         graph.evaluate(&ctx)?;
         last = graph.read_losses(&ctx)?;
     }
-    save(&graph, &ctx, &o.output, w, h, &text, o.steps)?;
+    save(&o.output, graph.read_image(&ctx)?, w, h, &text, o.steps)?;
     Ok(RenderReport { adapter: ctx.describe(), width: w, height: h, steps: o.steps, first, last, ms_per_iter })
 }
 
-fn save(graph: &Graph, ctx: &Context, path: &Path, w: usize, h: usize, text: &[(String, String)], step: u32) -> Result<()> {
-    let data = graph.read_image(ctx)?;
+fn save(path: &Path, data: Vec<f32>, w: usize, h: usize, text: &[(String, String)], step: u32) -> Result<()> {
     let img = Planar { width: w as u32, height: h as u32, data };
     let mut t: Vec<(&str, &str)> = text.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let s = step.to_string();
@@ -466,4 +499,28 @@ pub fn evaluate(o: &RenderOptions) -> Result<(Losses, Vec<f32>, usize, usize)> {
     let l = sess.graph.read_losses(&sess.ctx)?;
     let g = sess.graph.grad.read(&sess.ctx)?;
     Ok((l, g, sess.width, sess.height))
+}
+
+/// Ctrl-C / SIGTERM: the first one asks the render loop to save and stop; the loop only starts
+/// listening once optimisation begins, so earlier (e.g. during a download) they stop at once.
+pub mod interrupt {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static REQUESTED: AtomicBool = AtomicBool::new(false);
+    static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+    pub fn install() {
+        if !INSTALLED.swap(true, Ordering::SeqCst) {
+            // If a handler cannot be installed the default behaviour (terminate) remains.
+            let _ = ctrlc::set_handler(|| {
+                if REQUESTED.swap(true, Ordering::SeqCst) {
+                    // A second signal: the user insists; stop without saving.
+                    std::process::exit(130);
+                }
+            });
+        }
+    }
+
+    pub fn requested() -> bool {
+        REQUESTED.load(Ordering::SeqCst)
+    }
 }

@@ -406,6 +406,23 @@ impl Graph {
         self.submit(ctx, iters, true)
     }
 
+    /// One optimiser iteration that first copies the current image into `save_to` (in the same
+    /// command buffer: no readback).
+    pub fn step_copying(&self, ctx: &Context, save_to: Option<&Tensor>) -> Result<()> {
+        ctx.scoped("running an iteration", || {
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            if let Some(t) = save_to {
+                enc.copy_buffer_to_buffer(&self.x.buf, 0, &t.buf, 0, self.x.bytes());
+            }
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                self.record(&mut pass, true);
+            }
+            ctx.queue.submit([enc.finish()]);
+        })?;
+        ctx.check_lost()
+    }
+
     fn submit(&self, ctx: &Context, iters: u32, optimise: bool) -> Result<()> {
         ctx.scoped("running an iteration", || {
             for _ in 0..iters {
@@ -429,5 +446,21 @@ impl Graph {
 
     pub fn read_image(&self, ctx: &Context) -> Result<Vec<f32>> {
         self.x.read(ctx)
+    }
+
+    /// Bytes of the GPU buffers this graph holds: image, gradient, losses, Adam state,
+    /// activations, gradient buffers, Gram matrices and kernel scratch (not the network weights
+    /// or the targets, which their owners hold; not textures an op binds without listing them
+    /// in `Op::scratch`). For `stylize bench`'s memory figures.
+    pub fn gpu_bytes(&self) -> u64 {
+        let f = &self.forward;
+        let tensors = [&self.x, &self.grad, &self.losses, &self.adam.m, &self.adam.v, &self.adam.state, &f._xin]
+            .into_iter()
+            .chain(f.pre.iter().flatten())
+            .chain(&f.post)
+            .chain(f.pooled.iter().flatten())
+            .chain(&self._scratch);
+        let ops = f.ops.iter().chain(&self.backward_ops).chain([&self.adam.op]);
+        tensors.map(|t| t.buf.size()).sum::<u64>() + ops.flat_map(|o| &o.scratch).map(|b| b.size()).sum::<u64>()
     }
 }

@@ -189,3 +189,63 @@ fn crc32(data: &[u8]) -> u32 {
     }
     !c
 }
+
+#[test]
+fn non_finite_loss_stops_and_keeps_the_last_good_image() {
+    let d = tmpdir("nan");
+    let (c, s) = images(&d);
+    let out = d.join("o.png");
+    // Pixels are clamped to [0,1], so no learning rate can make them NaN: inject the fault.
+    let mut args = vec!["render", c.to_str().unwrap(), s.to_str().unwrap(), "-o", out.to_str().unwrap()];
+    args.extend_from_slice(&["--size", "24", "--steps", "6", "--weights", "random:1", "--content-layers", "relu2_1", "--style-layers", "relu1_1", "--quiet", "--print-every", "2"]);
+    let o = Command::new(env!("CARGO_BIN_EXE_stylize")).args(&args).env("STYLIZE_FAULT_NAN_AT", "4").output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("NaN or infinite at step"), "{err}");
+    let img = image_io::load_image(&out, &Default::default()).expect("last good image written");
+    assert!(img.data.iter().all(|v| v.is_finite()));
+    let text = image_io::read_png_text(&out).unwrap();
+    // The check at step 4 sees the NaN; the image verified at the check of step 2 (that is, the
+    // image after step 1) is what was kept.
+    assert!(err.contains("at step 4"), "{err}");
+    assert!(text.iter().any(|(k, v)| k == "stylize:step" && v == "1"), "{text:?}");
+}
+
+#[cfg(unix)]
+#[test]
+fn sigint_saves_the_current_image_and_exits_nonzero() {
+    use std::io::{BufRead, BufReader};
+    let d = tmpdir("sigint");
+    let (c, s) = images(&d);
+    let out = d.join("o.png");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stylize"))
+        .args(["render", c.to_str().unwrap(), s.to_str().unwrap(), "-o", out.to_str().unwrap()])
+        .args(["--size", "24", "--steps", "100000", "--weights", "random:1", "--content-layers", "relu1_2"])
+        .args(["--style-layers", "relu1_1", "--print-every", "1"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    // Wait until the optimisation loop runs (a progress line with step 2), then interrupt.
+    let mut seen = String::new();
+    for l in lines.by_ref() {
+        let l = l.unwrap();
+        seen += &l;
+        seen.push('\n');
+        if l.contains("step 2/") {
+            break;
+        }
+    }
+    let ok = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(ok.success());
+    for l in lines {
+        seen += &l.unwrap();
+        seen.push('\n');
+    }
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "{seen}");
+    assert!(seen.contains("interrupted at step"), "{seen}");
+    let text = image_io::read_png_text(&out).expect("image saved on interrupt");
+    let step: u32 = text.iter().find(|(k, _)| k == "stylize:step").map(|(_, v)| v.parse().unwrap()).unwrap();
+    assert!(step >= 2, "{text:?}");
+}
