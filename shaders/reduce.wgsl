@@ -1,5 +1,5 @@
 // reduce: scalar losses and their gradients, summed on the GPU in two deterministic stages.
-//   stage 1 (mse_partial, tv_partial, sum_partial): workgroup z sums its grid-stride share of
+//   stage 1 (mse_partial, tv_partial, sum_partial, dot_partial, abs_sum_partial): workgroup z sums its grid-stride share of
 //           the terms and writes Part[z]  (fixed order: repeatable bit for bit)
 //   stage 2 (reduce_finish): one workgroup sums Part[0..groups] and writes Out[slot] = scale * sum
 //   mse_backward: dx (+)= scale * (x - t)             (scale = 2 * weight / n)
@@ -113,4 +113,24 @@ fn tv_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     var o = P.scale * g;
     if (P.accumulate != 0u) { o += Out[i]; }
     Out[i] = o;
+}
+
+@compute @workgroup_size(256)
+fn dot_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    var s = 0.0;
+    for (var i = wid.x * 256u + li; i < P.n; i += P.groups * 256u) {
+        s = fma(X[i], Tg[i], s);
+    }
+    let t = tree_sum(li, s);
+    if (li == 0u) { Out[wid.x] = t; }
+}
+
+@compute @workgroup_size(256)
+fn abs_sum_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    var s = 0.0;
+    for (var i = wid.x * 256u + li; i < P.n; i += P.groups * 256u) {
+        s += abs(X[i]);
+    }
+    let t = tree_sum(li, s);
+    if (li == 0u) { Out[wid.x] = t; }
 }

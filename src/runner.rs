@@ -4,6 +4,8 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::adam::{Adam, AdamConfig};
+pub use crate::gpu::lbfgs::LbfgsConfig;
+use crate::gpu::lbfgs::Lbfgs;
 use crate::gpu::pool::Pool;
 use crate::gpu::{conv, gram, image, pool, reduce, relu, Context, Op, Tensor};
 use crate::vgg::{self, Preprocess, Tap};
@@ -255,6 +257,10 @@ pub struct Graph {
     /// weight * loss per slot (see [`Losses`]).
     pub losses: Tensor,
     pub adam: Adam,
+    /// When set, L-BFGS replaces Adam (see [`Graph::set_lbfgs`]).
+    pub lbfgs: Option<Lbfgs>,
+    /// Optimiser iterations recorded so far (L-BFGS needs the count).
+    iterations: std::cell::Cell<u64>,
     forward: Forward,
     /// Losses and backward, recorded after the forward.
     backward_ops: Vec<Op>,
@@ -380,7 +386,7 @@ impl Graph {
         scratch.extend(grams);
 
         let adam = Adam::new(ctx, &x, &grad, adam_cfg)?;
-        Ok(Graph { x, grad, losses, adam, forward: fwd, backward_ops: ops, _scratch: scratch, n_content: nc, n_style: ns })
+        Ok(Graph { x, grad, losses, adam, lbfgs: None, iterations: Default::default(), forward: fwd, backward_ops: ops, _scratch: scratch, n_content: nc, n_style: ns })
     }
 
     fn record(&self, pass: &mut wgpu::ComputePass<'_>, optimise: bool) {
@@ -391,8 +397,24 @@ impl Graph {
             op.record(pass);
         }
         if optimise {
-            self.adam.op.record(pass);
+            match &self.lbfgs {
+                Some(l) => {
+                    let k = self.iterations.get() + 1;
+                    self.iterations.set(k);
+                    l.record(pass, k);
+                }
+                None => self.adam.op.record(pass),
+            }
         }
+    }
+
+    /// Optimise with L-BFGS (torch.optim.LBFGS's update without line search, as
+    /// jcjohnson/neural-style) instead of Adam, from the next step on. Pixels are not clamped
+    /// during L-BFGS (its curvature pairs assume unconstrained steps); the output is.
+    pub fn set_lbfgs(&mut self, ctx: &Context, cfg: LbfgsConfig) -> Result<()> {
+        self.lbfgs = Some(Lbfgs::new(ctx, &self.x, &self.grad, cfg)?);
+        self.iterations.set(0);
+        Ok(())
     }
 
     /// Losses and gradient at the current image, without changing it.

@@ -6,6 +6,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("conv3x3.wgsl", include_str!("../shaders/conv3x3.wgsl")),
     ("gram.wgsl", include_str!("../shaders/gram.wgsl")),
     ("image.wgsl", include_str!("../shaders/image.wgsl")),
+    ("lbfgs.wgsl", include_str!("../shaders/lbfgs.wgsl")),
     ("pool.wgsl", include_str!("../shaders/pool.wgsl")),
     ("reduce.wgsl", include_str!("../shaders/reduce.wgsl")),
     ("relu.wgsl", include_str!("../shaders/relu.wgsl")),

@@ -8,6 +8,7 @@ pub mod adam;
 pub mod conv;
 pub mod gram;
 pub mod image;
+pub mod lbfgs;
 pub mod op;
 pub mod pool;
 pub mod reduce;

@@ -76,3 +76,14 @@ pub fn tv_backward(ctx: &Context, x: &Tensor, dx: &Tensor, weight: f32, accumula
 pub fn sum_forward(ctx: &Context, x: &Tensor, out: &Tensor, slot: usize, scale: f32) -> Op {
     two_stage(ctx, "sum_partial", x, &x.buf, Params::new(), out, slot, scale)
 }
+
+/// out[slot] = scale * (a . b).
+pub fn dot_forward(ctx: &Context, a: &Tensor, b: &Tensor, out: &Tensor, slot: usize, scale: f32) -> Op {
+    assert_eq!(a.len(), b.len());
+    two_stage(ctx, "dot_partial", a, &b.buf, Params::new(), out, slot, scale)
+}
+
+/// out[slot] = scale * sum(|x|).
+pub fn abs_sum_forward(ctx: &Context, x: &Tensor, out: &Tensor, slot: usize, scale: f32) -> Op {
+    two_stage(ctx, "abs_sum_partial", x, &x.buf, Params::new(), out, slot, scale)
+}

@@ -280,3 +280,80 @@ pub fn adam_step(p: &mut [f64], g: &[f64], m: &mut [f64], v: &mut [f64], t: u32,
 pub fn sum(x: &[f64]) -> f64 {
     x.iter().sum()
 }
+
+/// L-BFGS as torch.optim.LBFGS without line search (jcjohnson/neural-style's optimizer): the
+/// oracle of `gpu::lbfgs`. Call [`Lbfgs::step`] once per iteration with the gradient at x.
+pub struct Lbfgs {
+    pub history: usize,
+    pub lr: f64,
+    s: std::collections::VecDeque<Vec<f64>>,
+    y: std::collections::VecDeque<Vec<f64>>,
+    ro: std::collections::VecDeque<f64>,
+    d: Vec<f64>,
+    prev_g: Vec<f64>,
+    t: f64,
+    h: f64,
+    k: u64,
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+impl Lbfgs {
+    pub fn new(history: usize, lr: f64) -> Lbfgs {
+        Lbfgs {
+            history,
+            lr,
+            s: Default::default(),
+            y: Default::default(),
+            ro: Default::default(),
+            d: vec![],
+            prev_g: vec![],
+            t: 0.0,
+            h: 1.0,
+            k: 0,
+        }
+    }
+
+    pub fn step(&mut self, x: &mut [f64], g: &[f64]) {
+        self.k += 1;
+        if self.k == 1 {
+            self.d = g.iter().map(|v| -v).collect();
+            self.h = 1.0;
+            let l1: f64 = g.iter().map(|v| v.abs()).sum();
+            self.t = (1.0f64).min(1.0 / l1) * self.lr;
+        } else {
+            let y: Vec<f64> = g.iter().zip(&self.prev_g).map(|(a, b)| a - b).collect();
+            let s: Vec<f64> = self.d.iter().map(|v| v * self.t).collect();
+            let ys = dot(&y, &s);
+            if ys > 1e-10 {
+                if self.s.len() == self.history {
+                    self.s.pop_front();
+                    self.y.pop_front();
+                    self.ro.pop_front();
+                }
+                self.h = ys / dot(&y, &y);
+                self.s.push_back(s);
+                self.y.push_back(y);
+                self.ro.push_back(1.0 / ys);
+            }
+            // Two-loop recursion, newest pair first.
+            let mut q: Vec<f64> = g.iter().map(|v| -v).collect();
+            let mut al = vec![0.0; self.s.len()];
+            for i in (0..self.s.len()).rev() {
+                al[i] = dot(&self.s[i], &q) * self.ro[i];
+                q.iter_mut().zip(&self.y[i]).for_each(|(a, b)| *a -= al[i] * b);
+            }
+            let mut r: Vec<f64> = q.iter().map(|v| v * self.h).collect();
+            for i in 0..self.s.len() {
+                let be = dot(&self.y[i], &r) * self.ro[i];
+                r.iter_mut().zip(&self.s[i]).for_each(|(a, b)| *a += (al[i] - be) * b);
+            }
+            self.d = r;
+            self.t = self.lr;
+        }
+        self.prev_g = g.to_vec();
+        x.iter_mut().zip(&self.d).for_each(|(a, b)| *a += self.t * b);
+    }
+}

@@ -1,0 +1,119 @@
+// lbfgs: L-BFGS on a flat parameter vector, as torch.optim.LBFGS without line search (what
+// jcjohnson/neural-style uses), with every vector AND every scalar on the GPU so the loop needs
+// no readback. Scalars live in a small buffer S (layout in gpu::lbfgs); dot products come from
+// reduce.wgsl's dot_forward into S.
+//   lbfgs_pair:    Yk = g - g_prev; Sk = d * S[T]; g_prev = g        (new curvature pair)
+//   lbfgs_neg:     d = -g                                            (q of the two-loop recursion)
+//   lbfgs_axpy:    d += (fa * S[ia] + fb * S[ib]) * V                 (both loops' updates)
+//   lbfgs_scale:   d *= S[H]                                          (initial Hessian guess)
+//   lbfgs_step:    x += S[T] * d
+//   lbfgs_scalar:  one invocation; `mode` selects the scalar update (see gpu::lbfgs::Mode).
+// Checked by tests/lbfgs.rs against reference::Lbfgs on a quadratic.
+
+struct Params {
+    n: u32, gx: u32, mode: u32, slot: u32,
+    ia: u32, ib: u32, fa: f32, fb: f32,
+    lr: f32, hist: u32, _p0: u32, _p1: u32,
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read_write> S: array<f32>;   // scalars
+@group(0) @binding(2) var<storage, read> G: array<f32>;         // gradient (or V for axpy)
+@group(0) @binding(3) var<storage, read_write> A: array<f32>;   // pair: g_prev; others: d
+@group(0) @binding(4) var<storage, read_write> B: array<f32>;   // pair: Yk; step: x
+@group(0) @binding(5) var<storage, read_write> C: array<f32>;   // pair: Sk
+@group(0) @binding(6) var<storage, read> D: array<f32>;         // pair: d
+
+// Scalar slots (must match gpu::lbfgs).
+const T: u32 = 0u;      // step length of the last / next update
+const H: u32 = 1u;      // initial inverse-Hessian scale ys / yy
+const YS: u32 = 2u;
+const YY: u32 = 3u;
+const TMP: u32 = 4u;    // a dot product just computed
+const BE: u32 = 5u;
+const L1: u32 = 6u;     // |g|_1 (first iteration)
+const RO: u32 = 8u;     // RO + k: 1 / (y_k . s_k), 0 for a skipped pair
+// AL + k at RO + hist + k
+
+fn idx(wid: vec3<u32>, li: u32) -> u32 {
+    return (wid.y * P.gx + wid.x) * 256u + li;
+}
+
+@compute @workgroup_size(256)
+fn lbfgs_pair(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let i = idx(wid, li);
+    if (i >= P.n) { return; }
+    let g = G[i];
+    B[i] = g - A[i];
+    C[i] = D[i] * S[T];
+    A[i] = g;
+}
+
+@compute @workgroup_size(256)
+fn lbfgs_neg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let i = idx(wid, li);
+    if (i >= P.n) { return; }
+    A[i] = -G[i];
+}
+
+@compute @workgroup_size(256)
+fn lbfgs_axpy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let i = idx(wid, li);
+    if (i >= P.n) { return; }
+    let c = P.fa * S[P.ia] + P.fb * S[P.ib];
+    A[i] = A[i] + c * G[i];
+}
+
+@compute @workgroup_size(256)
+fn lbfgs_scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let i = idx(wid, li);
+    if (i >= P.n) { return; }
+    A[i] = A[i] * S[H];
+}
+
+@compute @workgroup_size(256)
+fn lbfgs_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let i = idx(wid, li);
+    if (i >= P.n) { return; }
+    B[i] = B[i] + S[T] * A[i];
+}
+
+@compute @workgroup_size(1)
+fn lbfgs_scalar() {
+    switch P.mode {
+        // First iteration: H = 1, t = min(1, 1 / |g|_1) * lr (torch's first step).
+        case 0u: {
+            S[H] = 1.0;
+            S[T] = min(1.0, 1.0 / S[L1]) * P.lr;
+        }
+        // New pair in slot k: accept it only with enough curvature (ys > 1e-10), as torch.
+        case 1u: {
+            let ys = S[YS];
+            if (ys > 1e-10) {
+                S[RO + P.slot] = 1.0 / ys;
+                S[H] = ys / S[YY];
+            } else {
+                S[RO + P.slot] = 0.0;
+            }
+        }
+        // First loop: al_k = ro_k * (s_k . q)
+        case 2u: {
+            S[RO + P.hist + P.slot] = S[TMP] * S[RO + P.slot];
+        }
+        // Second loop: be = ro_k * (y_k . r)
+        case 3u: {
+            S[BE] = S[TMP] * S[RO + P.slot];
+        }
+        // Later iterations: t = lr.
+        default: {
+            S[T] = P.lr;
+        }
+    }
+}
+
+@compute @workgroup_size(256)
+fn lbfgs_copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let i = idx(wid, li);
+    if (i >= P.n) { return; }
+    A[i] = G[i];
+}
