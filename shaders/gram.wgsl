@@ -1,7 +1,7 @@
 // gram: Gram matrices of a feature map F (c, n), n = h*w, and their gradient.
 //   gram_partial:  Part[z] = F[:, chunk z] F[:, chunk z]^T   (split over positions: the outputs
 //                  are only c x c, so splitting the long n axis is what gives parallelism)
-//   gram_finish:   G = scale * sum_z Part[z], scale = 1 / (c * n)
+//   gram_finish:   G (+)= scale * sum_z Part[z], scale = 1 / (c * n) (tiles pass their share)
 //   gram_backward: dF (+)= scale * (dG + dG^T) F
 // 16x16 output tiles; operands staged through workgroup memory 16 positions (or rows) at a time.
 // Checked by tests/kernels.rs against reference::gram_forward / gram_backward.
@@ -11,7 +11,7 @@ struct Params {
     chunk: u32,      // positions per split (multiple of 16)
     splits: u32,
     scale: f32,
-    accumulate: u32, // gram_backward: 1 adds into dF instead of overwriting
+    accumulate: u32, // 1 adds into the output instead of overwriting
     _p0: u32, _p1: u32,
 }
 
@@ -62,7 +62,11 @@ fn gram_finish(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     for (var z = 0u; z < P.splits; z++) {
         s += In[z * cc + i];
     }
-    Out[i] = s * P.scale;
+    var v = s * P.scale;
+    if (P.accumulate != 0u) {
+        v += Out[i];
+    }
+    Out[i] = v;
 }
 
 @compute @workgroup_size(16, 16, 1)

@@ -1,7 +1,7 @@
 // reduce: scalar losses and their gradients, summed on the GPU in two deterministic stages.
 //   stage 1 (mse_partial, tv_partial, sum_partial, dot_partial, abs_sum_partial): workgroup z sums its grid-stride share of
 //           the terms and writes Part[z]  (fixed order: repeatable bit for bit)
-//   stage 2 (reduce_finish): one workgroup sums Part[0..groups] and writes Out[slot] = scale * sum
+//   stage 2 (reduce_finish): one workgroup sums Part[0..groups] and writes Out[slot] (+)= scale * sum
 //   mse_backward: dx (+)= scale * (x - t)             (scale = 2 * weight / n)
 //   tv_backward:  dx (+)= scale * d tv_sum / dx       (scale = 2 * weight / (c*h*w) is applied
 //                 to the stencil of differences; see reference::tv_backward)
@@ -85,7 +85,11 @@ fn reduce_finish(@builtin(local_invocation_index) li: u32) {
         s += X[i];
     }
     let t = tree_sum(li, s);
-    if (li == 0u) { Out[P.slot] = t * P.scale; }
+    if (li == 0u) {
+        var v = t * P.scale;
+        if (P.accumulate != 0u) { v += Out[P.slot]; }
+        Out[P.slot] = v;
+    }
 }
 
 @compute @workgroup_size(256)

@@ -10,6 +10,7 @@ pub mod reference;
 pub mod render;
 pub mod runner;
 pub mod shaders;
+pub mod tiled;
 pub mod vgg;
 pub mod weights;
 

@@ -91,19 +91,19 @@ impl Net {
 }
 
 /// Activations of one forward pass at one image size.
-struct Forward {
+pub(crate) struct Forward {
     /// Network input (3, h, w).
     _xin: Tensor,
     /// Per conv layer: pre-ReLU output if that is tapped (else None), post-ReLU output.
-    pre: Vec<Option<Tensor>>,
-    post: Vec<Tensor>,
+    pub(crate) pre: Vec<Option<Tensor>>,
+    pub(crate) post: Vec<Tensor>,
     /// Pool output after conv i, when computed.
-    pooled: Vec<Option<Tensor>>,
-    ops: Vec<Op>,
+    pub(crate) pooled: Vec<Option<Tensor>>,
+    pub(crate) ops: Vec<Op>,
 }
 
 impl Forward {
-    fn new(ctx: &Context, net: &Net, s: &LossSettings, x: &Tensor, n: usize) -> Result<Forward> {
+    pub(crate) fn new(ctx: &Context, net: &Net, s: &LossSettings, x: &Tensor, n: usize) -> Result<Forward> {
         let [_, h, w] = x.shape;
         let xin = Tensor::new(ctx, [3, h, w], "network input")?;
         let mut ops = vec![image::preprocess_forward(ctx, &s.preprocess.affine(), x, &xin)];
@@ -148,7 +148,7 @@ impl Forward {
         Ok(Forward { _xin: xin, pre, post, pooled, ops })
     }
 
-    fn tap(&self, t: Tap) -> &Tensor {
+    pub(crate) fn tap(&self, t: Tap) -> &Tensor {
         match t {
             Tap::Conv(i) => self.pre[i].as_ref().expect("pre-ReLU output kept for a conv tap"),
             Tap::Relu(i) => &self.post[i],
@@ -248,6 +248,67 @@ fn f_tap<'a>(pre: &'a [Option<Tensor>], post: &'a [Tensor], pooled: &'a [Option<
     }
 }
 
+/// Records the backward pass from the taps down to the pixel image. `add_taps(ops, tap, g,
+/// have)` records the loss gradients at `tap` into `g` (accumulating when `have`, then setting
+/// it). Writes the pixel gradient into `grad` (fresh). Returns the two ping-pong gradient buffers
+/// (as large as the largest activation; a gradient is a view of one of them with the
+/// activation's shape), which the ops bind.
+pub(crate) fn backward(
+    ctx: &Context,
+    net: &Net,
+    s: &LossSettings,
+    fwd: &Forward,
+    grad: &Tensor,
+    ops: &mut Vec<Op>,
+    add_taps: &mut dyn FnMut(&mut Vec<Op>, Tap, &Tensor, &mut bool),
+) -> Result<[Tensor; 2]> {
+    let n = fwd.post.len();
+    let [_, h, w] = grad.shape;
+    let max_len = fwd.post.iter().map(|t| t.len()).max().unwrap_or(0).max(3 * h * w);
+    let bufs = [Tensor::new(ctx, [max_len, 1, 1], "gradient A")?, Tensor::new(ctx, [max_len, 1, 1], "gradient B")?];
+    let view = |k: usize, shape: [usize; 3]| Tensor { buf: bufs[k].buf.clone(), shape };
+    let mut cur = 0usize; // buffer holding the current gradient
+    let mut have = false; // whether it holds anything yet
+    for i in (0..n).rev() {
+        let (_, _, wt, cin, _) = &net.layers[i];
+        let (block, _) = vgg::block_of(i);
+        if let Some(p) = &fwd.pooled[i] {
+            let gp = view(cur, p.shape);
+            add_taps(ops, Tap::Pool(block), &gp, &mut have);
+            if have {
+                let ga = view(1 - cur, fwd.post[i].shape);
+                ops.push(pool::pool_backward(ctx, s.pool, &fwd.post[i], &gp, &ga));
+                cur = 1 - cur;
+            }
+        }
+        let ga = view(cur, fwd.post[i].shape);
+        add_taps(ops, Tap::Relu(i), &ga, &mut have);
+        let in_shape = [*cin, ga.shape[1], ga.shape[2]];
+        let gin = view(1 - cur, in_shape);
+        match &fwd.pre[i] {
+            Some(c) => {
+                // Unfused: ReLU backward to the pre-activation, its taps, then the conv.
+                let gc = view(1 - cur, c.shape);
+                if have {
+                    ops.push(relu::relu_backward(ctx, &fwd.post[i], &ga, &gc));
+                }
+                add_taps(ops, Tap::Conv(i), &gc, &mut have);
+                let gin2 = view(cur, in_shape);
+                ops.push(conv::conv3x3_backward_input(ctx, &gc, None, wt, &gin2));
+                // cur stays: the input gradient is back in buffer `cur`.
+                continue;
+            }
+            None => {
+                ops.push(conv::conv3x3_backward_input(ctx, &ga, Some(&fwd.post[i]), wt, &gin));
+                cur = 1 - cur;
+            }
+        }
+    }
+    let gxin = view(cur, [3, h, w]);
+    ops.push(image::preprocess_backward(ctx, &s.preprocess.affine(), &gxin, grad));
+    Ok(bufs)
+}
+
 /// The whole optimisation state at one image size: image, graph, losses, gradient, optimiser.
 pub struct Graph {
     /// The image being optimised: (3, h, w) RGB in [0,1].
@@ -316,16 +377,11 @@ impl Graph {
         }
         ops.push(reduce::tv_forward(ctx, &x, &losses, nc + ns, s.tv_weight));
 
-        // Backward. Two ping-pong gradient buffers as large as the largest activation; a
-        // gradient is a view of one of them with the activation's shape.
-        let max_len = fwd.post.iter().map(|t| t.len()).max().unwrap_or(0).max(3 * h * w);
-        let bufs = [Tensor::new(ctx, [max_len, 1, 1], "gradient A")?, Tensor::new(ctx, [max_len, 1, 1], "gradient B")?];
-        let view = |k: usize, shape: [usize; 3]| Tensor { buf: bufs[k].buf.clone(), shape };
         let max_c = s.style_layers.iter().map(|t| t.channels()).max().unwrap_or(1);
         let dgram = Tensor::new(ctx, [max_c * max_c, 1, 1], "gram gradient")?;
 
         // Adds the loss gradients of every tap at `t` into `g` (written fresh if `g` holds none).
-        let add_taps = |ops: &mut Vec<Op>, t: Tap, g: &Tensor, have: &mut bool| {
+        let mut add_taps = |ops: &mut Vec<Op>, t: Tap, g: &Tensor, have: &mut bool| {
             let a = fwd.tap(t);
             for (k, _) in s.content_layers.iter().enumerate().filter(|(_, &c)| c == t) {
                 ops.push(reduce::mse_backward(ctx, a, &targets.content[k], g, cw, *have));
@@ -340,46 +396,7 @@ impl Graph {
                 *have = true;
             }
         };
-
-        let mut cur = 0usize; // buffer holding the current gradient
-        let mut have = false; // whether it holds anything yet
-        for i in (0..n).rev() {
-            let (_, _, wt, cin, _) = &net.layers[i];
-            let (block, _) = vgg::block_of(i);
-            if let Some(p) = &fwd.pooled[i] {
-                let gp = view(cur, p.shape);
-                add_taps(&mut ops, Tap::Pool(block), &gp, &mut have);
-                if have {
-                    let ga = view(1 - cur, fwd.post[i].shape);
-                    ops.push(pool::pool_backward(ctx, s.pool, &fwd.post[i], &gp, &ga));
-                    cur = 1 - cur;
-                }
-            }
-            let ga = view(cur, fwd.post[i].shape);
-            add_taps(&mut ops, Tap::Relu(i), &ga, &mut have);
-            let in_shape = [*cin, ga.shape[1], ga.shape[2]];
-            let gin = view(1 - cur, in_shape);
-            match &fwd.pre[i] {
-                Some(c) => {
-                    // Unfused: ReLU backward to the pre-activation, its taps, then the conv.
-                    let gc = view(1 - cur, c.shape);
-                    if have {
-                        ops.push(relu::relu_backward(ctx, &fwd.post[i], &ga, &gc));
-                    }
-                    add_taps(&mut ops, Tap::Conv(i), &gc, &mut have);
-                    let gin2 = view(cur, in_shape);
-                    ops.push(conv::conv3x3_backward_input(ctx, &gc, None, wt, &gin2));
-                    // cur stays: the input gradient is back in buffer `cur`.
-                    continue;
-                }
-                None => {
-                    ops.push(conv::conv3x3_backward_input(ctx, &ga, Some(&fwd.post[i]), wt, &gin));
-                    cur = 1 - cur;
-                }
-            }
-        }
-        let gxin = view(cur, [3, h, w]);
-        ops.push(image::preprocess_backward(ctx, &s.preprocess.affine(), &gxin, &grad));
+        let bufs = backward(ctx, net, s, &fwd, &grad, &mut ops, &mut add_taps)?;
         ops.push(reduce::tv_backward(ctx, &x, &grad, s.tv_weight, true));
         scratch.extend(bufs);
         scratch.push(dgram);

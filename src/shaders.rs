@@ -10,6 +10,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("pool.wgsl", include_str!("../shaders/pool.wgsl")),
     ("reduce.wgsl", include_str!("../shaders/reduce.wgsl")),
     ("relu.wgsl", include_str!("../shaders/relu.wgsl")),
+    ("tile.wgsl", include_str!("../shaders/tile.wgsl")),
 ];
 
 pub fn source(file: &str) -> &'static str {

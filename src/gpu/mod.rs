@@ -14,6 +14,7 @@ pub mod pool;
 pub mod reduce;
 pub mod relu;
 pub mod tensor;
+pub mod tile;
 
 pub use op::{Op, Params};
 pub use tensor::Tensor;

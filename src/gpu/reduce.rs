@@ -38,6 +38,12 @@ pub fn mse_forward(ctx: &Context, x: &Tensor, t: &Tensor, out: &Tensor, slot: us
     two_stage(ctx, "mse_partial", x, &t.buf, Params::new(), out, slot, weight / x.len() as f32)
 }
 
+/// out[slot] (+)= scale * sum((x - t)^2): tiles add their share with the whole image's scale.
+pub fn mse_sum_forward(ctx: &Context, x: &Tensor, t: &Tensor, out: &Tensor, slot: usize, scale: f32, accumulate: bool) -> Op {
+    assert_eq!(x.len(), t.len());
+    two_stage(ctx, "mse_partial", x, &t.buf, Params::new().u(6, accumulate as u32), out, slot, scale)
+}
+
 /// dx (+)= weight * 2 (x - t) / n.
 pub fn mse_backward(ctx: &Context, x: &Tensor, t: &Tensor, dx: &Tensor, weight: f32, accumulate: bool) -> Op {
     assert_eq!(x.len(), t.len());

@@ -276,6 +276,17 @@ pub fn adam_step(p: &mut [f64], g: &[f64], m: &mut [f64], v: &mut [f64], t: u32,
     }
 }
 
+/// One update of an exponential moving average, in place: avg = d * avg + (1 - d) * x. After t
+/// updates from avg = 0, avg / (1 - d^t) is the bias-corrected average of the t values (the
+/// first one weighted (1 - d) d^(t-1), the last (1 - d)), as crowsonkb/style-transfer-pytorch's
+/// EMA. The GPU twin is `ema_update` in shaders/ema.wgsl and gpu::ema.
+pub fn ema_update(avg: &mut [f64], x: &[f64], d: f64) {
+    assert_eq!(avg.len(), x.len());
+    for (a, v) in avg.iter_mut().zip(x) {
+        *a = d * *a + (1.0 - d) * v;
+    }
+}
+
 /// Sum of all elements (the oracle of the GPU reductions).
 pub fn sum(x: &[f64]) -> f64 {
     x.iter().sum()
@@ -356,4 +367,20 @@ impl Lbfgs {
         self.prev_g = g.to_vec();
         x.iter_mut().zip(&self.d).for_each(|(a, b)| *a += self.t * b);
     }
+}
+
+/// x inside the rectangle [y0, y1) x [x0, x1) of every (h, w) plane, 0 outside.
+pub fn mask_rect(x: &[f64], h: usize, w: usize, rect: [usize; 4]) -> Vec<f64> {
+    let [y0, x0, y1, x1] = rect;
+    x.iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let (y, xx) = ((i / w) % h, i % w);
+            if y >= y0 && xx >= x0 && y < y1 && xx < x1 {
+                v
+            } else {
+                0.0
+            }
+        })
+        .collect()
 }

@@ -1,0 +1,501 @@
+//! Exact tiled rendering: any image size on any GPU, with the same result as an untiled render.
+//!
+//! The style loss depends on the image only through Gram matrices, and the content and TV losses
+//! are sums over positions, so all of them can be accumulated tile by tile:
+//! 1. pass 1, per tile: forward on the tile plus a halo as wide as the deepest tap's receptive
+//!    radius (so tapped activations in the tile's interior are exact), then accumulate each
+//!    style layer's Gram matrix and the content loss over the interior only (activations outside
+//!    the interior are masked to zero, and the normalisation is the whole image's);
+//! 2. dL/dG from the whole-image Grams, once;
+//! 3. pass 2, per tile: forward again, inject the tap gradients of the interior positions only
+//!    (content: 2w(F-P)/N, style: (dG + dG^T) F / (C N)), backward to the tile's pixels, and
+//!    scatter-ADD the whole region's pixel gradient into the image gradient. The interiors
+//!    partition the positions, and every path from an interior position to a pixel stays inside
+//!    the region with exact forward values (halo = receptive radius), so the sum is exact.
+//! Tile origins and the halo are multiples of 2^pools so every tile pools on the whole image's
+//! grid; image borders keep the network's zero padding, tile borders add none that matters.
+//! The image, its gradient and the optimiser state live in host memory; the TV loss (a cheap
+//! stencil) is computed there too.
+
+use crate::error::{Error, Result};
+use crate::gpu::adam::AdamConfig;
+use crate::gpu::{gram, reduce, tile, Context, Op, Tensor};
+use crate::runner::{backward, Forward, LossSettings, Losses, Net};
+use crate::vgg::{self, Tap};
+use std::collections::HashMap;
+
+/// A tile: its interior (the positions it owns) and its region (interior + halo, clipped to the
+/// image), both (y0, x0, y1, x1) in image pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tile {
+    pub interior: [usize; 4],
+    pub region: [usize; 4],
+}
+
+/// Pools the network applies (those before or at the deepest tap).
+fn pools(s: &LossSettings) -> Vec<bool> {
+    let n = s.convs_needed();
+    let taps: Vec<Tap> = s.content_layers.iter().chain(&s.style_layers).copied().collect();
+    (0..n)
+        .map(|i| {
+            let (b, last) = vgg::block_of(i);
+            last && (i + 1 < n || taps.contains(&Tap::Pool(b)))
+        })
+        .collect()
+}
+
+/// (halo, alignment) in pixels: the receptive radius of the deepest tap rounded up to the
+/// alignment 2^pools.
+pub fn halo_and_align(s: &LossSettings) -> (usize, usize) {
+    let (mut r, mut stride) = (0usize, 1usize);
+    for pooled in pools(s) {
+        r += stride; // a 3x3 conv reaches one position further on each side
+        if pooled {
+            r += stride; // a 2x2 window reaches one position further on one side
+            stride *= 2;
+        }
+    }
+    (r.next_multiple_of(stride), stride)
+}
+
+/// Tiles of interior side `tile` (rounded up to the alignment) covering an h x w image.
+pub fn plan(s: &LossSettings, h: usize, w: usize, tile: usize) -> Vec<Tile> {
+    let (halo, align) = halo_and_align(s);
+    let t = tile.max(1).next_multiple_of(align);
+    let mut out = vec![];
+    for y0 in (0..h).step_by(t) {
+        for x0 in (0..w).step_by(t) {
+            let (y1, x1) = ((y0 + t).min(h), (x0 + t).min(w));
+            let region = [y0.saturating_sub(halo), x0.saturating_sub(halo), (y1 + halo).min(h), (x1 + halo).min(w)];
+            out.push(Tile { interior: [y0, x0, y1, x1], region });
+        }
+    }
+    out
+}
+
+/// Downsampling level of a tap (how many pools precede it).
+fn level(t: Tap) -> usize {
+    match t {
+        Tap::Conv(i) | Tap::Relu(i) => vgg::block_of(i).0,
+        Tap::Pool(b) => b + 1,
+    }
+}
+
+/// The interior of `tile` in region coordinates at downsampling level `l` (floor pooling: where
+/// the interior ends at the image's edge it ends at the region's edge at every level).
+fn level_rect(tile: &Tile, l: usize, h: usize, w: usize) -> [usize; 4] {
+    let [ry0, rx0, _, _] = tile.region;
+    let [y0, x0, y1, x1] = tile.interior;
+    let end = |e: usize, full: usize, r0: usize| if e == full { usize::MAX } else { (e - r0) >> l };
+    [(y0 - ry0) >> l, (x0 - rx0) >> l, end(y1, h, ry0), end(x1, w, rx0)]
+}
+
+/// Ops and buffers for every tile of one region shape.
+struct RegionGraph {
+    x: Tensor,
+    grad: Tensor,
+    rects: wgpu::Buffer,
+    /// Masked content targets (zero outside the interior), one per content tap.
+    content_t: Vec<Tensor>,
+    masks: Vec<Op>,
+    pass1: Vec<Op>,
+    pass2: Vec<Op>,
+    _keep: Vec<Tensor>,
+    fwd: Forward,
+}
+
+impl RegionGraph {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        ctx: &Context,
+        net: &Net,
+        s: &LossSettings,
+        rh: usize,
+        rw: usize,
+        full: (usize, usize),
+        g_acc: &[Tensor],
+        dgrams: &[Tensor],
+        losses: &Tensor,
+        with_backward: bool,
+    ) -> Result<RegionGraph> {
+        let (h, w) = full;
+        let x = Tensor::new(ctx, [3, rh, rw], "tile image")?;
+        let grad = Tensor::new(ctx, [3, rh, rw], "tile gradient")?;
+        let rects = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("tile rects"),
+            size: 4 * 4 * 6,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let fwd = Forward::new(ctx, net, s, &x, s.convs_needed())?;
+        let nc = s.content_layers.len();
+        let cw = s.content_weight / nc.max(1) as f32;
+        // Masked copies of every tapped activation.
+        let mut masked: HashMap<Tap, Tensor> = HashMap::new();
+        let mut mask_ops = vec![];
+        for &t in s.content_layers.iter().chain(&s.style_layers) {
+            if let std::collections::hash_map::Entry::Vacant(e) = masked.entry(t) {
+                let a = fwd.tap(t);
+                let m = Tensor::new(ctx, a.shape, "masked tap")?;
+                mask_ops.push(tile::mask_rect(ctx, &rects, level(t), a, &m));
+                e.insert(m);
+            }
+        }
+        let n_at = |t: Tap| (h >> level(t)) * (w >> level(t));
+        let mut content_t = vec![];
+        let mut pass1 = vec![];
+        for (k, &t) in s.content_layers.iter().enumerate() {
+            let m = &masked[&t];
+            let target = Tensor::new(ctx, m.shape, "tile content target")?;
+            let scale = cw / (m.shape[0] * n_at(t)) as f32;
+            pass1.push(reduce::mse_sum_forward(ctx, m, &target, losses, k, scale, true));
+            content_t.push(target);
+        }
+        for (k, &t) in s.style_layers.iter().enumerate() {
+            let m = &masked[&t];
+            let scale = 1.0 / (m.shape[0] * n_at(t)) as f32;
+            pass1.push(gram::gram_forward_scaled(ctx, m, &g_acc[k], scale, true));
+        }
+        let mut pass2 = vec![];
+        let mut keep: Vec<Tensor> = masked.values().cloned().collect();
+        if with_backward {
+            let mut add_taps = |ops: &mut Vec<Op>, t: Tap, g: &Tensor, have: &mut bool| {
+                let Some(m) = masked.get(&t) else { return };
+                for (k, _) in s.content_layers.iter().enumerate().filter(|(_, &c)| c == t) {
+                    // mse_backward scales by 2 weight / len: make that 2 cw / (C N_image).
+                    let weight = cw * m.len() as f32 / (m.shape[0] * n_at(t)) as f32;
+                    ops.push(reduce::mse_backward(ctx, m, &content_t[k], g, weight, *have));
+                    *have = true;
+                }
+                for (k, _) in s.style_layers.iter().enumerate().filter(|(_, &c)| c == t) {
+                    let scale = 1.0 / (m.shape[0] * n_at(t)) as f32;
+                    ops.push(gram::gram_backward_scaled(ctx, m, &dgrams[k], g, scale, *have));
+                    *have = true;
+                }
+            };
+            let bufs = backward(ctx, net, s, &fwd, &grad, &mut pass2, &mut add_taps)?;
+            keep.extend(bufs);
+        }
+        Ok(RegionGraph { x, grad, rects, content_t, masks: mask_ops, pass1, pass2, _keep: keep, fwd })
+    }
+
+    /// Forward and masks (shared by both passes), then the pass's own ops.
+    fn record(&self, pass: &mut wgpu::ComputePass<'_>, second: bool) {
+        for op in self.fwd.ops.iter().chain(&self.masks) {
+            op.record(pass);
+        }
+        for op in if second { &self.pass2 } else { &self.pass1 } {
+            op.record(pass);
+        }
+    }
+}
+
+/// Copies the rectangle `rect` (y0, x0, y1, x1) of every plane of a (c, h, w) map into a
+/// (c, y1-y0, x1-x0) one.
+fn crop(src: &[f32], c: usize, h: usize, w: usize, rect: [usize; 4]) -> Vec<f32> {
+    let [y0, x0, y1, x1] = rect;
+    let mut out = Vec::with_capacity(c * (y1 - y0) * (x1 - x0));
+    for k in 0..c {
+        for y in y0..y1 {
+            out.extend_from_slice(&src[(k * h + y) * w + x0..(k * h + y) * w + x1]);
+        }
+    }
+    out
+}
+
+/// The interior rectangle of `tile` at every level, clipped to the region's size there.
+fn rects_bytes(tile: &Tile, h: usize, w: usize, rh: usize, rw: usize) -> Vec<u8> {
+    let mut v = vec![];
+    for l in 0..6 {
+        let [a, b, c, d] = level_rect(tile, l, h, w);
+        for x in [a, b, c.min(rh >> l), d.min(rw >> l)] {
+            v.extend_from_slice(&(x as u32).to_le_bytes());
+        }
+    }
+    v
+}
+
+/// The TV loss (same definition as reduce.wgsl's) on the host, its gradient added into `g`.
+fn tv_host(x: &[f32], h: usize, w: usize, weight: f32, g: &mut [f32]) -> f32 {
+    let scale = weight as f64 / x.len() as f64;
+    let mut sum = 0.0f64;
+    for k in 0..3 {
+        for y in 0..h {
+            for xx in 0..w {
+                let i = (k * h + y) * w + xx;
+                for (ok, j) in [(xx + 1 < w, i + 1), (y + 1 < h, i + w)] {
+                    if ok {
+                        let d = (x[j] - x[i]) as f64;
+                        sum += d * d;
+                        g[j] += (2.0 * scale * d) as f32;
+                        g[i] -= (2.0 * scale * d) as f32;
+                    }
+                }
+            }
+        }
+    }
+    (sum * scale) as f32
+}
+
+/// Everything for exact tiled optimisation of an h x w image.
+pub struct TiledGraph {
+    pub h: usize,
+    pub w: usize,
+    pub tiles: Vec<Tile>,
+    s: LossSettings,
+    graphs: HashMap<(usize, usize), RegionGraph>,
+    /// Whole-image Gram accumulators and their gradients, one per style tap.
+    g_acc: Vec<Tensor>,
+    dgrams: Vec<Tensor>,
+    _style_targets: Vec<Tensor>,
+    losses: Tensor,
+    between: Vec<Op>,
+    /// Per tile, per content tap: the masked content target of the tile's region.
+    content_tiles: Vec<Vec<Vec<f32>>>,
+    /// The image (3, h, w) RGB in [0,1], and dLoss/dimage after [`TiledGraph::evaluate`].
+    pub image: Vec<f32>,
+    pub grad: Vec<f32>,
+    tv: f32,
+    /// Adam's moments and step count (host side, like the image).
+    m: Vec<f32>,
+    v: Vec<f32>,
+    t: u32,
+}
+
+impl TiledGraph {
+    /// Builds the graphs for `tile`-sized interiors; the `content` and `style` images (pixels,
+    /// height, width) give the targets, each computed tile by tile too.
+    pub fn new(
+        ctx: &Context,
+        net: &Net,
+        s: &LossSettings,
+        content: (&[f32], usize, usize),
+        style: (&[f32], usize, usize),
+        init: &[f32],
+        tile: usize,
+    ) -> Result<TiledGraph> {
+        s.validate()?;
+        let (cpx, h, w) = content;
+        if init.len() != 3 * h * w {
+            return Err(Error::InvalidArgument("the initial image's size differs from the content's".into()));
+        }
+        let (nc, ns) = (s.content_layers.len(), s.style_layers.len());
+        let losses = Tensor::new(ctx, [nc + ns + 1, 1, 1], "losses")?;
+        let mut g_acc = vec![];
+        let mut dgrams = vec![];
+        for t in &s.style_layers {
+            let c = t.channels();
+            g_acc.push(Tensor::new(ctx, [c, c, 1], "gram accumulator")?);
+            dgrams.push(Tensor::new(ctx, [c, c, 1], "gram gradient")?);
+        }
+        // Style targets: the style image's Grams, accumulated tile by tile.
+        let style_targets: Vec<Tensor> = {
+            let (px, sh, sw) = style;
+            let acc: Vec<Tensor> = s
+                .style_layers
+                .iter()
+                .map(|t| Tensor::new(ctx, [t.channels(), t.channels(), 1], "style target"))
+                .collect::<Result<_>>()?;
+            let scratch = Tensor::new(ctx, [nc + ns + 1, 1, 1], "scratch losses")?;
+            let mut graphs = HashMap::new();
+            for t in plan(s, sh, sw, tile) {
+                run_tile(ctx, net, s, &mut graphs, &t, (sh, sw), px, &acc, &dgrams, &scratch, None, false)?;
+            }
+            acc
+        };
+        // Content targets: the content image's tapped activations, read back per tile interior.
+        let tiles = plan(s, h, w, tile);
+        let mut graphs: HashMap<(usize, usize), RegionGraph> = HashMap::new();
+        let mut maps: Vec<(Vec<f32>, [usize; 3])> = s
+            .content_layers
+            .iter()
+            .map(|&t| {
+                let shape = [t.channels(), h >> level(t), w >> level(t)];
+                (vec![0.0; shape.iter().product()], shape)
+            })
+            .collect();
+        for t in &tiles {
+            let g = run_tile(ctx, net, s, &mut graphs, t, (h, w), cpx, &g_acc, &dgrams, &losses, None, false)?;
+            for (k, &tap) in s.content_layers.iter().enumerate() {
+                let l = level(tap);
+                let a = g.fwd.tap(tap);
+                let v = a.read(ctx)?;
+                let [c, ah, aw] = a.shape;
+                let [y0, x0, y1, x1] = level_rect(t, l, h, w);
+                let (y1, x1) = (y1.min(ah), x1.min(aw));
+                let (ry, rx) = (t.region[0] >> l, t.region[1] >> l);
+                let (map, [_, mh, mw]) = &mut maps[k];
+                for ch in 0..c {
+                    for y in y0..y1 {
+                        let src = (ch * ah + y) * aw;
+                        let dst = (ch * *mh + ry + y) * *mw + rx;
+                        map[dst + x0..dst + x1].copy_from_slice(&v[src + x0..src + x1]);
+                    }
+                }
+            }
+        }
+        // Per tile: the region's crop of each map, zero outside the interior (the masked
+        // activations are zero there too, so only interior positions count).
+        let mut content_tiles = vec![];
+        for t in &tiles {
+            let mut per = vec![];
+            for (k, &tap) in s.content_layers.iter().enumerate() {
+                let l = level(tap);
+                let (map, [c, mh, mw]) = &maps[k];
+                let (ry0, rx0) = (t.region[0] >> l, t.region[1] >> l);
+                let (rh, rw) = ((t.region[2] - t.region[0]) >> l, (t.region[3] - t.region[1]) >> l);
+                let (rh, rw) = (rh.min(mh - ry0), rw.min(mw - rx0));
+                let region = crop(map, *c, *mh, *mw, [ry0, rx0, ry0 + rh, rx0 + rw]);
+                let [y0, x0, y1, x1] = level_rect(t, l, h, w);
+                let masked: Vec<f32> = region
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| {
+                        let (y, x) = ((i / rw) % rh, i % rw);
+                        if y >= y0 && x >= x0 && y < y1 && x < x1 {
+                            v
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                per.push(masked);
+            }
+            content_tiles.push(per);
+        }
+        let mut between = vec![];
+        for (k, _) in s.style_layers.iter().enumerate() {
+            let sw = s.style_weight * s.style_layer_weights[k];
+            between.push(reduce::mse_forward(ctx, &g_acc[k], &style_targets[k], &losses, nc + k, sw));
+            between.push(reduce::mse_backward(ctx, &g_acc[k], &style_targets[k], &dgrams[k], sw, false));
+        }
+        Ok(TiledGraph {
+            h,
+            w,
+            tiles,
+            s: s.clone(),
+            graphs,
+            g_acc,
+            dgrams,
+            _style_targets: style_targets,
+            losses,
+            between,
+            content_tiles,
+            image: init.to_vec(),
+            grad: vec![0.0; 3 * h * w],
+            tv: 0.0,
+            m: vec![0.0; 3 * h * w],
+            v: vec![0.0; 3 * h * w],
+            t: 0,
+        })
+    }
+
+    /// Losses and the image gradient at the current image (two passes over the tiles).
+    pub fn evaluate(&mut self, ctx: &Context, net: &Net) -> Result<()> {
+        let (h, w) = (self.h, self.w);
+        for g in &self.g_acc {
+            g.fill(ctx, 0.0);
+        }
+        self.losses.fill(ctx, 0.0);
+        let tiles = self.tiles.clone();
+        for (i, t) in tiles.iter().enumerate() {
+            let ct = Some(&self.content_tiles[i]);
+            run_tile(ctx, net, &self.s, &mut self.graphs, t, (h, w), &self.image, &self.g_acc, &self.dgrams, &self.losses, ct, false)?;
+        }
+        ctx.run(&self.between.iter().collect::<Vec<_>>())?;
+        self.grad.iter_mut().for_each(|v| *v = 0.0);
+        for (i, t) in tiles.iter().enumerate() {
+            let ct = Some(&self.content_tiles[i]);
+            let g = run_tile(ctx, net, &self.s, &mut self.graphs, t, (h, w), &self.image, &self.g_acc, &self.dgrams, &self.losses, ct, true)?;
+            let rg = g.grad.read(ctx)?;
+            let [y0, x0, y1, x1] = t.region;
+            let (rh, rw) = (y1 - y0, x1 - x0);
+            for k in 0..3 {
+                for y in 0..rh {
+                    let dst = (k * h + y0 + y) * w + x0;
+                    let src = (k * rh + y) * rw;
+                    for x in 0..rw {
+                        self.grad[dst + x] += rg[src + x];
+                    }
+                }
+            }
+        }
+        self.tv = tv_host(&self.image, h, w, self.s.tv_weight, &mut self.grad);
+        Ok(())
+    }
+
+    /// The loss terms of the last [`TiledGraph::evaluate`].
+    pub fn read_losses(&self, ctx: &Context) -> Result<Losses> {
+        let v = self.losses.read(ctx)?;
+        let (nc, ns) = (self.s.content_layers.len(), self.s.style_layers.len());
+        Ok(Losses { content: v[..nc].to_vec(), style: v[nc..nc + ns].to_vec(), tv: self.tv })
+    }
+
+    /// One Adam step on the host image from the last gradient (the same f32 arithmetic as
+    /// shaders/adam.wgsl), then the clamp.
+    pub fn adam_step(&mut self, cfg: &AdamConfig) {
+        self.t += 1;
+        let (b1, b2) = (cfg.beta1 as f32, cfg.beta2 as f32);
+        let (ob1, ob2) = ((1.0 - cfg.beta1) as f32, (1.0 - cfg.beta2) as f32);
+        let bc1 = (1.0 - cfg.beta1.powi(self.t as i32)) as f32;
+        let bc2 = (1.0 - cfg.beta2.powi(self.t as i32)) as f32;
+        for i in 0..self.image.len() {
+            let g = self.grad[i];
+            self.m[i] = b1 * self.m[i] + ob1 * g;
+            self.v[i] = b2 * self.v[i] + ob2 * g * g;
+            let mut p = self.image[i] - cfg.lr * (self.m[i] / bc1) / ((self.v[i] / bc2).sqrt() + cfg.eps);
+            if let Some((lo, hi)) = cfg.clamp {
+                p = p.clamp(lo, hi);
+            }
+            self.image[i] = p;
+        }
+    }
+
+    /// The distinct region shapes (each has one set of GPU buffers).
+    pub fn region_shapes(&self) -> Vec<(usize, usize)> {
+        self.graphs.keys().copied().collect()
+    }
+}
+
+/// Uploads one tile (pixels, interior rectangles, content targets) and runs one pass on it,
+/// building the graph of the tile's region shape on first use.
+#[allow(clippy::too_many_arguments)]
+fn run_tile<'a>(
+    ctx: &Context,
+    net: &Net,
+    s: &LossSettings,
+    graphs: &'a mut HashMap<(usize, usize), RegionGraph>,
+    t: &Tile,
+    full: (usize, usize),
+    image: &[f32],
+    g_acc: &[Tensor],
+    dgrams: &[Tensor],
+    losses: &Tensor,
+    content: Option<&Vec<Vec<f32>>>,
+    second: bool,
+) -> Result<&'a RegionGraph> {
+    let (h, w) = full;
+    let [y0, x0, y1, x1] = t.region;
+    let (rh, rw) = (y1 - y0, x1 - x0);
+    if !graphs.contains_key(&(rh, rw)) {
+        let g = RegionGraph::new(ctx, net, s, rh, rw, full, g_acc, dgrams, losses, true)?;
+        graphs.insert((rh, rw), g);
+    }
+    let g = &graphs[&(rh, rw)];
+    g.x.write(ctx, &crop(image, 3, h, w, t.region));
+    ctx.queue.write_buffer(&g.rects, 0, &rects_bytes(t, h, w, rh, rw));
+    match content {
+        Some(c) => c.iter().zip(&g.content_t).for_each(|(v, ct)| ct.write(ctx, v)),
+        None => g.content_t.iter().for_each(|ct| ct.fill(ctx, 0.0)),
+    }
+    ctx.scoped("running a tile", || {
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            g.record(&mut pass, second);
+        }
+        ctx.queue.submit([enc.finish()]);
+    })?;
+    ctx.wait()?;
+    Ok(g)
+}

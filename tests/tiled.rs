@@ -1,0 +1,119 @@
+//! Exact tiled rendering (src/tiled.rs): tiles give the same losses, image gradient and Adam
+//! iterates as one untiled graph, within f32 tolerance.
+
+mod common;
+use common::*;
+use stylize::gpu::adam::AdamConfig;
+use stylize::gpu::pool::Pool;
+use stylize::gpu::{tile, Tensor};
+use stylize::reference as r;
+use stylize::runner::{compute_targets, ConvWeights, Graph, LossSettings, Net, Targets};
+use stylize::tiled::{halo_and_align, plan, TiledGraph};
+use stylize::vgg::{Preprocess, Tap, CONVS};
+
+#[test]
+fn mask_rect_matches_reference() {
+    let mut rng = Rng::new(21);
+    let (c, h, w) = (5, 13, 7);
+    let x = rng.vec(c * h * w, -1.0, 1.0);
+    let rects: Vec<u32> = vec![0, 0, 13, 7, 2, 1, 9, 5, 0, 3, 4, 7];
+    let rb = upload([rects.len(), 1, 1], &rects.iter().map(|v| f32::from_bits(*v)).collect::<Vec<_>>());
+    for (level, rect) in [(1usize, [2usize, 1, 9, 5]), (2, [0, 3, 4, 7])] {
+        let y = poisoned([c, h, w]);
+        run(&tile::mask_rect(ctx(), &rb.buf, level, &upload([c, h, w], &x), &y));
+        assert_close(&format!("mask_rect level {level} {rect:?}"), &read(&y), &r::mask_rect(&f64s(&x), h, w, rect), 0.0);
+    }
+}
+
+fn taps(v: &[&str]) -> Vec<Tap> {
+    v.iter().map(|n| Tap::parse(n).unwrap()).collect()
+}
+
+#[test]
+fn plan_halo_and_alignment() {
+    let s = settings(Pool::Avg);
+    // conv1_1..conv3_1 with two pools: radius 1+1+1 +2+2+2 +4 = 13 -> 16 (alignment 4).
+    assert_eq!(halo_and_align(&s), (16, 4));
+    let mut d = s.clone();
+    d.style_layers = taps(&["relu5_1"]);
+    d.style_layer_weights = vec![1.0];
+    // relu5_1: receptive radius 85 -> 96 at alignment 16.
+    assert_eq!(halo_and_align(&d), (96, 16));
+    let tiles = plan(&s, 50, 37, 20);
+    assert_eq!(tiles.len(), 3 * 2);
+    // Interiors partition the image.
+    let mut owned = vec![0u8; 50 * 37];
+    for t in &tiles {
+        let [y0, x0, y1, x1] = t.interior;
+        assert!(y0 % 4 == 0 && x0 % 4 == 0 && t.region[0] % 4 == 0 && t.region[1] % 4 == 0);
+        for y in y0..y1 {
+            for x in x0..x1 {
+                owned[y * 37 + x] += 1;
+            }
+        }
+    }
+    assert!(owned.iter().all(|&c| c == 1));
+}
+
+fn settings(pool: Pool) -> LossSettings {
+    LossSettings {
+        content_layers: taps(&["relu2_2"]),
+        style_layers: taps(&["relu1_1", "pool1", "relu2_1", "relu3_1"]),
+        style_layer_weights: vec![1.0, 0.5, 1.0, 2.0],
+        content_weight: 1.0,
+        style_weight: 1e3,
+        tv_weight: 0.5,
+        pool,
+        preprocess: Preprocess::Torch,
+    }
+}
+
+#[test]
+fn tiled_equals_untiled() {
+    for pool in [Pool::Avg, Pool::Max] {
+        let s = settings(pool);
+        // 70x53: odd sizes; tile 32 -> 3 x 2 = 6 tiles, halo 16.
+        let (h, w) = (53, 70);
+        let mut rng = Rng::new(22);
+        let convs: Vec<ConvWeights> = CONVS[..s.convs_needed()]
+            .iter()
+            .map(|&(_, cin, cout)| {
+                let a = (6.0 / (cin * 9) as f32).sqrt();
+                ConvWeights { cin, cout, weight: rng.vec(cout * cin * 9, -a, a), bias: rng.vec(cout, -0.05, 0.05) }
+            })
+            .collect();
+        let net = Net::new(ctx(), &convs).unwrap();
+        let content = rng.vec(3 * h * w, 0.0, 1.0);
+        let (sh, sw) = (41, 45);
+        let style = rng.vec(3 * sh * sw, 0.0, 1.0);
+        let init = rng.vec(3 * h * w, 0.0, 1.0);
+        let cfg = AdamConfig { lr: 0.02, clamp: Some((0.0, 1.0)), ..Default::default() };
+
+        let tc = compute_targets(ctx(), &net, &s, &content, h, w, true, false).unwrap();
+        let ts = compute_targets(ctx(), &net, &s, &style, sh, sw, false, true).unwrap();
+        let g = Graph::new(ctx(), &net, &s, &Targets { content: tc.content, style: ts.style }, &init, h, w, cfg).unwrap();
+        let mut t = TiledGraph::new(ctx(), &net, &s, (&content, h, w), (&style, sh, sw), &init, 32).unwrap();
+        assert_eq!(t.tiles.len(), 6);
+        for step in 0..3 {
+            g.evaluate(ctx()).unwrap();
+            t.evaluate(ctx(), &net).unwrap();
+            let (lu, lt) = (g.read_losses(ctx()).unwrap(), t.read_losses(ctx()).unwrap());
+            let what = format!("{pool:?} step {step}");
+            let want: Vec<f64> = lu.content.iter().chain(&lu.style).chain([&lu.tv]).map(|&v| v as f64).collect();
+            let got: Vec<f32> = lt.content.iter().chain(&lt.style).chain([&lt.tv]).copied().collect();
+            for (k, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert_close(&format!("{what}: loss term {k} tiled vs untiled"), &[*a], &[*b], 2e-5);
+            }
+            let gu = g.grad.read(ctx()).unwrap();
+            assert_close(&format!("{what}: image gradient tiled vs untiled"), &t.grad, &f64s(&gu), 5e-5);
+            let iu = g.read_image(ctx()).unwrap();
+            // Adam divides by each pixel's own gradient scale, so where a gradient is tiny its f32 noise
+            // moves the update more: observed 7e-6; 1e-4 is 0.5% of one step (lr 0.02).
+            assert_close(&format!("{what}: image tiled vs untiled"), &t.image, &f64s(&iu), 1e-4);
+            // Advance both: the GPU graph's own Adam vs the tiled host Adam.
+            g.step(ctx(), 1).unwrap();
+            t.adam_step(&cfg);
+        }
+        let _ = Tensor::new(ctx(), [1, 1, 1], "keep");
+    }
+}
