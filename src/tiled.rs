@@ -499,3 +499,70 @@ fn run_tile<'a>(
     ctx.wait()?;
     Ok(g)
 }
+
+/// Bytes of GPU buffers an untiled graph of an h x w image holds (activations, gradients,
+/// optimiser state, Gram matrices), and the largest single buffer, without allocating: what
+/// `--tile auto` compares with the adapter's limits and the memory budget.
+pub fn graph_bytes(s: &LossSettings, h: usize, w: usize) -> (u64, u64) {
+    let n = s.convs_needed();
+    let taps: Vec<Tap> = s.content_layers.iter().chain(&s.style_layers).copied().collect();
+    let pooled = pools(s);
+    let mut total = 0u64;
+    let mut largest = 0u64;
+    let (mut hh, mut ww) = (h, w);
+    let mut add = |elems: usize, total: &mut u64| {
+        *total += elems as u64 * 4;
+        largest = largest.max(elems as u64 * 4);
+    };
+    for _ in 0..7 {
+        add(3 * h * w, &mut total); // image, input, gradient, Adam m and v, EMA, candidate
+    }
+    let mut max_act = 3 * h * w;
+    for i in 0..n {
+        let c = vgg::CONVS[i].2;
+        add(c * hh * ww, &mut total);
+        if taps.contains(&Tap::Conv(i)) {
+            add(c * hh * ww, &mut total);
+        }
+        max_act = max_act.max(c * hh * ww);
+        if pooled[i] {
+            hh /= 2;
+            ww /= 2;
+            add(c * hh * ww, &mut total);
+        }
+    }
+    add(max_act, &mut total); // the two backward ping-pong buffers
+    add(max_act, &mut total);
+    for t in &s.style_layers {
+        let c = t.channels();
+        add(3 * c * c, &mut total); // Gram, target, gradient
+    }
+    (total, largest)
+}
+
+/// The tile interior side for `--tile auto`: None when the untiled graph fits `budget` bytes and
+/// the adapter's largest buffer binding `max_binding`, else the largest aligned interior whose
+/// tile graph fits (an error when not even the smallest does).
+pub fn choose_tile(s: &LossSettings, h: usize, w: usize, budget: u64, max_binding: u64) -> Result<Option<usize>> {
+    let fits = |hh: usize, ww: usize| {
+        let (total, largest) = graph_bytes(s, hh, ww);
+        total <= budget && largest <= max_binding
+    };
+    if fits(h, w) {
+        return Ok(None);
+    }
+    let (halo, align) = halo_and_align(s);
+    let mut t = h.max(w).next_multiple_of(align);
+    while t >= align {
+        let side = |full: usize| (t + 2 * halo).min(full);
+        if fits(side(h), side(w)) {
+            return Ok(Some(t));
+        }
+        t -= align;
+    }
+    Err(Error::TooLarge(format!(
+        "even the smallest tile ({align} px plus a {halo} px halo) needs more than the {} MiB \
+         budget; raise --max-gpu-memory or choose shallower layers",
+        budget >> 20
+    )))
+}

@@ -117,3 +117,31 @@ fn tiled_equals_untiled() {
         let _ = Tensor::new(ctx(), [1, 1, 1], "keep");
     }
 }
+
+#[test]
+fn auto_tiling_decision_and_memory_estimate() {
+    use stylize::tiled::{choose_tile, graph_bytes};
+    let s = settings(Pool::Avg);
+    let (h, w) = (53, 70);
+    let (est, largest) = graph_bytes(&s, h, w);
+    assert_eq!(largest, 64 * 53 * 70 * 4);
+    // The estimate tracks what a real graph allocates.
+    let mut rng = Rng::new(23);
+    let convs: Vec<ConvWeights> = CONVS[..s.convs_needed()]
+        .iter()
+        .map(|&(_, cin, cout)| ConvWeights { cin, cout, weight: rng.vec(cout * cin * 9, -0.1, 0.1), bias: vec![0.0; cout] })
+        .collect();
+    let net = Net::new(ctx(), &convs).unwrap();
+    let px = rng.vec(3 * h * w, 0.0, 1.0);
+    let tc = compute_targets(ctx(), &net, &s, &px, h, w, true, true).unwrap();
+    let g = Graph::new(ctx(), &net, &s, &tc, &px, h, w, AdamConfig::default()).unwrap();
+    let real = g.gpu_bytes();
+    println!("graph bytes at {w}x{h}: estimated {est}, allocated {real}");
+    assert!(est as f64 > 0.8 * real as f64 && (est as f64) < 1.5 * real as f64, "estimate {est} vs {real}");
+    assert_eq!(choose_tile(&s, h, w, u64::MAX, u64::MAX).unwrap(), None);
+    let t = choose_tile(&s, h, w, est / 2, u64::MAX).unwrap().expect("tiles when over budget");
+    assert!(t % 4 == 0 && t < 70);
+    let side = |full: usize| (t + 32).min(full);
+    assert!(graph_bytes(&s, side(h), side(w)).0 <= est / 2);
+    assert!(choose_tile(&s, h, w, 1000, u64::MAX).is_err());
+}
