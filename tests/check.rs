@@ -1,0 +1,13 @@
+//! `stylize check`'s comparisons pass on the test adapter, and a broken kernel would show.
+
+#[test]
+fn every_check_passes_on_the_test_adapter() {
+    let adapter = std::env::var("STYLIZE_ADAPTER").unwrap_or_default();
+    let (name, rows) = stylize::check::run_checks(&adapter).expect("checks run");
+    assert!(rows.len() >= 12, "{} rows", rows.len());
+    for r in &rows {
+        println!("{name}: {:<52} {:.2e} (tol {:.0e})", r.what, r.err, r.tol);
+        assert!(r.err.is_finite() && r.err <= r.tol, "{}: {:.3e} > {:.0e}", r.what, r.err, r.tol);
+        assert!(r.err > 0.0 || r.what.contains("pool"), "{}: exactly zero error is suspicious for f32 vs f64", r.what);
+    }
+}
