@@ -4,7 +4,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use stylize::gpu::pool::Pool;
-use stylize::render::{self, Init, RenderOptions, WeightsSource};
+use stylize::render::{self, Init, Optimizer, RenderOptions, WeightsSource};
+
+mod plot;
 use stylize::vgg::Preprocess;
 use stylize::{Error, Result};
 
@@ -31,25 +33,66 @@ enum PreprocessArg {
     Caffe,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum OptimizerArg {
+    /// Adam (crowsonkb/style-transfer-pytorch's choice); pixels clamped to [0,1] every step.
+    Adam,
+    /// L-BFGS without line search, as in the paper and jcjohnson/neural-style.
+    Lbfgs,
+}
+
 #[derive(Args)]
 struct RenderArgs {
-    /// The photo whose layout is kept (PNG or JPEG; builtin:photo for a built-in sample).
+    /// The photo whose layout is kept (PNG or JPEG; builtin:photo for a built-in sample), or a
+    /// folder: then every .png/.jpg in it is rendered, in name order, into the folder -o, keeping
+    /// the file names (video frames). With --content-list, leave CONTENT out: every positional
+    /// argument is then a style image.
     content: PathBuf,
-    /// The painting whose style is transferred (PNG or JPEG; builtin:painting for a sample).
-    style: PathBuf,
-    /// Output image; .png (records the settings used) or .jpg. Written atomically.
+    /// One or more paintings whose style is transferred (PNG or JPEG; builtin:painting for a
+    /// sample). Several styles are mixed: their Gram targets are blended with
+    /// --style-blend-weights.
+    #[arg(value_name = "STYLE")]
+    styles: Vec<PathBuf>,
+    /// Output image; .png (records the settings used) or .jpg. Written atomically. A folder
+    /// when CONTENT is a folder or --content-list is given (created if missing).
     #[arg(short, long, default_value = "out.png")]
     output: PathBuf,
-    /// Longest side of the output in pixels (aspect kept). The style image is resized to the
-    /// same longest side.
+    /// Longest side of the output in pixels (aspect kept). The style image gets the same longest
+    /// side times --style-scale.
     #[arg(long, default_value_t = 512)]
     size: u32,
-    /// Optimisation steps.
+    /// The style images' longest side is X times the output's (at every scale): below 1 the
+    /// brush strokes get smaller, above 1 larger.
+    #[arg(long, default_value_t = 1.0, value_name = "X")]
+    style_scale: f32,
+    /// Render coarse to fine at N sizes spaced geometrically from --initial-size to --size; each
+    /// scale starts from the previous result upsampled (crowsonkb/style-transfer-pytorch).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    scales: u32,
+    /// Longest side of the first scale when --scales > 1.
+    #[arg(long, default_value_t = 128)]
+    initial_size: u32,
+    /// Optimisation steps (at each scale with --scales).
     #[arg(long, default_value_t = 500)]
     steps: u32,
-    /// Adam learning rate, in [0,1] pixel units (pixels are clamped to [0,1] after each step).
-    #[arg(long, default_value_t = 0.02)]
-    lr: f32,
+    /// Steps at each scale, one value per scale (comma-separated); overrides --steps.
+    #[arg(long, value_delimiter = ',')]
+    scale_steps: Option<Vec<u32>>,
+    /// The optimiser.
+    #[arg(long, value_enum, default_value = "adam")]
+    optimizer: OptimizerArg,
+    /// L-BFGS: the number of curvature pairs remembered.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    lbfgs_history: usize,
+    /// Learning rate: Adam's in [0,1] pixel units (pixels are clamped to [0,1] after each step),
+    /// or L-BFGS's step length [default: 0.02 for Adam, 1 for L-BFGS].
+    #[arg(long)]
+    lr: Option<f32>,
+    /// Write the exponential moving average of the iterates (decay D, bias-corrected, updated on
+    /// the GPU every step; crowsonkb uses 0.99) instead of the last iterate: smoother results.
+    /// 0: off.
+    #[arg(long, default_value_t = 0.0, value_name = "D")]
+    avg_decay: f64,
     /// Weight of the content loss [default: 1 for torchvision weights, 5 for Caffe weights].
     #[arg(long)]
     content_weight: Option<f32>,
@@ -69,21 +112,54 @@ struct RenderArgs {
     /// One weight per style layer (comma-separated) [default: 1 each].
     #[arg(long, value_delimiter = ',')]
     style_layer_weights: Option<Vec<f32>>,
+    /// One weight per style image (comma-separated), normalised to sum 1; the style targets are
+    /// the blend sum_k w_k A_k of each style's Gram matrices, as jcjohnson/neural-style
+    /// [default: equal weights].
+    #[arg(long, value_delimiter = ',')]
+    style_blend_weights: Option<Vec<f32>>,
     /// Pooling: avg (Gatys et al.) or max (VGG's own).
     #[arg(long, value_enum, default_value = "avg")]
     pool: PoolArg,
-    /// Starting image: content, noise (seeded), or a path to an image.
+    /// Starting image: content, noise (seeded by --seed), or a path to an image.
     #[arg(long, default_value = "content")]
     init: String,
-    /// Seed for --init noise (a run is repeatable on the same adapter).
+    /// Seed of --init noise: a run is bit-for-bit repeatable on the same adapter.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Keep the content's colours: the output's luminance with the content's chrominance (YIQ),
+    /// applied to every image written (output, snapshots, preview); the optimisation is unchanged.
+    #[arg(long)]
+    original_colors: bool,
+    /// Before optimising, recolour each style image so that its RGB mean and covariance are the
+    /// content's (mean-covariance matching), so the style brings its textures but not its palette.
+    #[arg(long)]
+    color_match: bool,
+    /// Several content images (comma-separated or repeated), rendered in this order into the
+    /// folder -o, keeping their file names.
+    #[arg(long, value_delimiter = ',', value_name = "IMAGES")]
+    content_list: Vec<PathBuf>,
+    /// Frames after the first start from the previous frame's result (flicker-free video
+    /// frames) instead of --init.
+    #[arg(long)]
+    temporal_init: bool,
     /// Print the losses every N steps (0: never; reading them back costs a little).
     #[arg(long, default_value_t = 50)]
     print_every: u32,
     /// Save a numbered snapshot (OUT_00100.png, ...) every N steps (0: never).
     #[arg(long, default_value_t = 0)]
     save_every: u32,
+    /// Write the current image to PATH every --preview-every steps, atomically (an image viewer
+    /// can watch it), and the final image at the end of each frame.
+    #[arg(long, value_name = "PATH")]
+    preview: Option<PathBuf>,
+    /// Steps between --preview writes.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    preview_every: u32,
+    /// Write one JSON line per printed step (and the initial image, step 0) to PATH:
+    /// {"frame","scale","width","height","step","content","style","tv","total","elapsed_s"}.
+    /// `stylize plot PATH -o curve.png` draws it.
+    #[arg(long, value_name = "PATH")]
+    log_json: Option<PathBuf>,
     /// VGG19 weights: a .pth (torchvision) or .npz file, or random:SEED for random weights.
     /// Default: torchvision's vgg19-dcbb9e9d.pth from the cache, downloaded on first use.
     #[arg(long)]
@@ -102,7 +178,7 @@ struct RenderArgs {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Render CONTENT in the style of STYLE.
+    /// Render CONTENT in the style of STYLE (or a blend of several styles).
     #[command(allow_negative_numbers = true)]
     Render {
         #[command(flatten)]
@@ -118,6 +194,20 @@ enum Cmd {
         /// Write the image gradient here as .npy (float32, shape (3, H, W)).
         #[arg(long)]
         grad_out: Option<PathBuf>,
+    },
+    /// Draw the loss curves of a --log-json file (log-scale y, one colour per term) as a PNG.
+    Plot {
+        /// The JSON-lines log written by `stylize render --log-json`.
+        log: PathBuf,
+        /// Output image (.png or .jpg).
+        #[arg(short, long, default_value = "curve.png")]
+        output: PathBuf,
+        /// Image width in pixels.
+        #[arg(long, default_value_t = 800)]
+        width: u32,
+        /// Image height in pixels.
+        #[arg(long, default_value_t = 500)]
+        height: u32,
     },
     /// List the GPU adapters wgpu can use, best first, with their key limits.
     Devices,
@@ -153,11 +243,12 @@ fn run(cmd: Cmd) -> Result<()> {
             let o = options(args)?;
             let r = render::render(&o)?;
             if !o.quiet {
+                let what = match r.outputs.as_slice() {
+                    [one] => format!("{} ({}x{}", one.display(), r.width, r.height),
+                    many => format!("{} images to {} (last {}x{}", many.len(), o.output.display(), r.width, r.height),
+                };
                 eprintln!(
-                    "wrote {} ({}x{}, {} steps, {:.1} ms/iteration on {}); loss {:.4e} -> {:.4e}",
-                    o.output.display(),
-                    r.width,
-                    r.height,
+                    "wrote {what}, {} steps, {:.1} ms/iteration on {}); loss {:.4e} -> {:.4e}",
                     r.steps,
                     r.ms_per_iter,
                     r.adapter,
@@ -165,6 +256,11 @@ fn run(cmd: Cmd) -> Result<()> {
                     r.last.total()
                 );
             }
+            Ok(())
+        }
+        Cmd::Plot { log, output, width, height } => {
+            plot::plot_file(&log, &output, width, height)?;
+            println!("{}", output.display());
             Ok(())
         }
         Cmd::Evaluate { mut args, grad_out } => {
@@ -223,12 +319,34 @@ fn run(cmd: Cmd) -> Result<()> {
 
 fn options(a: RenderArgs) -> Result<RenderOptions> {
     let adapter = if a.adapter.is_empty() { std::env::var("STYLIZE_ADAPTER").unwrap_or_default() } else { a.adapter };
+    // With --content-list every positional argument is a style image.
+    let (content, styles) = if a.content_list.is_empty() {
+        (a.content, a.styles)
+    } else {
+        (PathBuf::new(), std::iter::once(a.content).chain(a.styles).collect())
+    };
+    if styles.is_empty() {
+        return Err(Error::InvalidArgument(
+            "give at least one STYLE image after CONTENT: stylize render CONTENT STYLE [STYLE...] -o OUT".into(),
+        ));
+    }
     Ok(RenderOptions {
-        content: a.content,
-        style: a.style,
+        content,
+        content_list: a.content_list,
+        styles,
+        style_blend_weights: a.style_blend_weights,
+        style_scale: a.style_scale,
         output: a.output,
         size: a.size,
+        scales: a.scales,
+        initial_size: a.initial_size,
+        scale_steps: a.scale_steps,
         steps: a.steps,
+        optimizer: match a.optimizer {
+            OptimizerArg::Adam => Optimizer::Adam,
+            OptimizerArg::Lbfgs => Optimizer::Lbfgs,
+        },
+        lbfgs_history: a.lbfgs_history,
         lr: a.lr,
         content_weight: a.content_weight,
         style_weight: a.style_weight,
@@ -242,8 +360,15 @@ fn options(a: RenderArgs) -> Result<RenderOptions> {
         },
         init: Init::parse(&a.init),
         seed: a.seed,
+        temporal_init: a.temporal_init,
+        original_colors: a.original_colors,
+        color_match: a.color_match,
+        avg_decay: a.avg_decay,
         print_every: a.print_every,
         save_every: a.save_every,
+        preview: a.preview,
+        preview_every: a.preview_every,
+        log_json: a.log_json,
         weights: match a.weights {
             Some(w) => WeightsSource::parse(&w)?,
             None => WeightsSource::Default,

@@ -4,6 +4,7 @@
 pub const ALL: &[(&str, &str)] = &[
     ("adam.wgsl", include_str!("../shaders/adam.wgsl")),
     ("conv3x3.wgsl", include_str!("../shaders/conv3x3.wgsl")),
+    ("ema.wgsl", include_str!("../shaders/ema.wgsl")),
     ("gram.wgsl", include_str!("../shaders/gram.wgsl")),
     ("image.wgsl", include_str!("../shaders/image.wgsl")),
     ("lbfgs.wgsl", include_str!("../shaders/lbfgs.wgsl")),

@@ -6,6 +6,7 @@
 
 pub mod adam;
 pub mod conv;
+pub mod ema;
 pub mod gram;
 pub mod image;
 pub mod lbfgs;
