@@ -171,6 +171,16 @@ struct RenderArgs {
     /// BACKEND:NAME (see `stylize devices`). Also read from $STYLIZE_ADAPTER.
     #[arg(long, default_value = "")]
     adapter: String,
+    /// Exact tiled rendering, for outputs larger than the GPU holds: auto (tile only when the
+    /// untiled render would not fit the adapter's buffer limits or --max-gpu-memory), off, or
+    /// the tile size in pixels. Tiles overlap by the deepest layer's receptive radius, so the
+    /// result equals an untiled render's; each step then costs two passes over the tiles.
+    #[arg(long, default_value = "auto")]
+    tile: String,
+    /// GPU memory budget in MiB that --tile auto keeps the render within [default: only the
+    /// adapter's limits].
+    #[arg(long)]
+    max_gpu_memory: Option<u64>,
     /// No progress output.
     #[arg(short, long)]
     quiet: bool,
@@ -379,6 +389,8 @@ fn options(a: RenderArgs) -> Result<RenderOptions> {
             PreprocessArg::Caffe => Some(Preprocess::Caffe),
         },
         adapter,
+        tile: render::TileMode::parse(&a.tile)?,
+        max_gpu_memory: a.max_gpu_memory,
         quiet: a.quiet,
     })
 }

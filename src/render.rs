@@ -142,8 +142,65 @@ pub struct RenderOptions {
     /// None: recognised from the weights file (torchvision if unknown).
     pub preprocess: Option<Preprocess>,
     pub adapter: String,
+    /// Exact tiled rendering for outputs that do not fit the GPU (see src/tiled.rs).
+    pub tile: TileMode,
+    /// GPU memory budget in MiB for `--tile auto` (None: only the adapter's buffer limits).
+    pub max_gpu_memory: Option<u64>,
     /// Progress output on stderr.
     pub quiet: bool,
+}
+
+/// `--tile auto|off|N`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TileMode {
+    /// Tile only when the untiled graph would not fit the adapter's limits or the budget.
+    Auto,
+    /// Never tile (a too-large size is refused with the largest size that fits).
+    Off,
+    /// Always tile, with interiors of this many pixels (rounded up to the layers' alignment).
+    Size(usize),
+}
+
+impl TileMode {
+    pub fn parse(s: &str) -> Result<TileMode> {
+        match s {
+            "auto" => Ok(TileMode::Auto),
+            "off" | "none" => Ok(TileMode::Off),
+            n => match n.parse::<usize>() {
+                Ok(v) if v > 0 => Ok(TileMode::Size(v)),
+                _ => Err(Error::InvalidArgument(format!("--tile {s}: expected auto, off or a tile size in pixels (> 0)"))),
+            },
+        }
+    }
+}
+
+/// Host memory a tiled render may use for its image-sized buffers (image, gradient, Adam's
+/// moments, the last good copy, content targets): beyond this, refuse rather than swap.
+pub const MAX_HOST_BYTES: u64 = 32 << 30;
+
+/// Whether (and with which tile size) an h x w image must be tiled on `ctx` under `o`.
+pub fn decide_tile(ctx: &Context, s: &LossSettings, o: &RenderOptions, w: usize, h: usize) -> Result<Option<usize>> {
+    let max_binding = ctx.limits.max_storage_buffer_binding_size.min(ctx.limits.max_buffer_size);
+    let budget = o.max_gpu_memory.map_or(u64::MAX, |m| m << 20);
+    let t = match o.tile {
+        TileMode::Off => {
+            check_fits(ctx, w, h)?;
+            return Ok(None);
+        }
+        TileMode::Size(n) => Some(n),
+        TileMode::Auto => crate::tiled::choose_tile(s, h, w, budget, max_binding)?,
+    };
+    if t.is_some() {
+        let host = 3 * w as u64 * h as u64 * 4 * 6 + crate::tiled::graph_bytes(s, h, w).0 / 4;
+        if host > MAX_HOST_BYTES {
+            return Err(Error::TooLarge(format!(
+                "a {w}x{h} render needs about {} GiB of host memory even when tiled (limit {} GiB); use a smaller --size",
+                host >> 30,
+                MAX_HOST_BYTES >> 30
+            )));
+        }
+    }
+    Ok(t)
 }
 
 impl Default for RenderOptions {
@@ -184,6 +241,8 @@ impl Default for RenderOptions {
             weights: WeightsSource::Default,
             preprocess: None,
             adapter: String::new(),
+            tile: TileMode::Auto,
+            max_gpu_memory: None,
             quiet: false,
         }
     }
@@ -227,6 +286,8 @@ pub struct StageReport {
     /// post-processing.
     pub last: Losses,
     pub ms_per_iter: f64,
+    /// Tiles per step (1: untiled).
+    pub tiles: usize,
 }
 
 /// What a finished render reports.
@@ -820,11 +881,11 @@ impl Engine {
         // the weights. Every stage checks its own sizes again.
         if let Some(c) = first_content {
             let (w, h) = working_size(c.width, c.height, o.size);
-            check_fits(&ctx, w, h)?;
+            decide_tile(&ctx, &settings, o, w, h)?;
             let longest = ((o.style_scale as f64 * o.size as f64).round() as u32).max(1);
             for s in &styles {
                 let (sw, sh) = working_size(s.width, s.height, longest);
-                check_fits(&ctx, sw, sh)?;
+                decide_tile(&ctx, &settings, o, sw, sh)?;
             }
         }
         let (convs, recognised, source) = load_weights(&o.weights, needed, !o.quiet)?;
@@ -841,7 +902,7 @@ impl Engine {
     /// The blended Gram targets A = sum_k b_k A_k of the style images resized to longest side
     /// `longest` (each colour-matched to `match_to` first when given). Cached by `longest`
     /// unless colour-matched (then they depend on the content).
-    pub fn style_targets(&mut self, longest: u32, match_to: Option<&Planar>) -> Result<Vec<Tensor>> {
+    pub fn style_targets(&mut self, o: &RenderOptions, longest: u32, match_to: Option<&Planar>) -> Result<Vec<Tensor>> {
         if match_to.is_none() {
             if let Some(t) = self.cache.get(&longest) {
                 return Ok(t.clone());
@@ -850,14 +911,17 @@ impl Engine {
         let mut per_style = vec![];
         for s in &self.styles {
             let (sw, sh) = working_size(s.width, s.height, longest);
-            check_fits(&self.ctx, sw, sh)?;
+            let tile = decide_tile(&self.ctx, &self.settings, o, sw, sh)?;
             let mut img = image_io::resize_exact(s, sw as u32, sh as u32);
             if let Some(c) = match_to {
                 img = color_match(&img, c);
             }
-            let t = compute_targets(&self.ctx, &self.net, &self.settings, &img.data, sh, sw, false, true)?;
+            let t = match tile {
+                Some(t) => crate::tiled::style_targets(&self.ctx, &self.net, &self.settings, &img.data, sh, sw, t)?,
+                None => compute_targets(&self.ctx, &self.net, &self.settings, &img.data, sh, sw, false, true)?.style,
+            };
             self.style_target_passes += 1;
-            per_style.push(t.style);
+            per_style.push(t);
         }
         let blended = if per_style.len() == 1 {
             per_style.pop().unwrap_or_default()
@@ -891,7 +955,7 @@ impl Engine {
         check_fits(&self.ctx, w, h)?;
         let content = image_io::resize_exact(content, w as u32, h as u32);
         let longest = ((o.style_scale as f64 * size as f64).round() as u32).max(1);
-        let style = self.style_targets(longest, o.color_match.then_some(&content))?;
+        let style = self.style_targets(o, longest, o.color_match.then_some(&content))?;
         let tc = compute_targets(&self.ctx, &self.net, &self.settings, &content.data, h, w, true, false)?;
         let init = match init {
             Some(v) => v,
@@ -956,12 +1020,115 @@ struct StagePlace<'a> {
 
 impl Run<'_> {
     fn finish(&self, data: Vec<f32>, st: &Stage) -> Planar {
-        let img = Planar { width: st.width as u32, height: st.height as u32, data };
+        self.finish_with(data, &st.content)
+    }
+
+    /// The output image from raw pixels at `content`'s size (colour post-processing applied).
+    fn finish_with(&self, data: Vec<f32>, content: &Planar) -> Planar {
+        let img = Planar { width: content.width, height: content.height, data };
         if self.o.original_colors {
-            transfer_luminance(&img, &st.content)
+            transfer_luminance(&img, content)
         } else {
             img
         }
+    }
+
+    /// A stage too large for one GPU graph: exact tiled optimisation (src/tiled.rs), the image
+    /// and Adam's state in host memory, each step two passes over the tiles.
+    #[allow(clippy::too_many_arguments)]
+    fn run_tiled_stage(
+        &mut self,
+        eng: &mut Engine,
+        content: &Planar,
+        size: u32,
+        init: Option<Vec<f32>>,
+        tile: usize,
+        steps: u32,
+        at: &StagePlace,
+    ) -> Result<StageOut> {
+        let o = self.o;
+        if o.optimizer == Optimizer::Lbfgs || o.avg_decay > 0.0 {
+            return Err(Error::InvalidArgument(
+                "tiled rendering supports Adam without --avg-decay; use --optimizer adam, or --tile off with a smaller --size".into(),
+            ));
+        }
+        let (w, h) = working_size(content.width, content.height, size);
+        let content = image_io::resize_exact(content, w as u32, h as u32);
+        let longest = ((o.style_scale as f64 * size as f64).round() as u32).max(1);
+        let style = eng.style_targets(o, longest, o.color_match.then_some(&content))?;
+        let init = match init {
+            Some(v) => v,
+            None => match &o.init {
+                Init::Content => content.data.clone(),
+                Init::Noise => noise(o.seed, 3 * w * h),
+                Init::Image(p) => {
+                    let i = load_input(p, &DecodeLimits::default())?;
+                    image_io::resize_exact(&i, w as u32, h as u32).data
+                }
+            },
+        };
+        let mut tg = crate::tiled::TiledGraph::new(&eng.ctx, &eng.net, &eng.settings, (&content.data, h, w), style, &init, tile)?;
+        let ctx = &eng.ctx;
+        let adam = AdamConfig { lr: o.learning_rate(), clamp: Some((0.0, 1.0)), ..Default::default() };
+        let mut label = format!("[{} tiles of {tile} px] ", tg.tiles.len());
+        if at.frames > 1 {
+            label = format!("[frame {}/{}] ", at.frame + 1, at.frames) + &label;
+        }
+        if at.scales > 1 {
+            label += &format!("[scale {}/{} {w}x{h}] ", at.scale + 1, at.scales);
+        }
+        if !o.quiet && !self.tty {
+            eprintln!("{label}tiled render of {w}x{h}");
+        }
+        let progress = Progress { quiet: o.quiet, tty: self.tty, start: Instant::now(), total: steps, label };
+        tg.evaluate(ctx, &eng.net)?;
+        let first = tg.read_losses(ctx)?;
+        if let Some(log) = &mut self.log {
+            log.line(at.frame, at.scale, w, h, 0, &first, self.t0.elapsed().as_secs_f64())?;
+        }
+        let mut last = first.clone();
+        let mut good = (tg.image.clone(), at.step_offset);
+        let t0 = Instant::now();
+        for step in 1..=steps {
+            let total_step = at.step_offset + step;
+            if interrupt::requested() {
+                save(at.output, &self.finish_with(tg.image.clone(), &content), at.text, total_step - 1)?;
+                return Err(Error::Interrupted { step: total_step - 1, saved: Some(at.output.display().to_string()) });
+            }
+            if step > 1 {
+                tg.evaluate(ctx, &eng.net)?;
+                last = tg.read_losses(ctx)?;
+            }
+            // Every step's losses are at hand here (tiles are read back anyway): check each.
+            if !last.total().is_finite() || tg.grad.iter().any(|v| !v.is_finite()) {
+                save(at.output, &self.finish_with(good.0, &content), at.text, good.1)?;
+                return Err(Error::NonFinite { step: total_step, saved: Some(format!("{} (step {})", at.output.display(), good.1)) });
+            }
+            good = (tg.image.clone(), total_step - 1);
+            tg.adam_step(&adam);
+            let print = o.print_every > 0 && (step % o.print_every == 0 || step == steps);
+            if print || (self.log.is_some() && step == steps) {
+                if let Some(log) = &mut self.log {
+                    log.line(at.frame, at.scale, w, h, step, &last, self.t0.elapsed().as_secs_f64())?;
+                }
+            }
+            progress.update(step, print.then_some(&last));
+            if o.save_every > 0 && total_step.is_multiple_of(o.save_every) && total_step != at.frame_steps {
+                save(&snapshot_path(at.output, total_step), &self.finish_with(tg.image.clone(), &content), at.text, total_step)?;
+            }
+            if let Some(p) = &o.preview {
+                if total_step.is_multiple_of(o.preview_every) {
+                    save(p, &self.finish_with(tg.image.clone(), &content), at.text, total_step)?;
+                }
+            }
+        }
+        let ms_per_iter = t0.elapsed().as_secs_f64() * 1000.0 / steps.max(1) as f64;
+        if steps > 0 {
+            tg.evaluate(ctx, &eng.net)?;
+            last = tg.read_losses(ctx)?;
+        }
+        let report = StageReport { frame: at.frame, scale: at.scale, width: w, height: h, steps, first, last, ms_per_iter, tiles: tg.tiles.len() };
+        Ok(StageOut { report, image: tg.image })
     }
 
     fn run_stage(&mut self, ctx: &Context, st: &Stage, steps: u32, at: &StagePlace) -> Result<StageOut> {
@@ -1055,7 +1222,7 @@ impl Run<'_> {
             last = graph.read_losses(ctx)?;
         }
         let image = st.read_output(ctx)?;
-        let report = StageReport { frame: at.frame, scale: at.scale, width: w, height: h, steps, first, last, ms_per_iter };
+        let report = StageReport { frame: at.frame, scale: at.scale, width: w, height: h, steps, first, last, ms_per_iter, tiles: 1 };
         Ok(StageOut { report, image })
     }
 }
@@ -1110,7 +1277,7 @@ pub fn render(o: &RenderOptions) -> Result<RenderReport> {
         let text = settings_text(o, &eng.settings, &eng.source, batch.then_some(&frame.content));
         let mut result: Option<Planar> = None;
         let mut offset = 0;
-        let mut final_stage = None;
+        let mut final_content: Option<Planar> = None;
         for (k, &size) in sizes.iter().enumerate() {
             let (w, h) = working_size(content.width, content.height, size);
             let init = match (&result, &previous) {
@@ -1118,7 +1285,6 @@ pub fn render(o: &RenderOptions) -> Result<RenderReport> {
                 (None, Some(p)) if o.temporal_init => Some(image_io::resize_exact(p, w as u32, h as u32).data),
                 _ => None,
             };
-            let st = eng.stage(o, &content, size, init)?;
             let place = StagePlace {
                 frame: fi,
                 frames: frames.len(),
@@ -1129,16 +1295,22 @@ pub fn render(o: &RenderOptions) -> Result<RenderReport> {
                 output: &frame.output,
                 text: &text,
             };
-            let out = run.run_stage(&eng.ctx, &st, steps[k], &place)?;
+            let out = match decide_tile(&eng.ctx, &eng.settings, o, w, h)? {
+                Some(tile) => run.run_tiled_stage(&mut eng, &content, size, init, tile, steps[k], &place)?,
+                None => {
+                    let st = eng.stage(o, &content, size, init)?;
+                    run.run_stage(&eng.ctx, &st, steps[k], &place)?
+                }
+            };
             offset += steps[k];
-            result = Some(Planar { width: st.width as u32, height: st.height as u32, data: out.image });
+            result = Some(Planar { width: w as u32, height: h as u32, data: out.image });
             stages.push(out.report);
-            final_stage = Some(st);
+            final_content = Some(image_io::resize_exact(&content, w as u32, h as u32));
         }
-        let (Some(result), Some(st)) = (result, final_stage) else {
+        let (Some(result), Some(fc)) = (result, final_content) else {
             return Err(Error::InvalidArgument("no scales to render".into()));
         };
-        let img = run.finish(result.data.clone(), &st);
+        let img = run.finish_with(result.data.clone(), &fc);
         save(&frame.output, &img, &text, frame_steps)?;
         if let Some(p) = &o.preview {
             save(p, &img, &text, frame_steps)?;

@@ -263,14 +263,15 @@ pub struct TiledGraph {
 }
 
 impl TiledGraph {
-    /// Builds the graphs for `tile`-sized interiors; the `content` and `style` images (pixels,
-    /// height, width) give the targets, each computed tile by tile too.
+    /// Builds the graphs for `tile`-sized interiors. The `content` image (pixels, height, width)
+    /// gives the content targets, computed tile by tile; `style_targets` are the Gram targets
+    /// (e.g. from [`style_targets`]).
     pub fn new(
         ctx: &Context,
         net: &Net,
         s: &LossSettings,
         content: (&[f32], usize, usize),
-        style: (&[f32], usize, usize),
+        style_targets: Vec<Tensor>,
         init: &[f32],
         tile: usize,
     ) -> Result<TiledGraph> {
@@ -288,21 +289,6 @@ impl TiledGraph {
             g_acc.push(Tensor::new(ctx, [c, c, 1], "gram accumulator")?);
             dgrams.push(Tensor::new(ctx, [c, c, 1], "gram gradient")?);
         }
-        // Style targets: the style image's Grams, accumulated tile by tile.
-        let style_targets: Vec<Tensor> = {
-            let (px, sh, sw) = style;
-            let acc: Vec<Tensor> = s
-                .style_layers
-                .iter()
-                .map(|t| Tensor::new(ctx, [t.channels(), t.channels(), 1], "style target"))
-                .collect::<Result<_>>()?;
-            let scratch = Tensor::new(ctx, [nc + ns + 1, 1, 1], "scratch losses")?;
-            let mut graphs = HashMap::new();
-            for t in plan(s, sh, sw, tile) {
-                run_tile(ctx, net, s, &mut graphs, &t, (sh, sw), px, &acc, &dgrams, &scratch, None, false)?;
-            }
-            acc
-        };
         // Content targets: the content image's tapped activations, read back per tile interior.
         let tiles = plan(s, h, w, tile);
         let mut graphs: HashMap<(usize, usize), RegionGraph> = HashMap::new();
@@ -315,7 +301,7 @@ impl TiledGraph {
             })
             .collect();
         for t in &tiles {
-            let g = run_tile(ctx, net, s, &mut graphs, t, (h, w), cpx, &g_acc, &dgrams, &losses, None, false)?;
+            let g = run_tile(ctx, net, s, &mut graphs, t, (h, w), cpx, &g_acc, &dgrams, &losses, None, false, true)?;
             for (k, &tap) in s.content_layers.iter().enumerate() {
                 let l = level(tap);
                 let a = g.fwd.tap(tap);
@@ -400,13 +386,13 @@ impl TiledGraph {
         let tiles = self.tiles.clone();
         for (i, t) in tiles.iter().enumerate() {
             let ct = Some(&self.content_tiles[i]);
-            run_tile(ctx, net, &self.s, &mut self.graphs, t, (h, w), &self.image, &self.g_acc, &self.dgrams, &self.losses, ct, false)?;
+            run_tile(ctx, net, &self.s, &mut self.graphs, t, (h, w), &self.image, &self.g_acc, &self.dgrams, &self.losses, ct, false, true)?;
         }
         ctx.run(&self.between.iter().collect::<Vec<_>>())?;
         self.grad.iter_mut().for_each(|v| *v = 0.0);
         for (i, t) in tiles.iter().enumerate() {
             let ct = Some(&self.content_tiles[i]);
-            let g = run_tile(ctx, net, &self.s, &mut self.graphs, t, (h, w), &self.image, &self.g_acc, &self.dgrams, &self.losses, ct, true)?;
+            let g = run_tile(ctx, net, &self.s, &mut self.graphs, t, (h, w), &self.image, &self.g_acc, &self.dgrams, &self.losses, ct, true, true)?;
             let rg = g.grad.read(ctx)?;
             let [y0, x0, y1, x1] = t.region;
             let (rh, rw) = (y1 - y0, x1 - x0);
@@ -457,6 +443,24 @@ impl TiledGraph {
     }
 }
 
+/// The style image's Gram matrices (pixels (3, h, w)), accumulated tile by tile: for style
+/// images too large for one graph.
+pub fn style_targets(ctx: &Context, net: &Net, s: &LossSettings, px: &[f32], h: usize, w: usize, tile: usize) -> Result<Vec<Tensor>> {
+    let (nc, ns) = (s.content_layers.len(), s.style_layers.len());
+    let acc: Vec<Tensor> =
+        s.style_layers.iter().map(|t| Tensor::new(ctx, [t.channels(), t.channels(), 1], "style target")).collect::<Result<_>>()?;
+    let dgrams: Vec<Tensor> = s.style_layers.iter().map(|t| Tensor::new(ctx, [t.channels(), t.channels(), 1], "unused")).collect::<Result<_>>()?;
+    let scratch = Tensor::new(ctx, [nc + ns + 1, 1, 1], "scratch losses")?;
+    for a in &acc {
+        a.fill(ctx, 0.0);
+    }
+    let mut graphs = HashMap::new();
+    for t in plan(s, h, w, tile) {
+        run_tile(ctx, net, s, &mut graphs, &t, (h, w), px, &acc, &dgrams, &scratch, None, false, false)?;
+    }
+    Ok(acc)
+}
+
 /// Uploads one tile (pixels, interior rectangles, content targets) and runs one pass on it,
 /// building the graph of the tile's region shape on first use.
 #[allow(clippy::too_many_arguments)]
@@ -473,12 +477,13 @@ fn run_tile<'a>(
     losses: &Tensor,
     content: Option<&Vec<Vec<f32>>>,
     second: bool,
+    with_backward: bool,
 ) -> Result<&'a RegionGraph> {
     let (h, w) = full;
     let [y0, x0, y1, x1] = t.region;
     let (rh, rw) = (y1 - y0, x1 - x0);
     if !graphs.contains_key(&(rh, rw)) {
-        let g = RegionGraph::new(ctx, net, s, rh, rw, full, g_acc, dgrams, losses, true)?;
+        let g = RegionGraph::new(ctx, net, s, rh, rw, full, g_acc, dgrams, losses, with_backward)?;
         graphs.insert((rh, rw), g);
     }
     let g = &graphs[&(rh, rw)];

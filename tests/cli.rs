@@ -100,7 +100,9 @@ fn bad_inputs_give_clear_errors() {
     image_io::save_image(&tiny, &Planar::filled(1, 1, [0.5, 0.5, 0.5]), &[]).unwrap();
     run(with(&[], &["render", tiny.to_str().unwrap(), s, "-o", out]), "too small");
     run(with(&["--size", "0"], &["render", c, s, "-o", out]), "--size");
-    run(with(&["--size", "100000"], &["render", c, s, "-o", out]), "largest --size that fits");
+    run(with(&["--size", "100000", "--tile", "off"], &["render", c, s, "-o", out]), "largest --size that fits");
+    run(with(&["--size", "100000"], &["render", c, s, "-o", out]), "host memory");
+    run(with(&["--tile", "0"], &["render", c, s, "-o", out]), "--tile");
     run(with(&["--style-layers", "relu9_1"], &["render", c, s, "-o", out]), "unknown layer");
     run(with(&["--lr", "-1"], &["render", c, s, "-o", out]), "--lr");
     run(with(&["--style-weight", "NaN"], &["render", c, s, "-o", out]), "--style-weight");

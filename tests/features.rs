@@ -133,7 +133,7 @@ fn blended_targets_are_the_normalised_mix_of_each_styles_grams() {
     o.style_blend_weights = Some(vec![3.0, 1.0]); // normalised to 0.75, 0.25
     let mut eng = Engine::new(&o, None).unwrap();
     assert_eq!(eng.blend, vec![0.75, 0.25]);
-    let mixed = eng.style_targets(24, None).unwrap();
+    let mixed = eng.style_targets(&o, 24, None).unwrap();
     let grams = |p: &Path| {
         let i = load(p);
         let (w, h) = render::working_size(i.width, i.height, 24);
@@ -149,7 +149,7 @@ fn blended_targets_are_the_normalised_mix_of_each_styles_grams() {
     }
     // Cached: asking again costs no forward pass.
     let passes = eng.style_target_passes;
-    eng.style_targets(24, None).unwrap();
+    eng.style_targets(&o, 24, None).unwrap();
     assert_eq!(eng.style_target_passes, passes);
 }
 

@@ -92,7 +92,8 @@ fn tiled_equals_untiled() {
         let tc = compute_targets(ctx(), &net, &s, &content, h, w, true, false).unwrap();
         let ts = compute_targets(ctx(), &net, &s, &style, sh, sw, false, true).unwrap();
         let g = Graph::new(ctx(), &net, &s, &Targets { content: tc.content, style: ts.style }, &init, h, w, cfg).unwrap();
-        let mut t = TiledGraph::new(ctx(), &net, &s, (&content, h, w), (&style, sh, sw), &init, 32).unwrap();
+        let st = stylize::tiled::style_targets(ctx(), &net, &s, &style, sh, sw, 24).unwrap();
+        let mut t = TiledGraph::new(ctx(), &net, &s, (&content, h, w), st, &init, 32).unwrap();
         assert_eq!(t.tiles.len(), 6);
         for step in 0..3 {
             g.evaluate(ctx()).unwrap();
@@ -144,4 +145,43 @@ fn auto_tiling_decision_and_memory_estimate() {
     let side = |full: usize| (t + 32).min(full);
     assert!(graph_bytes(&s, side(h), side(w)).0 <= est / 2);
     assert!(choose_tile(&s, h, w, 1000, u64::MAX).is_err());
+}
+
+#[test]
+fn tiled_render_equals_untiled_render_end_to_end() {
+    use stylize::image_io;
+    use stylize::render::{render, RenderOptions, TileMode, WeightsSource};
+    let d = std::env::temp_dir().join(format!("stylize-tiled-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let (c, s) = (d.join("c.png"), d.join("s.png"));
+    image_io::save_image(&c, &image_io::synthetic_photo(60, 44, 3), &[]).unwrap();
+    image_io::save_image(&s, &image_io::synthetic_painting(50, 50, 4), &[]).unwrap();
+    let base = RenderOptions {
+        content: c,
+        styles: vec![s],
+        size: 60,
+        steps: 3,
+        weights: WeightsSource::Random(5),
+        content_layers: vec!["relu2_1".into()],
+        style_layers: vec!["relu1_1".into(), "relu2_1".into()],
+        quiet: true,
+        ..Default::default()
+    };
+    let plain = RenderOptions { output: d.join("plain.png"), tile: TileMode::Off, ..base.clone() };
+    // A budget below the untiled graph's estimate makes --tile auto tile.
+    let tiled = RenderOptions { output: d.join("tiled.png"), max_gpu_memory: Some(1), ..base.clone() };
+    let rp = render(&plain).unwrap();
+    let rt = render(&tiled).unwrap();
+    println!("untiled {:?}\ntiled   {:?} ({} tiles)", rp.last, rt.last, rt.stages[0].tiles);
+    assert_eq!(rp.stages[0].tiles, 1);
+    assert!(rt.stages[0].tiles >= 2, "the budget should force tiling");
+    let a = image_io::load_image(&d.join("plain.png"), &Default::default()).unwrap();
+    let b = image_io::load_image(&d.join("tiled.png"), &Default::default()).unwrap();
+    assert_eq!((a.width, a.height), (b.width, b.height));
+    // 8-bit outputs: equal up to a rounding step where an f32 difference straddles one.
+    let worst = a.data.iter().zip(&b.data).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    assert!(worst <= 1.0 / 255.0 + 1e-6, "tiled vs untiled output differ by {worst}");
+    let rel = (rt.last.total() - rp.last.total()).abs() / rp.last.total();
+    assert!(rel < 1e-4, "final loss tiled {} vs untiled {}", rt.last.total(), rp.last.total());
 }
