@@ -4,6 +4,9 @@
 pub const ALL: &[(&str, &str)] = &[
     ("adam.wgsl", include_str!("../shaders/adam.wgsl")),
     ("conv3x3.wgsl", include_str!("../shaders/conv3x3.wgsl")),
+    ("conv3x3_tex_pack.wgsl", include_str!("../shaders/conv3x3_tex_pack.wgsl")),
+    ("conv3x3_tex_pack4.wgsl", include_str!("../shaders/conv3x3_tex_pack4.wgsl")),
+    ("conv3x3_tex_weights.wgsl", include_str!("../shaders/conv3x3_tex_weights.wgsl")),
     ("ema.wgsl", include_str!("../shaders/ema.wgsl")),
     ("gram.wgsl", include_str!("../shaders/gram.wgsl")),
     ("image.wgsl", include_str!("../shaders/image.wgsl")),
@@ -43,6 +46,22 @@ pub fn layout_entries(src: &str) -> Vec<wgpu::BindGroupLayoutEntry> {
                     min_binding_size: None,
                 },
                 naga::AddressSpace::Handle => match module.types[var.ty].inner {
+                    naga::TypeInner::Image {
+                        dim: naga::ImageDimension::D2,
+                        arrayed,
+                        class: naga::ImageClass::Storage { format, access },
+                    } => wgpu::BindingType::StorageTexture {
+                        access: if access.contains(naga::StorageAccess::LOAD) {
+                            wgpu::StorageTextureAccess::ReadWrite
+                        } else {
+                            wgpu::StorageTextureAccess::WriteOnly
+                        },
+                        format: match format {
+                            naga::StorageFormat::Rgba32Float => wgpu::TextureFormat::Rgba32Float,
+                            f => panic!("unsupported storage texture format {f:?} in a shader"),
+                        },
+                        view_dimension: if arrayed { wgpu::TextureViewDimension::D2Array } else { wgpu::TextureViewDimension::D2 },
+                    },
                     naga::TypeInner::Image { dim: naga::ImageDimension::D2, arrayed, .. } => wgpu::BindingType::Texture {
                         sample_type: wgpu::TextureSampleType::Float { filterable: false },
                         view_dimension: if arrayed { wgpu::TextureViewDimension::D2Array } else { wgpu::TextureViewDimension::D2 },

@@ -92,6 +92,206 @@ fn conv3x3_backward_input_matches_reference_and_finite_differences() {
     }
 }
 
+/// Odd shapes for the per-variant conv tests: channels 3, 5, 13, 17, 64; sizes 1x1, 1x7, 7x13,
+/// 13x13, 32x32, one wider than a 64-pixel tile row, and 4x7.
+const CONV_SHAPES: &[(usize, usize, usize, usize)] = &[
+    (3, 64, 7, 13),
+    (5, 3, 13, 7),
+    (64, 64, 32, 32),
+    (64, 5, 1, 1),
+    (5, 64, 1, 7),
+    (13, 17, 13, 13),
+    (17, 13, 32, 32),
+    (3, 5, 1, 1),
+    (17, 3, 7, 13),
+    (5, 17, 9, 130),
+    (13, 5, 4, 7), // h * w % 4 == 0 with w odd: the 4-pixel packing crosses rows
+];
+
+/// Both variants; on a CPU adapter (lavapipe) the texture variant must really run (not fall back).
+fn conv_variants(cin: usize, cout: usize, h: usize, w: usize) -> Vec<conv::Variant> {
+    let caps = conv::TexCaps::of(ctx());
+    let tex = conv::tex_unsupported(&caps, cin, cout, h, w);
+    if caps.device_type == wgpu::DeviceType::Cpu {
+        assert!(tex.is_none(), "texture conv unavailable on the CPU adapter: {tex:?}");
+    }
+    match tex {
+        None => vec![conv::Variant::Tiled, conv::Variant::Tex],
+        Some(why) => {
+            println!("texture conv not tested for {cin}->{cout} {h}x{w}: {why}");
+            vec![conv::Variant::Tiled]
+        }
+    }
+}
+
+#[test]
+fn conv3x3_forward_variants_match_reference() {
+    let mut rng = Rng::new(11);
+    for &(cin, cout, h, w) in CONV_SHAPES {
+        let x = rng.vec(cin * h * w, -1.0, 1.0);
+        let wt = rng.vec(cout * cin * 9, -0.5, 0.5);
+        let b = rng.vec(cout, -0.5, 0.5);
+        let (tx, tw, tb) = (upload([cin, h, w], &x), upload([cout, cin, 9], &wt), upload([cout, 1, 1], &b));
+        for v in conv_variants(cin, cout, h, w) {
+            for relu in [false, true] {
+                let y = poisoned([cout, h, w]);
+                run(&conv::conv3x3_forward_with(ctx(), v, &tx, &tw, &tb, &y, relu));
+                let want = r::conv3x3_forward(&f64s(&x), cin, h, w, &f64s(&wt), &f64s(&b), cout, relu);
+                assert_close(&format!("conv3x3_forward {v:?} {cin}->{cout} {h}x{w} relu={relu}"), &read(&y), &want, TOL_DOT);
+            }
+        }
+    }
+}
+
+#[test]
+fn conv3x3_backward_input_variants_match_reference() {
+    let mut rng = Rng::new(12);
+    for &(cin, cout, h, w) in CONV_SHAPES {
+        let x = rng.vec(cin * h * w, -1.0, 1.0);
+        let wt = rng.vec(cout * cin * 9, -0.5, 0.5);
+        let b = rng.vec(cout, -0.5, 0.5);
+        let dy = rng.vec(cout * h * w, -1.0, 1.0);
+        let (xd, wd, bd, dyd) = (f64s(&x), f64s(&wt), f64s(&b), f64s(&dy));
+        let tflip = upload([cin, cout, 9], &conv::transpose_flip(&wt, cout, cin));
+        let tdy = upload([cout, h, w], &dy);
+        let y = r::conv3x3_forward(&xd, cin, h, w, &wd, &bd, cout, true);
+        let ty = upload([cout, h, w], &y.iter().map(|&v| v as f32).collect::<Vec<_>>());
+        let plain = r::conv3x3_backward_input(&dyd, cout, h, w, &wd, cin);
+        let masked = r::conv3x3_backward_input(&r::relu_backward(&y, &dyd), cout, h, w, &wd, cin);
+        // The backward's "input" has cout channels and its output cin.
+        for v in conv_variants(cout, cin, h, w) {
+            let dx = poisoned([cin, h, w]);
+            run(&conv::conv3x3_backward_input_with(ctx(), v, &tdy, None, &tflip, &dx));
+            assert_close(&format!("conv3x3_backward_input {v:?} {cout}->{cin} {h}x{w}"), &read(&dx), &plain, TOL_DOT);
+            let dx = poisoned([cin, h, w]);
+            run(&conv::conv3x3_backward_input_with(ctx(), v, &tdy, Some(&ty), &tflip, &dx));
+            assert_close(&format!("conv3x3_backward_input+relu mask {v:?} {cout}->{cin} {h}x{w}"), &read(&dx), &masked, TOL_DOT);
+        }
+    }
+}
+
+/// An op is built once and recorded every iteration with new data in its input: the texture
+/// variant must repack the input each time (and keep its weights).
+#[test]
+fn conv3x3_ops_rerun_with_new_inputs() {
+    let mut rng = Rng::new(13);
+    let (cin, cout, h, w) = (13, 17, 13, 13);
+    let wt = rng.vec(cout * cin * 9, -0.5, 0.5);
+    let b = rng.vec(cout, -0.5, 0.5);
+    let (tw, tb) = (upload([cout, cin, 9], &wt), upload([cout, 1, 1], &b));
+    for v in conv_variants(cin, cout, h, w) {
+        let tx = upload([cin, h, w], &vec![0.0; cin * h * w]);
+        let y = poisoned([cout, h, w]);
+        let op = conv::conv3x3_forward_with(ctx(), v, &tx, &tw, &tb, &y, true);
+        for round in 0..3 {
+            let x = rng.vec(cin * h * w, -1.0, 1.0);
+            tx.write(ctx(), &x);
+            y.fill(ctx(), f32::NAN);
+            run(&op);
+            let want = r::conv3x3_forward(&f64s(&x), cin, h, w, &f64s(&wt), &f64s(&b), cout, true);
+            assert_close(&format!("conv3x3_forward {v:?} rerun {round}"), &read(&y), &want, TOL_DOT);
+        }
+    }
+}
+
+/// Ops of one input shape share the texture variant's packed-input scratch texture: several of
+/// them recorded into one pass (independent, and chained) must each still be right.
+#[test]
+fn conv3x3_ops_of_one_shape_in_one_pass() {
+    let mut rng = Rng::new(15);
+    let (c, h, w) = (13, 7, 13);
+    let wa = rng.vec(c * c * 9, -0.5, 0.5);
+    let wb = rng.vec(c * c * 9, -0.5, 0.5);
+    let b = rng.vec(c, -0.5, 0.5);
+    let x1 = rng.vec(c * h * w, -1.0, 1.0);
+    let x2 = rng.vec(c * h * w, -1.0, 1.0);
+    let (twa, twb, tb) = (upload([c, c, 9], &wa), upload([c, c, 9], &wb), upload([c, 1, 1], &b));
+    let (tx1, tx2) = (upload([c, h, w], &x1), upload([c, h, w], &x2));
+    for v in conv_variants(c, c, h, w) {
+        let (y1, y2, z) = (poisoned([c, h, w]), poisoned([c, h, w]), poisoned([c, h, w]));
+        let ops = [
+            conv::conv3x3_forward_with(ctx(), v, &tx1, &twa, &tb, &y1, true),
+            conv::conv3x3_forward_with(ctx(), v, &tx2, &twb, &tb, &y2, false),
+            conv::conv3x3_forward_with(ctx(), v, &y1, &twb, &tb, &z, true),
+        ];
+        ctx().run(&ops.iter().collect::<Vec<_>>()).expect("gpu run");
+        let r1 = r::conv3x3_forward(&f64s(&x1), c, h, w, &f64s(&wa), &f64s(&b), c, true);
+        let r2 = r::conv3x3_forward(&f64s(&x2), c, h, w, &f64s(&wb), &f64s(&b), c, false);
+        let rz = r::conv3x3_forward(&r1, c, h, w, &f64s(&wb), &f64s(&b), c, true);
+        assert_close(&format!("conv3x3_forward {v:?} shared pass 1"), &read(&y1), &r1, TOL_DOT);
+        assert_close(&format!("conv3x3_forward {v:?} shared pass 2"), &read(&y2), &r2, TOL_DOT);
+        assert_close(&format!("conv3x3_forward {v:?} shared pass chained"), &read(&z), &rz, TOL_DOT);
+    }
+}
+
+#[test]
+fn conv3x3_variant_selection() {
+    use conv::{choose_variant, TexCaps, Variant::*};
+    let cpu = TexCaps {
+        device_type: wgpu::DeviceType::Cpu,
+        subgroup_size: Some(8),
+        max_texture_dimension_2d: 16384,
+        max_texture_array_layers: 2048,
+    };
+    let gpu = TexCaps { device_type: wgpu::DeviceType::DiscreteGpu, subgroup_size: Some(32), ..cpu.clone() };
+    let no_sg = TexCaps { subgroup_size: None, ..cpu.clone() };
+    // Default: per adapter class.
+    for &(cin, cout, s) in &[(3, 64, 512), (64, 64, 512), (128, 128, 256), (256, 256, 128), (512, 512, 64), (64, 3, 1024)] {
+        assert_eq!(choose_variant(&cpu, None, cin, cout, s, s), Tex);
+        assert_eq!(choose_variant(&gpu, None, cin, cout, s, s), Tiled);
+        assert_eq!(choose_variant(&no_sg, None, cin, cout, s, s), Tiled);
+        // Forced.
+        assert_eq!(choose_variant(&cpu, Some(Tiled), cin, cout, s, s), Tiled);
+        assert_eq!(choose_variant(&gpu, Some(Tex), cin, cout, s, s), Tex);
+        assert_eq!(choose_variant(&no_sg, Some(Tex), cin, cout, s, s), Tiled);
+    }
+    // Texture limits: the bordered input must fit max_texture_dimension_2d per side, the channel
+    // quads max_texture_array_layers, the weights one 2-D texture.
+    assert_eq!(choose_variant(&cpu, None, 64, 64, 16382, 16382), Tex);
+    assert_eq!(choose_variant(&cpu, None, 64, 64, 16383, 8), Tiled);
+    assert_eq!(choose_variant(&cpu, None, 64, 64, 8, 16383), Tiled);
+    assert_eq!(choose_variant(&cpu, Some(Tex), 64, 64, 8, 16383), Tiled);
+    assert_eq!(choose_variant(&cpu, None, 4 * 1820, 64, 8, 8), Tex);
+    assert_eq!(choose_variant(&cpu, None, 4 * 1821, 64, 8, 8), Tiled); // 9 * 1821 + 1 rows > 16384
+    let few_layers = TexCaps { max_texture_array_layers: 16, ..cpu.clone() };
+    assert_eq!(choose_variant(&few_layers, None, 64, 64, 8, 8), Tex);
+    assert_eq!(choose_variant(&few_layers, None, 65, 64, 8, 8), Tiled);
+    assert_eq!(choose_variant(&cpu, None, 64, 16384, 8, 8), Tex);
+    assert_eq!(choose_variant(&cpu, None, 64, 16385, 8, 8), Tiled);
+    // The texture kernel's tiling: the shapes above exercise workgroups that span several channel
+    // blocks (tz > 1, small images) as well as one (tz = 1).
+    let plans: Vec<_> = CONV_SHAPES.iter().flat_map(|&(cin, cout, h, w)| [conv::TexPlan::new(8, cout, h, w), conv::TexPlan::new(8, cin, h, w)]).collect();
+    assert!(plans.iter().any(|p| p.tz > 1) && plans.iter().any(|p| p.tz == 1));
+    for p in &plans {
+        assert_eq!(p.tw * p.th * p.tz, 64);
+        assert_eq!((p.tw * p.th) % 8, 0);
+    }
+    let p = conv::TexPlan::new(8, 512, 8, 8); // conv5 at a 128 px input: 8 x 8 pixels, no waste
+    assert!(8 % p.tw == 0 && 8 % (p.th * p.cfg.py) == 0 && p.tz > 1, "{p:?}");
+    assert_eq!(conv::Variant::parse("TEX"), Some(Tex));
+    assert_eq!(conv::Variant::parse(" tiled"), Some(Tiled));
+    assert_eq!(conv::Variant::parse("fast"), None);
+}
+
+/// A shape past the texture limit falls back to the tiled kernel and is still right.
+#[test]
+fn conv3x3_too_wide_for_textures_falls_back() {
+    let ctx = ctx();
+    let caps = conv::TexCaps::of(ctx);
+    let (cin, cout, h, w) = (3, 5, 2, caps.max_texture_dimension_2d as usize);
+    assert!(conv::tex_unsupported(&caps, cin, cout, h, w).is_some());
+    assert_eq!(conv::select_variant(ctx, cin, cout, h, w), conv::Variant::Tiled);
+    let mut rng = Rng::new(14);
+    let x = rng.vec(cin * h * w, -1.0, 1.0);
+    let wt = rng.vec(cout * cin * 9, -0.5, 0.5);
+    let b = rng.vec(cout, -0.5, 0.5);
+    let (tx, tw, tb) = (upload([cin, h, w], &x), upload([cout, cin, 9], &wt), upload([cout, 1, 1], &b));
+    let y = poisoned([cout, h, w]);
+    run(&conv::conv3x3_forward_with(ctx, conv::Variant::Tex, &tx, &tw, &tb, &y, true));
+    let want = r::conv3x3_forward(&f64s(&x), cin, h, w, &f64s(&wt), &f64s(&b), cout, true);
+    assert_close(&format!("conv3x3_forward fallback {cin}->{cout} {h}x{w}"), &read(&y), &want, TOL_DOT);
+}
+
 #[test]
 fn relu_forward_backward() {
     let mut rng = Rng::new(3);

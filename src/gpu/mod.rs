@@ -126,6 +126,10 @@ pub struct Context {
     pub features: wgpu::Features,
     pipelines: Mutex<HashMap<(&'static str, &'static str), wgpu::ComputePipeline>>,
     modules: Mutex<HashMap<&'static str, (wgpu::ShaderModule, wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
+    /// Pipelines built from sources generated at run time, by key (see [`Context::pipeline_from_source`]).
+    generated: Mutex<HashMap<String, (wgpu::ComputePipeline, wgpu::BindGroupLayout)>>,
+    /// Scratch textures shared by key (see [`Context::scratch_texture`]).
+    scratch_textures: Mutex<HashMap<String, wgpu::Texture>>,
     /// Set by the device-lost callback; checked after each submission.
     lost: Arc<Mutex<Option<String>>>,
 }
@@ -183,6 +187,8 @@ impl Context {
             features,
             pipelines: Mutex::new(HashMap::new()),
             modules: Mutex::new(HashMap::new()),
+            generated: Mutex::new(HashMap::new()),
+            scratch_textures: Mutex::new(HashMap::new()),
             lost,
         })
     }
@@ -231,6 +237,56 @@ impl Context {
         });
         pipes.insert((file, entry), p.clone());
         (p, bgl)
+    }
+
+    /// The compute pipeline for `entry` in a WGSL source generated at run time (e.g. a kernel
+    /// specialised for a tile shape), built once per context and cached under `key`, which must
+    /// identify the source; `src` is only called on a cache miss. The bind group layout is read
+    /// from the source like [`Context::pipeline`]'s.
+    pub fn pipeline_from_source(
+        &self,
+        key: &str,
+        src: impl FnOnce() -> String,
+        entry: &'static str,
+    ) -> (wgpu::ComputePipeline, wgpu::BindGroupLayout) {
+        let mut gen = self.generated.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((p, l)) = gen.get(key) {
+            return (p.clone(), l.clone());
+        }
+        let src = src();
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(key),
+            source: wgpu::ShaderSource::Wgsl(src.as_str().into()),
+        });
+        let entries = crate::shaders::layout_entries(&src);
+        let bgl = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(key),
+            entries: &entries,
+        });
+        let layout = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(key),
+            bind_group_layouts: &[Some(&bgl)],
+            immediate_size: 0,
+        });
+        let p = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(key),
+            layout: Some(&layout),
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: wgpu::PipelineCompilationOptions::default(),
+            cache: None,
+        });
+        gen.insert(key.to_string(), (p.clone(), bgl.clone()));
+        (p, bgl)
+    }
+
+    /// The texture for `key`, created from `desc` on first use and shared by every later caller
+    /// with the same key (which must determine `desc`). Scratch space for ops that write it and
+    /// read it back within their own consecutive dispatches, such as the packed input of the
+    /// texture conv3x3, so ops of one shape hold one texture between them.
+    pub fn scratch_texture(&self, key: &str, desc: &wgpu::TextureDescriptor) -> wgpu::Texture {
+        let mut m = self.scratch_textures.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(key.to_string()).or_insert_with(|| self.device.create_texture(desc)).clone()
     }
 
     /// Blocks until the GPU is idle; reports device loss as an error.

@@ -31,6 +31,13 @@ pub struct Dispatch {
     pub name: &'static str,
 }
 
+impl Dispatch {
+    /// A dispatch with a bind group the caller built (e.g. one binding textures).
+    pub fn new(pipeline: wgpu::ComputePipeline, bind_group: wgpu::BindGroup, groups: (u32, u32, u32), name: &'static str) -> Dispatch {
+        Dispatch { pipeline, bind_group, groups, name }
+    }
+}
+
 /// A kernel wrapper's result: one or more dispatches run in order (e.g. a two-stage reduction),
 /// plus any scratch buffers they own.
 pub struct Op {

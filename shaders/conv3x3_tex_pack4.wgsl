@@ -1,0 +1,54 @@
+// conv3x3_tex_pack4: conv3x3_tex_pack_input (shaders/conv3x3_tex_pack.wgsl) for planes of a
+// multiple of 4 pixels (h * w % 4 == 0), reading 4 consecutive pixels of a channel as one vec4
+// (on lavapipe each storage-buffer load is a per-lane loop, so 4x fewer loads pay).
+//   conv3x3_tex_pack_input4: texel (x + 1, y + 1, c / 4)[c % 4] = x[c][y][x] (times m > 0 when
+//                            use_mask), channels past `c` zero. Writes the interior only: the
+//                            1-texel border stays as created, zero (WebGPU zero-initialises
+//                            textures and no kernel writes it).
+// Invocation (q, c4) packs pixels 4q .. 4q + 3 of the plane (row-major, possibly across rows)
+// for channels 4 c4 .. 4 c4 + 3: four vec4 loads (a 4x4 transpose) and four texel stores. The
+// invocations are numbered c4 * quads + q over a 2-D grid of workgroups, so that small planes
+// with many channels still make few workgroups.
+// Checked through the conv tests in tests/kernels.rs (Variant::Tex against the CPU reference).
+
+struct Params {
+    c: u32, h: u32, w: u32,
+    use_mask: u32,  // 1: multiply each value by (m > 0)
+    gx: u32,        // workgroups along x of the 2-D grid
+    c4: u32,        // ceil(c / 4), the texture layers
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> X: array<vec4<f32>>;  // x: (c, h, w), 4 pixels per element
+@group(0) @binding(2) var<storage, read> M: array<vec4<f32>>;  // m: (c, h, w), the mask source
+@group(0) @binding(3) var Xp: texture_storage_2d_array<rgba32float, write>; // (w + 2, h + 2) x ceil(c / 4)
+
+@compute @workgroup_size(64, 1, 1)
+fn conv3x3_tex_pack_input4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let quads = P.h * P.w / 4u;
+    let n = (wid.y * P.gx + wid.x) * 64u + li;
+    if (n >= quads * P.c4) {
+        return;
+    }
+    let layer = n / quads;
+    let q = n - layer * quads;
+    let c0 = layer * 4u;
+    var v: array<vec4<f32>, 4>;
+    for (var k = 0u; k < 4u; k++) {
+        var e = vec4<f32>(0.0);
+        if (c0 + k < P.c) {
+            let i = (c0 + k) * quads + q;
+            e = X[i];
+            if (P.use_mask != 0u) {
+                e = select(vec4<f32>(0.0), e, M[i] > vec4<f32>(0.0));
+            }
+        }
+        v[k] = e;
+    }
+    for (var j = 0u; j < 4u; j++) {
+        let p = q * 4u + j;
+        let y = p / P.w;
+        let x = p - y * P.w;
+        textureStore(Xp, vec2<u32>(x + 1u, y + 1u), layer, vec4<f32>(v[0][j], v[1][j], v[2][j], v[3][j]));
+    }
+}
