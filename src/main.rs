@@ -219,6 +219,13 @@ enum Cmd {
         #[arg(long, default_value_t = 500)]
         height: u32,
     },
+    /// Check every kernel and one whole iteration on a GPU against the f64 CPU reference and
+    /// print the errors (exits non-zero if any exceeds its tolerance).
+    Check {
+        /// GPU to check (as for render; default the best one, or $STYLIZE_ADAPTER).
+        #[arg(long, default_value = "")]
+        adapter: String,
+    },
     /// List the GPU adapters wgpu can use, best first, with their key limits.
     Devices,
     /// VGG19 weights: download them, or describe a file.
@@ -289,6 +296,10 @@ fn run(cmd: Cmd) -> Result<()> {
                 write_npy(&p, &g, &[3, h as u64, w as u64])?;
             }
             Ok(())
+        }
+        Cmd::Check { adapter } => {
+            let adapter = if adapter.is_empty() { std::env::var("STYLIZE_ADAPTER").unwrap_or_default() } else { adapter };
+            stylize::check::check(&adapter)
         }
         Cmd::Devices => {
             let all = stylize::gpu::enumerate();

@@ -251,3 +251,11 @@ fn sigint_saves_the_current_image_and_exits_nonzero() {
     let step: u32 = text.iter().find(|(k, _)| k == "stylize:step").map(|(_, v)| v.parse().unwrap()).unwrap();
     assert!(step >= 2, "{text:?}");
 }
+
+#[test]
+fn check_command_passes_on_the_test_adapter() {
+    let o = stylize(&["check"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("checks passed") && out.contains("conv3x3_forward"), "{out}");
+}
