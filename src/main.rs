@@ -96,10 +96,10 @@ struct RenderArgs {
     /// Weight of the content loss [default: 1 for torchvision weights, 5 for Caffe weights].
     #[arg(long)]
     content_weight: Option<f32>,
-    /// Weight of the style loss [default: 1e6 for torchvision weights, 100 for Caffe weights].
+    /// Weight of the style loss [default: 1e6 for torchvision weights, 20 for Caffe weights].
     #[arg(long)]
     style_weight: Option<f32>,
-    /// Weight of the total-variation (smoothness) loss [default: 100 torchvision, 1e4 Caffe].
+    /// Weight of the total-variation (smoothness) loss [default: 100 torchvision, 1e5 Caffe].
     #[arg(long)]
     tv_weight: Option<f32>,
     /// Layers whose activations the content loss compares (comma-separated; conv1_1..conv5_4,
