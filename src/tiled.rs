@@ -571,3 +571,10 @@ pub fn choose_tile(s: &LossSettings, h: usize, w: usize, budget: u64, max_bindin
         budget >> 20
     )))
 }
+
+impl TiledGraph {
+    /// Estimated GPU bytes of the tile graphs (one per region shape; see [`graph_bytes`]).
+    pub fn gpu_bytes_estimate(&self) -> u64 {
+        self.graphs.keys().map(|&(h, w)| graph_bytes(&self.s, h, w).0).sum()
+    }
+}
