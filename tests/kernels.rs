@@ -391,6 +391,170 @@ fn gram_forward_backward() {
     }
 }
 
+/// Gram shapes for the variant tests: c = 3 .. 128 against n = 1 .. 5120 (odd, 4k, 4k + 3,
+/// more than one 256-position split, one split shorter than the rest).
+const GRAM_CHANNELS: &[usize] = &[3, 5, 17, 33, 64, 128];
+const GRAM_PLANES: &[(usize, usize)] = &[(1, 1), (1, 15), (5, 3), (64, 80), (25, 40)];
+
+/// Both variants; on a CPU adapter (lavapipe) the texture variant must really run (not fall back).
+fn gram_variants(c: usize, n: usize) -> Vec<gram::Variant> {
+    let caps = conv::TexCaps::of(ctx());
+    let tex = gram::tex_unsupported(&caps, c, n);
+    if caps.device_type == wgpu::DeviceType::Cpu {
+        assert!(tex.is_none(), "texture gram unavailable on the CPU adapter: {tex:?}");
+    }
+    match tex {
+        None => vec![gram::Variant::Tiled, gram::Variant::Tex],
+        Some(why) => {
+            println!("texture gram not tested for {c}x{n}: {why}");
+            vec![gram::Variant::Tiled]
+        }
+    }
+}
+
+#[test]
+fn gram_forward_variants_match_reference() {
+    let mut rng = Rng::new(21);
+    for &c in GRAM_CHANNELS {
+        for &(h, w) in GRAM_PLANES {
+            let n = h * w;
+            let f = rng.vec(c * n, -1.0, 1.0);
+            let fd_ = f64s(&f);
+            let tf = upload([c, h, w], &f);
+            let want = r::gram_forward(&fd_, c, n);
+            let base = rng.vec(c * c, -1.0, 1.0);
+            let scale = 0.37f32;
+            let k = (c * n) as f64 * scale as f64;
+            let want_acc: Vec<f64> = want.iter().zip(&base).map(|(g, b)| *b as f64 + g * k).collect();
+            for v in gram_variants(c, n) {
+                let tag = format!("{v:?}").to_lowercase();
+                let g = poisoned([c, c, 1]);
+                let [cc, hh, ww] = tf.shape;
+                run(&gram::gram_forward_scaled_with(ctx(), v, &tf, &g, 1.0 / (cc * hh * ww) as f32, false));
+                assert_close(&format!("gram_forward {tag} {c}x{h}x{w}"), &read(&g), &want, TOL_DOT);
+                // A custom scale, accumulated onto what is there.
+                let acc = upload([c, c, 1], &base);
+                run(&gram::gram_forward_scaled_with(ctx(), v, &tf, &acc, scale, true));
+                assert_close(&format!("gram_forward scaled accumulate {tag} {c}x{h}x{w}"), &read(&acc), &want_acc, TOL_DOT);
+            }
+        }
+    }
+}
+
+#[test]
+fn gram_backward_variants_match_reference() {
+    let mut rng = Rng::new(22);
+    for &c in GRAM_CHANNELS {
+        for &(h, w) in GRAM_PLANES {
+            let n = h * w;
+            let f = rng.vec(c * n, -1.0, 1.0);
+            let fd_ = f64s(&f);
+            let tf = upload([c, h, w], &f);
+            // Non-symmetric dG exercises the (dG + dG^T) term.
+            let dg = rng.vec(c * c, -1.0, 1.0);
+            let tdg = upload([c, c, 1], &dg);
+            let want = r::gram_backward(&fd_, &f64s(&dg), c, n);
+            let base = rng.vec(c * n, -1.0, 1.0);
+            let scale = 0.37f32;
+            let k = (c * n) as f64 * scale as f64;
+            let want_acc: Vec<f64> = want.iter().zip(&base).map(|(g, b)| *b as f64 + g * k).collect();
+            for v in gram_variants(c, n) {
+                let tag = format!("{v:?}").to_lowercase();
+                let df = poisoned([c, h, w]);
+                run(&gram::gram_backward_scaled_with(ctx(), v, &tf, &tdg, &df, 1.0 / (c * n) as f32, false));
+                assert_close(&format!("gram_backward {tag} {c}x{h}x{w}"), &read(&df), &want, TOL_DOT);
+                let acc = upload([c, h, w], &base);
+                run(&gram::gram_backward_scaled_with(ctx(), v, &tf, &tdg, &acc, scale, true));
+                assert_close(&format!("gram_backward scaled accumulate {tag} {c}x{h}x{w}"), &read(&acc), &want_acc, TOL_DOT);
+            }
+        }
+    }
+}
+
+/// Ops of one shape share the texture variant's scratch textures: several in one pass, each on
+/// its own input, must not disturb one another.
+#[test]
+fn gram_ops_of_one_shape_in_one_pass() {
+    let mut rng = Rng::new(23);
+    let (c, h, w) = (33, 9, 11);
+    let n = h * w;
+    for v in gram_variants(c, n) {
+        let fs: Vec<Vec<f32>> = (0..3).map(|_| rng.vec(c * n, -1.0, 1.0)).collect();
+        let dgs: Vec<Vec<f32>> = (0..3).map(|_| rng.vec(c * c, -1.0, 1.0)).collect();
+        let tfs: Vec<Tensor> = fs.iter().map(|f| upload([c, h, w], f)).collect();
+        let tdgs: Vec<Tensor> = dgs.iter().map(|d| upload([c, c, 1], d)).collect();
+        let gs: Vec<Tensor> = (0..3).map(|_| poisoned([c, c, 1])).collect();
+        let dfs: Vec<Tensor> = (0..3).map(|_| poisoned([c, h, w])).collect();
+        let s = 1.0 / (c * n) as f32;
+        let mut ops = vec![];
+        for i in 0..3 {
+            ops.push(gram::gram_forward_scaled_with(ctx(), v, &tfs[i], &gs[i], s, false));
+            ops.push(gram::gram_backward_scaled_with(ctx(), v, &tfs[i], &tdgs[i], &dfs[i], s, false));
+        }
+        ctx().run(&ops.iter().collect::<Vec<_>>()).expect("run");
+        for i in 0..3 {
+            let fd_ = f64s(&fs[i]);
+            assert_close(&format!("gram_forward {v:?} one pass #{i}"), &read(&gs[i]), &r::gram_forward(&fd_, c, n), TOL_DOT);
+            assert_close(&format!("gram_backward {v:?} one pass #{i}"), &read(&dfs[i]), &r::gram_backward(&fd_, &f64s(&dgs[i]), c, n), TOL_DOT);
+        }
+    }
+}
+
+#[test]
+fn gram_variant_selection() {
+    use gram::{choose_variant, Variant::*};
+    let cpu = conv::TexCaps {
+        device_type: wgpu::DeviceType::Cpu,
+        subgroup_size: Some(8),
+        max_texture_dimension_2d: 16384,
+        max_texture_array_layers: 2048,
+    };
+    let gpu = conv::TexCaps { device_type: wgpu::DeviceType::DiscreteGpu, subgroup_size: Some(32), ..cpu.clone() };
+    let no_sg = conv::TexCaps { subgroup_size: None, ..cpu.clone() };
+    let sg64 = conv::TexCaps { subgroup_size: Some(64), ..cpu.clone() };
+    for &(c, n) in &[(64, 512 * 512), (128, 128 * 128), (256, 64 * 64), (512, 32 * 32), (512, 64), (3, 1)] {
+        assert_eq!(choose_variant(&cpu, None, c, n), Tex);
+        assert_eq!(choose_variant(&gpu, None, c, n), Tiled);
+        assert_eq!(choose_variant(&no_sg, None, c, n), Tiled);
+        assert_eq!(choose_variant(&sg64, None, c, n), Tiled);
+        assert_eq!(choose_variant(&cpu, Some(Tiled), c, n), Tiled);
+        assert_eq!(choose_variant(&gpu, Some(Tex), c, n), Tiled); // subgroups of 32: unsupported
+        assert_eq!(choose_variant(&no_sg, Some(Tex), c, n), Tiled);
+    }
+    assert_eq!(choose_variant(&cpu, None, 0, 64), Tiled);
+    assert_eq!(choose_variant(&cpu, None, 16384, 64), Tex);
+    assert_eq!(choose_variant(&cpu, None, 16385, 64), Tiled);
+    let few_layers = conv::TexCaps { max_texture_array_layers: 4, ..cpu.clone() };
+    assert_eq!(choose_variant(&few_layers, None, 64, 4 * 16384), Tex);
+    assert_eq!(choose_variant(&few_layers, None, 64, 4 * 16384 + 1), Tiled);
+    // Splits: multiples of 4 positions, covering n, within the texture width.
+    for &(c, n) in &[(64, 512 * 512), (64, 1), (3, 15), (512, 64), (128, 1000), (64, 16384 * 40)] {
+        let (chunk, splits) = gram::tex_splits(8, c, n, 16384, 2048);
+        assert!(chunk % 4 == 0 && chunk <= 4 * 16384 && chunk * splits >= n && chunk * (splits - 1) < n, "{c}x{n}: {chunk} x {splits}");
+    }
+    assert_eq!(gram::Variant::parse("TEX"), Some(Tex));
+    assert_eq!(gram::Variant::parse(" tiled"), Some(Tiled));
+    assert_eq!(gram::Variant::parse("fast"), None);
+}
+
+/// The texture kernels are generated at run time: every subgroup size they accept validates.
+#[test]
+fn gram_generated_shaders_validate() {
+    for sg in [4, 8, 16] {
+        for (name, src, entry) in [
+            ("forward", gram::tex_forward_source(sg), "gram_tex_forward"),
+            ("backward out1", gram::tex_backward_source(sg, false), "gram_tex_backward"),
+            ("backward out4", gram::tex_backward_source(sg, true), "gram_tex_backward"),
+        ] {
+            let name = format!("generated gram {name} sg{sg}");
+            let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(&src, &name)));
+            let mut val = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all());
+            val.validate(&module).unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(&src, &name)));
+            assert!(module.entry_points.iter().any(|ep| ep.name == entry));
+        }
+    }
+}
+
 #[test]
 fn mse_forward_backward() {
     let mut rng = Rng::new(6);
