@@ -3,6 +3,7 @@
 //! Layers: [`gpu`] (context, tensors, one module per WGSL kernel family), [`reference`] (the
 //! plain CPU oracle of every op), [`vgg`] (the VGG19 layer table).
 
+pub mod bench;
 pub mod check;
 pub mod error;
 pub mod gpu;

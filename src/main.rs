@@ -226,6 +226,42 @@ enum Cmd {
         #[arg(long, default_value = "")]
         adapter: String,
     },
+    /// Benchmark every kernel at the VGG19 layer shapes (median time, GFLOP/s or GB/s, % of the
+    /// adapter's measured FMA and copy peaks), end-to-end ms per iteration, and GPU memory.
+    Bench {
+        /// Input sizes whose layer shapes the kernels are timed at [default: 256,512 on a GPU,
+        /// 64 on a CPU adapter].
+        #[arg(long, value_delimiter = ',', value_parser = stylize::bench::parse_size)]
+        sizes: Vec<u32>,
+        /// Sizes of the end-to-end iteration timing; `max` = the largest that fits [default:
+        /// 128,256,512,max on a GPU; 64,128 on a CPU adapter].
+        #[arg(long, value_delimiter = ',', value_parser = stylize::bench::parse_size)]
+        e2e_sizes: Vec<u32>,
+        /// Sizes whose GPU memory is reported [default: 512,1024,2048].
+        #[arg(long, value_delimiter = ',', value_parser = stylize::bench::parse_size)]
+        memory_sizes: Vec<u32>,
+        /// Timed runs per kernel / iterations per end-to-end size, at most [default: 10].
+        #[arg(long, default_value_t = 0)]
+        iterations: u32,
+        /// GPU to benchmark (as for render).
+        #[arg(long, default_value = "")]
+        adapter: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Skip the per-kernel benchmarks.
+        #[arg(long)]
+        no_kernels: bool,
+        /// Skip the end-to-end timing.
+        #[arg(long)]
+        no_e2e: bool,
+        /// Skip the memory report.
+        #[arg(long)]
+        no_memory: bool,
+        /// Time with the wall clock even where GPU timestamps exist.
+        #[arg(long)]
+        wall_clock: bool,
+    },
     /// List the GPU adapters wgpu can use, best first, with their key limits.
     Devices,
     /// VGG19 weights: download them, or describe a file.
@@ -295,6 +331,25 @@ fn run(cmd: Cmd) -> Result<()> {
             if let Some(p) = grad_out {
                 write_npy(&p, &g, &[3, h as u64, w as u64])?;
             }
+            Ok(())
+        }
+        Cmd::Bench { sizes, e2e_sizes, memory_sizes, iterations, adapter, json, no_kernels, no_e2e, no_memory, wall_clock } => {
+            let adapter = if adapter.is_empty() { std::env::var("STYLIZE_ADAPTER").unwrap_or_default() } else { adapter };
+            let o = stylize::bench::BenchOptions {
+                sizes,
+                e2e_sizes,
+                memory_sizes,
+                iterations,
+                adapter,
+                json,
+                kernels: !no_kernels,
+                e2e: !no_e2e,
+                memory: !no_memory,
+                wall_clock,
+                ..Default::default()
+            };
+            let r = stylize::bench::run(&o)?;
+            stylize::bench::print(&r, json);
             Ok(())
         }
         Cmd::Check { adapter } => {

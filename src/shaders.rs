@@ -14,6 +14,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("gram_tex_pack4.wgsl", include_str!("../shaders/gram_tex_pack4.wgsl")),
     ("image.wgsl", include_str!("../shaders/image.wgsl")),
     ("lbfgs.wgsl", include_str!("../shaders/lbfgs.wgsl")),
+    ("peak.wgsl", include_str!("../shaders/peak.wgsl")),
     ("pool.wgsl", include_str!("../shaders/pool.wgsl")),
     ("reduce.wgsl", include_str!("../shaders/reduce.wgsl")),
     ("relu.wgsl", include_str!("../shaders/relu.wgsl")),

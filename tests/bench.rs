@@ -1,0 +1,45 @@
+//! `stylize::bench` end to end at a tiny size: every kernel row, the peaks, an end-to-end
+//! iteration and the memory figure come out finite and positive, and the JSON names them all.
+
+use stylize::bench::{self, BenchOptions, Unit};
+use stylize::gpu::{AdapterChoice, Context};
+
+#[test]
+fn bench_runs_at_a_tiny_size() {
+    let ctx = Context::new(&AdapterChoice::from_env()).expect("a GPU adapter (lavapipe in CI)");
+    let o = BenchOptions {
+        sizes: vec![32],
+        e2e_sizes: vec![32],
+        memory_sizes: vec![32],
+        iterations: 1,
+        kernel_budget_s: 0.0,
+        e2e_budget_s: 0.0,
+        progress: false,
+        ..Default::default()
+    };
+    let r = bench::run_on(&ctx, &o).unwrap();
+    assert!(r.peak.gflops > 0.0 && r.peak.gflops.is_finite(), "{:?}", r.peak);
+    assert!(r.peak.gbps > 0.0 && r.peak.gbps.is_finite(), "{:?}", r.peak);
+    // 9 distinct conv shapes x 2, 5 blocks x (relu 2 + gram 2), 4 pools x 4, mse 2 x 2, tv 2,
+    // preprocess 2, adam 1.
+    assert_eq!(r.kernels.len(), 18 + 20 + 16 + 4 + 5, "{:#?}", r.kernels.iter().map(|k| &k.kernel).collect::<Vec<_>>());
+    for k in &r.kernels {
+        assert!(k.median_ms > 0.0 && k.median_ms.is_finite(), "{k:?}");
+        assert!(k.rate > 0.0 && k.rate.is_finite() && k.peak_pct > 0.0, "{k:?}");
+        assert_eq!(k.runs, 1);
+    }
+    let conv = r.kernels.iter().find(|k| k.kernel == "conv3x3_forward" && k.layer == "conv1_2").unwrap();
+    assert_eq!(conv.unit, Unit::Flop);
+    assert_eq!(conv.work, 2.0 * (64 * 64 * 9 * 32 * 32) as f64);
+    assert_eq!(r.e2e.len(), 1);
+    let e = &r.e2e[0];
+    assert!(e.ms_per_iter > 0.0 && e.ms_per_iter.is_finite() && e.iterations >= 1);
+    // At least the image, its gradient and conv1's two activations.
+    assert!(e.memory.graph_bytes >= (2 * 3 + 2 * 64) * 32 * 32 * 4, "{:?}", e.memory);
+    assert!(e.memory.net_bytes > 0 && e.memory.target_bytes > 0);
+    assert_eq!(r.memory.len(), 1);
+    assert_eq!(r.memory[0].memory.as_ref().unwrap().total(), e.memory.total());
+    let j = bench::to_json(&r);
+    assert!(j.contains("\"gram_backward\"") && j.contains("\"ms_per_iter\"") && j.contains("\"total_bytes\""));
+    assert!(!bench::table(&r).is_empty());
+}
