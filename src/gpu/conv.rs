@@ -47,37 +47,7 @@ pub fn transpose_flip(w: &[f32], cout: usize, cin: usize) -> Vec<f32> {
 // ------------------------------------------------------------------------------------------
 // Variant selection
 
-/// Which conv3x3 kernel an op uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Variant {
-    /// `shaders/conv3x3.wgsl`: storage buffers + workgroup memory (real GPUs).
-    Tiled,
-    /// Textures + subgroup broadcast (CPU drivers such as lavapipe).
-    Tex,
-}
-
-impl Variant {
-    /// `tiled` or `tex` (as in `STYLIZE_CONV`).
-    pub fn parse(s: &str) -> Option<Variant> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "tiled" => Some(Variant::Tiled),
-            "tex" => Some(Variant::Tex),
-            _ => None,
-        }
-    }
-
-    /// The variant forced by `$STYLIZE_CONV`, if set (an unknown name is reported once and
-    /// ignored).
-    pub fn from_env() -> Option<Variant> {
-        let s = std::env::var("STYLIZE_CONV").ok()?;
-        let v = Variant::parse(&s);
-        if v.is_none() && !s.trim().is_empty() {
-            static WARN: std::sync::Once = std::sync::Once::new();
-            WARN.call_once(|| eprintln!("warning: STYLIZE_CONV={s:?} is neither `tiled` nor `tex`; ignored"));
-        }
-        v
-    }
-}
+pub use super::Variant;
 
 /// What the texture variant needs from an adapter (see [`TexCaps::of`]).
 #[derive(Clone, Debug, PartialEq)]
@@ -149,7 +119,7 @@ pub fn choose_variant(caps: &TexCaps, forced: Option<Variant>, cin: usize, cout:
 
 /// [`choose_variant`] for this context, honouring `$STYLIZE_CONV`.
 pub fn select_variant(ctx: &Context, cin: usize, cout: usize, h: usize, w: usize) -> Variant {
-    choose_variant(&TexCaps::of(ctx), Variant::from_env(), cin, cout, h, w)
+    choose_variant(&TexCaps::of(ctx), Variant::from_env("STYLIZE_CONV"), cin, cout, h, w)
 }
 
 // ------------------------------------------------------------------------------------------

@@ -37,37 +37,7 @@ const FINISH_FILE: &str = "gram_tex_finish.wgsl";
 // ------------------------------------------------------------------------------------------
 // Variant selection
 
-/// Which Gram kernels an op uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Variant {
-    /// `shaders/gram.wgsl`: storage buffers + workgroup memory (real GPUs).
-    Tiled,
-    /// Textures + subgroup broadcast (CPU drivers such as lavapipe).
-    Tex,
-}
-
-impl Variant {
-    /// `tiled` or `tex` (as in `STYLIZE_GRAM`).
-    pub fn parse(s: &str) -> Option<Variant> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "tiled" => Some(Variant::Tiled),
-            "tex" => Some(Variant::Tex),
-            _ => None,
-        }
-    }
-
-    /// The variant forced by `$STYLIZE_GRAM`, if set (an unknown name is reported once and
-    /// ignored).
-    pub fn from_env() -> Option<Variant> {
-        let s = std::env::var("STYLIZE_GRAM").ok()?;
-        let v = Variant::parse(&s);
-        if v.is_none() && !s.trim().is_empty() {
-            static WARN: std::sync::Once = std::sync::Once::new();
-            WARN.call_once(|| eprintln!("warning: STYLIZE_GRAM={s:?} is neither `tiled` nor `tex`; ignored"));
-        }
-        v
-    }
-}
+pub use super::Variant;
 
 /// Invocations per workgroup of the generated kernels.
 const WG: u32 = 64;
@@ -130,7 +100,7 @@ pub fn choose_variant(caps: &TexCaps, forced: Option<Variant>, c: usize, n: usiz
 
 /// [`choose_variant`] for this context, honouring `$STYLIZE_GRAM`.
 pub fn select_variant(ctx: &Context, c: usize, n: usize) -> Variant {
-    choose_variant(&TexCaps::of(ctx), Variant::from_env(), c, n)
+    choose_variant(&TexCaps::of(ctx), Variant::from_env("STYLIZE_GRAM"), c, n)
 }
 
 // ------------------------------------------------------------------------------------------

@@ -24,6 +24,43 @@ use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// Which implementation of a kernel family an op uses (conv3x3 and Gram have two).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Variant {
+    /// Storage buffers + workgroup memory (real GPUs).
+    Tiled,
+    /// Textures + subgroup broadcast (CPU drivers such as lavapipe, where every storage-buffer
+    /// load becomes a per-lane loop).
+    Tex,
+}
+
+impl Variant {
+    /// `tiled` or `tex`.
+    pub fn parse(s: &str) -> Option<Variant> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "tiled" => Some(Variant::Tiled),
+            "tex" => Some(Variant::Tex),
+            _ => None,
+        }
+    }
+
+    /// The variant forced by the environment variable `var` (e.g. `STYLIZE_CONV`), if set; an
+    /// unknown name is reported once per variable and ignored.
+    pub fn from_env(var: &'static str) -> Option<Variant> {
+        let s = std::env::var(var).ok()?;
+        let v = Variant::parse(&s);
+        if v.is_none() && !s.trim().is_empty() {
+            static WARNED: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+            let mut w = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+            if !w.contains(&var) {
+                w.push(var);
+                eprintln!("warning: {var}={s:?} is neither `tiled` nor `tex`; ignored");
+            }
+        }
+        v
+    }
+}
+
 /// Which adapter the user asked for: a name substring and/or a backend.
 /// Parsed from strings like `vulkan`, `llvmpipe`, `vulkan:nvidia`, `metal`, `gl:intel`.
 #[derive(Clone, Debug, Default, PartialEq)]
