@@ -57,8 +57,8 @@ fn lbfgs_matches_reference_on_a_quadratic() {
 fn lbfgs_beats_adam_on_the_pipeline_in_the_same_iterations() {
     use stylize::gpu::adam::AdamConfig;
     use stylize::gpu::pool::Pool;
-    use stylize::runner::{compute_targets, ConvWeights, Graph, LossSettings, Net, Targets};
-    use stylize::vgg::{Preprocess, Tap, CONVS};
+    use stylize::runner::{compute_targets, Graph, LossSettings, Net, Targets};
+    use stylize::vgg::{Preprocess, Tap};
     let taps = |v: &[&str]| v.iter().map(|n| Tap::parse(n).unwrap()).collect::<Vec<_>>();
     let s = LossSettings {
         content_layers: taps(&["relu2_2"]),
@@ -72,13 +72,7 @@ fn lbfgs_beats_adam_on_the_pipeline_in_the_same_iterations() {
     };
     let (h, w) = (20, 20);
     let mut rng = Rng::new(12);
-    let convs: Vec<ConvWeights> = CONVS[..s.convs_needed()]
-        .iter()
-        .map(|&(_, cin, cout)| {
-            let a = (6.0 / (cin * 9) as f32).sqrt();
-            ConvWeights { cin, cout, weight: rng.vec(cout * cin * 9, -a, a), bias: rng.vec(cout, -0.05, 0.05) }
-        })
-        .collect();
+    let convs = random_convs(&mut rng, s.convs_needed());
     let net = Net::new(ctx(), &convs).unwrap();
     let content = rng.vec(3 * h * w, 0.0, 1.0);
     let style = rng.vec(3 * h * w, 0.0, 1.0);

@@ -13,21 +13,13 @@ use stylize::gpu::adam::AdamConfig;
 use stylize::gpu::pool::Pool;
 use stylize::reference::step as rs;
 use stylize::runner::{compute_targets, ConvWeights, Graph, LossSettings, Net};
-use stylize::vgg::{Preprocess, Tap, CONVS};
+use stylize::vgg::{Preprocess, Tap};
 
 const TOL_STEP: f64 = 5e-5;
 
-/// He-uniform random weights with the VGG19 shapes (test-local so this test depends only on the
-/// runner).
+/// Seeded He-uniform random weights with the VGG19 shapes.
 fn random_net(seed: u64, n: usize) -> Vec<ConvWeights> {
-    let mut rng = Rng::new(seed);
-    CONVS[..n]
-        .iter()
-        .map(|&(_, cin, cout)| {
-            let a = (6.0 / (cin * 9) as f32).sqrt();
-            ConvWeights { cin, cout, weight: rng.vec(cout * cin * 9, -a, a), bias: rng.vec(cout, -0.05, 0.05) }
-        })
-        .collect()
+    random_convs(&mut Rng::new(seed), n)
 }
 
 fn taps(names: &[&str]) -> Vec<Tap> {

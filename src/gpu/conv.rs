@@ -22,7 +22,6 @@
 //! forces one (a forced `tex` still falls back to `tiled` where it cannot run).
 
 use super::{op::Dispatch, Context, Op, Params, Tensor};
-use wgpu::util::DeviceExt;
 
 const FILE: &str = "conv3x3.wgsl";
 const PACK_FILE: &str = "conv3x3_tex_pack.wgsl";
@@ -408,19 +407,6 @@ fn tex_texture(ctx: &Context, label: &str, w: u32, h: u32, layers: u32, array: b
     })
 }
 
-fn bind(ctx: &Context, layout: &wgpu::BindGroupLayout, label: &str, params: Params, res: &[wgpu::BindingResource]) -> wgpu::BindGroup {
-    let ubuf = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some(label),
-        contents: bytemuck::cast_slice(&params.0),
-        usage: wgpu::BufferUsages::UNIFORM,
-    });
-    let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: ubuf.as_entire_binding() }];
-    for (i, r) in res.iter().enumerate() {
-        entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: r.clone() });
-    }
-    ctx.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(label), layout, entries: &entries })
-}
-
 /// The texture variant: pack `x` (masked by `mask > 0` if given) into a texture, then the conv.
 /// `w` is (cout, cin, 9) as in the forward (for the backward: the transposed weights).
 #[allow(clippy::too_many_arguments)]
@@ -447,7 +433,7 @@ fn conv3x3_tex(
         let (pipe, layout) = ctx.pipeline(WEIGHTS_FILE, "conv3x3_tex_pack_weights");
         let p = Params::new().u(0, cout as u32).u(1, cin as u32).u(2, cout_pad).u(3, cin4).u(4, b.is_some() as u32);
         let bbuf = b.map_or(&w.buf, |b| &b.buf);
-        let bg = bind(ctx, &layout, "conv3x3_tex_pack_weights", p, &[
+        let bg = ctx.bind_group(&layout, "conv3x3_tex_pack_weights", p, &[
             w.buf.as_entire_binding(),
             bbuf.as_entire_binding(),
             wgpu::BindingResource::TextureView(&wview),
@@ -473,19 +459,19 @@ fn conv3x3_tex(
         let (pipe, layout) = ctx.pipeline(PACK4_FILE, "conv3x3_tex_pack_input4");
         let (gx, gy) = ctx.grid((h * wd / 4 * cin4 as usize).div_ceil(64) as u32);
         let p = Params::new().u(0, cin as u32).u(1, h32).u(2, w32).u(3, mask.is_some() as u32).u(4, gx).u(5, cin4);
-        let bg = bind(ctx, &layout, "conv3x3_tex_pack_input4", p, &res);
+        let bg = ctx.bind_group(&layout, "conv3x3_tex_pack_input4", p, &res);
         Dispatch::new(pipe, bg, (gx, gy, 1), "conv3x3_tex_pack_input4")
     } else {
         let (pipe, layout) = ctx.pipeline(PACK_FILE, "conv3x3_tex_pack_input");
         let p = Params::new().u(0, cin as u32).u(1, h32).u(2, w32).u(3, mask.is_some() as u32);
-        let bg = bind(ctx, &layout, "conv3x3_tex_pack_input", p, &res);
+        let bg = ctx.bind_group(&layout, "conv3x3_tex_pack_input", p, &res);
         Dispatch::new(pipe, bg, ((w32 + 2).div_ceil(8), (h32 + 2).div_ceil(8), cin4), "conv3x3_tex_pack_input")
     };
 
     let conv = {
         let (pipe, layout) = ctx.pipeline_from_source(&cfg.key(), || tex_source(cfg), "conv3x3_tex");
         let p = Params::new().u(0, cin4).u(1, cout as u32).u(2, h32).u(3, w32).u(4, relu as u32).u(5, plan.tw).u(6, plan.th).u(7, plan.tz);
-        let bg = bind(ctx, &layout, "conv3x3_tex", p, &[
+        let bg = ctx.bind_group(&layout, "conv3x3_tex", p, &[
             wgpu::BindingResource::TextureView(&xview),
             wgpu::BindingResource::TextureView(&wview),
             y.buf.as_entire_binding(),

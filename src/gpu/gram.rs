@@ -27,7 +27,6 @@
 //! `STYLIZE_GRAM=tiled|tex` forces one (a forced `tex` still falls back where it cannot run).
 
 use super::{conv::TexCaps, op::Dispatch, Context, Op, Params, Tensor};
-use wgpu::util::DeviceExt;
 
 const FILE: &str = "gram.wgsl";
 const PACK_FILE: &str = "gram_tex_pack.wgsl";
@@ -429,26 +428,13 @@ fn scratch_view(ctx: &Context, key: &str, w: u32, h: u32, layers: u32) -> wgpu::
     })
 }
 
-fn bind(ctx: &Context, layout: &wgpu::BindGroupLayout, label: &str, params: Params, res: &[wgpu::BindingResource]) -> wgpu::BindGroup {
-    let ubuf = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some(label),
-        contents: bytemuck::cast_slice(&params.0),
-        usage: wgpu::BufferUsages::UNIFORM,
-    });
-    let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: ubuf.as_entire_binding() }];
-    for (i, r) in res.iter().enumerate() {
-        entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: r.clone() });
-    }
-    ctx.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(label), layout, entries: &entries })
-}
-
 /// A dispatch of a packing entry point of `shaders/gram_tex_pack{,4}.wgsl` over `count`
 /// invocations; `p` holds the file's parameters but `count` and `gx`.
 fn pack(ctx: &Context, file: &'static str, entry: &'static str, p: Params, src: &wgpu::Buffer, dst: &wgpu::TextureView, count: usize) -> Dispatch {
     let (gx, gy) = ctx.grid((count as u32).div_ceil(256));
     let p = p.u(5, count as u32).u(6, gx);
     let (pipe, layout) = ctx.pipeline(file, entry);
-    let bg = bind(ctx, &layout, entry, p, &[src.as_entire_binding(), wgpu::BindingResource::TextureView(dst)]);
+    let bg = ctx.bind_group(&layout, entry, p, &[src.as_entire_binding(), wgpu::BindingResource::TextureView(dst)]);
     Dispatch::new(pipe, bg, (gx, gy, 1), entry)
 }
 
@@ -475,7 +461,7 @@ fn forward_tex(ctx: &Context, caps: &TexCaps, f: &Tensor, g: &Tensor, scale: f32
     let d_main = {
         let (pipe, layout) = ctx.pipeline_from_source(&format!("gram_tex_forward_sg{sg}"), || tex_forward_source(sg), "gram_tex_forward");
         let p = Params::new().u(0, c as u32).u(1, chunk4 as u32).u(2, splits as u32).u(3, nb as u32).u(4, ntiles as u32).u(5, gx);
-        let bg = bind(ctx, &layout, "gram_tex_forward", p, &[wgpu::BindingResource::TextureView(&ft), wgpu::BindingResource::TextureView(&part)]);
+        let bg = ctx.bind_group(&layout, "gram_tex_forward", p, &[wgpu::BindingResource::TextureView(&ft), wgpu::BindingResource::TextureView(&part)]);
         Dispatch::new(pipe, bg, (gx, gy, 1), "gram_tex_forward")
     };
 
@@ -485,7 +471,7 @@ fn forward_tex(ctx: &Context, caps: &TexCaps, f: &Tensor, g: &Tensor, scale: f32
         let (gx, gy) = ctx.grid(count.div_ceil(256));
         let (pipe, layout) = ctx.pipeline(FINISH_FILE, "gram_tex_finish");
         let p = Params::new().u(0, c as u32).u(1, c4 as u32).u(2, splits as u32).u(3, count).u(4, gx).f(5, scale).u(6, accumulate as u32);
-        let bg = bind(ctx, &layout, "gram_tex_finish", p, &[wgpu::BindingResource::TextureView(&part), g.buf.as_entire_binding()]);
+        let bg = ctx.bind_group(&layout, "gram_tex_finish", p, &[wgpu::BindingResource::TextureView(&part), g.buf.as_entire_binding()]);
         Dispatch::new(pipe, bg, (gx, gy, 1), "gram_tex_finish")
     };
     // The bind groups keep the (shared) textures alive.
@@ -530,7 +516,7 @@ fn backward_tex(ctx: &Context, caps: &TexCaps, f: &Tensor, dg: &Tensor, df: &Ten
             .u(5, tasks)
             .u(6, gx)
             .u(7, accumulate as u32);
-        let bg = bind(ctx, &layout, "gram_tex_backward", p, &[
+        let bg = ctx.bind_group(&layout, "gram_tex_backward", p, &[
             wgpu::BindingResource::TextureView(&fc),
             wgpu::BindingResource::TextureView(&st),
             df.buf.as_entire_binding(),

@@ -73,21 +73,24 @@ impl Context {
         groups: (u32, u32, u32),
     ) -> Dispatch {
         let (pipeline, layout) = self.pipeline(file, entry);
+        let res: Vec<wgpu::BindingResource> = buffers.iter().map(|b| b.as_entire_binding()).collect();
+        let bind_group = self.bind_group(&layout, entry, params, &res);
+        Dispatch { pipeline, bind_group, groups, name: entry }
+    }
+
+    /// A bind group with `params` as a uniform buffer at binding 0 and `res` at 1.. in order
+    /// (buffers or texture views).
+    pub fn bind_group(&self, layout: &wgpu::BindGroupLayout, label: &str, params: Params, res: &[wgpu::BindingResource]) -> wgpu::BindGroup {
         let ubuf = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(entry),
+            label: Some(label),
             contents: bytemuck::cast_slice(&params.0),
             usage: wgpu::BufferUsages::UNIFORM,
         });
         let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: ubuf.as_entire_binding() }];
-        for (i, b) in buffers.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
+        for (i, r) in res.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: r.clone() });
         }
-        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(entry),
-            layout: &layout,
-            entries: &entries,
-        });
-        Dispatch { pipeline, bind_group, groups, name: entry }
+        self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(label), layout, entries: &entries })
     }
 
     pub fn op(&self, d: Dispatch) -> Op {
