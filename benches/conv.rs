@@ -111,13 +111,15 @@ fn main() {
             let y = t([cout, s, s], 3);
             let wt = Tensor::from_slice(&ctx, [cin, cout, 9], &conv::transpose_flip(&rand_vec(cout * cin * 9, seed * 8 + 1), cout, cin), name).expect("alloc");
             let dy = t([cout, s, s], 4);
+            let mask = stylize::gpu::relu::Mask::new(&ctx, [cout, s, s], name).expect("alloc");
+            ctx.run(&[&stylize::gpu::relu::relu_mask_pack(&ctx, &y, &mask)]).expect("mask");
             let dx = t([cin, s, s], 5);
             let flops = 2.0 * (cin * cout * 9 * s * s) as f64;
             for dir in ["fwd", "bwd"] {
                 for &v in &a.variants {
                     let op = match dir {
                         "fwd" => conv::conv3x3_forward_with(&ctx, v, &x, &w, &b, &y, true),
-                        _ => conv::conv3x3_backward_input_with(&ctx, v, &dy, Some(&y), &wt, &dx),
+                        _ => conv::conv3x3_backward_input_with(&ctx, v, &dy, Some(&mask), &wt, &dx),
                     };
                     let (ms, min, n) = time_op(&ctx, &op, a.runs, a.budget_s);
                     // What really ran (a forced `tex` falls back to `tiled` where it cannot).
@@ -128,7 +130,7 @@ fn main() {
                         let Op { dispatches, .. } = op;
                         for d in dispatches {
                             let name = d.name;
-                            let one = Op { dispatches: vec![d], scratch: vec![] };
+                            let one = Op { dispatches: vec![d], scratch: vec![], textures: vec![] };
                             let (ms, min, n) = time_op(&ctx, &one, a.runs, a.budget_s);
                             println!("{:<26} {:<5} {name:<22} {ms:>10.3} ms, min {min:.3} ({n} runs)", "", "");
                         }

@@ -116,7 +116,7 @@ fn main() {
                         let Op { dispatches, .. } = op;
                         for d in dispatches {
                             let name = d.name;
-                            let one = Op { dispatches: vec![d], scratch: vec![] };
+                            let one = Op { dispatches: vec![d], scratch: vec![], textures: vec![] };
                             let (ms, min, runs) = time_op(&ctx, &one, a.runs, a.budget_s);
                             println!("{:<28} {:<5} {name:<22} {ms:>10.3} ms, min {min:.3} ({runs} runs)", "", "");
                         }

@@ -2,7 +2,7 @@
 //   conv3x3_forward:        y = conv(x, w) + b, then max(0, .) if relu.
 //   conv3x3_backward_input: dx = conv(dy * (m > 0), w~) where w~ is w with in/out swapped and
 //                           the 3x3 flipped (prepared once on the host: gpu::conv::transpose_flip),
-//                           m the forward output of the ReLU (the fused ReLU-backward mask).
+//                           m the ReLU-backward mask at 1 bit per element (relu_mask_pack).
 // Both are the same direct convolution; they differ only in the bias and the mask.
 // Tiling: a workgroup owns an 8x8 pixel tile and 8 output channels; each invocation one pixel and
 // 8 channels. Input channels are staged 8 at a time through workgroup memory with a 1-pixel halo.
@@ -11,7 +11,7 @@
 struct Params {
     cin: u32, cout: u32, h: u32, w: u32,
     relu: u32,     // 1: apply max(0, .) to the output
-    use_mask: u32, // 1: multiply each input by (m > 0)
+    use_mask: u32, // 1: multiply each input by its mask bit
     has_bias: u32,
     _p: u32,
 }
@@ -20,7 +20,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read> X: array<f32>;        // x: (cin, h, w)
 @group(0) @binding(2) var<storage, read> Wt: array<f32>;       // w: (cout, cin, 3, 3)
 @group(0) @binding(3) var<storage, read> B: array<f32>;        // b: (cout)
-@group(0) @binding(4) var<storage, read> M: array<f32>;        // m: (cin, h, w), the mask source
+@group(0) @binding(4) var<storage, read> M: array<u32>;        // m: (cin, h, w) bits, 32 per word
 @group(0) @binding(5) var<storage, read_write> Y: array<f32>;  // y: (cout, h, w)
 
 const T: u32 = 8u;    // pixel tile side
@@ -38,7 +38,7 @@ fn load_x(c: u32, iy: i32, ix: i32) -> f32 {
     let idx = (c * P.h + u32(iy)) * P.w + u32(ix);
     let v = X[idx];
     if (P.use_mask != 0u) {
-        return select(0.0, v, M[idx] > 0.0);
+        return select(0.0, v, ((M[idx >> 5u] >> (idx & 31u)) & 1u) != 0u);
     }
     return v;
 }

@@ -3,7 +3,7 @@
 // textureLoad is vectorised and storage-buffer loads are not.
 //   conv3x3_tex_pack_input: CHW activations -> rgba32float 2-D array texture, 4 channels per
 //                           texel, one layer per 4 channels, with a 1-texel zero border:
-//                           texel (x + 1, y + 1, c / 4)[c % 4] = x[c][y][x] (times m > 0 when
+//                           texel (x + 1, y + 1, c / 4)[c % 4] = x[c][y][x] (times its mask bit when
 //                           use_mask: the fused ReLU-backward mask of conv3x3_backward_input);
 //                           the border ring and the channels past `c` are 0 (the conv's padding).
 // The weights are packed once by conv3x3_tex_weights.wgsl.
@@ -11,12 +11,12 @@
 
 struct Params {
     c: u32, h: u32, w: u32,
-    use_mask: u32,  // 1: multiply each value by (m > 0)
+    use_mask: u32,  // 1: multiply each value by its mask bit
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> X: array<f32>;  // x: (c, h, w)
-@group(0) @binding(2) var<storage, read> M: array<f32>;  // m: (c, h, w), the mask source
+@group(0) @binding(2) var<storage, read> M: array<u32>;  // m: (c, h, w) bits, 32 per word (relu_mask_pack)
 @group(0) @binding(3) var Xp: texture_storage_2d_array<rgba32float, write>; // (w + 2, h + 2) x ceil(c / 4)
 
 @compute @workgroup_size(8, 8, 1)
@@ -34,7 +34,7 @@ fn conv3x3_tex_pack_input(@builtin(global_invocation_id) g: vec3<u32>) {
                 let i = c * plane + pix;
                 var e = X[i];
                 if (P.use_mask != 0u) {
-                    e = select(0.0, e, M[i] > 0.0);
+                    e = select(0.0, e, ((M[i >> 5u] >> (i & 31u)) & 1u) != 0u);
                 }
                 v[k] = e;
             }

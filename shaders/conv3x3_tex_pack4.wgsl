@@ -1,8 +1,8 @@
 // conv3x3_tex_pack4: conv3x3_tex_pack_input (shaders/conv3x3_tex_pack.wgsl) for planes of a
 // multiple of 4 pixels (h * w % 4 == 0), reading 4 consecutive pixels of a channel as one vec4
 // (on lavapipe each storage-buffer load is a per-lane loop, so 4x fewer loads pay).
-//   conv3x3_tex_pack_input4: texel (x + 1, y + 1, c / 4)[c % 4] = x[c][y][x] (times m > 0 when
-//                            use_mask), channels past `c` zero. Writes the interior only: the
+//   conv3x3_tex_pack_input4: texel (x + 1, y + 1, c / 4)[c % 4] = x[c][y][x] (times its mask bit
+//                            when use_mask), channels past `c` zero. Writes the interior only: the
 //                            1-texel border stays as created, zero (WebGPU zero-initialises
 //                            textures and no kernel writes it).
 // Invocation (q, c4) packs pixels 4q .. 4q + 3 of the plane (row-major, possibly across rows)
@@ -13,14 +13,14 @@
 
 struct Params {
     c: u32, h: u32, w: u32,
-    use_mask: u32,  // 1: multiply each value by (m > 0)
+    use_mask: u32,  // 1: multiply each value by its mask bit
     gx: u32,        // workgroups along x of the 2-D grid
     c4: u32,        // ceil(c / 4), the texture layers
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> X: array<vec4<f32>>;  // x: (c, h, w), 4 pixels per element
-@group(0) @binding(2) var<storage, read> M: array<vec4<f32>>;  // m: (c, h, w), the mask source
+@group(0) @binding(2) var<storage, read> M: array<u32>;  // m: (c, h, w) bits, 32 per word (relu_mask_pack)
 @group(0) @binding(3) var Xp: texture_storage_2d_array<rgba32float, write>; // (w + 2, h + 2) x ceil(c / 4)
 
 @compute @workgroup_size(64, 1, 1)
@@ -40,7 +40,9 @@ fn conv3x3_tex_pack_input4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
             let i = (c0 + k) * quads + q;
             e = X[i];
             if (P.use_mask != 0u) {
-                e = select(vec4<f32>(0.0), e, M[i] > vec4<f32>(0.0));
+                // Pixels 4i .. 4i + 3 are the 4 bits at 4 (i % 8) of word i / 8.
+                let nib = (M[i >> 3u] >> ((i & 7u) * 4u)) & 15u;
+                e = select(vec4<f32>(0.0), e, (vec4<u32>(nib) & vec4<u32>(1u, 2u, 4u, 8u)) != vec4<u32>(0u));
             }
         }
         v[k] = e;

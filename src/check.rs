@@ -5,6 +5,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::adam::AdamConfig;
 use crate::gpu::pool::Pool;
+use crate::gpu::relu::{self, Mask};
 use crate::gpu::{conv, gram, pool, reduce, AdapterChoice, Context, Op, Tensor};
 use crate::reference as r;
 use crate::runner::{compute_targets, ConvWeights, Graph, LossSettings, Net, Targets};
@@ -68,7 +69,14 @@ pub fn run_checks(adapter: &str) -> Result<(String, Vec<Row>)> {
         let want = r::conv3x3_forward(&f64s(&x), cin, h, w, &f64s(&wt), &f64s(&b), cout, true);
         rows.push(Row { what: format!("conv3x3_forward+relu {cin}->{cout} {h}x{w}"), err: err(&got, &want), tol: 2e-5 });
         let tflip = up(&ctx, [cin, cout, 9], &conv::transpose_flip(&wt, cout, cin))?;
-        let ymask = up(&ctx, [cout, h, w], &want.iter().map(|&v| v as f32).collect::<Vec<_>>())?;
+        // The mask bits of the GPU's own forward output must match exactly.
+        let packed = Mask::new(&ctx, [cout, h, w], "check mask")?;
+        packed.words.fill(&ctx, f32::from_bits(0xdead_beef));
+        let bits = run(&ctx, &relu::relu_mask_pack(&ctx, &y, &packed), &packed.words)?;
+        let want_bits = r::relu_mask_pack(&f64s(&got));
+        let wrong = bits.iter().zip(&want_bits).filter(|(g, w)| g.to_bits() != **w).count();
+        rows.push(Row { what: format!("relu_mask_pack {cout}x{h}x{w} (wrong words)"), err: wrong as f64, tol: 0.0 });
+        let ymask = Mask::from_words(&ctx, [cout, h, w], &r::relu_mask_pack(&want), "check mask")?;
         let dx = poisoned(&ctx, [cin, h, w])?;
         let op = conv::conv3x3_backward_input(&ctx, &up(&ctx, [cout, h, w], &dy)?, Some(&ymask), &tflip, &dx);
         let got = run(&ctx, &op, &dx)?;

@@ -90,44 +90,94 @@ impl Net {
     }
 }
 
-/// Activations of one forward pass at one image size.
+/// One forward pass at one image size, and what its backward needs, stored compactly: the
+/// tapped activations (f32, their own buffers), the ReLU-backward mask of every other conv layer
+/// at one bit per element, and the inputs of max pools. Every other activation lives in one of
+/// two scratch buffers (each as large as the largest activation) only until the next layers
+/// overwrite it; the backward then reuses the same two buffers for its gradients. At 2048 px
+/// with the default layers that is ~4.4 GiB instead of ~9.2 GiB with every activation kept.
 pub(crate) struct Forward {
     /// Network input (3, h, w).
     _xin: Tensor,
-    /// Per conv layer: pre-ReLU output if that is tapped (else None), post-ReLU output.
+    /// Per conv layer: pre-ReLU output if that is tapped (else None).
     pub(crate) pre: Vec<Option<Tensor>>,
+    /// Per conv layer: post-ReLU output. Its own buffer when it is a relu tap or (with a
+    /// backward) a max-pool input; else a view of a scratch buffer, overwritten later in the pass
+    /// (so only its shape may be used after the forward).
     pub(crate) post: Vec<Tensor>,
-    /// Pool output after conv i, when computed.
+    /// Per conv layer without a kept pre-ReLU output, with a backward: the bits post > 0.
+    pub(crate) masks: Vec<Option<relu::Mask>>,
+    /// Pool output after conv i, when computed (own buffer when a pool tap, else scratch).
     pub(crate) pooled: Vec<Option<Tensor>>,
+    /// The forward's ping-pong buffers, then the backward's gradient buffers.
+    pub(crate) scratch: [Tensor; 2],
+    /// Bytes of every buffer allocated here.
+    bytes: u64,
     pub(crate) ops: Vec<Op>,
 }
 
 impl Forward {
-    pub(crate) fn new(ctx: &Context, net: &Net, s: &LossSettings, x: &Tensor, n: usize) -> Result<Forward> {
+    /// The forward of `n` conv layers over `x`; with `backward`, also what a backward needs.
+    pub(crate) fn new(ctx: &Context, net: &Net, s: &LossSettings, x: &Tensor, n: usize, backward: bool) -> Result<Forward> {
         let [_, h, w] = x.shape;
-        let xin = Tensor::new(ctx, [3, h, w], "network input")?;
-        let mut ops = vec![image::preprocess_forward(ctx, &s.preprocess.affine(), x, &xin)];
         let taps: Vec<Tap> = s.content_layers.iter().chain(&s.style_layers).copied().collect();
-        let (mut pre, mut post, mut pooled) = (vec![], vec![], vec![]);
+        // The largest activation (and the backward's image-sized gradient) sizes the scratch.
+        let mut max_len = 3 * h * w;
+        for i in 0..n {
+            let (ch, cw) = vgg::conv_size(i, h, w);
+            max_len = max_len.max(vgg::CONVS[i].2 * ch * cw);
+        }
+        let scratch = [Tensor::new(ctx, [max_len, 1, 1], "activations / gradients A")?, Tensor::new(ctx, [max_len, 1, 1], "activations / gradients B")?];
+        let xin = Tensor::new(ctx, [3, h, w], "network input")?;
+        let mut bytes = scratch[0].bytes() + scratch[1].bytes() + xin.bytes();
+        let mut ops = vec![image::preprocess_forward(ctx, &s.preprocess.affine(), x, &xin)];
+        let (mut pre, mut post, mut masks, mut pooled) = (vec![], vec![], vec![], vec![]);
         let mut cur = xin.clone();
+        // The scratch buffer holding `cur`, if it is not its own buffer.
+        let mut cur_slot: Option<usize> = None;
+        // A new activation: its own buffer when `keep`, else the scratch buffer not holding `cur`.
+        let alloc = |keep: bool, shape: [usize; 3], label: &str, cur_slot: Option<usize>, bytes: &mut u64| -> Result<(Tensor, Option<usize>)> {
+            if keep {
+                let t = Tensor::new(ctx, shape, label)?;
+                *bytes += t.bytes();
+                Ok((t, None))
+            } else {
+                let k = if cur_slot == Some(0) { 1 } else { 0 };
+                Ok((Tensor { buf: scratch[k].buf.clone(), shape }, Some(k)))
+            }
+        };
         for i in 0..n {
             let (wt, b, _, _, cout) = &net.layers[i];
             let [_, ch, cw] = cur.shape;
             let name = vgg::CONVS[i].0;
-            let y = Tensor::new(ctx, [*cout, ch, cw], name)?;
-            if taps.contains(&Tap::Conv(i)) {
-                let c = Tensor::new(ctx, [*cout, ch, cw], name)?;
-                ops.push(conv::conv3x3_forward(ctx, &cur, wt, b, &c, false));
-                ops.push(relu::relu_forward(ctx, &c, &y));
-                pre.push(Some(c));
-            } else {
-                ops.push(conv::conv3x3_forward(ctx, &cur, wt, b, &y, true));
-                pre.push(None);
-            }
+            let shape = [*cout, ch, cw];
             let (block, last) = vgg::block_of(i);
             let want_pool = last && (i + 1 < n || taps.contains(&Tap::Pool(block)));
-            cur = y.clone();
-            post.push(y);
+            let keep_post = taps.contains(&Tap::Relu(i)) || (backward && want_pool && s.pool == Pool::Max);
+            if taps.contains(&Tap::Conv(i)) {
+                let c = Tensor::new(ctx, shape, name)?;
+                bytes += c.bytes();
+                ops.push(conv::conv3x3_forward(ctx, &cur, wt, b, &c, false));
+                let (y, slot) = alloc(keep_post, shape, name, cur_slot, &mut bytes)?;
+                ops.push(relu::relu_forward(ctx, &c, &y));
+                pre.push(Some(c));
+                masks.push(None);
+                (cur, cur_slot) = (y, slot);
+            } else {
+                let (y, slot) = alloc(keep_post, shape, name, cur_slot, &mut bytes)?;
+                ops.push(conv::conv3x3_forward(ctx, &cur, wt, b, &y, true));
+                pre.push(None);
+                if backward {
+                    let m = relu::Mask::new(ctx, shape, "relu mask")?;
+                    bytes += m.words.bytes();
+                    ops.push(relu::relu_mask_pack(ctx, &y, &m));
+                    masks.push(Some(m));
+                } else {
+                    masks.push(None);
+                }
+                (cur, cur_slot) = (y, slot);
+            }
+            post.push(cur.clone());
             if want_pool {
                 let [c, hh, ww] = cur.shape;
                 if hh < 2 || ww < 2 {
@@ -137,17 +187,18 @@ impl Forward {
                         block + 1
                     )));
                 }
-                let p = Tensor::new(ctx, [c, hh / 2, ww / 2], "pool")?;
+                let (p, slot) = alloc(taps.contains(&Tap::Pool(block)), [c, hh / 2, ww / 2], "pool", cur_slot, &mut bytes)?;
                 ops.push(pool::pool_forward(ctx, s.pool, &cur, &p));
-                cur = p.clone();
+                (cur, cur_slot) = (p.clone(), slot);
                 pooled.push(Some(p));
             } else {
                 pooled.push(None);
             }
         }
-        Ok(Forward { _xin: xin, pre, post, pooled, ops })
+        Ok(Forward { _xin: xin, pre, post, masks, pooled, scratch, bytes, ops })
     }
 
+    /// A tapped activation (its own buffer, valid after the forward).
     pub(crate) fn tap(&self, t: Tap) -> &Tensor {
         match t {
             Tap::Conv(i) => self.pre[i].as_ref().expect("pre-ReLU output kept for a conv tap"),
@@ -157,6 +208,11 @@ impl Forward {
                 self.pooled[i].as_ref().expect("pool computed for a pool tap")
             }
         }
+    }
+
+    /// Bytes of the GPU buffers this forward allocated.
+    pub(crate) fn gpu_bytes(&self) -> u64 {
+        self.bytes
     }
 }
 
@@ -202,13 +258,13 @@ pub fn compute_targets(
 ) -> Result<Targets> {
     let x = Tensor::from_slice(ctx, [3, h, w], pixels, "target image")?;
     let n = s.convs_needed();
-    let f = Forward::new(ctx, net, s, &x, n)?;
-    let mut ops: Vec<Op> = f.ops;
+    let mut f = Forward::new(ctx, net, s, &x, n, false)?;
+    let mut ops: Vec<Op> = std::mem::take(&mut f.ops);
     let mut out = Targets { content: vec![], style: vec![] };
     let mut copies = vec![];
     if content {
         for &t in &s.content_layers {
-            let a = f_tap(&f.pre, &f.post, &f.pooled, t);
+            let a = f.tap(t);
             let dst = Tensor::new(ctx, a.shape, "content target")?;
             copies.push((a.buf.clone(), dst.buf.clone(), a.bytes()));
             out.content.push(dst);
@@ -216,7 +272,7 @@ pub fn compute_targets(
     }
     if style {
         for &t in &s.style_layers {
-            let a = f_tap(&f.pre, &f.post, &f.pooled, t);
+            let a = f.tap(t);
             let c = a.shape[0];
             let g = Tensor::new(ctx, [c, c, 1], "style target")?;
             ops.push(gram::gram_forward(ctx, a, &g));
@@ -240,19 +296,11 @@ pub fn compute_targets(
     Ok(out)
 }
 
-fn f_tap<'a>(pre: &'a [Option<Tensor>], post: &'a [Tensor], pooled: &'a [Option<Tensor>], t: Tap) -> &'a Tensor {
-    match t {
-        Tap::Conv(i) => pre[i].as_ref().expect("pre-ReLU output kept for a conv tap"),
-        Tap::Relu(i) => &post[i],
-        Tap::Pool(b) => pooled[vgg::BLOCKS[..=b].iter().sum::<usize>() - 1].as_ref().expect("pool computed"),
-    }
-}
-
 /// Records the backward pass from the taps down to the pixel image. `add_taps(ops, tap, g,
 /// have)` records the loss gradients at `tap` into `g` (accumulating when `have`, then setting
-/// it). Writes the pixel gradient into `grad` (fresh). Returns the two ping-pong gradient buffers
-/// (as large as the largest activation; a gradient is a view of one of them with the
-/// activation's shape), which the ops bind.
+/// it). Writes the pixel gradient into `grad` (fresh). The gradients ping-pong between the
+/// forward's two scratch buffers (a gradient is a view of one with the activation's shape):
+/// `fwd` must have been built with `backward`.
 pub(crate) fn backward(
     ctx: &Context,
     net: &Net,
@@ -261,11 +309,10 @@ pub(crate) fn backward(
     grad: &Tensor,
     ops: &mut Vec<Op>,
     add_taps: &mut dyn FnMut(&mut Vec<Op>, Tap, &Tensor, &mut bool),
-) -> Result<[Tensor; 2]> {
+) -> Result<()> {
     let n = fwd.post.len();
     let [_, h, w] = grad.shape;
-    let max_len = fwd.post.iter().map(|t| t.len()).max().unwrap_or(0).max(3 * h * w);
-    let bufs = [Tensor::new(ctx, [max_len, 1, 1], "gradient A")?, Tensor::new(ctx, [max_len, 1, 1], "gradient B")?];
+    let bufs = &fwd.scratch;
     let view = |k: usize, shape: [usize; 3]| Tensor { buf: bufs[k].buf.clone(), shape };
     let mut cur = 0usize; // buffer holding the current gradient
     let mut have = false; // whether it holds anything yet
@@ -276,6 +323,7 @@ pub(crate) fn backward(
             let gp = view(cur, p.shape);
             add_taps(ops, Tap::Pool(block), &gp, &mut have);
             if have {
+                // Max pools read their kept input; average pools only its shape.
                 let ga = view(1 - cur, fwd.post[i].shape);
                 ops.push(pool::pool_backward(ctx, s.pool, &fwd.post[i], &gp, &ga));
                 cur = 1 - cur;
@@ -287,10 +335,11 @@ pub(crate) fn backward(
         let gin = view(1 - cur, in_shape);
         match &fwd.pre[i] {
             Some(c) => {
-                // Unfused: ReLU backward to the pre-activation, its taps, then the conv.
+                // Unfused: ReLU backward to the pre-activation (masked by c > 0, the same as
+                // relu(c) > 0), its taps, then the conv.
                 let gc = view(1 - cur, c.shape);
                 if have {
-                    ops.push(relu::relu_backward(ctx, &fwd.post[i], &ga, &gc));
+                    ops.push(relu::relu_backward(ctx, c, &ga, &gc));
                 }
                 add_taps(ops, Tap::Conv(i), &gc, &mut have);
                 let gin2 = view(cur, in_shape);
@@ -299,14 +348,15 @@ pub(crate) fn backward(
                 continue;
             }
             None => {
-                ops.push(conv::conv3x3_backward_input(ctx, &ga, Some(&fwd.post[i]), wt, &gin));
+                let mask = fwd.masks[i].as_ref().expect("a forward built for a backward keeps ReLU masks");
+                ops.push(conv::conv3x3_backward_input(ctx, &ga, Some(mask), wt, &gin));
                 cur = 1 - cur;
             }
         }
     }
     let gxin = view(cur, [3, h, w]);
     ops.push(image::preprocess_backward(ctx, &s.preprocess.affine(), &gxin, grad));
-    Ok(bufs)
+    Ok(())
 }
 
 /// The whole optimisation state at one image size: image, graph, losses, gradient, optimiser.
@@ -355,7 +405,7 @@ impl Graph {
         let grad = Tensor::new(ctx, [3, h, w], "image gradient")?;
         let (nc, ns) = (s.content_layers.len(), s.style_layers.len());
         let losses = Tensor::new(ctx, [nc + ns + 1, 1, 1], "losses")?;
-        let fwd = Forward::new(ctx, net, s, &x, n)?;
+        let fwd = Forward::new(ctx, net, s, &x, n, true)?;
         let mut ops = vec![];
         let mut scratch = vec![];
 
@@ -396,9 +446,8 @@ impl Graph {
                 *have = true;
             }
         };
-        let bufs = backward(ctx, net, s, &fwd, &grad, &mut ops, &mut add_taps)?;
+        backward(ctx, net, s, &fwd, &grad, &mut ops, &mut add_taps)?;
         ops.push(reduce::tv_backward(ctx, &x, &grad, s.tv_weight, true));
-        scratch.extend(bufs);
         scratch.push(dgram);
         scratch.extend(grams);
 
@@ -488,18 +537,22 @@ impl Graph {
     }
 
     /// Bytes of the GPU buffers this graph holds: image, gradient, losses, Adam state,
-    /// activations, gradient buffers, Gram matrices and kernel scratch (not the network weights
-    /// or the targets, which their owners hold; not textures an op binds without listing them
-    /// in `Op::scratch`). For `stylize bench`'s memory figures.
+    /// activations and masks kept for the backward, the two activation/gradient buffers, Gram
+    /// matrices and kernel scratch buffers, each counted once; not the network weights or the
+    /// targets, which their owners hold, nor textures ([`Graph::texture_bytes`]). What
+    /// `tiled::graph_bytes` estimates; for `stylize bench`'s memory figures.
     pub fn gpu_bytes(&self) -> u64 {
-        let f = &self.forward;
-        let tensors = [&self.x, &self.grad, &self.losses, &self.adam.m, &self.adam.v, &self.adam.state, &f._xin]
-            .into_iter()
-            .chain(f.pre.iter().flatten())
-            .chain(&f.post)
-            .chain(f.pooled.iter().flatten())
-            .chain(&self._scratch);
-        let ops = f.ops.iter().chain(&self.backward_ops).chain([&self.adam.op]);
-        tensors.map(|t| t.buf.size()).sum::<u64>() + ops.flat_map(|o| &o.scratch).map(|b| b.size()).sum::<u64>()
+        let tensors = [&self.x, &self.grad, &self.losses, &self.adam.m, &self.adam.v, &self.adam.state].into_iter().chain(&self._scratch);
+        self.forward.gpu_bytes() + tensors.map(|t| t.buf.size()).sum::<u64>() + crate::gpu::op::ops_bytes(self.ops()).0
+    }
+
+    /// Bytes of the textures this graph's kernels bind, each counted once: on CPU drivers the
+    /// texture kernels' packed inputs (shared by ops of one shape) and repacked weights.
+    pub fn texture_bytes(&self) -> u64 {
+        crate::gpu::op::ops_bytes(self.ops()).1
+    }
+
+    fn ops(&self) -> impl Iterator<Item = &Op> {
+        self.forward.ops.iter().chain(&self.backward_ops).chain([&self.adam.op])
     }
 }

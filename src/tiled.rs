@@ -19,6 +19,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::adam::AdamConfig;
+use crate::gpu::pool::Pool;
 use crate::gpu::{gram, reduce, tile, Context, Op, Tensor};
 use crate::runner::{backward, Forward, LossSettings, Losses, Net};
 use crate::vgg::{self, Tap};
@@ -127,7 +128,7 @@ impl RegionGraph {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let fwd = Forward::new(ctx, net, s, &x, s.convs_needed())?;
+        let fwd = Forward::new(ctx, net, s, &x, s.convs_needed(), with_backward)?;
         let nc = s.content_layers.len();
         let cw = s.content_weight / nc.max(1) as f32;
         // Masked copies of every tapped activation.
@@ -157,7 +158,7 @@ impl RegionGraph {
             pass1.push(gram::gram_forward_scaled(ctx, m, &g_acc[k], scale, true));
         }
         let mut pass2 = vec![];
-        let mut keep: Vec<Tensor> = masked.values().cloned().collect();
+        let keep: Vec<Tensor> = masked.values().cloned().collect();
         if with_backward {
             let mut add_taps = |ops: &mut Vec<Op>, t: Tap, g: &Tensor, have: &mut bool| {
                 let Some(m) = masked.get(&t) else { return };
@@ -173,8 +174,7 @@ impl RegionGraph {
                     *have = true;
                 }
             };
-            let bufs = backward(ctx, net, s, &fwd, &grad, &mut pass2, &mut add_taps)?;
-            keep.extend(bufs);
+            backward(ctx, net, s, &fwd, &grad, &mut pass2, &mut add_taps)?;
         }
         Ok(RegionGraph { x, grad, rects, content_t, masks: mask_ops, pass1, pass2, _keep: keep, fwd })
     }
@@ -505,9 +505,11 @@ fn run_tile<'a>(
     Ok(g)
 }
 
-/// Bytes of GPU buffers an untiled graph of an h x w image holds (activations, gradients,
-/// optimiser state, Gram matrices), and the largest single buffer, without allocating: what
-/// `--tile auto` compares with the adapter's limits and the memory budget.
+/// Bytes of GPU buffers an untiled graph of an h x w image holds (as `runner::Forward` and
+/// `Graph` allocate them: image-sized state, tapped activations, ReLU masks at 1 bit per element,
+/// max-pool inputs, the two activation/gradient buffers, Gram matrices), and the largest single
+/// buffer, without allocating: what `--tile auto` compares with the adapter's limits and the
+/// memory budget.
 pub fn graph_bytes(s: &LossSettings, h: usize, w: usize) -> (u64, u64) {
     let n = s.convs_needed();
     let taps: Vec<Tap> = s.content_layers.iter().chain(&s.style_layers).copied().collect();
@@ -515,32 +517,40 @@ pub fn graph_bytes(s: &LossSettings, h: usize, w: usize) -> (u64, u64) {
     let mut total = 0u64;
     let mut largest = 0u64;
     let (mut hh, mut ww) = (h, w);
-    let mut add = |elems: usize, total: &mut u64| {
-        *total += elems as u64 * 4;
-        largest = largest.max(elems as u64 * 4);
+    let mut add = |bytes: u64, total: &mut u64| {
+        *total += bytes;
+        largest = largest.max(bytes);
     };
+    let f4 = |elems: usize| elems as u64 * 4;
     for _ in 0..7 {
-        add(3 * h * w, &mut total); // image, input, gradient, Adam m and v, EMA, candidate
+        add(f4(3 * h * w), &mut total); // image, input, gradient, Adam m and v, EMA, candidate
     }
     let mut max_act = 3 * h * w;
     for i in 0..n {
         let c = vgg::CONVS[i].2;
-        add(c * hh * ww, &mut total);
+        let len = c * hh * ww;
+        max_act = max_act.max(len);
         if taps.contains(&Tap::Conv(i)) {
-            add(c * hh * ww, &mut total);
+            add(f4(len), &mut total); // the pre-ReLU output
+        } else {
+            add(f4(len.div_ceil(32)), &mut total); // the ReLU mask bits
         }
-        max_act = max_act.max(c * hh * ww);
+        if taps.contains(&Tap::Relu(i)) || (pooled[i] && s.pool == Pool::Max) {
+            add(f4(len), &mut total); // the ReLU output
+        }
         if pooled[i] {
             hh /= 2;
             ww /= 2;
-            add(c * hh * ww, &mut total);
+            if taps.contains(&Tap::Pool(vgg::block_of(i).0)) {
+                add(f4(c * hh * ww), &mut total);
+            }
         }
     }
-    add(max_act, &mut total); // the two backward ping-pong buffers
-    add(max_act, &mut total);
+    add(f4(max_act), &mut total); // the two activation / gradient buffers
+    add(f4(max_act), &mut total);
     for t in &s.style_layers {
         let c = t.channels();
-        add(3 * c * c, &mut total); // Gram, target, gradient
+        add(f4(3 * c * c), &mut total); // Gram, target, gradient
     }
     (total, largest)
 }

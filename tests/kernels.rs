@@ -78,11 +78,13 @@ fn conv3x3_backward_input_matches_reference_and_finite_differences() {
         let fwd = |xv: &[f64]| r::conv3x3_forward(xv, cin, h, w, &wd, &bd, cout, false);
         check_fd(&format!("conv3x3_backward_input {cout}->{cin} {h}x{w} vs FD"), &fwd, &xd, &dyd, &got, 24, &mut rng);
 
-        // With the fused ReLU mask (the forward's ReLU output).
+        // With the fused ReLU mask: the bits relu_mask_pack makes of the forward's ReLU output.
         let y = r::conv3x3_forward(&xd, cin, h, w, &wd, &bd, cout, true);
         let ty = upload([cout, h, w], &y.iter().map(|&v| v as f32).collect::<Vec<_>>());
+        let mask = relu::Mask::new(ctx(), [cout, h, w], "mask").unwrap();
+        run(&relu::relu_mask_pack(ctx(), &ty, &mask));
         let dx = poisoned([cin, h, w]);
-        run(&conv::conv3x3_backward_input(ctx(), &tdy, Some(&ty), &tflip, &dx));
+        run(&conv::conv3x3_backward_input(ctx(), &tdy, Some(&mask), &tflip, &dx));
         let got = read(&dx);
         let masked = r::relu_backward(&y, &dyd);
         let want = r::conv3x3_backward_input(&masked, cout, h, w, &wd, cin);
@@ -155,7 +157,7 @@ fn conv3x3_backward_input_variants_match_reference() {
         let tflip = upload([cin, cout, 9], &conv::transpose_flip(&wt, cout, cin));
         let tdy = upload([cout, h, w], &dy);
         let y = r::conv3x3_forward(&xd, cin, h, w, &wd, &bd, cout, true);
-        let ty = upload([cout, h, w], &y.iter().map(|&v| v as f32).collect::<Vec<_>>());
+        let mask = relu::Mask::from_words(ctx(), [cout, h, w], &r::relu_mask_pack(&y), "mask").unwrap();
         let plain = r::conv3x3_backward_input(&dyd, cout, h, w, &wd, cin);
         let masked = r::conv3x3_backward_input(&r::relu_backward(&y, &dyd), cout, h, w, &wd, cin);
         // The backward's "input" has cout channels and its output cin.
@@ -164,7 +166,7 @@ fn conv3x3_backward_input_variants_match_reference() {
             run(&conv::conv3x3_backward_input_with(ctx(), v, &tdy, None, &tflip, &dx));
             assert_close(&format!("conv3x3_backward_input {v:?} {cout}->{cin} {h}x{w}"), &read(&dx), &plain, TOL_DOT);
             let dx = poisoned([cin, h, w]);
-            run(&conv::conv3x3_backward_input_with(ctx(), v, &tdy, Some(&ty), &tflip, &dx));
+            run(&conv::conv3x3_backward_input_with(ctx(), v, &tdy, Some(&mask), &tflip, &dx));
             assert_close(&format!("conv3x3_backward_input+relu mask {v:?} {cout}->{cin} {h}x{w}"), &read(&dx), &masked, TOL_DOT);
         }
     }
@@ -308,6 +310,36 @@ fn relu_forward_backward() {
         let got = read(&dx);
         assert_close(&format!("relu_backward n={n}"), &got, &r::relu_backward(&f64s(&yv), &f64s(&dy)), TOL_ELEMENTWISE);
         check_fd(&format!("relu_backward n={n} vs FD"), &|xv| r::relu_forward(xv), &f64s(&x), &f64s(&dy), &got, 16, &mut rng);
+    }
+}
+
+/// The 1-bit ReLU mask must match the reference bit for bit: sizes below one word, off word
+/// boundaries, and over several 8192-element workgroups; exact zeros (both signs) must give 0
+/// bits, as relu_backward masks by y > 0. The words are poisoned first.
+#[test]
+fn relu_mask_pack_matches_reference() {
+    let mut rng = Rng::new(31);
+    for &n in &[1usize, 31, 32, 33, 13 * 7 * 5, 8192, 8193, 3 * 8192 + 4095, 64 * 32 * 32 + 3] {
+        let mut y = rng.vec(n, -1.0, 1.0);
+        for (i, v) in y.iter_mut().enumerate() {
+            match i % 7 {
+                3 => *v = 0.0,
+                5 => *v = -0.0,
+                _ => {}
+            }
+        }
+        let ty = upload([n, 1, 1], &y);
+        let mask = relu::Mask::new(ctx(), [n, 1, 1], "mask").unwrap();
+        mask.words.fill(ctx(), f32::from_bits(0xdead_beef));
+        run(&relu::relu_mask_pack(ctx(), &ty, &mask));
+        let got = mask.read(ctx()).unwrap();
+        let want = r::relu_mask_pack(&f64s(&y));
+        assert_eq!(got.len(), want.len());
+        let wrong: Vec<usize> = (0..want.len()).filter(|&j| got[j] != want[j]).collect();
+        println!("relu_mask_pack n={n:<8} words {:<6} wrong {}", want.len(), wrong.len());
+        assert!(wrong.is_empty(), "relu_mask_pack n={n}: words {wrong:?} differ (first: got {:#x}, want {:#x})", got[wrong[0]], want[wrong[0]]);
+        // Not all one value: the test would not see swapped bits otherwise.
+        assert!(want.iter().any(|&w| w != 0 && w != u32::MAX) || n < 32);
     }
 }
 

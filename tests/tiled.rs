@@ -131,7 +131,9 @@ fn auto_tiling_decision_and_memory_estimate() {
     let g = Graph::new(ctx(), &net, &s, &tc, &px, h, w, AdamConfig::default()).unwrap();
     let real = g.gpu_bytes();
     println!("graph bytes at {w}x{h}: estimated {est}, allocated {real}");
-    assert!(est as f64 > 0.8 * real as f64 && (est as f64) < 1.5 * real as f64, "estimate {est} vs {real}");
+    // The estimate also counts the EMA and line-search images and the style targets, which
+    // this graph does not hold: a little over, never under.
+    assert!(est >= real && (est as f64) < 1.15 * real as f64, "estimate {est} vs {real}");
     assert_eq!(choose_tile(&s, h, w, u64::MAX, u64::MAX).unwrap(), None);
     let t = choose_tile(&s, h, w, est / 2, u64::MAX).unwrap().expect("tiles when over budget");
     assert!(t % 4 == 0 && t < 70);

@@ -57,7 +57,7 @@ impl Adam {
         let bufs = [&state.buf, &grad.buf, &param.buf, &m.buf, &v.buf];
         let tick = ctx.dispatch(FILE, "adam_tick", p, &bufs, (1, 1, 1));
         let step = ctx.dispatch(FILE, "adam_step", p, &bufs, (gx, gy, 1));
-        Ok(Adam { m, v, state, op: Op { dispatches: vec![tick, step], scratch: vec![] } })
+        Ok(Adam { m, v, state, op: Op { dispatches: vec![tick, step], scratch: vec![], textures: vec![] } })
     }
 
     /// Forget the moments and the step count (e.g. at the start of a new scale).

@@ -186,7 +186,7 @@ fn forward_tiled(ctx: &Context, f: &Tensor, g: &Tensor, scale: f32, accumulate: 
     let t = (c as u32).div_ceil(16);
     let d1 = ctx.dispatch(FILE, "gram_partial", p, &[&f.buf, &f.buf, &parts], (t, t, splits));
     let d2 = ctx.dispatch(FILE, "gram_finish", p, &[&f.buf, &parts, &g.buf], (((c * c) as u32).div_ceil(256), 1, 1));
-    Op { dispatches: vec![d1, d2], scratch: vec![parts] }
+    Op { dispatches: vec![d1, d2], scratch: vec![parts], textures: vec![] }
 }
 
 fn backward_tiled(ctx: &Context, f: &Tensor, dg: &Tensor, df: &Tensor, scale: f32, accumulate: bool) -> Op {
@@ -475,7 +475,7 @@ fn forward_tex(ctx: &Context, caps: &TexCaps, f: &Tensor, g: &Tensor, scale: f32
         Dispatch::new(pipe, bg, (gx, gy, 1), "gram_tex_finish")
     };
     // The bind groups keep the (shared) textures alive.
-    Op { dispatches: vec![d_pack, d_main, d_finish], scratch: vec![] }
+    Op { dispatches: vec![d_pack, d_main, d_finish], scratch: vec![], textures: vec![ft.texture().clone(), part.texture().clone()] }
 }
 
 fn backward_tex(ctx: &Context, caps: &TexCaps, f: &Tensor, dg: &Tensor, df: &Tensor, scale: f32, accumulate: bool) -> Op {
@@ -523,5 +523,5 @@ fn backward_tex(ctx: &Context, caps: &TexCaps, f: &Tensor, dg: &Tensor, df: &Ten
         ]);
         Dispatch::new(pipe, bg, (gx, gy, 1), "gram_tex_backward")
     };
-    Op { dispatches: vec![d_sym, d_pack, d_main], scratch: vec![] }
+    Op { dispatches: vec![d_sym, d_pack, d_main], scratch: vec![], textures: vec![st.texture().clone(), fc.texture().clone()] }
 }

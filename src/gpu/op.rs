@@ -39,10 +39,12 @@ impl Dispatch {
 }
 
 /// A kernel wrapper's result: one or more dispatches run in order (e.g. a two-stage reduction),
-/// plus any scratch buffers they own.
+/// plus any scratch buffers they own and the textures they bind (for memory accounting; a
+/// scratch texture shared by several ops appears in each).
 pub struct Op {
     pub dispatches: Vec<Dispatch>,
     pub scratch: Vec<wgpu::Buffer>,
+    pub textures: Vec<wgpu::Texture>,
 }
 
 impl Op {
@@ -57,6 +59,7 @@ impl Op {
     pub fn then(mut self, other: Op) -> Op {
         self.dispatches.extend(other.dispatches);
         self.scratch.extend(other.scratch);
+        self.textures.extend(other.textures);
         self
     }
 }
@@ -94,6 +97,24 @@ impl Context {
     }
 
     pub fn op(&self, d: Dispatch) -> Op {
-        Op { dispatches: vec![d], scratch: vec![] }
+        Op { dispatches: vec![d], scratch: vec![], textures: vec![] }
     }
+}
+
+/// Bytes of the distinct scratch buffers, and of the distinct textures, `ops` hold.
+pub fn ops_bytes<'a>(ops: impl IntoIterator<Item = &'a Op>) -> (u64, u64) {
+    let mut bufs = std::collections::HashSet::new();
+    let mut texs = std::collections::HashSet::new();
+    for o in ops {
+        bufs.extend(o.scratch.iter().cloned());
+        texs.extend(o.textures.iter().cloned());
+    }
+    (bufs.iter().map(|b| b.size()).sum(), texs.iter().map(texture_bytes).sum())
+}
+
+/// Bytes of a texture (one mip level, one sample).
+pub fn texture_bytes(t: &wgpu::Texture) -> u64 {
+    let e = t.size();
+    let texel = t.format().block_copy_size(None).unwrap_or(16) as u64;
+    e.width as u64 * e.height as u64 * e.depth_or_array_layers as u64 * texel
 }

@@ -27,7 +27,10 @@ fn backward(ctx: &Context, entry: &'static str, x: &Tensor, dy: &Tensor, dx: &Te
     assert_eq!(dy.shape, [c, h / 2, w / 2]);
     assert_eq!(dx.shape, x.shape);
     let (gx, gy) = grid(ctx, dx.len());
-    ctx.op(ctx.dispatch(FILE, entry, params(x.shape, gx), &[&x.buf, &dy.buf, &dx.buf], (gx, gy, 1)))
+    // The average needs only x's shape: bind dy in its place, so that x may be a view of a
+    // buffer the runner reuses (even the one dx lives in).
+    let xb = if entry.starts_with("avg") { &dy.buf } else { &x.buf };
+    ctx.op(ctx.dispatch(FILE, entry, params(x.shape, gx), &[xb, &dy.buf, &dx.buf], (gx, gy, 1)))
 }
 
 /// x: (c, h, w) -> y: (c, h/2, w/2), window means.

@@ -29,7 +29,7 @@ fn two_stage(
     let p = p.u(0, n as u32).u(1, groups).f(4, scale).u(5, slot as u32);
     let d1 = ctx.dispatch(FILE, entry, p, &[&x.buf, t, &parts], (groups, 1, 1));
     let d2 = ctx.dispatch(FILE, "reduce_finish", p, &[&parts, &parts, &out.buf], (1, 1, 1));
-    Op { dispatches: vec![d1, d2], scratch: vec![parts] }
+    Op { dispatches: vec![d1, d2], scratch: vec![parts], textures: vec![] }
 }
 
 /// out[slot] = weight * mean((x - t)^2).

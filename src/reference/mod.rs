@@ -84,9 +84,14 @@ pub fn relu_forward(x: &[f64]) -> Vec<f64> {
     x.iter().map(|&v| v.max(0.0)).collect()
 }
 
-/// Masks by the forward OUTPUT y > 0 (what the GPU keeps), which equals x > 0.
+/// Masks by the forward output y > 0, which equals x > 0.
 pub fn relu_backward(y: &[f64], dy: &[f64]) -> Vec<f64> {
     y.iter().zip(dy).map(|(&y, &g)| if y > 0.0 { g } else { 0.0 }).collect()
+}
+
+/// The ReLU-backward mask at one bit per element: bit k of word j is y[32 j + k] > 0.
+pub fn relu_mask_pack(y: &[f64]) -> Vec<u32> {
+    y.chunks(32).map(|c| c.iter().enumerate().fold(0u32, |w, (k, &v)| w | (((v > 0.0) as u32) << k))).collect()
 }
 
 /// Output size of a 2x2 stride-2 pool: floor, as PyTorch (odd last row/column dropped).
