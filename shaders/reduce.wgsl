@@ -2,10 +2,15 @@
 //   stage 1 (mse_partial, tv_partial, sum_partial, dot_partial, abs_sum_partial): workgroup z sums its grid-stride share of
 //           the terms and writes Part[z]  (fixed order: repeatable bit for bit)
 //   stage 2 (reduce_finish): one workgroup sums Part[0..groups] and writes Out[slot] (+)= scale * sum
+//   mse_partial_grad: mse_partial that also writes mse_backward's dx in the same pass over x and
+//           t (the fused loss + gradient of one content or style term)
 //   mse_backward: dx (+)= scale * (x - t)             (scale = 2 * weight / n)
 //   tv_backward:  dx (+)= scale * d tv_sum / dx       (scale = 2 * weight / (c*h*w) is applied
 //                 to the stencil of differences; see reference::tv_backward)
 // TV here is the sum of squared horizontal and vertical neighbour differences of (c, h, w).
+// Stage 1 reads 4 elements per load (X4, T4: the same buffers as vec4s; the last n % 4 elements
+// one at a time) and the wrappers size the grid so each lane takes >= 16 loads: on CPU drivers
+// every load is a per-lane loop and every barrier of the tree sum a pass over the workgroup.
 // Checked by tests/kernels.rs against reference::mse_*, tv_*, sum.
 
 struct Params {
@@ -16,12 +21,18 @@ struct Params {
     slot: u32,       // reduce_finish: index written in Out
     accumulate: u32, // backward: 1 adds into the gradient
     gx: u32,         // backward: workgroups along x of the 2-D grid
+    gscale: f32,     // mse_partial_grad: the gradient's scale (2 * weight / n)
+    gaccumulate: u32,// mse_partial_grad: 1 adds into dx
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> X: array<f32>;          // x (or the partial sums in finish)
 @group(0) @binding(2) var<storage, read> Tg: array<f32>;         // mse: target t
 @group(0) @binding(3) var<storage, read_write> Out: array<f32>;  // partials / losses / gradient
+@group(0) @binding(4) var<storage, read> X4: array<vec4<f32>>;   // X again, as vec4
+@group(0) @binding(5) var<storage, read> T4: array<vec4<f32>>;   // Tg again, as vec4
+@group(0) @binding(6) var<storage, read_write> D: array<f32>;    // mse_partial_grad: dx
+@group(0) @binding(7) var<storage, read_write> D4: array<vec4<f32>>; // D again, as vec4
 
 var<workgroup> red: array<f32, 256>;
 
@@ -47,14 +58,41 @@ fn tv_term(i: u32) -> f32 {
     return s;
 }
 
-@compute @workgroup_size(256)
-fn mse_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+// Sum of (x - t)^2 over this lane's grid-stride share; with `grad`, also dx (+)= gscale (x - t).
+fn mse_terms(wid: vec3<u32>, li: u32, grad: bool) -> f32 {
+    let n4 = P.n / 4u;
     var s = 0.0;
-    for (var i = wid.x * 256u + li; i < P.n; i += P.groups * 256u) {
+    for (var q = wid.x * 256u + li; q < n4; q += P.groups * 256u) {
+        let d = X4[q] - T4[q];
+        s += dot(d, d);
+        if (grad) {
+            var g = P.gscale * d;
+            if (P.gaccumulate != 0u) { g += D4[q]; }
+            D4[q] = g;
+        }
+    }
+    let i = n4 * 4u + li;
+    if (wid.x == 0u && i < P.n) {
         let d = X[i] - Tg[i];
         s += d * d;
+        if (grad) {
+            var g = P.gscale * d;
+            if (P.gaccumulate != 0u) { g += D[i]; }
+            D[i] = g;
+        }
     }
-    let t = tree_sum(li, s);
+    return s;
+}
+
+@compute @workgroup_size(256)
+fn mse_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let t = tree_sum(li, mse_terms(wid, li, false));
+    if (li == 0u) { Out[wid.x] = t; }
+}
+
+@compute @workgroup_size(256)
+fn mse_partial_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let t = tree_sum(li, mse_terms(wid, li, true));
     if (li == 0u) { Out[wid.x] = t; }
 }
 
@@ -70,10 +108,14 @@ fn tv_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
 
 @compute @workgroup_size(256)
 fn sum_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let n4 = P.n / 4u;
     var s = 0.0;
-    for (var i = wid.x * 256u + li; i < P.n; i += P.groups * 256u) {
-        s += X[i];
+    for (var q = wid.x * 256u + li; q < n4; q += P.groups * 256u) {
+        let v = X4[q];
+        s += (v.x + v.y) + (v.z + v.w);
     }
+    let i = n4 * 4u + li;
+    if (wid.x == 0u && i < P.n) { s += X[i]; }
     let t = tree_sum(li, s);
     if (li == 0u) { Out[wid.x] = t; }
 }
@@ -121,20 +163,27 @@ fn tv_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 
 @compute @workgroup_size(256)
 fn dot_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let n4 = P.n / 4u;
     var s = 0.0;
-    for (var i = wid.x * 256u + li; i < P.n; i += P.groups * 256u) {
-        s = fma(X[i], Tg[i], s);
+    for (var q = wid.x * 256u + li; q < n4; q += P.groups * 256u) {
+        s += dot(X4[q], T4[q]);
     }
+    let i = n4 * 4u + li;
+    if (wid.x == 0u && i < P.n) { s = fma(X[i], Tg[i], s); }
     let t = tree_sum(li, s);
     if (li == 0u) { Out[wid.x] = t; }
 }
 
 @compute @workgroup_size(256)
 fn abs_sum_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let n4 = P.n / 4u;
     var s = 0.0;
-    for (var i = wid.x * 256u + li; i < P.n; i += P.groups * 256u) {
-        s += abs(X[i]);
+    for (var q = wid.x * 256u + li; q < n4; q += P.groups * 256u) {
+        let v = abs(X4[q]);
+        s += (v.x + v.y) + (v.z + v.w);
     }
+    let i = n4 * 4u + li;
+    if (wid.x == 0u && i < P.n) { s += abs(X[i]); }
     let t = tree_sum(li, s);
     if (li == 0u) { Out[wid.x] = t; }
 }

@@ -14,6 +14,7 @@ struct Params { n: u32, gx: u32, _p0: u32, _p1: u32 }
 @group(0) @binding(1) var<storage, read> A: array<f32>;       // forward: x; backward: y
 @group(0) @binding(2) var<storage, read> G: array<f32>;       // backward: dy
 @group(0) @binding(3) var<storage, read_write> Out: array<u32>;  // f32 bits, or mask words
+@group(0) @binding(4) var<storage, read> A4: array<vec4<f32>>;  // relu_mask_pack: A again, 4 at a time
 
 @compute @workgroup_size(256)
 fn relu_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
@@ -31,26 +32,27 @@ fn relu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     }
 }
 
-// A workgroup packs 8192 elements into 256 words. Lane li reads elements base + 256 k + li
-// (k < 32: coalesced loads) and ORs bit li % 32 into word 8 k + li / 32 in workgroup memory.
-// Bits past n are 0.
-var<workgroup> words: array<atomic<u32>, 256>;
-
+// Invocation j packs elements 32 j .. 32 j + 31 into word j, reading them as 8 vec4 (on CPU
+// drivers each storage load is a per-lane loop, so fewer, wider loads pay; on GPUs a lane's 128
+// contiguous bytes stay in cache across its 8 loads). Elements past n give 0 bits; the last
+// word reads its tail one scalar at a time, as A4 covers only floor(n / 4) vec4s.
 @compute @workgroup_size(256)
 fn relu_mask_pack(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let wg = wid.y * P.gx + wid.x;
-    let base = wg * 8192u;
-    atomicStore(&words[li], 0u);
-    workgroupBarrier();
-    for (var k = 0u; k < 32u; k++) {
-        let e = base + k * 256u + li;
-        if (e < P.n && A[e] > 0.0) {
-            atomicOr(&words[k * 8u + li / 32u], 1u << (li % 32u));
+    let j = (wid.y * P.gx + wid.x) * 256u + li;
+    if (j * 32u >= P.n) {
+        return;
+    }
+    var word = 0u;
+    if (j * 32u + 32u <= P.n) {
+        for (var q = 0u; q < 8u; q++) {
+            let v = A4[j * 8u + q];
+            let b = select(vec4<u32>(0u), vec4<u32>(1u, 2u, 4u, 8u), v > vec4<f32>(0.0));
+            word |= (b.x | b.y | b.z | b.w) << (4u * q);
+        }
+    } else {
+        for (var k = 0u; k < P.n - j * 32u; k++) {
+            word |= select(0u, 1u << k, A[j * 32u + k] > 0.0);
         }
     }
-    workgroupBarrier();
-    let j = wg * 256u + li;
-    if (j * 32u < P.n) {
-        Out[j] = atomicLoad(&words[li]);
-    }
+    Out[j] = word;
 }

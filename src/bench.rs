@@ -762,7 +762,10 @@ fn kernel_rows(ctx: &Context, meter: &Meter, s: u32, peak: &Peak, out: &mut Vec<
         let dx = Tensor::new(ctx, sh, "bench mse dx")?;
         let shape = chw(sh[0], sh[1], sh[2]);
         rows.add("mse_forward", "", layer, shape.clone(), Unit::Byte, f4(2 * n), reduce::mse_forward(ctx, &x, &t, &losses, 0, 1.0))?;
-        rows.add("mse_backward", "", layer, shape, Unit::Byte, f4(3 * n), reduce::mse_backward(ctx, &x, &t, &dx, 1.0, false))?;
+        rows.add("mse_backward", "", layer, shape.clone(), Unit::Byte, f4(3 * n), reduce::mse_backward(ctx, &x, &t, &dx, 1.0, false))?;
+        // What the renderer runs: loss and gradient in one pass.
+        let op = reduce::mse_forward_backward(ctx, &x, &t, &losses, 0, 1.0, &dx, false);
+        rows.add("mse_forward_backward", "", layer, shape, Unit::Byte, f4(3 * n), op)?;
     }
 
     // The image: TV, preprocess, Adam.

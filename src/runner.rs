@@ -413,16 +413,12 @@ impl Graph {
         // evenly so the total does not depend on how many layers are chosen.
         let cw = s.content_weight / nc.max(1) as f32;
         let mut grams = vec![];
-        for (k, &t) in s.content_layers.iter().enumerate() {
-            ops.push(reduce::mse_forward(ctx, fwd.tap(t), &targets.content[k], &losses, k, cw));
-        }
-        for (k, &t) in s.style_layers.iter().enumerate() {
+        // The MSE terms are computed with their gradients, in the backward (add_taps).
+        for &t in &s.style_layers {
             let a = fwd.tap(t);
             let c = a.shape[0];
             let g = Tensor::new(ctx, [c, c, 1], "gram")?;
             ops.push(gram::gram_forward(ctx, a, &g));
-            let sw = s.style_weight * s.style_layer_weights[k];
-            ops.push(reduce::mse_forward(ctx, &g, &targets.style[k], &losses, nc + k, sw));
             grams.push(g);
         }
         ops.push(reduce::tv_forward(ctx, &x, &losses, nc + ns, s.tv_weight));
@@ -433,15 +429,16 @@ impl Graph {
         // Adds the loss gradients of every tap at `t` into `g` (written fresh if `g` holds none).
         let mut add_taps = |ops: &mut Vec<Op>, t: Tap, g: &Tensor, have: &mut bool| {
             let a = fwd.tap(t);
+            // Each loss term and its gradient in one pass (mse_forward_backward).
             for (k, _) in s.content_layers.iter().enumerate().filter(|(_, &c)| c == t) {
-                ops.push(reduce::mse_backward(ctx, a, &targets.content[k], g, cw, *have));
+                ops.push(reduce::mse_forward_backward(ctx, a, &targets.content[k], &losses, k, cw, g, *have));
                 *have = true;
             }
             for (k, _) in s.style_layers.iter().enumerate().filter(|(_, &c)| c == t) {
                 let c = a.shape[0];
                 let dg = Tensor { buf: dgram.buf.clone(), shape: [c, c, 1] };
                 let sw = s.style_weight * s.style_layer_weights[k];
-                ops.push(reduce::mse_backward(ctx, &grams[k], &targets.style[k], &dg, sw, false));
+                ops.push(reduce::mse_forward_backward(ctx, &grams[k], &targets.style[k], &losses, nc + k, sw, &dg, false));
                 ops.push(gram::gram_backward(ctx, a, &dg, g, *have));
                 *have = true;
             }

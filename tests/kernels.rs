@@ -611,6 +611,20 @@ fn mse_forward_backward() {
             let f = |v: &[f64]| vec![weight as f64 * r::mse_forward(v, &td)];
             check_fd(&format!("mse_backward n={n} vs FD"), &f, &xd, &[1.0], &got, 16, &mut rng);
         }
+
+        // Fused: the loss into its slot and the gradient (fresh, then accumulated) in one pass.
+        let want_dx = r::mse_backward(&xd, &td, weight as f64);
+        for accumulate in [false, true] {
+            let base = rng.vec(n, -1.0, 1.0);
+            let dx = if accumulate { upload([n, 1, 1], &base) } else { poisoned([n, 1, 1]) };
+            losses.fill(ctx(), f32::NAN);
+            run(&reduce::mse_forward_backward(ctx(), &tx, &tt, &losses, 1, weight, &dx, accumulate));
+            let l = read(&losses);
+            assert!(l[0].is_nan() && l[2].is_nan() && l[3].is_nan(), "only slot 1 may be written");
+            assert_close(&format!("mse_forward_backward loss n={n}"), &l[1..2], &[weight as f64 * r::mse_forward(&xd, &td)], TOL_REDUCE);
+            let want: Vec<f64> = if accumulate { want_dx.iter().zip(&base).map(|(a, b)| a + *b as f64).collect() } else { want_dx.clone() };
+            assert_close(&format!("mse_forward_backward dx n={n} accumulate={accumulate}"), &read(&dx), &want, TOL_ELEMENTWISE * 4.0);
+        }
     }
 }
 

@@ -141,10 +141,14 @@ def main():
         tm = {(r["size"], r["mode"]): r for r in torch_mem["results"]}
         for m in ours["memory"]:
             s = m["size"]
-            o = mib(m["memory"]["total_bytes"]) + " MiB" if "total_bytes" in m["memory"] else "does not fit"
+            if "total_bytes" in m["memory"]:
+                o = mib(m["memory"]["total_bytes"]) + " MiB"
+            else:  # too large for this adapter's bindings: the graph's estimated buffers
+                o = "graph est. " + mib(m.get("estimated_graph_bytes", 0)) + " MiB (does not fit here)"
             t = "; ".join(f"{md}: " + (mib(tm[(s, md)]["peak_bytes"]) + " MiB" if "peak_bytes" in tm.get((s, md), {}) else "failed")
                           for md in modes or ["cpu"])
             print(f"{str(s) + 'x' + str(s):>10}  ours {o:>14}   PyTorch {t}")
+        print("  (ours: graph + textures + net + targets; PyTorch on a GPU: max_memory_allocated, on the CPU: RSS growth)")
 
 
 if __name__ == "__main__":

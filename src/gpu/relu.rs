@@ -14,7 +14,7 @@ pub fn relu_forward(ctx: &Context, x: &Tensor, y: &Tensor) -> Op {
     assert_eq!(x.len(), y.len());
     let (gx, gy) = grid(ctx, x.len());
     let p = Params::new().u(0, x.len() as u32).u(1, gx);
-    ctx.op(ctx.dispatch(FILE, "relu_forward", p, &[&x.buf, &x.buf, &y.buf], (gx, gy, 1)))
+    ctx.op(ctx.dispatch(FILE, "relu_forward", p, &[&x.buf, &x.buf, &y.buf, &x.buf], (gx, gy, 1)))
 }
 
 /// dx = dy * (y > 0), y the forward output.
@@ -23,7 +23,7 @@ pub fn relu_backward(ctx: &Context, y: &Tensor, dy: &Tensor, dx: &Tensor) -> Op 
     assert_eq!(y.len(), dx.len());
     let (gx, gy) = grid(ctx, y.len());
     let p = Params::new().u(0, y.len() as u32).u(1, gx);
-    ctx.op(ctx.dispatch(FILE, "relu_backward", p, &[&y.buf, &dy.buf, &dx.buf], (gx, gy, 1)))
+    ctx.op(ctx.dispatch(FILE, "relu_backward", p, &[&y.buf, &dy.buf, &dx.buf, &y.buf], (gx, gy, 1)))
 }
 
 /// A ReLU-backward mask at one bit per element (bit k of word j: element 32 j + k was > 0),
@@ -65,8 +65,8 @@ impl Mask {
 /// mask = (y > 0) as bits. y: any shape with mask's element count.
 pub fn relu_mask_pack(ctx: &Context, y: &Tensor, mask: &Mask) -> Op {
     assert_eq!(y.len(), mask.len());
-    // One 256-lane workgroup per 8192 elements.
-    let (gx, gy) = ctx.grid((y.len() as u32).div_ceil(8192));
+    // One invocation per 32-element word.
+    let (gx, gy) = ctx.grid((y.len() as u32).div_ceil(32 * 256));
     let p = Params::new().u(0, y.len() as u32).u(1, gx);
-    ctx.op(ctx.dispatch(FILE, "relu_mask_pack", p, &[&y.buf, &y.buf, &mask.words.buf], (gx, gy, 1)))
+    ctx.op(ctx.dispatch(FILE, "relu_mask_pack", p, &[&y.buf, &y.buf, &mask.words.buf, &y.buf], (gx, gy, 1)))
 }

@@ -27,7 +27,9 @@ impl Tensor {
     }
 
     fn check_fits(ctx: &Context, shape: [usize; 3], label: &str) -> Result<u64> {
-        let bytes = (shape.iter().product::<usize>().max(1) as u64) * 4;
+        // Rounded up to 16 bytes, so that any buffer can also be bound as an array of vec4
+        // (kernels read the last partial vec4 with scalar loads).
+        let bytes = ((shape.iter().product::<usize>().max(1) as u64) * 4).next_multiple_of(16);
         let max = ctx.limits.max_storage_buffer_binding_size.min(ctx.limits.max_buffer_size);
         if bytes > max {
             return Err(Error::TooLarge(format!(
@@ -58,8 +60,14 @@ impl Tensor {
 
     pub fn from_slice(ctx: &Context, shape: [usize; 3], data: &[f32], label: &str) -> Result<Tensor> {
         assert_eq!(data.len(), shape.iter().product::<usize>(), "data length vs shape for {label}");
-        Self::check_fits(ctx, shape, label)?;
-        let contents: &[u8] = if data.is_empty() { &[0u8; 4] } else { bytemuck::cast_slice(data) };
+        let size = Self::check_fits(ctx, shape, label)?;
+        let mut padded;
+        let mut contents: &[u8] = bytemuck::cast_slice(data);
+        if contents.len() as u64 != size {
+            padded = contents.to_vec();
+            padded.resize(size as usize, 0);
+            contents = &padded;
+        }
         let buf = ctx.scoped(&format!("allocating {label}"), || {
             ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(label),
