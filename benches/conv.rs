@@ -27,7 +27,7 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut a = Args { variants: vec![conv::Variant::Tiled, conv::Variant::Tex], sizes: vec![128, 64], runs: 9, budget_s: 4.0, filter: None, split: false };
+    let mut a = Args { variants: vec![conv::Variant::Tiled, conv::Variant::Tex, conv::Variant::Wino], sizes: vec![128, 64], runs: 9, budget_s: 4.0, filter: None, split: false };
     let mut it = std::env::args().skip(1);
     while let Some(s) = it.next() {
         match s.as_str() {

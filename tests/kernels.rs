@@ -118,7 +118,11 @@ fn conv_variants(cin: usize, cout: usize, h: usize, w: usize) -> Vec<conv::Varia
         assert!(tex.is_none(), "texture conv unavailable on the CPU adapter: {tex:?}");
     }
     match tex {
-        None => vec![conv::Variant::Tiled, conv::Variant::Tex],
+        None => {
+            let wino = conv::wino_unsupported(&caps, cin, cout, h, w);
+            assert!(wino.is_none(), "Winograd conv unavailable where the texture conv runs: {wino:?}");
+            vec![conv::Variant::Tiled, conv::Variant::Tex, conv::Variant::Wino]
+        }
         Some(why) => {
             println!("texture conv not tested for {cin}->{cout} {h}x{w}: {why}");
             vec![conv::Variant::Tiled]
@@ -237,28 +241,37 @@ fn conv3x3_variant_selection() {
     };
     let gpu = TexCaps { device_type: wgpu::DeviceType::DiscreteGpu, subgroup_size: Some(32), ..cpu.clone() };
     let no_sg = TexCaps { subgroup_size: None, ..cpu.clone() };
-    // Default: per adapter class.
-    for &(cin, cout, s) in &[(3, 64, 512), (64, 64, 512), (128, 128, 256), (256, 256, 128), (512, 512, 64), (64, 3, 1024)] {
-        assert_eq!(choose_variant(&cpu, None, cin, cout, s, s), Tex);
+    // Default: per adapter class; on the CPU adapter Winograd where its 32-channel x 2x4-pixel
+    // blocks are full, the direct texture kernel elsewhere.
+    for &(cin, cout, s, cpu_default) in
+        &[(3, 64, 512, Wino), (64, 64, 512, Wino), (128, 128, 256, Wino), (256, 256, 128, Wino), (512, 512, 8, Wino), (512, 512, 4, Tex), (64, 3, 1024, Tex), (64, 16, 64, Tex)]
+    {
+        assert_eq!(choose_variant(&cpu, None, cin, cout, s, s), cpu_default, "{cin}->{cout} @{s}");
         assert_eq!(choose_variant(&gpu, None, cin, cout, s, s), Tiled);
         assert_eq!(choose_variant(&no_sg, None, cin, cout, s, s), Tiled);
         // Forced.
         assert_eq!(choose_variant(&cpu, Some(Tiled), cin, cout, s, s), Tiled);
+        assert_eq!(choose_variant(&cpu, Some(Tex), cin, cout, s, s), Tex);
+        assert_eq!(choose_variant(&cpu, Some(Wino), cin, cout, s, s), Wino);
         assert_eq!(choose_variant(&gpu, Some(Tex), cin, cout, s, s), Tex);
         assert_eq!(choose_variant(&no_sg, Some(Tex), cin, cout, s, s), Tiled);
+        assert_eq!(choose_variant(&no_sg, Some(Wino), cin, cout, s, s), Tiled);
     }
     // Texture limits: the bordered input must fit max_texture_dimension_2d per side, the channel
-    // quads max_texture_array_layers, the weights one 2-D texture.
-    assert_eq!(choose_variant(&cpu, None, 64, 64, 16382, 16382), Tex);
+    // quads max_texture_array_layers, the weights one 2-D texture (9 rows per 4 input channels
+    // direct, 16 Winograd: past that Winograd falls back to the direct kernel).
+    assert_eq!(choose_variant(&cpu, None, 64, 64, 16382, 16382), Wino);
     assert_eq!(choose_variant(&cpu, None, 64, 64, 16383, 8), Tiled);
     assert_eq!(choose_variant(&cpu, None, 64, 64, 8, 16383), Tiled);
     assert_eq!(choose_variant(&cpu, Some(Tex), 64, 64, 8, 16383), Tiled);
+    assert_eq!(choose_variant(&cpu, None, 4 * 1023, 64, 8, 8), Wino); // 16 * 1023 + 1 rows
+    assert_eq!(choose_variant(&cpu, None, 4 * 1024, 64, 8, 8), Tex);
     assert_eq!(choose_variant(&cpu, None, 4 * 1820, 64, 8, 8), Tex);
     assert_eq!(choose_variant(&cpu, None, 4 * 1821, 64, 8, 8), Tiled); // 9 * 1821 + 1 rows > 16384
     let few_layers = TexCaps { max_texture_array_layers: 16, ..cpu.clone() };
-    assert_eq!(choose_variant(&few_layers, None, 64, 64, 8, 8), Tex);
+    assert_eq!(choose_variant(&few_layers, None, 64, 64, 8, 8), Wino);
     assert_eq!(choose_variant(&few_layers, None, 65, 64, 8, 8), Tiled);
-    assert_eq!(choose_variant(&cpu, None, 64, 16384, 8, 8), Tex);
+    assert_eq!(choose_variant(&cpu, None, 64, 16384, 8, 8), Wino);
     assert_eq!(choose_variant(&cpu, None, 64, 16385, 8, 8), Tiled);
     // The texture kernel's tiling: the shapes above exercise workgroups that span several channel
     // blocks (tz > 1, small images) as well as one (tz = 1).

@@ -38,7 +38,7 @@ fn wrapper_entry_points_exist() {
     assert!(checked >= 12, "only {checked} entry points found");
 }
 
-/// The conv3x3 texture kernels are generated at run time (gpu::conv::tex_source): validate every
+/// The conv3x3 texture kernels are generated at run time (gpu::conv::kernel_source): validate every
 /// configuration the wrappers can pick, for each subgroup size they accept.
 #[test]
 fn generated_conv_shaders_validate() {
@@ -46,13 +46,14 @@ fn generated_conv_shaders_validate() {
     let mut n = 0;
     for sg in [4, 8, 16, 32, 64] {
         for cfg in conv::tex_configs(sg) {
-            let src = conv::tex_source(&cfg);
+            let src = conv::kernel_source(&cfg);
             let name = format!("generated {cfg:?}");
             let module = naga::front::wgsl::parse_str(&src)
                 .unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(&src, &name)));
             let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all());
             v.validate(&module).unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(&src, &name)));
-            assert!(module.entry_points.iter().any(|ep| ep.name == "conv3x3_tex"));
+            let entry = if cfg.wino { "conv3x3_wino" } else { "conv3x3_tex" };
+            assert!(module.entry_points.iter().any(|ep| ep.name == entry), "{entry} in {name}");
             n += 1;
         }
     }
@@ -62,6 +63,7 @@ fn generated_conv_shaders_validate() {
         ("conv3x3_tex_pack.wgsl", "conv3x3_tex_pack_input"),
         ("conv3x3_tex_pack4.wgsl", "conv3x3_tex_pack_input4"),
         ("conv3x3_tex_weights.wgsl", "conv3x3_tex_pack_weights"),
+        ("conv3x3_tex_weights.wgsl", "conv3x3_wino_pack_weights"),
     ] {
         let module = naga::front::wgsl::parse_str(stylize::shaders::source(file)).unwrap();
         assert!(module.entry_points.iter().any(|ep| ep.name == entry), "{entry} not in {file}");

@@ -17,9 +17,16 @@
 //!   On lavapipe (2 Zen 4 cores) it runs 50-64 GFLOP/s from 64 channels up, vs ~1.2 for `Tiled`
 //!   (`cargo bench --bench conv`).
 //!
-//! [`select_variant`] picks one per adapter and shape: `Tex` on a CPU adapter with fixed-size
-//! subgroups when the shape fits the texture limits, else `Tiled`; `STYLIZE_CONV=tiled|tex`
-//! forces one (a forced `tex` still falls back to `tiled` where it cannot run).
+//! - [`Variant::Wino`]: the texture variant computing Winograd F(2x2, 3x3) ([`wino_source`]; its
+//!   weights are transformed once, U = G w G^T, by `conv3x3_wino_pack_weights`): 16 products
+//!   per 2x2 outputs instead of 36. On lavapipe 79-93 GFLOP/s of direct-conv work from 64
+//!   channels at 8x8 up, 1.3-1.45x `Tex`.
+//!
+//! [`select_variant`] picks one per adapter and shape: on a CPU adapter with fixed-size
+//! subgroups `Wino` for the deep layers (cout >= 32, h, w >= 8) and `Tex` for the rest, when the
+//! shape fits the texture limits, else `Tiled`; `STYLIZE_CONV=tiled|tex|wino` forces one (a
+//! forced variant still falls back where it cannot run). Winograd for the `Tiled` (real-GPU)
+//! kernel is not written yet: no GPU was at hand to show it wins there.
 
 use super::{op::Dispatch, relu::Mask, Context, Op, Params, Tensor};
 
@@ -101,17 +108,50 @@ pub fn tex_unsupported(caps: &TexCaps, cin: usize, cout: usize, h: usize, w: usi
     None
 }
 
+/// Why the Winograd texture variant cannot run where [`tex_unsupported`] says `Tex` can, or
+/// `None` when it can: its weights take 16 rows per 4 input channels.
+pub fn wino_unsupported(caps: &TexCaps, cin: usize, cout: usize, h: usize, w: usize) -> Option<String> {
+    if let Some(why) = tex_unsupported(caps, cin, cout, h, w) {
+        return Some(why);
+    }
+    let plan = tex_plan(caps, Variant::Wino, cout, h, w);
+    let dim = caps.max_texture_dimension_2d as usize;
+    if plan.cout_pad(cout) > dim || cin.div_ceil(4) * 16 + 1 > dim {
+        return Some(format!("the {cout}x{cin} Winograd weights do not fit a {dim}-texel texture"));
+    }
+    None
+}
+
+/// The plan of a texture variant (`Tex` or `Wino`) for `cout` outputs at `h x w`.
+pub fn tex_plan(caps: &TexCaps, v: Variant, cout: usize, h: usize, w: usize) -> TexPlan {
+    let sg = caps.subgroup_size.unwrap_or(8);
+    let cfg = match v {
+        Variant::Wino => TexConfig::wino_for_shape(sg, cout, h, w),
+        _ => TexConfig::for_shape(sg, cout, h, w),
+    };
+    TexPlan::for_config(cfg, cout, h, w)
+}
+
 /// The variant for a `cin -> cout` conv at `h x w`: `forced` (e.g. `$STYLIZE_CONV`) or, by
-/// default, `Tex` on CPU adapters with fixed-size subgroups and `Tiled` elsewhere; `Tex` falls
-/// back to `Tiled` when [`tex_unsupported`] says the shape does not fit. Pure, for tests.
+/// default, on CPU adapters with fixed-size subgroups `Wino` (cout >= 32, h and w >= 8) or `Tex`,
+/// and `Tiled` elsewhere; `Wino` falls back to `Tex` and `Tex` to `Tiled` where the shape does
+/// not fit ([`wino_unsupported`], [`tex_unsupported`]). Pure, for tests.
 pub fn choose_variant(caps: &TexCaps, forced: Option<Variant>, cin: usize, cout: usize, h: usize, w: usize) -> Variant {
     let wanted = forced.unwrap_or(if caps.device_type == wgpu::DeviceType::Cpu && caps.subgroup_size.is_some() {
-        Variant::Tex
+        // Winograd where its 32-channel x 2x4-pixel blocks are full: on lavapipe 1.3-1.45x the
+        // direct kernel's speed from conv1_2 on at 8x8 and up (79-93 vs 57-66 GFLOP/s of direct
+        // conv work), but slower at 4x4 and for conv1_1's 3-channel backward (benches/conv.rs).
+        if cout >= 32 && h >= 8 && w >= 8 {
+            Variant::Wino
+        } else {
+            Variant::Tex
+        }
     } else {
         Variant::Tiled
     });
     match wanted {
-        Variant::Tex if tex_unsupported(caps, cin, cout, h, w).is_none() => Variant::Tex,
+        Variant::Wino if wino_unsupported(caps, cin, cout, h, w).is_none() => Variant::Wino,
+        Variant::Tex | Variant::Wino if tex_unsupported(caps, cin, cout, h, w).is_none() => Variant::Tex,
         _ => Variant::Tiled,
     }
 }
@@ -155,8 +195,8 @@ pub fn conv3x3_forward_with(ctx: &Context, v: Variant, x: &Tensor, w: &Tensor, b
             let p = Params::new().u(0, cin as u32).u(1, cout as u32).u(2, h as u32).u(3, wd as u32).u(4, relu as u32).u(6, 1);
             ctx.op(ctx.dispatch(FILE, "conv3x3_forward", p, &[&x.buf, &w.buf, &b.buf, &x.buf, &y.buf], groups(cout, h, wd)))
         }
-        Variant::Tex => {
-            let plan = TexPlan::new(caps.subgroup_size.unwrap_or(8), cout, h, wd);
+        v @ (Variant::Tex | Variant::Wino) => {
+            let plan = tex_plan(&caps, v, cout, h, wd);
             conv3x3_tex(ctx, &plan, x, None, w, Some(b), y, relu)
         }
     }
@@ -179,8 +219,8 @@ pub fn conv3x3_backward_input_with(ctx: &Context, v: Variant, dy: &Tensor, mask:
             let m = mask.map_or(&dy.buf, |m| &m.words.buf);
             ctx.op(ctx.dispatch(FILE, "conv3x3_backward_input", p, &[&dy.buf, &wt.buf, &wt.buf, m, &dx.buf], groups(cin, h, wd)))
         }
-        Variant::Tex => {
-            let plan = TexPlan::new(caps.subgroup_size.unwrap_or(8), cin, h, wd);
+        v @ (Variant::Tex | Variant::Wino) => {
+            let plan = tex_plan(&caps, v, cin, h, wd);
             conv3x3_tex(ctx, &plan, dy, mask, wt, None, dx, false)
         }
     }
@@ -197,12 +237,14 @@ fn groups(cout: usize, h: usize, w: usize) -> (u32, u32, u32) {
 const WG: u32 = 64;
 
 /// Shape of the generated texture kernel: each invocation computes `co` output channels at `py`
-/// vertically adjacent pixels; `sg` is the subgroup size the weights are broadcast over.
+/// vertically adjacent pixels (`wino`: at `py / 2` vertically adjacent 2x2 Winograd tiles, so
+/// 2 columns x `py` rows); `sg` is the subgroup size the weights are broadcast over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TexConfig {
     pub co: u32,
     pub py: u32,
     pub sg: u32,
+    pub wino: bool,
 }
 
 impl TexConfig {
@@ -216,12 +258,48 @@ impl TexConfig {
             9..=16 => (16, 4),
             _ => (32, 4),
         };
-        TexConfig { co: co.max(sg).div_ceil(sg) * sg, py, sg }
+        TexConfig { co: co.max(sg).div_ceil(sg) * sg, py, sg, wino: false }
+    }
+
+    /// The Winograd configuration, tuned on lavapipe (Zen 4, 2 cores) with benches/conv.rs at
+    /// 64 and 128 px: 32 channels x 2 tiles beat 16 x 2 by 10-20% and 8 x 2, 16 x 1, 32 x 1,
+    /// 8 x 4 by more (see [`wino_source`]).
+    pub fn wino_for_shape(sg: u32, _cout: usize, _h: usize, _w: usize) -> TexConfig {
+        let (co, tiles) = wino_tuning();
+        TexConfig { co: co.max(sg).div_ceil(sg) * sg, py: 2 * tiles, sg, wino: true }
+    }
+
+    /// Output columns per invocation.
+    fn px(&self) -> u32 {
+        if self.wino {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// Rows of the packed weights texture per 4 input channels (taps or Winograd points).
+    fn weight_rows(&self) -> usize {
+        if self.wino {
+            16
+        } else {
+            9
+        }
     }
 
     fn key(&self) -> String {
-        format!("conv3x3_tex_co{}_py{}_sg{}", self.co, self.py, self.sg)
+        format!("conv3x3_{}_co{}_py{}_sg{}", if self.wino { "wino" } else { "tex" }, self.co, self.py, self.sg)
     }
+}
+
+/// (channels, tiles) per invocation of the Winograd kernel; `$STYLIZE_WINO_TUNE=co,tiles`
+/// overrides it for tuning with benches/conv.rs.
+fn wino_tuning() -> (u32, u32) {
+    let env = std::env::var("STYLIZE_WINO_TUNE").ok().and_then(|s| {
+        let (a, b) = s.split_once(',')?;
+        Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+    });
+    env.unwrap_or((32, 2))
 }
 
 /// How a texture-kernel dispatch covers a `cout x h x w` output: a workgroup of 64 invocations
@@ -241,7 +319,12 @@ impl TexPlan {
     /// The configuration for `cout` output channels at `h x w`, and the (tw, th, tz) that
     /// computes the fewest values past the image edge and past cout (ties: wider tiles).
     pub fn new(sg: u32, cout: usize, h: usize, w: usize) -> TexPlan {
-        let cfg = TexConfig::for_shape(sg, cout, h, w);
+        TexPlan::for_config(TexConfig::for_shape(sg, cout, h, w), cout, h, w)
+    }
+
+    /// As [`TexPlan::new`] for a given configuration.
+    pub fn for_config(cfg: TexConfig, cout: usize, h: usize, w: usize) -> TexPlan {
+        let sg = cfg.sg;
         let mut best = (u64::MAX, TexPlan { cfg, tw: WG, th: 1, tz: 1 });
         for tw in (0..=6).rev().map(|k| 1u32 << k) {
             for th in (0..=6).map(|k| 1u32 << k) {
@@ -251,8 +334,9 @@ impl TexPlan {
                 }
                 let tz = WG / lanes;
                 let rows = (th * cfg.py) as u64;
+                let cols = (tw * cfg.px()) as u64;
                 let chans = (tz * cfg.co) as u64;
-                let cost = (w as u64).div_ceil(tw as u64) * tw as u64
+                let cost = (w as u64).div_ceil(cols) * cols
                     * ((h as u64).div_ceil(rows) * rows)
                     * ((cout as u64).div_ceil(chans) * chans);
                 if cost < best.0 {
@@ -271,7 +355,7 @@ impl TexPlan {
 
     fn groups(&self, cout: usize, h: usize, w: usize) -> (u32, u32, u32) {
         (
-            (w as u32).div_ceil(self.tw),
+            (w as u32).div_ceil(self.tw * self.cfg.px()),
             (h as u32).div_ceil(self.th * self.cfg.py),
             self.cout_pad(cout) as u32 / (self.tz * self.cfg.co),
         )
@@ -283,13 +367,170 @@ impl TexPlan {
 pub fn tex_configs(sg: u32) -> Vec<TexConfig> {
     let mut v: Vec<TexConfig> = [1usize, 16, 64].iter().map(|&c| TexConfig::for_shape(sg, c, 64, 64)).collect();
     v.dedup();
+    v.push(TexConfig::wino_for_shape(sg, 64, 64, 64));
     v
+}
+
+/// WGSL of the texture kernel for `cfg`: [`tex_source`] or [`wino_source`].
+pub fn kernel_source(cfg: &TexConfig) -> String {
+    if cfg.wino {
+        wino_source(cfg)
+    } else {
+        tex_source(cfg)
+    }
+}
+
+/// WGSL of the Winograd F(2x2, 3x3) texture kernel (entry point `conv3x3_wino`) for `cfg`: each
+/// invocation computes `co` output channels of `py / 2` vertically adjacent 2x2 output tiles.
+/// Per 4 input channels it loads the (py + 2) x 4 input texels its tiles cover, transforms each
+/// tile's 4x4 patch d into V = B^T d B (adds only), and for each of the 16 points xi and each
+/// channel multiplies V[xi] by the channel's transformed weights U[xi] (packed by
+/// conv3x3_wino_pack_weights, broadcast over the subgroup as in [`tex_source`]): 16 dot products
+/// per 4 output pixels instead of 36. At the end Y = A^T M A, plus bias and ReLU.
+pub fn wino_source(cfg: &TexConfig) -> String {
+    let TexConfig { co, py, sg, wino } = *cfg;
+    assert!(wino && py % 2 == 0, "a Winograd configuration");
+    assert!(co.is_multiple_of(sg) && WG.is_multiple_of(sg), "channel block and workgroup must be multiples of the subgroup size");
+    let tiles = py / 2;
+    let mut s = String::new();
+    let mut line = |l: String| {
+        s.push_str(&l);
+        s.push('\n');
+    };
+    line(format!(
+        "// conv3x3_wino: generated by stylize::gpu::conv::wino_source: Winograd F(2x2, 3x3) for CO = {co}
+// output channels x {tiles} vertically adjacent 2x2 tiles per invocation, subgroup size SG = {sg}.
+// y = conv3x3(x, w) + b, then max(0, .) if relu. Inputs: the zero-bordered packed input of
+// shaders/conv3x3_tex_pack{{,4}}.wgsl and U = G w G^T packed by conv3x3_wino_pack_weights
+// (shaders/conv3x3_tex_weights.wgsl). Layout of the workgroup as for conv3x3_tex (gpu::conv::TexPlan)
+// with 2 output columns per invocation. Checked by tests/kernels.rs (Variant::Wino)."
+    ));
+    tex_prologue(&mut line, cfg, "conv3x3_wino", "(cout_pad, cin4 * 16 + 1): texel (o, (c / 4) * 16 + xi)[c % 4] = U[o][c][xi]");
+    line("  let x0 = xb * 2u;".into());
+    // Padded coordinates, clamped into the texture (only outputs past the edge use clamped texels).
+    for k in 0..4 {
+        line(format!("  let cx{k} = i32(min(x0 + {k}u, P.w + 1u));"));
+    }
+    for r in 0..py + 2 {
+        line(format!("  let cy{r} = i32(min(y0 + {r}u, P.h + 1u));"));
+    }
+    for t in 0..tiles {
+        for xi in 0..16 {
+            for c in 0..co {
+                line(format!("  var m{t}_{xi}_{c} = 0.0;"));
+            }
+        }
+    }
+    line("  for (var c4 = 0u; c4 < P.cin4; c4++) {".into());
+    line("    let l = i32(c4);".into());
+    line("    let wr = c4 * 16u;".into());
+    for r in 0..py + 2 {
+        for k in 0..4 {
+            line(format!("    let d{r}_{k} = textureLoad(Xp, vec2<i32>(cx{k}, cy{r}), l, 0);"));
+        }
+    }
+    // V = B^T d B; B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1].
+    for t in 0..tiles {
+        let r0 = 2 * t;
+        for k in 0..4 {
+            line(format!("    let e{t}_0_{k} = d{}_{k} - d{}_{k};", r0, r0 + 2));
+            line(format!("    let e{t}_1_{k} = d{}_{k} + d{}_{k};", r0 + 1, r0 + 2));
+            line(format!("    let e{t}_2_{k} = d{}_{k} - d{}_{k};", r0 + 2, r0 + 1));
+            line(format!("    let e{t}_3_{k} = d{}_{k} - d{}_{k};", r0 + 1, r0 + 3));
+        }
+        for i in 0..4 {
+            line(format!("    let v{t}_{} = e{t}_{i}_0 - e{t}_{i}_2;", i * 4));
+            line(format!("    let v{t}_{} = e{t}_{i}_1 + e{t}_{i}_2;", i * 4 + 1));
+            line(format!("    let v{t}_{} = e{t}_{i}_2 - e{t}_{i}_1;", i * 4 + 2));
+            line(format!("    let v{t}_{} = e{t}_{i}_1 - e{t}_{i}_3;", i * 4 + 3));
+        }
+    }
+    for xi in 0..16 {
+        for g in 0..co / sg {
+            line(format!("    let u{xi}_{g} = textureLoad(Wp, vec2<u32>(co0 + {}u + sl, wr + {xi}u), 0);", g * sg));
+        }
+        for c in 0..co {
+            line(format!("    let s{xi}_{c} = subgroupBroadcast(u{xi}_{}, {}u);", c / sg, c % sg));
+            for t in 0..tiles {
+                line(format!("    m{t}_{xi}_{c} += dot(v{t}_{xi}, s{xi}_{c});"));
+            }
+        }
+    }
+    line("  }".into());
+    tex_epilogue(&mut line, cfg, "x0");
+    line("  let x1 = x0 + 1u < P.w;".into());
+    // Y = A^T M A; A^T = [1 1 1 0; 0 1 -1 -1].
+    for t in 0..tiles {
+        for c in 0..co {
+            line(format!("  if (co0 + {c}u < P.cout) {{"));
+            for j in 0..4 {
+                line(format!("    let p{j} = m{t}_{}_{c} + m{t}_{}_{c} + m{t}_{}_{c};", j, 4 + j, 8 + j));
+                line(format!("    let q{j} = m{t}_{}_{c} - m{t}_{}_{c} - m{t}_{}_{c};", 4 + j, 8 + j, 12 + j));
+            }
+            line(format!("    let base = co0 * plane + {c}u * plane + x0;"));
+            for (a, v) in ["p", "q"].iter().enumerate() {
+                line(format!("    if (y0 + {}u < P.h) {{", 2 * t + a as u32));
+                line(format!("      let o = base + (y0 + {}u) * P.w;", 2 * t + a as u32));
+                line(format!("      let y_0 = {v}0 + {v}1 + {v}2 + b{c};"));
+                line("      Y[o] = select(y_0, max(y_0, 0.0), relu);".into());
+                line("      if (x1) {".into());
+                line(format!("        let y_1 = {v}1 - {v}2 - {v}3 + b{c};"));
+                line("        Y[o + 1u] = select(y_1, max(y_1, 0.0), relu);".into());
+                line("      }".into());
+                line("    }".into());
+            }
+            line("  }".into());
+        }
+    }
+    line("}".into());
+    s
+}
+
+/// The declarations and lane decomposition both generated texture kernels share: `Params`, the
+/// bindings (`weights` describes the packed weights texture), the entry point `entry`, and
+/// `li`, `lx`, `ly`, `lz`, `xb` (the invocation's column block), `y0` (first row), `co0`.
+fn tex_prologue(line: &mut impl FnMut(String), cfg: &TexConfig, entry: &str, weights: &str) {
+    let TexConfig { co, py, sg, .. } = *cfg;
+    line("struct Params { cin4: u32, cout: u32, h: u32, w: u32, relu: u32, tw: u32, th: u32, tz: u32 }".into());
+    line("@group(0) @binding(0) var<uniform> P: Params;".into());
+    line("@group(0) @binding(1) var Xp: texture_2d_array<f32>;           // (w + 2, h + 2) x cin4: texel (x + 1, y + 1, c / 4)[c % 4] = x[c][y][x], zero border".into());
+    line(format!("@group(0) @binding(2) var Wp: texture_2d<f32>;                 // {weights}; last row (b[o], 0, 0, 0)"));
+    line("@group(0) @binding(3) var<storage, read_write> Y: array<f32>;  // y: (cout, h, w)".into());
+    line(String::new());
+    line(format!("@compute @workgroup_size({WG}, 1, 1)"));
+    line(format!("fn {entry}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) sid: u32,"));
+    line("    @builtin(subgroup_invocation_id) sl: u32) {".into());
+    line(format!("  let li = sid * {sg}u + sl;"));
+    line("  let lx = li % P.tw;".into());
+    line("  let ly = (li / P.tw) % P.th;".into());
+    line("  let lz = li / (P.tw * P.th);".into());
+    line("  let xb = wid.x * P.tw + lx;".into());
+    line(format!("  let y0 = (wid.y * P.th + ly) * {py}u;"));
+    line(format!("  let co0 = (wid.z * P.tz + lz) * {co}u;"));
+}
+
+/// After the channel loop of both texture kernels: the bias `b0..` of the invocation's channels
+/// (broadcast from the weights texture's last row), the return of invocations whose first
+/// column `x` is past the image, and `relu`, `plane`.
+fn tex_epilogue(line: &mut impl FnMut(String), cfg: &TexConfig, x: &str) {
+    let TexConfig { co, sg, .. } = *cfg;
+    for g in 0..co / sg {
+        line(format!("  let bw{g} = textureLoad(Wp, vec2<u32>(co0 + {}u + sl, P.cin4 * {}u), 0).x;", g * sg, cfg.weight_rows()));
+    }
+    for c in 0..co {
+        line(format!("  let b{c} = subgroupBroadcast(bw{}, {}u);", c / sg, c % sg));
+    }
+    line(format!("  if ({x} >= P.w) {{"));
+    line("    return;".into());
+    line("  }".into());
+    line("  let relu = P.relu != 0u;".into());
+    line("  let plane = P.h * P.w;".into());
 }
 
 /// WGSL of the texture conv kernel (entry point `conv3x3_tex`) for `cfg`, fully unrolled over
 /// the 9 taps, `co` channels and `py` rows.
 pub fn tex_source(cfg: &TexConfig) -> String {
-    let TexConfig { co, py, sg } = *cfg;
+    let TexConfig { co, py, sg, .. } = *cfg;
     assert!(co.is_multiple_of(sg) && WG.is_multiple_of(sg), "channel block and workgroup must be multiples of the subgroup size");
     let mut s = String::new();
     let mut line = |l: String| {
@@ -310,22 +551,8 @@ pub fn tex_source(cfg: &TexConfig) -> String {
 // Idle invocations (past the image edge) clamp their coordinates into the textures, compute, and
 // skip the store, so that every subgroup stays full. Checked by tests/kernels.rs (Variant::Tex)."
     ));
-    line("struct Params { cin4: u32, cout: u32, h: u32, w: u32, relu: u32, tw: u32, th: u32, tz: u32 }".into());
-    line("@group(0) @binding(0) var<uniform> P: Params;".into());
-    line("@group(0) @binding(1) var Xp: texture_2d_array<f32>;           // (w + 2, h + 2) x cin4: texel (x + 1, y + 1, c / 4)[c % 4] = x[c][y][x]".into());
-    line("@group(0) @binding(2) var Wp: texture_2d<f32>;                 // (cout_pad, cin4 * 9 + 1): texel (o, (c / 4) * 9 + t)[c % 4] = w[o][c][t]; last row (b[o], 0, 0, 0)".into());
-    line("@group(0) @binding(3) var<storage, read_write> Y: array<f32>;  // y: (cout, h, w)".into());
-    line(String::new());
-    line(format!("@compute @workgroup_size({WG}, 1, 1)"));
-    line("fn conv3x3_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) sid: u32,".into());
-    line("               @builtin(subgroup_invocation_id) sl: u32) {".into());
-    line(format!("  let li = sid * {sg}u + sl;"));
-    line("  let lx = li % P.tw;".into());
-    line("  let ly = (li / P.tw) % P.th;".into());
-    line("  let lz = li / (P.tw * P.th);".into());
-    line("  let x = wid.x * P.tw + lx;".into());
-    line(format!("  let y0 = (wid.y * P.th + ly) * {py}u;"));
-    line(format!("  let co0 = (wid.z * P.tz + lz) * {co}u;"));
+    tex_prologue(&mut line, cfg, "conv3x3_tex", "(cout_pad, cin4 * 9 + 1): texel (o, (c / 4) * 9 + t)[c % 4] = w[o][c][t]");
+    line("  let x = xb;".into());
     line("  let cx = i32(min(x, P.w - 1u));".into());
     for r in 0..py + 2 {
         line(format!("  let cy{r} = i32(min(y0 + {r}u, P.h + 1u));"));
@@ -358,17 +585,7 @@ pub fn tex_source(cfg: &TexConfig) -> String {
         }
     }
     line("  }".into());
-    for g in 0..co / sg {
-        line(format!("  let bw{g} = textureLoad(Wp, vec2<u32>(co0 + {}u + sl, P.cin4 * 9u), 0).x;", g * sg));
-    }
-    for c in 0..co {
-        line(format!("  let b{c} = subgroupBroadcast(bw{}, {}u);", c / sg, c % sg));
-    }
-    line("  if (x >= P.w) {".into());
-    line("    return;".into());
-    line("  }".into());
-    line("  let relu = P.relu != 0u;".into());
-    line("  let plane = P.h * P.w;".into());
+    tex_epilogue(&mut line, cfg, "x");
     for r in 0..py {
         line(format!("  if (y0 + {r}u < P.h) {{"));
         line(format!("    let p = (y0 + {r}u) * P.w + x + co0 * plane;"));
@@ -429,12 +646,14 @@ fn conv3x3_tex(
     let (h32, w32) = (h as u32, wd as u32);
 
     // Weights, packed once now (the queue runs this before any later submission).
-    let wview = tex_texture(ctx, "conv3x3 packed weights", cout_pad, cin4 * 9 + 1, 1, false, None);
+    let wrows = cin4 * cfg.weight_rows() as u32 + 1;
+    let wview = tex_texture(ctx, "conv3x3 packed weights", cout_pad, wrows, 1, false, None);
     {
-        let (pipe, layout) = ctx.pipeline(WEIGHTS_FILE, "conv3x3_tex_pack_weights");
+        let entry = if cfg.wino { "conv3x3_wino_pack_weights" } else { "conv3x3_tex_pack_weights" };
+        let (pipe, layout) = ctx.pipeline(WEIGHTS_FILE, entry);
         let p = Params::new().u(0, cout as u32).u(1, cin as u32).u(2, cout_pad).u(3, cin4).u(4, b.is_some() as u32);
         let bbuf = b.map_or(&w.buf, |b| &b.buf);
-        let bg = ctx.bind_group(&layout, "conv3x3_tex_pack_weights", p, &[
+        let bg = ctx.bind_group(&layout, entry, p, &[
             w.buf.as_entire_binding(),
             bbuf.as_entire_binding(),
             wgpu::BindingResource::TextureView(&wview),
@@ -444,7 +663,7 @@ fn conv3x3_tex(
             let mut pass = enc.begin_compute_pass(&Default::default());
             pass.set_pipeline(&pipe);
             pass.set_bind_group(0, &bg, &[]);
-            pass.dispatch_workgroups(cout_pad.div_ceil(8), (cin4 * 9 + 1).div_ceil(8), 1);
+            pass.dispatch_workgroups(cout_pad.div_ceil(8), wrows.div_ceil(8), 1);
         }
         ctx.queue.submit([enc.finish()]);
     }
@@ -470,14 +689,15 @@ fn conv3x3_tex(
     };
 
     let conv = {
-        let (pipe, layout) = ctx.pipeline_from_source(&cfg.key(), || tex_source(cfg), "conv3x3_tex");
+        let entry = if cfg.wino { "conv3x3_wino" } else { "conv3x3_tex" };
+        let (pipe, layout) = ctx.pipeline_from_source(&cfg.key(), || kernel_source(cfg), entry);
         let p = Params::new().u(0, cin4).u(1, cout as u32).u(2, h32).u(3, w32).u(4, relu as u32).u(5, plan.tw).u(6, plan.th).u(7, plan.tz);
-        let bg = ctx.bind_group(&layout, "conv3x3_tex", p, &[
+        let bg = ctx.bind_group(&layout, entry, p, &[
             wgpu::BindingResource::TextureView(&xview),
             wgpu::BindingResource::TextureView(&wview),
             y.buf.as_entire_binding(),
         ]);
-        Dispatch::new(pipe, bg, plan.groups(cout, h, wd), "conv3x3_tex")
+        Dispatch::new(pipe, bg, plan.groups(cout, h, wd), entry)
     };
     // The bind groups keep the textures alive (the input one is also the context's).
     Op { dispatches: vec![pack, conv], scratch: vec![], textures: vec![wview.texture().clone(), xview.texture().clone()] }

@@ -32,14 +32,18 @@ pub enum Variant {
     /// Textures + subgroup broadcast (CPU drivers such as lavapipe, where every storage-buffer
     /// load becomes a per-lane loop).
     Tex,
+    /// conv3x3 only: `Tex` computing Winograd F(2x2, 3x3) (2.25x fewer multiplies); the Gram
+    /// treats it as `Tex`.
+    Wino,
 }
 
 impl Variant {
-    /// `tiled` or `tex`.
+    /// `tiled`, `tex` or `wino`.
     pub fn parse(s: &str) -> Option<Variant> {
         match s.trim().to_ascii_lowercase().as_str() {
             "tiled" => Some(Variant::Tiled),
             "tex" => Some(Variant::Tex),
+            "wino" => Some(Variant::Wino),
             _ => None,
         }
     }
@@ -54,7 +58,7 @@ impl Variant {
             let mut w = WARNED.lock().unwrap_or_else(|e| e.into_inner());
             if !w.contains(&var) {
                 w.push(var);
-                eprintln!("warning: {var}={s:?} is neither `tiled` nor `tex`; ignored");
+                eprintln!("warning: {var}={s:?} is none of `tiled`, `tex`, `wino`; ignored");
             }
         }
         v
