@@ -8,7 +8,8 @@
 //! - dot-product kernels (conv over K = 9*cin <= 576 terms, Gram/Gram-backward over <= 1024
 //!   terms): 2e-5. The worst-case bound is K*u = 3.5e-5 (576 terms) to 6e-5 (1024); the
 //!   typical sqrt(K)*u is ~2e-6, and we observe ~1e-6. 2e-5 catches any wrong term (an error
-//!   of one term is ~1/K ~ 1e-3 of the scale) while staying well under 1e-4.
+//!   of one term is ~1/K ~ 1e-3 of the scale) while staying well under 1e-4. The Winograd
+//!   F(4x4) conv rounds through transforms with constants up to 8 and 1/24: ~5e-6 observed.
 //! - reductions to a scalar (MSE, TV, sum over <= 64k terms, tree-summed): 1e-5.
 //! - finite differences (f64, h = 1e-6 on piecewise-linear or quadratic functions): the
 //!   truncation error is ~0 and the cancellation error ~1e-10 relative; the comparison with
@@ -119,9 +120,11 @@ fn conv_variants(cin: usize, cout: usize, h: usize, w: usize) -> Vec<conv::Varia
     }
     match tex {
         None => {
-            let wino = conv::wino_unsupported(&caps, cin, cout, h, w);
-            assert!(wino.is_none(), "Winograd conv unavailable where the texture conv runs: {wino:?}");
-            vec![conv::Variant::Tiled, conv::Variant::Tex, conv::Variant::Wino]
+            for v in [conv::Variant::Wino, conv::Variant::Wino4] {
+                let why = conv::wino_unsupported(&caps, v, cin, cout, h, w);
+                assert!(why.is_none(), "{v:?} conv unavailable where the texture conv runs: {why:?}");
+            }
+            vec![conv::Variant::Tiled, conv::Variant::Tex, conv::Variant::Wino, conv::Variant::Wino4]
         }
         Some(why) => {
             println!("texture conv not tested for {cin}->{cout} {h}x{w}: {why}");
@@ -243,9 +246,18 @@ fn conv3x3_variant_selection() {
     let no_sg = TexCaps { subgroup_size: None, ..cpu.clone() };
     // Default: per adapter class; on the CPU adapter Winograd where its 32-channel x 2x4-pixel
     // blocks are full, the direct texture kernel elsewhere.
-    for &(cin, cout, s, cpu_default) in
-        &[(3, 64, 512, Wino), (64, 64, 512, Wino), (128, 128, 256, Wino), (256, 256, 128, Wino), (512, 512, 8, Wino), (512, 512, 4, Tex), (64, 3, 1024, Tex), (64, 16, 64, Tex)]
-    {
+    for &(cin, cout, s, cpu_default) in &[
+        (3, 64, 512, Wino4),
+        (64, 64, 512, Wino4),
+        (128, 128, 256, Wino4),
+        (256, 256, 128, Wino4),
+        (512, 512, 16, Wino4),
+        (512, 512, 15, Wino),
+        (512, 512, 8, Wino),
+        (512, 512, 4, Tex),
+        (64, 3, 1024, Tex),
+        (64, 16, 64, Tex),
+    ] {
         assert_eq!(choose_variant(&cpu, None, cin, cout, s, s), cpu_default, "{cin}->{cout} @{s}");
         assert_eq!(choose_variant(&gpu, None, cin, cout, s, s), Tiled);
         assert_eq!(choose_variant(&no_sg, None, cin, cout, s, s), Tiled);
@@ -253,19 +265,25 @@ fn conv3x3_variant_selection() {
         assert_eq!(choose_variant(&cpu, Some(Tiled), cin, cout, s, s), Tiled);
         assert_eq!(choose_variant(&cpu, Some(Tex), cin, cout, s, s), Tex);
         assert_eq!(choose_variant(&cpu, Some(Wino), cin, cout, s, s), Wino);
+        assert_eq!(choose_variant(&cpu, Some(Wino4), cin, cout, s, s), Wino4);
         assert_eq!(choose_variant(&gpu, Some(Tex), cin, cout, s, s), Tex);
         assert_eq!(choose_variant(&no_sg, Some(Tex), cin, cout, s, s), Tiled);
         assert_eq!(choose_variant(&no_sg, Some(Wino), cin, cout, s, s), Tiled);
+        assert_eq!(choose_variant(&no_sg, Some(Wino4), cin, cout, s, s), Tiled);
     }
     // Texture limits: the bordered input must fit max_texture_dimension_2d per side, the channel
     // quads max_texture_array_layers, the weights one 2-D texture (9 rows per 4 input channels
-    // direct, 16 Winograd: past that Winograd falls back to the direct kernel).
-    assert_eq!(choose_variant(&cpu, None, 64, 64, 16382, 16382), Wino);
+    // direct, 16 F(2x2), 36 F(4x4): past that Winograd falls back to the smaller tile, then to
+    // the direct kernel).
+    assert_eq!(choose_variant(&cpu, None, 64, 64, 16382, 16382), Wino4);
     assert_eq!(choose_variant(&cpu, None, 64, 64, 16383, 8), Tiled);
     assert_eq!(choose_variant(&cpu, None, 64, 64, 8, 16383), Tiled);
     assert_eq!(choose_variant(&cpu, Some(Tex), 64, 64, 8, 16383), Tiled);
+    assert_eq!(choose_variant(&cpu, None, 4 * 455, 64, 16, 16), Wino4); // 36 * 455 + 1 rows
+    assert_eq!(choose_variant(&cpu, None, 4 * 456, 64, 16, 16), Wino);
     assert_eq!(choose_variant(&cpu, None, 4 * 1023, 64, 8, 8), Wino); // 16 * 1023 + 1 rows
     assert_eq!(choose_variant(&cpu, None, 4 * 1024, 64, 8, 8), Tex);
+    assert_eq!(choose_variant(&cpu, Some(Wino4), 4 * 1024, 64, 8, 8), Tex);
     assert_eq!(choose_variant(&cpu, None, 4 * 1820, 64, 8, 8), Tex);
     assert_eq!(choose_variant(&cpu, None, 4 * 1821, 64, 8, 8), Tiled); // 9 * 1821 + 1 rows > 16384
     let few_layers = TexCaps { max_texture_array_layers: 16, ..cpu.clone() };

@@ -52,7 +52,7 @@ fn generated_conv_shaders_validate() {
                 .unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(&src, &name)));
             let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all());
             v.validate(&module).unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(&src, &name)));
-            let entry = if cfg.wino { "conv3x3_wino" } else { "conv3x3_tex" };
+            let entry = if cfg.wino > 0 { "conv3x3_wino" } else { "conv3x3_tex" };
             assert!(module.entry_points.iter().any(|ep| ep.name == entry), "{entry} in {name}");
             n += 1;
         }
@@ -64,6 +64,7 @@ fn generated_conv_shaders_validate() {
         ("conv3x3_tex_pack4.wgsl", "conv3x3_tex_pack_input4"),
         ("conv3x3_tex_weights.wgsl", "conv3x3_tex_pack_weights"),
         ("conv3x3_tex_weights.wgsl", "conv3x3_wino_pack_weights"),
+        ("conv3x3_tex_weights.wgsl", "conv3x3_wino4_pack_weights"),
     ] {
         let module = naga::front::wgsl::parse_str(stylize::shaders::source(file)).unwrap();
         assert!(module.entry_points.iter().any(|ep| ep.name == entry), "{entry} not in {file}");

@@ -17,15 +17,16 @@
 //!   On lavapipe (2 Zen 4 cores) it runs 50-64 GFLOP/s from 64 channels up, vs ~1.2 for `Tiled`
 //!   (`cargo bench --bench conv`).
 //!
-//! - [`Variant::Wino`]: the texture variant computing Winograd F(2x2, 3x3) ([`wino_source`]; its
-//!   weights are transformed once, U = G w G^T, by `conv3x3_wino_pack_weights`): 16 products
-//!   per 2x2 outputs instead of 36. On lavapipe 79-93 GFLOP/s of direct-conv work from 64
-//!   channels at 8x8 up, 1.3-1.45x `Tex`.
+//! - [`Variant::Wino`], [`Variant::Wino4`]: the texture variant computing Winograd F(2x2, 3x3)
+//!   and F(4x4, 3x3) ([`wino_source`]; the weights are transformed once, U = G w G^T, by
+//!   `conv3x3_wino{,4}_pack_weights`): 16 products per 2x2 outputs, 36 per 4x4, instead of 36
+//!   and 144. On lavapipe, in GFLOP/s of direct-conv work: F(2x2) 79-93 from 64 channels at 8x8
+//!   up (1.3-1.45x `Tex`), F(4x4) 100-142 from 16x16 up.
 //!
 //! [`select_variant`] picks one per adapter and shape: on a CPU adapter with fixed-size
-//! subgroups `Wino` for the deep layers (cout >= 32, h, w >= 8) and `Tex` for the rest, when the
-//! shape fits the texture limits, else `Tiled`; `STYLIZE_CONV=tiled|tex|wino` forces one (a
-//! forced variant still falls back where it cannot run). Winograd for the `Tiled` (real-GPU)
+//! subgroups `Wino4` for cout >= 32 at 16x16 and up, `Wino` at 8x8 up to that, `Tex` for the
+//! rest, when the shape fits the texture limits, else `Tiled`; `STYLIZE_CONV=tiled|tex|wino|wino4`
+//! forces one (a forced variant still falls back where it cannot run). Winograd for the `Tiled` (real-GPU)
 //! kernel is not written yet: no GPU was at hand to show it wins there.
 
 use super::{op::Dispatch, relu::Mask, Context, Op, Params, Tensor};
@@ -108,50 +109,53 @@ pub fn tex_unsupported(caps: &TexCaps, cin: usize, cout: usize, h: usize, w: usi
     None
 }
 
-/// Why the Winograd texture variant cannot run where [`tex_unsupported`] says `Tex` can, or
-/// `None` when it can: its weights take 16 rows per 4 input channels.
-pub fn wino_unsupported(caps: &TexCaps, cin: usize, cout: usize, h: usize, w: usize) -> Option<String> {
+/// Why the Winograd texture variant `v` (`Wino` or `Wino4`) cannot run where [`tex_unsupported`]
+/// says `Tex` can, or `None` when it can: its weights take (m + 2)^2 rows per 4 input channels.
+pub fn wino_unsupported(caps: &TexCaps, v: Variant, cin: usize, cout: usize, h: usize, w: usize) -> Option<String> {
     if let Some(why) = tex_unsupported(caps, cin, cout, h, w) {
         return Some(why);
     }
-    let plan = tex_plan(caps, Variant::Wino, cout, h, w);
+    let plan = tex_plan(caps, v, cout, h, w);
     let dim = caps.max_texture_dimension_2d as usize;
-    if plan.cout_pad(cout) > dim || cin.div_ceil(4) * 16 + 1 > dim {
+    if plan.cout_pad(cout) > dim || cin.div_ceil(4) * plan.cfg.weight_rows() + 1 > dim {
         return Some(format!("the {cout}x{cin} Winograd weights do not fit a {dim}-texel texture"));
     }
     None
 }
 
-/// The plan of a texture variant (`Tex` or `Wino`) for `cout` outputs at `h x w`.
+/// The plan of a texture variant (`Tex`, `Wino`, `Wino4`) for `cout` outputs at `h x w`.
 pub fn tex_plan(caps: &TexCaps, v: Variant, cout: usize, h: usize, w: usize) -> TexPlan {
     let sg = caps.subgroup_size.unwrap_or(8);
     let cfg = match v {
-        Variant::Wino => TexConfig::wino_for_shape(sg, cout, h, w),
+        Variant::Wino => TexConfig::wino_for_shape(sg, 2, cout, h, w),
+        Variant::Wino4 => TexConfig::wino_for_shape(sg, 4, cout, h, w),
         _ => TexConfig::for_shape(sg, cout, h, w),
     };
     TexPlan::for_config(cfg, cout, h, w)
 }
 
 /// The variant for a `cin -> cout` conv at `h x w`: `forced` (e.g. `$STYLIZE_CONV`) or, by
-/// default, on CPU adapters with fixed-size subgroups `Wino` (cout >= 32, h and w >= 8) or `Tex`,
-/// and `Tiled` elsewhere; `Wino` falls back to `Tex` and `Tex` to `Tiled` where the shape does
-/// not fit ([`wino_unsupported`], [`tex_unsupported`]). Pure, for tests.
+/// default, on CPU adapters with fixed-size subgroups `Wino4` (cout >= 32, h and w >= 16),
+/// `Wino` (>= 8) or `Tex`, and `Tiled` elsewhere; `Wino4` falls back to `Wino`, `Wino` to `Tex`
+/// and `Tex` to `Tiled` where the shape does not fit ([`wino_unsupported`],
+/// [`tex_unsupported`]). Pure, for tests.
 pub fn choose_variant(caps: &TexCaps, forced: Option<Variant>, cin: usize, cout: usize, h: usize, w: usize) -> Variant {
     let wanted = forced.unwrap_or(if caps.device_type == wgpu::DeviceType::Cpu && caps.subgroup_size.is_some() {
-        // Winograd where its 32-channel x 2x4-pixel blocks are full: on lavapipe 1.3-1.45x the
-        // direct kernel's speed from conv1_2 on at 8x8 and up (79-93 vs 57-66 GFLOP/s of direct
-        // conv work), but slower at 4x4 and for conv1_1's 3-channel backward (benches/conv.rs).
-        if cout >= 32 && h >= 8 && w >= 8 {
-            Variant::Wino
-        } else {
-            Variant::Tex
+        // Winograd where its blocks are full (benches/conv.rs, lavapipe): F(4x4) from 16x16 up
+        // (100-142 GFLOP/s of direct-conv work), F(2x2) at 8x8 up to 16x16 (79-93), the direct
+        // kernel (57-66) at 4x4 and for conv1_1's 3-channel backward, where Winograd is slower.
+        match (cout >= 32, h.min(w)) {
+            (true, 16..) => Variant::Wino4,
+            (true, 8..) => Variant::Wino,
+            _ => Variant::Tex,
         }
     } else {
         Variant::Tiled
     });
     match wanted {
-        Variant::Wino if wino_unsupported(caps, cin, cout, h, w).is_none() => Variant::Wino,
-        Variant::Tex | Variant::Wino if tex_unsupported(caps, cin, cout, h, w).is_none() => Variant::Tex,
+        Variant::Wino4 if wino_unsupported(caps, Variant::Wino4, cin, cout, h, w).is_none() => Variant::Wino4,
+        Variant::Wino | Variant::Wino4 if wino_unsupported(caps, Variant::Wino, cin, cout, h, w).is_none() => Variant::Wino,
+        Variant::Tex | Variant::Wino | Variant::Wino4 if tex_unsupported(caps, cin, cout, h, w).is_none() => Variant::Tex,
         _ => Variant::Tiled,
     }
 }
@@ -195,7 +199,7 @@ pub fn conv3x3_forward_with(ctx: &Context, v: Variant, x: &Tensor, w: &Tensor, b
             let p = Params::new().u(0, cin as u32).u(1, cout as u32).u(2, h as u32).u(3, wd as u32).u(4, relu as u32).u(6, 1);
             ctx.op(ctx.dispatch(FILE, "conv3x3_forward", p, &[&x.buf, &w.buf, &b.buf, &x.buf, &y.buf], groups(cout, h, wd)))
         }
-        v @ (Variant::Tex | Variant::Wino) => {
+        v @ (Variant::Tex | Variant::Wino | Variant::Wino4) => {
             let plan = tex_plan(&caps, v, cout, h, wd);
             conv3x3_tex(ctx, &plan, x, None, w, Some(b), y, relu)
         }
@@ -219,7 +223,7 @@ pub fn conv3x3_backward_input_with(ctx: &Context, v: Variant, dy: &Tensor, mask:
             let m = mask.map_or(&dy.buf, |m| &m.words.buf);
             ctx.op(ctx.dispatch(FILE, "conv3x3_backward_input", p, &[&dy.buf, &wt.buf, &wt.buf, m, &dx.buf], groups(cin, h, wd)))
         }
-        v @ (Variant::Tex | Variant::Wino) => {
+        v @ (Variant::Tex | Variant::Wino | Variant::Wino4) => {
             let plan = tex_plan(&caps, v, cin, h, wd);
             conv3x3_tex(ctx, &plan, dy, mask, wt, None, dx, false)
         }
@@ -237,14 +241,14 @@ fn groups(cout: usize, h: usize, w: usize) -> (u32, u32, u32) {
 const WG: u32 = 64;
 
 /// Shape of the generated texture kernel: each invocation computes `co` output channels at `py`
-/// vertically adjacent pixels (`wino`: at `py / 2` vertically adjacent 2x2 Winograd tiles, so
-/// 2 columns x `py` rows); `sg` is the subgroup size the weights are broadcast over.
+/// vertically adjacent pixels (`wino` = m > 0: at `py / m` vertically adjacent m x m Winograd
+/// tiles, so m columns x `py` rows); `sg` is the subgroup size the weights are broadcast over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TexConfig {
     pub co: u32,
     pub py: u32,
     pub sg: u32,
-    pub wino: bool,
+    pub wino: u32,
 }
 
 impl TexConfig {
@@ -258,48 +262,52 @@ impl TexConfig {
             9..=16 => (16, 4),
             _ => (32, 4),
         };
-        TexConfig { co: co.max(sg).div_ceil(sg) * sg, py, sg, wino: false }
+        TexConfig { co: co.max(sg).div_ceil(sg) * sg, py, sg, wino: 0 }
     }
 
-    /// The Winograd configuration, tuned on lavapipe (Zen 4, 2 cores) with benches/conv.rs at
-    /// 64 and 128 px: 32 channels x 2 tiles beat 16 x 2 by 10-20% and 8 x 2, 16 x 1, 32 x 1,
-    /// 8 x 4 by more (see [`wino_source`]).
-    pub fn wino_for_shape(sg: u32, _cout: usize, _h: usize, _w: usize) -> TexConfig {
-        let (co, tiles) = wino_tuning();
-        TexConfig { co: co.max(sg).div_ceil(sg) * sg, py: 2 * tiles, sg, wino: true }
+    /// The Winograd F(m x m, 3x3) configuration (m = 2 or 4), tuned on lavapipe (Zen 4, 2 cores)
+    /// with benches/conv.rs at 64-256 px (`$STYLIZE_WINO_TUNE`, `$STYLIZE_WINO4_TUNE`): for
+    /// F(2x2) 32 channels x 2 tiles beat 16 x 2 by 10-20% and 8 x 2, 16 x 1, 32 x 1, 8 x 4 by
+    /// more; for F(4x4) 16 x 4 tiles (4 x 16 pixels) reach 100-142 GFLOP/s of direct-conv work
+    /// from 32x32 up but leave too few workgroups below, where 16 x 2 is best (100 at 16x16;
+    /// 32 x 1, 16 x 1, 8 x 2, 8 x 4 and 16 x 3 lose). See [`wino_source`].
+    pub fn wino_for_shape(sg: u32, m: u32, _cout: usize, h: usize, w: usize) -> TexConfig {
+        let (co, tiles) = wino_tuning(m, h.min(w));
+        TexConfig { co: co.max(sg).div_ceil(sg) * sg, py: m * tiles, sg, wino: m }
     }
 
     /// Output columns per invocation.
     fn px(&self) -> u32 {
-        if self.wino {
-            2
-        } else {
-            1
-        }
+        self.wino.max(1)
     }
 
     /// Rows of the packed weights texture per 4 input channels (taps or Winograd points).
     fn weight_rows(&self) -> usize {
-        if self.wino {
-            16
-        } else {
-            9
+        match self.wino {
+            0 => 9,
+            m => ((m + 2) * (m + 2)) as usize,
         }
     }
 
     fn key(&self) -> String {
-        format!("conv3x3_{}_co{}_py{}_sg{}", if self.wino { "wino" } else { "tex" }, self.co, self.py, self.sg)
+        format!("conv3x3_tex_wino{}_co{}_py{}_sg{}", self.wino, self.co, self.py, self.sg)
     }
 }
 
-/// (channels, tiles) per invocation of the Winograd kernel; `$STYLIZE_WINO_TUNE=co,tiles`
-/// overrides it for tuning with benches/conv.rs.
-fn wino_tuning() -> (u32, u32) {
-    let env = std::env::var("STYLIZE_WINO_TUNE").ok().and_then(|s| {
+/// (channels, tiles) per invocation of the Winograd F(m x m) kernel for images whose shorter
+/// side is `side`; `$STYLIZE_WINO_TUNE=co,tiles` (F(2x2)) and `$STYLIZE_WINO4_TUNE` (F(4x4))
+/// override it for tuning with benches/conv.rs.
+fn wino_tuning(m: u32, side: usize) -> (u32, u32) {
+    let var = if m == 4 { "STYLIZE_WINO4_TUNE" } else { "STYLIZE_WINO_TUNE" };
+    let env = std::env::var(var).ok().and_then(|s| {
         let (a, b) = s.split_once(',')?;
         Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
     });
-    env.unwrap_or((32, 2))
+    env.unwrap_or(match (m, side) {
+        (4, 32..) => (16, 4),
+        (4, _) => (16, 2),
+        _ => (32, 2),
+    })
 }
 
 /// How a texture-kernel dispatch covers a `cout x h x w` output: a workgroup of 64 invocations
@@ -367,116 +375,163 @@ impl TexPlan {
 pub fn tex_configs(sg: u32) -> Vec<TexConfig> {
     let mut v: Vec<TexConfig> = [1usize, 16, 64].iter().map(|&c| TexConfig::for_shape(sg, c, 64, 64)).collect();
     v.dedup();
-    v.push(TexConfig::wino_for_shape(sg, 64, 64, 64));
+    v.push(TexConfig::wino_for_shape(sg, 2, 64, 64, 64));
+    v.push(TexConfig::wino_for_shape(sg, 4, 64, 64, 64));
+    v.push(TexConfig::wino_for_shape(sg, 4, 64, 16, 16));
     v
 }
 
 /// WGSL of the texture kernel for `cfg`: [`tex_source`] or [`wino_source`].
 pub fn kernel_source(cfg: &TexConfig) -> String {
-    if cfg.wino {
+    if cfg.wino > 0 {
         wino_source(cfg)
     } else {
         tex_source(cfg)
     }
 }
 
-/// WGSL of the Winograd F(2x2, 3x3) texture kernel (entry point `conv3x3_wino`) for `cfg`: each
-/// invocation computes `co` output channels of `py / 2` vertically adjacent 2x2 output tiles.
-/// Per 4 input channels it loads the (py + 2) x 4 input texels its tiles cover, transforms each
-/// tile's 4x4 patch d into V = B^T d B (adds only), and for each of the 16 points xi and each
-/// channel multiplies V[xi] by the channel's transformed weights U[xi] (packed by
-/// conv3x3_wino_pack_weights, broadcast over the subgroup as in [`tex_source`]): 16 dot products
-/// per 4 output pixels instead of 36. At the end Y = A^T M A, plus bias and ReLU.
+/// B^T (t x t) and A^T (m x t) of Winograd F(m x m, 3x3), m = 2 or 4 (Lavin & Gray, "Fast
+/// Algorithms for Convolutional Neural Networks", 2016); G is in shaders/conv3x3_tex_weights.wgsl.
+fn wino_matrices(m: u32) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let rows = |r: &[&[f32]]| r.iter().map(|x| x.to_vec()).collect::<Vec<_>>();
+    match m {
+        2 => (
+            rows(&[&[1., 0., -1., 0.], &[0., 1., 1., 0.], &[0., -1., 1., 0.], &[0., 1., 0., -1.]]),
+            rows(&[&[1., 1., 1., 0.], &[0., 1., -1., -1.]]),
+        ),
+        4 => (
+            rows(&[
+                &[4., 0., -5., 0., 1., 0.],
+                &[0., -4., -4., 1., 1., 0.],
+                &[0., 4., -4., -1., 1., 0.],
+                &[0., -2., -1., 2., 1., 0.],
+                &[0., 2., -1., -2., 1., 0.],
+                &[0., 4., 0., -5., 0., 1.],
+            ]),
+            rows(&[&[1., 1., 1., 1., 1., 0.], &[0., 1., -1., 2., -2., 0.], &[0., 1., 1., 4., 4., 0.], &[0., 1., -1., 8., -8., 1.]]),
+        ),
+        _ => panic!("Winograd F({m}x{m}, 3x3) is not implemented"),
+    }
+}
+
+/// WGSL of `sum_k coef[k] * terms[k]`, skipping zeros and writing +-1 as a sign.
+fn combo(coef: &[f32], terms: &[String]) -> String {
+    let mut out = String::new();
+    for (c, t) in coef.iter().zip(terms) {
+        if *c == 0.0 {
+            continue;
+        }
+        let sign = if *c < 0.0 { "-" } else { "+" };
+        let mag = c.abs();
+        let term = if mag == 1.0 { t.clone() } else { format!("{mag:?} * {t}") };
+        if out.is_empty() {
+            out = if *c < 0.0 { format!("-{term}") } else { term };
+        } else {
+            out.push_str(&format!(" {sign} {term}"));
+        }
+    }
+    out
+}
+
+/// WGSL of the Winograd F(m x m, 3x3) texture kernel (entry point `conv3x3_wino`; m = cfg.wino,
+/// 2 or 4) for `cfg`: each invocation computes `co` output channels of `py / m` vertically
+/// adjacent m x m output tiles. Per 4 input channels it loads the (py + 2) x (m + 2) input texels
+/// its tiles cover, transforms each tile's (m + 2)^2 patch d into V = B^T d B (additions and
+/// small constants), and for each point xi and channel multiplies V[xi] by the channel's
+/// transformed weights U[xi] (packed by conv3x3_wino{,4}_pack_weights, broadcast over the
+/// subgroup as in [`tex_source`]): (m + 2)^2 dot products per m^2 outputs instead of 9 m^2 (16
+/// per 4 for F(2x2), 36 per 16 for F(4x4)). At the end Y = A^T M A, plus bias and ReLU.
 pub fn wino_source(cfg: &TexConfig) -> String {
-    let TexConfig { co, py, sg, wino } = *cfg;
-    assert!(wino && py % 2 == 0, "a Winograd configuration");
+    let TexConfig { co, py, sg, wino: m } = *cfg;
+    assert!(m > 0 && py % m == 0, "a Winograd configuration");
     assert!(co.is_multiple_of(sg) && WG.is_multiple_of(sg), "channel block and workgroup must be multiples of the subgroup size");
-    let tiles = py / 2;
+    let (bt, at) = wino_matrices(m);
+    let t = m + 2; // input tile side
+    let pts = t * t;
+    let tiles = py / m;
     let mut s = String::new();
     let mut line = |l: String| {
         s.push_str(&l);
         s.push('\n');
     };
     line(format!(
-        "// conv3x3_wino: generated by stylize::gpu::conv::wino_source: Winograd F(2x2, 3x3) for CO = {co}
-// output channels x {tiles} vertically adjacent 2x2 tiles per invocation, subgroup size SG = {sg}.
+        "// conv3x3_wino: generated by stylize::gpu::conv::wino_source: Winograd F({m}x{m}, 3x3) for CO = {co}
+// output channels x {tiles} vertically adjacent {m}x{m} tiles per invocation, subgroup size SG = {sg}.
 // y = conv3x3(x, w) + b, then max(0, .) if relu. Inputs: the zero-bordered packed input of
-// shaders/conv3x3_tex_pack{{,4}}.wgsl and U = G w G^T packed by conv3x3_wino_pack_weights
+// shaders/conv3x3_tex_pack{{,4}}.wgsl and U = G w G^T packed by conv3x3_wino{{,4}}_pack_weights
 // (shaders/conv3x3_tex_weights.wgsl). Layout of the workgroup as for conv3x3_tex (gpu::conv::TexPlan)
-// with 2 output columns per invocation. Checked by tests/kernels.rs (Variant::Wino)."
+// with {m} output columns per invocation. Checked by tests/kernels.rs (Variant::Wino, Wino4)."
     ));
-    tex_prologue(&mut line, cfg, "conv3x3_wino", "(cout_pad, cin4 * 16 + 1): texel (o, (c / 4) * 16 + xi)[c % 4] = U[o][c][xi]");
-    line("  let x0 = xb * 2u;".into());
+    tex_prologue(&mut line, cfg, "conv3x3_wino", &format!("(cout_pad, cin4 * {pts} + 1): texel (o, (c / 4) * {pts} + xi)[c % 4] = U[o][c][xi]"));
+    line(format!("  let x0 = xb * {m}u;"));
     // Padded coordinates, clamped into the texture (only outputs past the edge use clamped texels).
-    for k in 0..4 {
+    for k in 0..t {
         line(format!("  let cx{k} = i32(min(x0 + {k}u, P.w + 1u));"));
     }
     for r in 0..py + 2 {
         line(format!("  let cy{r} = i32(min(y0 + {r}u, P.h + 1u));"));
     }
-    for t in 0..tiles {
-        for xi in 0..16 {
+    for ti in 0..tiles {
+        for xi in 0..pts {
             for c in 0..co {
-                line(format!("  var m{t}_{xi}_{c} = 0.0;"));
+                line(format!("  var m{ti}_{xi}_{c} = 0.0;"));
             }
         }
     }
     line("  for (var c4 = 0u; c4 < P.cin4; c4++) {".into());
     line("    let l = i32(c4);".into());
-    line("    let wr = c4 * 16u;".into());
+    line(format!("    let wr = c4 * {pts}u;"));
     for r in 0..py + 2 {
-        for k in 0..4 {
+        for k in 0..t {
             line(format!("    let d{r}_{k} = textureLoad(Xp, vec2<i32>(cx{k}, cy{r}), l, 0);"));
         }
     }
-    // V = B^T d B; B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1].
-    for t in 0..tiles {
-        let r0 = 2 * t;
-        for k in 0..4 {
-            line(format!("    let e{t}_0_{k} = d{}_{k} - d{}_{k};", r0, r0 + 2));
-            line(format!("    let e{t}_1_{k} = d{}_{k} + d{}_{k};", r0 + 1, r0 + 2));
-            line(format!("    let e{t}_2_{k} = d{}_{k} - d{}_{k};", r0 + 2, r0 + 1));
-            line(format!("    let e{t}_3_{k} = d{}_{k} - d{}_{k};", r0 + 1, r0 + 3));
-        }
-        for i in 0..4 {
-            line(format!("    let v{t}_{} = e{t}_{i}_0 - e{t}_{i}_2;", i * 4));
-            line(format!("    let v{t}_{} = e{t}_{i}_1 + e{t}_{i}_2;", i * 4 + 1));
-            line(format!("    let v{t}_{} = e{t}_{i}_2 - e{t}_{i}_1;", i * 4 + 2));
-            line(format!("    let v{t}_{} = e{t}_{i}_1 - e{t}_{i}_3;", i * 4 + 3));
+    // V = B^T d B: e = B^T d over the rows of each column, then V = e B along each row.
+    for ti in 0..tiles {
+        let r0 = m * ti;
+        for i in 0..t {
+            for k in 0..t {
+                let col: Vec<String> = (0..t).map(|r| format!("d{}_{k}", r0 + r)).collect();
+                line(format!("    let e{ti}_{i}_{k} = {};", combo(&bt[i as usize], &col)));
+            }
+            for j in 0..t {
+                let row: Vec<String> = (0..t).map(|k| format!("e{ti}_{i}_{k}")).collect();
+                line(format!("    let v{ti}_{} = {};", i * t + j, combo(&bt[j as usize], &row)));
+            }
         }
     }
-    for xi in 0..16 {
+    for xi in 0..pts {
         for g in 0..co / sg {
             line(format!("    let u{xi}_{g} = textureLoad(Wp, vec2<u32>(co0 + {}u + sl, wr + {xi}u), 0);", g * sg));
         }
         for c in 0..co {
             line(format!("    let s{xi}_{c} = subgroupBroadcast(u{xi}_{}, {}u);", c / sg, c % sg));
-            for t in 0..tiles {
-                line(format!("    m{t}_{xi}_{c} += dot(v{t}_{xi}, s{xi}_{c});"));
+            for ti in 0..tiles {
+                line(format!("    m{ti}_{xi}_{c} += dot(v{ti}_{xi}, s{xi}_{c});"));
             }
         }
     }
     line("  }".into());
     tex_epilogue(&mut line, cfg, "x0");
-    line("  let x1 = x0 + 1u < P.w;".into());
-    // Y = A^T M A; A^T = [1 1 1 0; 0 1 -1 -1].
-    for t in 0..tiles {
+    // Y = A^T M A: p_a_j = (A^T M)[a][j], then y[a][b] = sum_j A^T[b][j] p_a_j.
+    for ti in 0..tiles {
         for c in 0..co {
             line(format!("  if (co0 + {c}u < P.cout) {{"));
-            for j in 0..4 {
-                line(format!("    let p{j} = m{t}_{}_{c} + m{t}_{}_{c} + m{t}_{}_{c};", j, 4 + j, 8 + j));
-                line(format!("    let q{j} = m{t}_{}_{c} - m{t}_{}_{c} - m{t}_{}_{c};", 4 + j, 8 + j, 12 + j));
-            }
             line(format!("    let base = co0 * plane + {c}u * plane + x0;"));
-            for (a, v) in ["p", "q"].iter().enumerate() {
-                line(format!("    if (y0 + {}u < P.h) {{", 2 * t + a as u32));
-                line(format!("      let o = base + (y0 + {}u) * P.w;", 2 * t + a as u32));
-                line(format!("      let y_0 = {v}0 + {v}1 + {v}2 + b{c};"));
-                line("      Y[o] = select(y_0, max(y_0, 0.0), relu);".into());
-                line("      if (x1) {".into());
-                line(format!("        let y_1 = {v}1 - {v}2 - {v}3 + b{c};"));
-                line("        Y[o + 1u] = select(y_1, max(y_1, 0.0), relu);".into());
-                line("      }".into());
+            for a in 0..m {
+                for j in 0..t {
+                    let col: Vec<String> = (0..t).map(|i| format!("m{ti}_{}_{c}", i * t + j)).collect();
+                    line(format!("    let p{a}_{j} = {};", combo(&at[a as usize], &col)));
+                }
+                line(format!("    if (y0 + {}u < P.h) {{", m * ti + a));
+                line(format!("      let o = base + (y0 + {}u) * P.w;", m * ti + a));
+                for b in 0..m {
+                    let row: Vec<String> = (0..t).map(|j| format!("p{a}_{j}")).collect();
+                    line(format!("      if (x0 + {b}u < P.w) {{"));
+                    line(format!("        let y = {} + b{c};", combo(&at[b as usize], &row)));
+                    line(format!("        Y[o + {b}u] = select(y, max(y, 0.0), relu);"));
+                    line("      }".into());
+                }
                 line("    }".into());
             }
             line("  }".into());
@@ -649,7 +704,11 @@ fn conv3x3_tex(
     let wrows = cin4 * cfg.weight_rows() as u32 + 1;
     let wview = tex_texture(ctx, "conv3x3 packed weights", cout_pad, wrows, 1, false, None);
     {
-        let entry = if cfg.wino { "conv3x3_wino_pack_weights" } else { "conv3x3_tex_pack_weights" };
+        let entry = match cfg.wino {
+            0 => "conv3x3_tex_pack_weights",
+            2 => "conv3x3_wino_pack_weights",
+            _ => "conv3x3_wino4_pack_weights",
+        };
         let (pipe, layout) = ctx.pipeline(WEIGHTS_FILE, entry);
         let p = Params::new().u(0, cout as u32).u(1, cin as u32).u(2, cout_pad).u(3, cin4).u(4, b.is_some() as u32);
         let bbuf = b.map_or(&w.buf, |b| &b.buf);
@@ -689,7 +748,7 @@ fn conv3x3_tex(
     };
 
     let conv = {
-        let entry = if cfg.wino { "conv3x3_wino" } else { "conv3x3_tex" };
+        let entry = if cfg.wino > 0 { "conv3x3_wino" } else { "conv3x3_tex" };
         let (pipe, layout) = ctx.pipeline_from_source(&cfg.key(), || kernel_source(cfg), entry);
         let p = Params::new().u(0, cin4).u(1, cout as u32).u(2, h32).u(3, w32).u(4, relu as u32).u(5, plan.tw).u(6, plan.th).u(7, plan.tz);
         let bg = ctx.bind_group(&layout, entry, p, &[

@@ -92,7 +92,7 @@ pub fn choose_variant(caps: &TexCaps, forced: Option<Variant>, c: usize, n: usiz
         Variant::Tiled
     });
     match wanted {
-        Variant::Tex | Variant::Wino if tex_unsupported(caps, c, n).is_none() => Variant::Tex,
+        Variant::Tex | Variant::Wino | Variant::Wino4 if tex_unsupported(caps, c, n).is_none() => Variant::Tex,
         _ => Variant::Tiled,
     }
 }
@@ -137,7 +137,7 @@ pub fn gram_forward_scaled_with(ctx: &Context, v: Variant, f: &Tensor, g: &Tenso
     let caps = TexCaps::of(ctx);
     match choose_variant(&caps, Some(v), c, n) {
         Variant::Tiled => forward_tiled(ctx, f, g, scale, accumulate),
-        Variant::Tex | Variant::Wino => forward_tex(ctx, &caps, f, g, scale, accumulate),
+        Variant::Tex | Variant::Wino | Variant::Wino4 => forward_tex(ctx, &caps, f, g, scale, accumulate),
     }
 }
 
@@ -150,7 +150,7 @@ pub fn gram_backward_scaled_with(ctx: &Context, v: Variant, f: &Tensor, dg: &Ten
     let caps = TexCaps::of(ctx);
     match choose_variant(&caps, Some(v), c, n) {
         Variant::Tiled => backward_tiled(ctx, f, dg, df, scale, accumulate),
-        Variant::Tex | Variant::Wino => backward_tex(ctx, &caps, f, dg, df, scale, accumulate),
+        Variant::Tex | Variant::Wino | Variant::Wino4 => backward_tex(ctx, &caps, f, dg, df, scale, accumulate),
     }
 }
 

@@ -35,15 +35,18 @@ pub enum Variant {
     /// conv3x3 only: `Tex` computing Winograd F(2x2, 3x3) (2.25x fewer multiplies); the Gram
     /// treats it as `Tex`.
     Wino,
+    /// conv3x3 only: `Tex` computing Winograd F(4x4, 3x3) (4x fewer multiplies).
+    Wino4,
 }
 
 impl Variant {
-    /// `tiled`, `tex` or `wino`.
+    /// `tiled`, `tex`, `wino` or `wino4`.
     pub fn parse(s: &str) -> Option<Variant> {
         match s.trim().to_ascii_lowercase().as_str() {
             "tiled" => Some(Variant::Tiled),
             "tex" => Some(Variant::Tex),
             "wino" => Some(Variant::Wino),
+            "wino4" => Some(Variant::Wino4),
             _ => None,
         }
     }
@@ -58,7 +61,7 @@ impl Variant {
             let mut w = WARNED.lock().unwrap_or_else(|e| e.into_inner());
             if !w.contains(&var) {
                 w.push(var);
-                eprintln!("warning: {var}={s:?} is none of `tiled`, `tex`, `wino`; ignored");
+                eprintln!("warning: {var}={s:?} is none of `tiled`, `tex`, `wino`, `wino4`; ignored");
             }
         }
         v
