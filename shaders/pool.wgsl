@@ -3,7 +3,9 @@
 //   avgpool2x2_forward / avgpool2x2_backward (spreads g/4)
 //   maxpool2x2_forward / maxpool2x2_backward (routes g to the window's FIRST maximum, recomputed
 //   from the forward input, so ties - all-zero windows after ReLU - match PyTorch)
-// One invocation per output element (forward) or per input element (backward: no write races).
+// One invocation per output element (forward) or per 2x2 block of the input (backward: it writes
+// that block of dx, no write races; blocks of a dropped odd row/column get zeros). A block per
+// invocation reads dy (and, for max, the window) once instead of once per dx element.
 // Checked by tests/kernels.rs against reference::avgpool2x2_* / maxpool2x2_*.
 
 struct Params { c: u32, h: u32, w: u32, gx: u32 }
@@ -38,17 +40,37 @@ fn avgpool2x2_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invo
     Out[o] = (X[base] + X[base + 1u] + X[base + P.w] + X[base + P.w + 1u]) * 0.25;
 }
 
+// Block (k, bi, bj) of the backward grid, c x ceil(h/2) x ceil(w/2), for invocation e; false
+// past the end.
+fn block_of(e: u32, b: ptr<function, vec3<u32>>) -> bool {
+    let bh = (P.h + 1u) / 2u; let bw = (P.w + 1u) / 2u;
+    if (e >= P.c * bh * bw) { return false; }
+    *b = vec3<u32>(e / (bh * bw), (e / bw) % bh, e % bw);
+    return true;
+}
+
+// Writes v[t] to dx at offset t (row-major) of block b, where inside the image.
+fn store_block(b: vec3<u32>, v: vec4<f32>) {
+    let y = 2u * b.y; let x = 2u * b.z;
+    let base = (b.x * P.h + y) * P.w + x;
+    Out[base] = v.x;
+    if (x + 1u < P.w) { Out[base + 1u] = v.y; }
+    if (y + 1u < P.h) {
+        Out[base + P.w] = v.z;
+        if (x + 1u < P.w) { Out[base + P.w + 1u] = v.w; }
+    }
+}
+
 @compute @workgroup_size(256)
 fn avgpool2x2_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let oh = P.h / 2u; let ow = P.w / 2u;
-    let e = flat(wid, li);
-    if (e >= P.c * P.h * P.w) { return; }
-    let k = e / (P.h * P.w); let y = (e / P.w) % P.h; let x = e % P.w;
-    var v = 0.0;
-    if (y / 2u < oh && x / 2u < ow) {
-        v = G[(k * oh + y / 2u) * ow + x / 2u] * 0.25;
+    var b: vec3<u32>;
+    if (!block_of(flat(wid, li), &b)) { return; }
+    var v = vec4<f32>(0.0);
+    if (b.y < oh && b.z < ow) {
+        v = vec4<f32>(G[(b.x * oh + b.y) * ow + b.z] * 0.25);
     }
-    Out[e] = v;
+    store_block(b, v);
 }
 
 @compute @workgroup_size(256)
@@ -64,15 +86,11 @@ fn maxpool2x2_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invo
 @compute @workgroup_size(256)
 fn maxpool2x2_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let oh = P.h / 2u; let ow = P.w / 2u;
-    let e = flat(wid, li);
-    if (e >= P.c * P.h * P.w) { return; }
-    let k = e / (P.h * P.w); let y = (e / P.w) % P.h; let x = e % P.w;
-    var v = 0.0;
-    if (y / 2u < oh && x / 2u < ow) {
-        let t = argmax(k, y / 2u, x / 2u);
-        if (t == (y % 2u) * 2u + x % 2u) {
-            v = G[(k * oh + y / 2u) * ow + x / 2u];
-        }
+    var b: vec3<u32>;
+    if (!block_of(flat(wid, li), &b)) { return; }
+    var v = vec4<f32>(0.0);
+    if (b.y < oh && b.z < ow) {
+        v[argmax(b.x, b.y, b.z)] = G[(b.x * oh + b.y) * ow + b.z];
     }
-    Out[e] = v;
+    store_block(b, v);
 }

@@ -26,7 +26,8 @@ fn backward(ctx: &Context, entry: &'static str, x: &Tensor, dy: &Tensor, dx: &Te
     let [c, h, w] = x.shape;
     assert_eq!(dy.shape, [c, h / 2, w / 2]);
     assert_eq!(dx.shape, x.shape);
-    let (gx, gy) = grid(ctx, dx.len());
+    // One invocation per 2x2 block of dx.
+    let (gx, gy) = grid(ctx, c * h.div_ceil(2) * w.div_ceil(2));
     // The average needs only x's shape: bind dy in its place, so that x may be a view of a
     // buffer the runner reuses (even the one dx lives in).
     let xb = if entry.starts_with("avg") { &dy.buf } else { &x.buf };
