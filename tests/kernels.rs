@@ -111,26 +111,32 @@ const CONV_SHAPES: &[(usize, usize, usize, usize)] = &[
     (13, 5, 4, 7), // h * w % 4 == 0 with w odd: the 4-pixel packing crosses rows
 ];
 
-/// Both variants; on a CPU adapter (lavapipe) the texture variant must really run (not fall back).
-fn conv_variants(cin: usize, cout: usize, h: usize, w: usize) -> Vec<conv::Variant> {
-    let caps = conv::TexCaps::of(ctx());
-    let tex = conv::tex_unsupported(&caps, cin, cout, h, w);
-    if caps.device_type == wgpu::DeviceType::Cpu {
-        assert!(tex.is_none(), "texture conv unavailable on the CPU adapter: {tex:?}");
+/// `Tiled` and, where the texture kernels run, `texture` too (on a CPU adapter, lavapipe, they
+/// must really run, not fall back). `tex`: why the texture kernels cannot run, if so.
+fn variants_with(what: &str, tex: Option<String>, texture: &[conv::Variant]) -> Vec<conv::Variant> {
+    if conv::TexCaps::of(ctx()).device_type == wgpu::DeviceType::Cpu {
+        assert!(tex.is_none(), "texture {what} unavailable on the CPU adapter: {tex:?}");
     }
     match tex {
-        None => {
-            for v in [conv::Variant::Wino, conv::Variant::Wino4] {
-                let why = conv::wino_unsupported(&caps, v, cin, cout, h, w);
-                assert!(why.is_none(), "{v:?} conv unavailable where the texture conv runs: {why:?}");
-            }
-            vec![conv::Variant::Tiled, conv::Variant::Tex, conv::Variant::Wino, conv::Variant::Wino4]
-        }
+        None => [conv::Variant::Tiled].iter().chain(texture).copied().collect(),
         Some(why) => {
-            println!("texture conv not tested for {cin}->{cout} {h}x{w}: {why}");
+            println!("texture {what} not tested: {why}");
             vec![conv::Variant::Tiled]
         }
     }
+}
+
+/// Every conv variant that can run the shape (the Winograd ones wherever the direct texture one can).
+fn conv_variants(cin: usize, cout: usize, h: usize, w: usize) -> Vec<conv::Variant> {
+    let caps = conv::TexCaps::of(ctx());
+    let tex = conv::tex_unsupported(&caps, cin, cout, h, w);
+    if tex.is_none() {
+        for v in [conv::Variant::Wino, conv::Variant::Wino4] {
+            let why = conv::wino_unsupported(&caps, v, cin, cout, h, w);
+            assert!(why.is_none(), "{v:?} conv unavailable where the texture conv runs: {why:?}");
+        }
+    }
+    variants_with(&format!("conv {cin}->{cout} {h}x{w}"), tex, &[conv::Variant::Tex, conv::Variant::Wino, conv::Variant::Wino4])
 }
 
 #[test]
@@ -459,20 +465,10 @@ fn gram_forward_backward() {
 const GRAM_CHANNELS: &[usize] = &[3, 5, 17, 33, 64, 128];
 const GRAM_PLANES: &[(usize, usize)] = &[(1, 1), (1, 15), (5, 3), (64, 80), (25, 40)];
 
-/// Both variants; on a CPU adapter (lavapipe) the texture variant must really run (not fall back).
+/// Both Gram variants where the texture one can run the shape.
 fn gram_variants(c: usize, n: usize) -> Vec<gram::Variant> {
-    let caps = conv::TexCaps::of(ctx());
-    let tex = gram::tex_unsupported(&caps, c, n);
-    if caps.device_type == wgpu::DeviceType::Cpu {
-        assert!(tex.is_none(), "texture gram unavailable on the CPU adapter: {tex:?}");
-    }
-    match tex {
-        None => vec![gram::Variant::Tiled, gram::Variant::Tex],
-        Some(why) => {
-            println!("texture gram not tested for {c}x{n}: {why}");
-            vec![gram::Variant::Tiled]
-        }
-    }
+    let tex = gram::tex_unsupported(&conv::TexCaps::of(ctx()), c, n);
+    variants_with(&format!("gram {c}x{n}"), tex, &[gram::Variant::Tex])
 }
 
 #[test]

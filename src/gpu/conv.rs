@@ -303,7 +303,7 @@ fn wino_tuning(m: u32, side: usize) -> (u32, u32) {
         let (a, b) = s.split_once(',')?;
         Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
     });
-    env.unwrap_or(match (m, side) {
+    env.filter(|&(co, tiles): &(u32, u32)| co > 0 && tiles > 0).unwrap_or(match (m, side) {
         (4, 32..) => (16, 4),
         (4, _) => (16, 2),
         _ => (32, 2),

@@ -333,12 +333,6 @@ impl Context {
         m.entry(key.to_string()).or_insert_with(|| self.device.create_texture(desc)).clone()
     }
 
-    /// Bytes of the scratch textures created so far (shared by every graph on this context).
-    pub fn scratch_texture_bytes(&self) -> u64 {
-        let m = self.scratch_textures.lock().unwrap_or_else(|e| e.into_inner());
-        m.values().map(op::texture_bytes).sum()
-    }
-
     /// Blocks until the GPU is idle; reports device loss as an error.
     pub fn wait(&self) -> Result<()> {
         self.device

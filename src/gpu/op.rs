@@ -113,7 +113,7 @@ pub fn ops_bytes<'a>(ops: impl IntoIterator<Item = &'a Op>) -> (u64, u64) {
 }
 
 /// Bytes of a texture (one mip level, one sample).
-pub fn texture_bytes(t: &wgpu::Texture) -> u64 {
+fn texture_bytes(t: &wgpu::Texture) -> u64 {
     let e = t.size();
     let texel = t.format().block_copy_size(None).unwrap_or(16) as u64;
     e.width as u64 * e.height as u64 * e.depth_or_array_layers as u64 * texel

@@ -22,25 +22,24 @@ fn forward(ctx: &Context, entry: &'static str, x: &Tensor, y: &Tensor) -> Op {
     ctx.op(ctx.dispatch(FILE, entry, params(x.shape, gx), &[&x.buf, &x.buf, &y.buf], (gx, gy, 1)))
 }
 
-fn backward(ctx: &Context, entry: &'static str, x: &Tensor, dy: &Tensor, dx: &Tensor) -> Op {
-    let [c, h, w] = x.shape;
+/// The backward `entry` for forward input shape `x_shape`, binding `x_buf` as the forward input.
+fn backward(ctx: &Context, entry: &'static str, x_shape: [usize; 3], x_buf: &wgpu::Buffer, dy: &Tensor, dx: &Tensor) -> Op {
+    let [c, h, w] = x_shape;
     assert_eq!(dy.shape, [c, h / 2, w / 2]);
-    assert_eq!(dx.shape, x.shape);
+    assert_eq!(dx.shape, x_shape);
     // One invocation per 2x2 block of dx.
     let (gx, gy) = grid(ctx, c * h.div_ceil(2) * w.div_ceil(2));
-    // The average needs only x's shape: bind dy in its place, so that x may be a view of a
-    // buffer the runner reuses (even the one dx lives in).
-    let xb = if entry.starts_with("avg") { &dy.buf } else { &x.buf };
-    ctx.op(ctx.dispatch(FILE, entry, params(x.shape, gx), &[xb, &dy.buf, &dx.buf], (gx, gy, 1)))
+    ctx.op(ctx.dispatch(FILE, entry, params(x_shape, gx), &[x_buf, &dy.buf, &dx.buf], (gx, gy, 1)))
 }
 
 /// x: (c, h, w) -> y: (c, h/2, w/2), window means.
 pub fn avgpool2x2_forward(ctx: &Context, x: &Tensor, y: &Tensor) -> Op {
     forward(ctx, "avgpool2x2_forward", x, y)
 }
-/// dx (c, h, w) from dy (c, h/2, w/2); x only supplies the shape here.
+/// dx (c, h, w) from dy (c, h/2, w/2); x only supplies the shape here (dy is bound in its
+/// place, so that x may be a view of a buffer the runner reuses, even the one dx lives in).
 pub fn avgpool2x2_backward(ctx: &Context, x: &Tensor, dy: &Tensor, dx: &Tensor) -> Op {
-    backward(ctx, "avgpool2x2_backward", x, dy, dx)
+    backward(ctx, "avgpool2x2_backward", x.shape, &dy.buf, dy, dx)
 }
 /// x: (c, h, w) -> y: (c, h/2, w/2), window maxima.
 pub fn maxpool2x2_forward(ctx: &Context, x: &Tensor, y: &Tensor) -> Op {
@@ -48,7 +47,7 @@ pub fn maxpool2x2_forward(ctx: &Context, x: &Tensor, y: &Tensor) -> Op {
 }
 /// dx routes dy to each window's first maximum of the forward input x.
 pub fn maxpool2x2_backward(ctx: &Context, x: &Tensor, dy: &Tensor, dx: &Tensor) -> Op {
-    backward(ctx, "maxpool2x2_backward", x, dy, dx)
+    backward(ctx, "maxpool2x2_backward", x.shape, &x.buf, dy, dx)
 }
 
 pub fn pool_forward(ctx: &Context, kind: Pool, x: &Tensor, y: &Tensor) -> Op {

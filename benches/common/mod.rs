@@ -1,0 +1,88 @@
+//! What the variant-by-variant kernel studies (benches/conv.rs, benches/gram.rs) share: their
+//! command line, seeded inputs, the timer and the per-dispatch split.
+
+use std::time::Instant;
+use stylize::gpu::{Context, Op, Variant};
+
+pub struct Args {
+    pub variants: Vec<Variant>,
+    pub sizes: Vec<usize>,
+    pub runs: usize,
+    pub budget_s: f64,
+    pub filter: Option<String>,
+    /// Also time each dispatch of a multi-dispatch op alone.
+    pub split: bool,
+}
+
+/// `[--variant LIST] [--size LIST] [--runs N] [--budget S] [--split] [FILTER]` over `defaults`.
+pub fn args(defaults: Args) -> Args {
+    let mut a = defaults;
+    let mut it = std::env::args().skip(1);
+    while let Some(s) = it.next() {
+        match s.as_str() {
+            "--variant" => {
+                let v = it.next().unwrap_or_default();
+                a.variants = v.split(',').map(|s| Variant::parse(s).unwrap_or_else(|| panic!("unknown variant {s}"))).collect();
+            }
+            "--size" => a.sizes = it.next().unwrap_or_default().split(',').map(|s| s.parse().expect("--size N")).collect(),
+            "--runs" => a.runs = it.next().and_then(|s| s.parse().ok()).expect("--runs N"),
+            "--budget" => a.budget_s = it.next().and_then(|s| s.parse().ok()).expect("--budget SECONDS"),
+            "--split" => a.split = true,
+            "--bench" => {}
+            s if s.starts_with("--") => panic!("unknown option {s}"),
+            s => a.filter = Some(s.to_string()),
+        }
+    }
+    a
+}
+
+/// splitmix64 values in [-0.5, 0.5).
+pub fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            (z >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect()
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Median wall clock (ms) of submit + wait of `op` over up to `runs` runs after 2 warm-ups
+/// (fewer when `budget_s` is spent, at least 3), the fastest, and how many ran.
+pub fn time_op(ctx: &Context, op: &Op, runs: usize, budget_s: f64) -> (f64, f64, usize) {
+    for _ in 0..2 {
+        ctx.run(&[op]).expect("run");
+    }
+    let mut ts = vec![];
+    let start = Instant::now();
+    while ts.len() < runs.max(3) && (ts.len() < 3 || start.elapsed().as_secs_f64() < budget_s) {
+        let t0 = Instant::now();
+        ctx.run(&[op]).expect("run");
+        ts.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    let min = ts.iter().copied().fold(f64::INFINITY, f64::min);
+    (median(&mut ts), min, ts.len())
+}
+
+/// With `--split`, times each dispatch of a multi-dispatch `op` alone and prints it indented by
+/// `indent` columns.
+pub fn print_split(ctx: &Context, a: &Args, op: Op, indent: usize) {
+    if !a.split || op.dispatches.len() < 2 {
+        return;
+    }
+    for d in op.dispatches {
+        let name = d.name;
+        let one = Op { dispatches: vec![d], scratch: vec![], textures: vec![] };
+        let (ms, min, n) = time_op(ctx, &one, a.runs, a.budget_s);
+        println!("{:indent$} {:<5} {name:<22} {ms:>10.3} ms, min {min:.3} ({n} runs)", "", "");
+    }
+}
