@@ -17,10 +17,20 @@ use common::{args, print_split, rand_vec, time_op, Args};
 use stylize::gpu::{conv, AdapterChoice, Context, Tensor};
 
 fn main() {
-    let a = args(Args { variants: vec![conv::Variant::Tiled, conv::Variant::Tex, conv::Variant::Wino, conv::Variant::Wino4], sizes: vec![128, 64], runs: 9, budget_s: 4.0, filter: None, split: false });
+    let a = args(Args {
+        variants: vec![conv::Variant::Tiled, conv::Variant::Tex, conv::Variant::Wino, conv::Variant::Wino4],
+        sizes: vec![128, 64],
+        runs: 9,
+        budget_s: 4.0,
+        filter: None,
+        split: false,
+    });
     let ctx = Context::new(&AdapterChoice::from_env()).unwrap_or_else(|e| panic!("no GPU adapter: {e}"));
     println!("adapter: {}", ctx.describe());
-    println!("{:<26} {:<5} {:<6} {:>10} {:>9} {:>10} {:>5}", "layer (cin->cout @ HxW)", "dir", "var", "median ms", "GFLOP/s", "min ms", "runs");
+    println!(
+        "{:<26} {:<5} {:<6} {:>10} {:>9} {:>10} {:>5}",
+        "layer (cin->cout @ HxW)", "dir", "var", "median ms", "GFLOP/s", "min ms", "runs"
+    );
     for &size in &a.sizes {
         let layers = [
             ("conv1_1", 3, 64, size),
@@ -36,12 +46,20 @@ fn main() {
                 continue;
             }
             let seed = (size * 16 + li) as u64;
-            let t = |shape: [usize; 3], k: u64| Tensor::from_slice(&ctx, shape, &rand_vec(shape.iter().product(), seed * 8 + k), name).expect("alloc");
+            let t = |shape: [usize; 3], k: u64| {
+                Tensor::from_slice(&ctx, shape, &rand_vec(shape.iter().product(), seed * 8 + k), name).expect("alloc")
+            };
             let x = t([cin, s, s], 0);
             let w = t([cout, cin, 9], 1);
             let b = t([cout, 1, 1], 2);
             let y = t([cout, s, s], 3);
-            let wt = Tensor::from_slice(&ctx, [cin, cout, 9], &conv::transpose_flip(&rand_vec(cout * cin * 9, seed * 8 + 1), cout, cin), name).expect("alloc");
+            let wt = Tensor::from_slice(
+                &ctx,
+                [cin, cout, 9],
+                &conv::transpose_flip(&rand_vec(cout * cin * 9, seed * 8 + 1), cout, cin),
+                name,
+            )
+            .expect("alloc");
             let dy = t([cout, s, s], 4);
             let mask = stylize::gpu::relu::Mask::new(&ctx, [cout, s, s], name).expect("alloc");
             ctx.run(&[&stylize::gpu::relu::relu_mask_pack(&ctx, &y, &mask)]).expect("mask");
@@ -57,7 +75,12 @@ fn main() {
                     // What really ran (a forced `tex` falls back to `tiled` where it cannot).
                     let (ci, co) = if dir == "fwd" { (cin, cout) } else { (cout, cin) };
                     let ran = conv::choose_variant(&conv::TexCaps::of(&ctx), Some(v), ci, co, s, s);
-                    println!("{label:<26} {dir:<5} {:<6} {ms:>10.3} {:>9.2} {min:>10.3} {:>5}", format!("{ran:?}").to_lowercase(), flops / (ms * 1e-3) / 1e9, n);
+                    println!(
+                        "{label:<26} {dir:<5} {:<6} {ms:>10.3} {:>9.2} {min:>10.3} {:>5}",
+                        format!("{ran:?}").to_lowercase(),
+                        flops / (ms * 1e-3) / 1e9,
+                        n
+                    );
                     print_split(&ctx, &a, op, 26);
                 }
             }

@@ -16,12 +16,28 @@ use common::{args, print_split, rand_vec, time_op, Args};
 use stylize::gpu::{conv, gram, AdapterChoice, Context, Tensor};
 
 fn main() {
-    let a = args(Args { variants: vec![gram::Variant::Tiled, gram::Variant::Tex], sizes: vec![128, 256], runs: 7, budget_s: 3.0, filter: None, split: false });
+    let a = args(Args {
+        variants: vec![gram::Variant::Tiled, gram::Variant::Tex],
+        sizes: vec![128, 256],
+        runs: 7,
+        budget_s: 3.0,
+        filter: None,
+        split: false,
+    });
     let ctx = Context::new(&AdapterChoice::from_env()).unwrap_or_else(|e| panic!("no GPU adapter: {e}"));
     println!("adapter: {}", ctx.describe());
-    println!("{:<28} {:<5} {:<6} {:>10} {:>9} {:>10} {:>5}", "tap (c x h*w)", "dir", "var", "median ms", "GFLOP/s", "min ms", "runs");
+    println!(
+        "{:<28} {:<5} {:<6} {:>10} {:>9} {:>10} {:>5}",
+        "tap (c x h*w)", "dir", "var", "median ms", "GFLOP/s", "min ms", "runs"
+    );
     for &size in &a.sizes {
-        let taps = [("relu1_1", 64, size), ("relu2_1", 128, size / 2), ("relu3_1", 256, size / 4), ("relu4_1", 512, size / 8), ("relu5_1", 512, size / 16)];
+        let taps = [
+            ("relu1_1", 64, size),
+            ("relu2_1", 128, size / 2),
+            ("relu3_1", 256, size / 4),
+            ("relu4_1", 512, size / 8),
+            ("relu5_1", 512, size / 16),
+        ];
         for (ti, &(name, c, s)) in taps.iter().enumerate() {
             let label = format!("{name} {c} x {s}*{s} @{size}");
             if a.filter.as_ref().is_some_and(|f| !label.contains(f.as_str())) {
@@ -29,7 +45,9 @@ fn main() {
             }
             let n = s * s;
             let seed = (size * 16 + ti) as u64;
-            let t = |shape: [usize; 3], k: u64| Tensor::from_slice(&ctx, shape, &rand_vec(shape.iter().product(), seed * 8 + k), name).expect("alloc");
+            let t = |shape: [usize; 3], k: u64| {
+                Tensor::from_slice(&ctx, shape, &rand_vec(shape.iter().product(), seed * 8 + k), name).expect("alloc")
+            };
             let f = t([c, s, s], 0);
             let g = t([c, c, 1], 1);
             let dg = t([c, c, 1], 2);
@@ -45,7 +63,11 @@ fn main() {
                     let (ms, min, runs) = time_op(&ctx, &op, a.runs, a.budget_s);
                     // What really ran (a forced `tex` falls back to `tiled` where it cannot).
                     let ran = gram::choose_variant(&conv::TexCaps::of(&ctx), Some(v), c, n);
-                    println!("{label:<28} {dir:<5} {:<6} {ms:>10.3} {:>9.2} {min:>10.3} {runs:>5}", format!("{ran:?}").to_lowercase(), flops / (ms * 1e-3) / 1e9);
+                    println!(
+                        "{label:<28} {dir:<5} {:<6} {ms:>10.3} {:>9.2} {min:>10.3} {runs:>5}",
+                        format!("{ran:?}").to_lowercase(),
+                        flops / (ms * 1e-3) / 1e9
+                    );
                     print_split(&ctx, &a, op, 28);
                 }
             }

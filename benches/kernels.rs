@@ -19,13 +19,8 @@ fn list(v: Option<String>, flag: &str) -> Result<Vec<u32>, String> {
 
 fn options() -> Result<BenchOptions, String> {
     // Small defaults: every kernel at the layer shapes of a 64 px input, one end-to-end size.
-    let mut o = BenchOptions {
-        sizes: vec![64],
-        e2e_sizes: vec![64],
-        memory: false,
-        iterations: 10,
-        ..Default::default()
-    };
+    let mut o =
+        BenchOptions { sizes: vec![64], e2e_sizes: vec![64], memory: false, iterations: 10, ..Default::default() };
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.is_empty() {
         // No `--bench`: run by `cargo test --benches` / `--all-targets`; a quick smoke run.

@@ -26,7 +26,11 @@ fn main() {
         preprocess: Preprocess::Torch,
     };
     let w = stylize::weights::random(1, s.convs_needed());
-    let convs: Vec<ConvWeights> = w.layers.into_iter().map(|l| ConvWeights { cin: l.cin, cout: l.cout, weight: l.weight, bias: l.bias }).collect();
+    let convs: Vec<ConvWeights> = w
+        .layers
+        .into_iter()
+        .map(|l| ConvWeights { cin: l.cin, cout: l.cout, weight: l.weight, bias: l.bias })
+        .collect();
     let net = Net::new(&ctx, &convs).expect("net");
     let cfg = AdamConfig { lr: 0.02, clamp: Some((0.0, 1.0)), ..Default::default() };
     println!("adapter: {}; layers content relu3_2, style relu1_1,relu2_1,relu3_1; square images", ctx.describe());
@@ -39,7 +43,8 @@ fn main() {
         if fits {
             let tc = compute_targets(&ctx, &net, &s, &img, n, n, true, false).unwrap();
             let ts = compute_targets(&ctx, &net, &s, &sty, n, n, false, true).unwrap();
-            let g = Graph::new(&ctx, &net, &s, &Targets { content: tc.content, style: ts.style }, &img, n, n, cfg).unwrap();
+            let g =
+                Graph::new(&ctx, &net, &s, &Targets { content: tc.content, style: ts.style }, &img, n, n, cfg).unwrap();
             g.step(&ctx, 1).unwrap();
             ctx.wait().unwrap();
             let t = Instant::now();
@@ -63,6 +68,10 @@ fn main() {
         }
         let ms = t.elapsed().as_secs_f64() * 1000.0 / steps as f64;
         let label = format!("tile {tile}");
-        println!("{n:>6} {label:>10} {:>6} {ms:>12.1} {:>14.1}", tg.tiles.len(), tg.gpu_bytes_estimate() as f64 / 1048576.0);
+        println!(
+            "{n:>6} {label:>10} {:>6} {ms:>12.1} {:>14.1}",
+            tg.tiles.len(),
+            tg.gpu_bytes_estimate() as f64 / 1048576.0
+        );
     }
 }

@@ -247,7 +247,15 @@ pub fn run_on(ctx: &Context, opts: &BenchOptions) -> Result<BenchReport> {
         report.timer_note = meter.note.borrow().clone();
         progress(&format!("timer: {} ({})", report.timer, report.timer_note));
         progress(&format!("peak {:.1} GFLOP/s (FMA), {:.1} GB/s (copy)", report.peak.gflops, report.peak.gbps));
-        let sizes = if opts.sizes.is_empty() { if cpu { vec![64] } else { vec![256, 512] } } else { opts.sizes.clone() };
+        let sizes = if opts.sizes.is_empty() {
+            if cpu {
+                vec![64]
+            } else {
+                vec![256, 512]
+            }
+        } else {
+            opts.sizes.clone()
+        };
         for &s in &sizes {
             if s < 8 {
                 report.errors.push(format!("kernel size {s}: too small (at least 8)"));
@@ -273,15 +281,26 @@ pub fn run_on(ctx: &Context, opts: &BenchOptions) -> Result<BenchReport> {
     let settings = default_settings();
     let net = if needs_net {
         let w = weights::random(0, settings.convs_needed());
-        let convs: Vec<ConvWeights> =
-            w.layers.into_iter().map(|l| ConvWeights { cin: l.cin, cout: l.cout, weight: l.weight, bias: l.bias }).collect();
+        let convs: Vec<ConvWeights> = w
+            .layers
+            .into_iter()
+            .map(|l| ConvWeights { cin: l.cin, cout: l.cout, weight: l.weight, bias: l.bias })
+            .collect();
         Some(Net::new(ctx, &convs)?)
     } else {
         None
     };
 
     if let (true, Some(net)) = (opts.e2e, &net) {
-        let sizes = if opts.e2e_sizes.is_empty() { if cpu { vec![64, 128] } else { vec![128, 256, 512, 0] } } else { opts.e2e_sizes.clone() };
+        let sizes = if opts.e2e_sizes.is_empty() {
+            if cpu {
+                vec![64, 128]
+            } else {
+                vec![128, 256, 512, 0]
+            }
+        } else {
+            opts.e2e_sizes.clone()
+        };
         for &s in &sizes {
             match e2e_row(ctx, net, &settings, s, iterations, opts.e2e_budget_s, &progress) {
                 Ok(r) => report.e2e.push(r),
@@ -403,7 +422,8 @@ impl<'a> Meter<'a> {
             let t = self.timestamped(op, runs)?;
             let m = median(&t);
             let beyond_overhead = warm - self.overhead_ms.get();
-            let plausible = t.iter().all(|&v| v > 0.0 && v.is_finite()) && m >= 0.5 * beyond_overhead && m <= 2.0 * warm;
+            let plausible =
+                t.iter().all(|&v| v > 0.0 && v.is_finite()) && m >= 0.5 * beyond_overhead && m <= 2.0 * warm;
             if plausible {
                 return Ok((t, true));
             }
@@ -490,7 +510,8 @@ impl Meter<'_> {
                  timed by the wall clock around submit + wait"
             );
         } else {
-            *self.note.borrow_mut() = format!("GPU timestamps agree with the wall clock on {name} ({ts:.2} ms vs {wall:.2} ms)");
+            *self.note.borrow_mut() =
+                format!("GPU timestamps agree with the wall clock on {name} ({ts:.2} ms vs {wall:.2} ms)");
         }
         Ok(())
     }
@@ -531,7 +552,13 @@ fn measure_peak(ctx: &Context, meter: &Meter, cpu: bool, check_timer: bool) -> R
         ctx.op(ctx.dispatch(PEAK_FILE, "peak_fma", p, &[&dummy.buf, &out.buf], (gx, gy, 1)))
     };
     // Submission overhead: one workgroup doing nothing.
-    let empty = ctx.op(ctx.dispatch(PEAK_FILE, "peak_fma", Params::new().u(0, 64).u(1, 1).u(2, 0), &[&dummy.buf, &out.buf], (1, 1, 1)));
+    let empty = ctx.op(ctx.dispatch(
+        PEAK_FILE,
+        "peak_fma",
+        Params::new().u(0, 64).u(1, 1).u(2, 0),
+        &[&dummy.buf, &out.buf],
+        (1, 1, 1),
+    ));
     meter.run_once(&empty)?;
     meter.overhead_ms.set(median(&(0..5).map(|_| meter.run_once(&empty)).collect::<Result<Vec<_>>>()?));
     let target_ms = if cpu { 50.0 } else { 10.0 };
@@ -561,7 +588,8 @@ fn measure_peak(ctx: &Context, meter: &Meter, cpu: bool, check_timer: bool) -> R
     let a = Tensor::new(ctx, [bytes as usize / 4, 1, 1], "peak copy in")?;
     let b = Tensor::new(ctx, [bytes as usize / 4, 1, 1], "peak copy out")?;
     let (gx, gy) = ctx.grid(nv.div_ceil(256));
-    let copy = ctx.op(ctx.dispatch(PEAK_FILE, "peak_copy", Params::new().u(0, nv).u(1, gx), &[&a.buf, &b.buf], (gx, gy, 1)));
+    let copy =
+        ctx.op(ctx.dispatch(PEAK_FILE, "peak_copy", Params::new().u(0, nv).u(1, gx), &[&a.buf, &b.buf], (gx, gy, 1)));
     let t = min(&meter.measure(&copy)?.0);
     let gbps = 2.0 * bytes as f64 / (t * 1e6);
     Ok(Peak { gflops, gbps, copy_bytes: bytes, overhead_ms: meter.overhead_ms.get() })
@@ -603,7 +631,16 @@ struct Rows<'a, 'b> {
 
 impl Rows<'_, '_> {
     #[allow(clippy::too_many_arguments)]
-    fn add(&mut self, kernel: &str, variant: &str, layer: &str, shape: String, unit: Unit, work: f64, op: Op) -> Result<()> {
+    fn add(
+        &mut self,
+        kernel: &str,
+        variant: &str,
+        layer: &str,
+        shape: String,
+        unit: Unit,
+        work: f64,
+        op: Op,
+    ) -> Result<()> {
         let (t, ts) = self.meter.measure(&op)?;
         drop(op);
         let med = median(&t);
@@ -660,7 +697,14 @@ fn chw(c: usize, h: usize, w: usize) -> String {
 }
 
 /// Every kernel at the layer shapes of an `s` x `s` input.
-fn kernel_rows(ctx: &Context, meter: &Meter, s: u32, peak: &Peak, out: &mut Vec<KernelRow>, progress: &dyn Fn(&str)) -> Result<()> {
+fn kernel_rows(
+    ctx: &Context,
+    meter: &Meter,
+    s: u32,
+    peak: &Peak,
+    out: &mut Vec<KernelRow>,
+    progress: &dyn Fn(&str),
+) -> Result<()> {
     let mut rng = Rng(0x5EED ^ u64::from(s));
     let mut rows = Rows { meter, peak, size: s, out, progress };
     let s = s as usize;
@@ -697,7 +741,8 @@ fn kernel_rows(ctx: &Context, meter: &Meter, s: u32, peak: &Peak, out: &mut Vec<
         {
             let dy = rand_tensor(ctx, &mut rng, [cout, h, h], -1.0, 1.0, "bench dy")?;
             let signs: Vec<f64> = rng.vec(cout * h * h, -1.0, 1.0).iter().map(|&v| v as f64).collect();
-            let mask = relu::Mask::from_words(ctx, [cout, h, h], &crate::reference::relu_mask_pack(&signs), "bench mask")?;
+            let mask =
+                relu::Mask::from_words(ctx, [cout, h, h], &crate::reference::relu_mask_pack(&signs), "bench mask")?;
             let wt = rand_tensor(ctx, &mut rng, [cin, cout, 9], -std, std, "bench wt")?;
             let dx = Tensor::new(ctx, [cin, h, h], "bench dx")?;
             let op = conv::conv3x3_backward_input(ctx, &dy, Some(&mask), &wt, &dx);
@@ -723,16 +768,40 @@ fn kernel_rows(ctx: &Context, meter: &Meter, s: u32, peak: &Peak, out: &mut Vec<
         let y = Tensor::new(ctx, [c, h, h], "bench out")?;
         let layer = style_taps[b];
         rows.add("relu_forward", "", layer, shape.clone(), Unit::Byte, f4(2 * n), relu::relu_forward(ctx, &x, &y))?;
-        rows.add("relu_backward", "", layer, shape.clone(), Unit::Byte, f4(3 * n), relu::relu_backward(ctx, &x, &g, &y))?;
+        rows.add(
+            "relu_backward",
+            "",
+            layer,
+            shape.clone(),
+            Unit::Byte,
+            f4(3 * n),
+            relu::relu_backward(ctx, &x, &g, &y),
+        )?;
         let m = relu::Mask::new(ctx, [c, h, h], "bench mask")?;
-        rows.add("relu_mask_pack", "", layer, shape.clone(), Unit::Byte, f4(n) + n.div_ceil(8) as f64, relu::relu_mask_pack(ctx, &x, &m))?;
+        rows.add(
+            "relu_mask_pack",
+            "",
+            layer,
+            shape.clone(),
+            Unit::Byte,
+            f4(n) + n.div_ceil(8) as f64,
+            relu::relu_mask_pack(ctx, &x, &m),
+        )?;
 
         // Gram at the style tap: G = F F^T / (C H W), and its backward (not accumulating).
         let gm = Tensor::new(ctx, [c, c, 1], "bench gram")?;
         let flops = 2.0 * (c * c * h * h) as f64;
         rows.add("gram_forward", "", layer, shape.clone(), Unit::Flop, flops, gram::gram_forward(ctx, &x, &gm))?;
         let dg = rand_tensor(ctx, &mut rng, [c, c, 1], -1.0, 1.0, "bench dgram")?;
-        rows.add("gram_backward", "", layer, shape.clone(), Unit::Flop, flops, gram::gram_backward(ctx, &x, &dg, &y, false))?;
+        rows.add(
+            "gram_backward",
+            "",
+            layer,
+            shape.clone(),
+            Unit::Flop,
+            flops,
+            gram::gram_backward(ctx, &x, &dg, &y, false),
+        )?;
 
         if b < pools.len() && h >= 2 {
             let p = Tensor::new(ctx, [c, h / 2, h / 2], "bench pooled")?;
@@ -742,10 +811,26 @@ fn kernel_rows(ctx: &Context, meter: &Meter, s: u32, peak: &Peak, out: &mut Vec<
             for (kind, name) in [(Pool::Avg, "avgpool2x2"), (Pool::Max, "maxpool2x2")] {
                 let fwd = format!("{name}_forward");
                 let bwd = format!("{name}_backward");
-                rows.add(&fwd, "", layer, shape.clone(), Unit::Byte, f4(n + np), pool::pool_forward(ctx, kind, &x, &p))?;
+                rows.add(
+                    &fwd,
+                    "",
+                    layer,
+                    shape.clone(),
+                    Unit::Byte,
+                    f4(n + np),
+                    pool::pool_forward(ctx, kind, &x, &p),
+                )?;
                 // avg backward reads dy only; max backward also reads the forward input.
                 let read = if kind == Pool::Max { n + np } else { np };
-                rows.add(&bwd, "", layer, shape.clone(), Unit::Byte, f4(read + n), pool::pool_backward(ctx, kind, &x, &dp, &y))?;
+                rows.add(
+                    &bwd,
+                    "",
+                    layer,
+                    shape.clone(),
+                    Unit::Byte,
+                    f4(read + n),
+                    pool::pool_backward(ctx, kind, &x, &dp, &y),
+                )?;
             }
         }
     }
@@ -761,8 +846,24 @@ fn kernel_rows(ctx: &Context, meter: &Meter, s: u32, peak: &Peak, out: &mut Vec<
         let t = rand_tensor(ctx, &mut rng, sh, -1.0, 1.0, "bench mse t")?;
         let dx = Tensor::new(ctx, sh, "bench mse dx")?;
         let shape = chw(sh[0], sh[1], sh[2]);
-        rows.add("mse_forward", "", layer, shape.clone(), Unit::Byte, f4(2 * n), reduce::mse_forward(ctx, &x, &t, &losses, 0, 1.0))?;
-        rows.add("mse_backward", "", layer, shape.clone(), Unit::Byte, f4(3 * n), reduce::mse_backward(ctx, &x, &t, &dx, 1.0, false))?;
+        rows.add(
+            "mse_forward",
+            "",
+            layer,
+            shape.clone(),
+            Unit::Byte,
+            f4(2 * n),
+            reduce::mse_forward(ctx, &x, &t, &losses, 0, 1.0),
+        )?;
+        rows.add(
+            "mse_backward",
+            "",
+            layer,
+            shape.clone(),
+            Unit::Byte,
+            f4(3 * n),
+            reduce::mse_backward(ctx, &x, &t, &dx, 1.0, false),
+        )?;
         // What the renderer runs: loss and gradient in one pass.
         let op = reduce::mse_forward_backward(ctx, &x, &t, &losses, 0, 1.0, &dx, false);
         rows.add("mse_forward_backward", "", layer, shape, Unit::Byte, f4(3 * n), op)?;
@@ -774,11 +875,43 @@ fn kernel_rows(ctx: &Context, meter: &Meter, s: u32, peak: &Peak, out: &mut Vec<
     let x = rand_tensor(ctx, &mut rng, [3, s, s], 0.0, 1.0, "bench image")?;
     let g = rand_tensor(ctx, &mut rng, [3, s, s], -1.0, 1.0, "bench image grad")?;
     let y = Tensor::new(ctx, [3, s, s], "bench image out")?;
-    rows.add("tv_forward", "", "image", shape.clone(), Unit::Byte, f4(n), reduce::tv_forward(ctx, &x, &losses, 1, 1.0))?;
-    rows.add("tv_backward", "", "image", shape.clone(), Unit::Byte, f4(2 * n), reduce::tv_backward(ctx, &x, &y, 1.0, false))?;
+    rows.add(
+        "tv_forward",
+        "",
+        "image",
+        shape.clone(),
+        Unit::Byte,
+        f4(n),
+        reduce::tv_forward(ctx, &x, &losses, 1, 1.0),
+    )?;
+    rows.add(
+        "tv_backward",
+        "",
+        "image",
+        shape.clone(),
+        Unit::Byte,
+        f4(2 * n),
+        reduce::tv_backward(ctx, &x, &y, 1.0, false),
+    )?;
     let affine = Preprocess::Torch.affine();
-    rows.add("preprocess_forward", "", "image", shape.clone(), Unit::Byte, f4(2 * n), image::preprocess_forward(ctx, &affine, &x, &y))?;
-    rows.add("preprocess_backward", "", "image", shape.clone(), Unit::Byte, f4(2 * n), image::preprocess_backward(ctx, &affine, &g, &y))?;
+    rows.add(
+        "preprocess_forward",
+        "",
+        "image",
+        shape.clone(),
+        Unit::Byte,
+        f4(2 * n),
+        image::preprocess_forward(ctx, &affine, &x, &y),
+    )?;
+    rows.add(
+        "preprocess_backward",
+        "",
+        "image",
+        shape.clone(),
+        Unit::Byte,
+        f4(2 * n),
+        image::preprocess_backward(ctx, &affine, &g, &y),
+    )?;
     let adam = Adam::new(ctx, &x, &g, AdamConfig { clamp: Some((0.0, 1.0)), ..Default::default() })?;
     // Reads g, x, m, v; writes x, m, v.
     rows.add("adam_step", "clamp", "image", shape, Unit::Byte, f4(7 * n), adam.op)?;
@@ -790,8 +923,10 @@ fn kernel_rows(ctx: &Context, meter: &Meter, s: u32, peak: &Peak, out: &mut Vec<
 
 /// The renderer's defaults (README "Defaults", torchvision convention).
 fn default_settings() -> LossSettings {
-    let style: Vec<Tap> =
-        ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"].iter().map(|n| Tap::parse(n).expect("valid layer name")).collect();
+    let style: Vec<Tap> = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
+        .iter()
+        .map(|n| Tap::parse(n).expect("valid layer name"))
+        .collect();
     let (cw, sw, tw) = crate::render::default_weights_for(Preprocess::Torch);
     LossSettings {
         content_layers: vec![Tap::parse("relu4_2").expect("valid layer name")],
@@ -838,7 +973,12 @@ fn build_graph(ctx: &Context, net: &Net, s: &LossSettings, h: usize, w: usize) -
     let adam = AdamConfig { lr: 0.02, clamp: Some((0.0, 1.0)), ..Default::default() };
     let graph = Graph::new(ctx, net, s, &targets, &init, h, w, adam)?;
     let target_bytes = targets.content.iter().chain(&targets.style).map(|t| t.buf.size()).sum();
-    let mem = Memory { graph_bytes: graph.gpu_bytes(), texture_bytes: graph.texture_bytes(), net_bytes: net_bytes(net), target_bytes };
+    let mem = Memory {
+        graph_bytes: graph.gpu_bytes(),
+        texture_bytes: graph.texture_bytes(),
+        net_bytes: net_bytes(net),
+        target_bytes,
+    };
     // The graph binds the targets' buffers (wgpu keeps them alive), so they may be dropped here.
     Ok((graph, mem))
 }
@@ -849,7 +989,15 @@ fn largest_side(ctx: &Context) -> usize {
     ((limit / (64 * 4)) as f64).sqrt().floor() as usize
 }
 
-fn e2e_row(ctx: &Context, net: &Net, s: &LossSettings, size: u32, iterations: u32, budget_s: f64, progress: &dyn Fn(&str)) -> Result<E2eRow> {
+fn e2e_row(
+    ctx: &Context,
+    net: &Net,
+    s: &LossSettings,
+    size: u32,
+    iterations: u32,
+    budget_s: f64,
+    progress: &dyn Fn(&str),
+) -> Result<E2eRow> {
     let largest = size == 0;
     let mut side = if largest { largest_side(ctx) } else { size as usize };
     // The largest that fits: shrink by 10% on an allocation failure (device memory, not only the
@@ -881,7 +1029,10 @@ fn e2e_row(ctx: &Context, net: &Net, s: &LossSettings, size: u32, iterations: u3
     if !l.total().is_finite() {
         return Err(Error::Gpu(format!("e2e {side}x{side}: the loss became {} (a kernel is broken)", l.total())));
     }
-    progress(&format!("e2e {side}x{side}: {ms:.1} ms/iteration over {k}, {:.1} MiB of GPU buffers", mib(memory.total())));
+    progress(&format!(
+        "e2e {side}x{side}: {ms:.1} ms/iteration over {k}, {:.1} MiB of GPU buffers",
+        mib(memory.total())
+    ));
     Ok(E2eRow { requested: size, width: side, height: side, iterations: k, ms_per_iter: ms, memory })
 }
 
@@ -936,16 +1087,22 @@ pub fn table(r: &BenchReport) -> String {
         let mut sizes: Vec<u32> = r.kernels.iter().map(|k| k.size).collect();
         sizes.dedup();
         for s in sizes {
-            let conv: Vec<&KernelRow> = r.kernels.iter().filter(|k| k.size == s && k.kernel.starts_with("conv3x3")).collect();
+            let conv: Vec<&KernelRow> =
+                r.kernels.iter().filter(|k| k.size == s && k.kernel.starts_with("conv3x3")).collect();
             let (fl, ms) = conv.iter().fold((0.0, 0.0), |(f, t), k| (f + k.work, t + k.median_ms));
             if ms > 0.0 {
-                let _ = writeln!(o, "{s:>5}  conv3x3 (distinct shapes, fwd + bwd): {:.1} GFLOP/s overall", fl / (ms * 1e6));
+                let _ =
+                    writeln!(o, "{s:>5}  conv3x3 (distinct shapes, fwd + bwd): {:.1} GFLOP/s overall", fl / (ms * 1e6));
             }
         }
     }
     if !r.e2e.is_empty() {
         let _ = writeln!(o, "\nend to end: Graph::step (default layers, avg pool, random weights, Adam), wall clock");
-        let _ = writeln!(o, "{:>11}  {:>6} {:>12} {:>10} {:>8} {:>9} {:>11} {:>10}", "size", "iters", "ms/iter", "graph MiB", "tex MiB", "net MiB", "target MiB", "total MiB");
+        let _ = writeln!(
+            o,
+            "{:>11}  {:>6} {:>12} {:>10} {:>8} {:>9} {:>11} {:>10}",
+            "size", "iters", "ms/iter", "graph MiB", "tex MiB", "net MiB", "target MiB", "total MiB"
+        );
         for e in &r.e2e {
             let size = format!("{}x{}{}", e.width, e.height, if e.requested == 0 { "*" } else { "" });
             let _ = writeln!(
@@ -1037,8 +1194,16 @@ fn json_memory(m: &Memory) -> String {
 /// The report as one JSON object (for scripts: tools/compare_bench.py).
 pub fn to_json(r: &BenchReport) -> String {
     let mut o = String::from("{\n");
-    let _ = writeln!(o, "  \"adapter\": {}, \"backend\": {}, \"device_type\": {}, \"driver\": {},", js(&r.adapter), js(&r.backend), js(&r.device_type), js(&r.driver));
-    let _ = writeln!(o, "  \"timer\": {}, \"timer_note\": {}, \"date\": {},", js(&r.timer), js(&r.timer_note), js(&r.date));
+    let _ = writeln!(
+        o,
+        "  \"adapter\": {}, \"backend\": {}, \"device_type\": {}, \"driver\": {},",
+        js(&r.adapter),
+        js(&r.backend),
+        js(&r.device_type),
+        js(&r.driver)
+    );
+    let _ =
+        writeln!(o, "  \"timer\": {}, \"timer_note\": {}, \"date\": {},", js(&r.timer), js(&r.timer_note), js(&r.date));
     let _ = writeln!(
         o,
         "  \"peak\": {{\"gflops\": {}, \"gbps\": {}, \"copy_bytes\": {}, \"overhead_ms\": {}}},",

@@ -38,7 +38,10 @@ fn f64s(v: &[f32]) -> Vec<f64> {
 
 fn err(gpu: &[f32], want: &[f64]) -> f64 {
     let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
-    gpu.iter().zip(want).fold(0.0f64, |m, (g, w)| if g.is_finite() { m.max((*g as f64 - w).abs()) } else { f64::INFINITY }) / scale
+    gpu.iter()
+        .zip(want)
+        .fold(0.0f64, |m, (g, w)| if g.is_finite() { m.max((*g as f64 - w).abs()) } else { f64::INFINITY })
+        / scale
 }
 
 /// Runs `op` on a NaN-poisoned `out` and returns it.
@@ -67,7 +70,11 @@ pub fn run_checks(adapter: &str) -> Result<(String, Vec<Row>)> {
         let y = poisoned(&ctx, [cout, h, w])?;
         let got = run(&ctx, &conv::conv3x3_forward(&ctx, &tx, &tw, &tb, &y, true), &y)?;
         let want = r::conv3x3_forward(&f64s(&x), cin, h, w, &f64s(&wt), &f64s(&b), cout, true);
-        rows.push(Row { what: format!("conv3x3_forward+relu {cin}->{cout} {h}x{w}"), err: err(&got, &want), tol: 2e-5 });
+        rows.push(Row {
+            what: format!("conv3x3_forward+relu {cin}->{cout} {h}x{w}"),
+            err: err(&got, &want),
+            tol: 2e-5,
+        });
         let tflip = up(&ctx, [cin, cout, 9], &conv::transpose_flip(&wt, cout, cin))?;
         // The mask bits of the GPU's own forward output must match exactly.
         let packed = Mask::new(&ctx, [cout, h, w], "check mask")?;
@@ -81,18 +88,30 @@ pub fn run_checks(adapter: &str) -> Result<(String, Vec<Row>)> {
         let op = conv::conv3x3_backward_input(&ctx, &up(&ctx, [cout, h, w], &dy)?, Some(&ymask), &tflip, &dx);
         let got = run(&ctx, &op, &dx)?;
         let want = r::conv3x3_backward_input(&r::relu_backward(&want, &f64s(&dy)), cout, h, w, &f64s(&wt), cin);
-        rows.push(Row { what: format!("conv3x3_backward_input+mask {cout}->{cin} {h}x{w}"), err: err(&got, &want), tol: 2e-5 });
+        rows.push(Row {
+            what: format!("conv3x3_backward_input+mask {cout}->{cin} {h}x{w}"),
+            err: err(&got, &want),
+            tol: 2e-5,
+        });
     }
     let (c, h, w) = (64, 15, 22);
     let f = rng.vec(c * h * w, -1.0, 1.0);
     let tf = up(&ctx, [c, h, w], &f)?;
     let g = poisoned(&ctx, [c, c, 1])?;
     let got = run(&ctx, &gram::gram_forward(&ctx, &tf, &g), &g)?;
-    rows.push(Row { what: format!("gram_forward {c}x{h}x{w}"), err: err(&got, &r::gram_forward(&f64s(&f), c, h * w)), tol: 2e-5 });
+    rows.push(Row {
+        what: format!("gram_forward {c}x{h}x{w}"),
+        err: err(&got, &r::gram_forward(&f64s(&f), c, h * w)),
+        tol: 2e-5,
+    });
     let dg = rng.vec(c * c, -1.0, 1.0);
     let df = poisoned(&ctx, [c, h, w])?;
     let got = run(&ctx, &gram::gram_backward(&ctx, &tf, &up(&ctx, [c, c, 1], &dg)?, &df, false), &df)?;
-    rows.push(Row { what: format!("gram_backward {c}x{h}x{w}"), err: err(&got, &r::gram_backward(&f64s(&f), &f64s(&dg), c, h * w)), tol: 2e-5 });
+    rows.push(Row {
+        what: format!("gram_backward {c}x{h}x{w}"),
+        err: err(&got, &r::gram_backward(&f64s(&f), &f64s(&dg), c, h * w)),
+        tol: 2e-5,
+    });
     for kind in [Pool::Avg, Pool::Max] {
         let y = poisoned(&ctx, [c, h / 2, w / 2])?;
         let got = run(&ctx, &pool::pool_forward(&ctx, kind, &tf, &y), &y)?;
@@ -105,15 +124,26 @@ pub fn run_checks(adapter: &str) -> Result<(String, Vec<Row>)> {
     let t = rng.vec(c * h * w, -1.0, 1.0);
     let losses = Tensor::new(&ctx, [2, 1, 1], "check losses")?;
     let got = run(&ctx, &reduce::mse_forward(&ctx, &tf, &up(&ctx, [c, h, w], &t)?, &losses, 0, 1.0), &losses)?;
-    rows.push(Row { what: format!("mse_forward n={}", c * h * w), err: err(&got[..1], &[r::mse_forward(&f64s(&f), &f64s(&t))]), tol: 1e-5 });
+    rows.push(Row {
+        what: format!("mse_forward n={}", c * h * w),
+        err: err(&got[..1], &[r::mse_forward(&f64s(&f), &f64s(&t))]),
+        tol: 1e-5,
+    });
     let img = rng.vec(3 * h * w, 0.0, 1.0);
     let got = run(&ctx, &reduce::tv_forward(&ctx, &up(&ctx, [3, h, w], &img)?, &losses, 1, 1.0), &losses)?;
-    rows.push(Row { what: format!("tv_forward 3x{h}x{w}"), err: err(&got[1..2], &[r::tv_forward(&f64s(&img), 3, h, w)]), tol: 1e-5 });
+    rows.push(Row {
+        what: format!("tv_forward 3x{h}x{w}"),
+        err: err(&got[1..2], &[r::tv_forward(&f64s(&img), 3, h, w)]),
+        tol: 1e-5,
+    });
 
     // One whole iteration, default layers, random weights, against the f64 pipeline.
     let s = LossSettings {
         content_layers: vec![Tap::parse("relu4_2")?],
-        style_layers: ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"].iter().map(|n| Tap::parse(n)).collect::<Result<_>>()?,
+        style_layers: ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
+            .iter()
+            .map(|n| Tap::parse(n))
+            .collect::<Result<_>>()?,
         style_layer_weights: vec![1.0; 5],
         content_weight: 1.0,
         style_weight: 1e3,
@@ -130,10 +160,20 @@ pub fn run_checks(adapter: &str) -> Result<(String, Vec<Row>)> {
         })
         .collect();
     let net = Net::new(&ctx, &convs)?;
-    let (content, style, x0) = (rng.vec(3 * h * w, 0.0, 1.0), rng.vec(3 * h * w, 0.0, 1.0), rng.vec(3 * h * w, 0.0, 1.0));
+    let (content, style, x0) =
+        (rng.vec(3 * h * w, 0.0, 1.0), rng.vec(3 * h * w, 0.0, 1.0), rng.vec(3 * h * w, 0.0, 1.0));
     let tc = compute_targets(&ctx, &net, &s, &content, h, w, true, false)?;
     let ts = compute_targets(&ctx, &net, &s, &style, h, w, false, true)?;
-    let graph = Graph::new(&ctx, &net, &s, &Targets { content: tc.content, style: ts.style }, &x0, h, w, AdamConfig::default())?;
+    let graph = Graph::new(
+        &ctx,
+        &net,
+        &s,
+        &Targets { content: tc.content, style: ts.style },
+        &x0,
+        h,
+        w,
+        AdamConfig::default(),
+    )?;
     graph.evaluate(&ctx)?;
     let l = graph.read_losses(&ctx)?;
     let gpu_grad = graph.grad.read(&ctx)?;

@@ -7,7 +7,10 @@ pub enum Error {
     /// No GPU adapter at all (no driver installed).
     NoAdapter(String),
     /// The user's --adapter choice matched nothing.
-    AdapterNotFound { wanted: String, available: Vec<String> },
+    AdapterNotFound {
+        wanted: String,
+        available: Vec<String>,
+    },
     /// request_device failed.
     Device(String),
     /// A GPU error caught by an error scope (validation, out of memory) or device loss.
@@ -16,13 +19,22 @@ pub enum Error {
     TooLarge(String),
     /// Bad command-line value or combination.
     InvalidArgument(String),
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     Image(String),
     Weights(String),
     /// The loss or image became NaN/Inf.
-    NonFinite { step: u32, saved: Option<String> },
+    NonFinite {
+        step: u32,
+        saved: Option<String>,
+    },
     /// Ctrl-C / SIGTERM during a render.
-    Interrupted { step: u32, saved: Option<String> },
+    Interrupted {
+        step: u32,
+        saved: Option<String>,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

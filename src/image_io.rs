@@ -34,11 +34,7 @@ impl Planar {
         for c in rgb {
             data.extend(std::iter::repeat_n(c, n));
         }
-        Planar {
-            width,
-            height,
-            data,
-        }
+        Planar { width, height, data }
     }
 
     /// Number of pixels per channel plane.
@@ -48,12 +44,7 @@ impl Planar {
 
     /// The (r, g, b) value at column `x`, row `y`. Panics when out of bounds.
     pub fn pixel(&self, x: u32, y: u32) -> [f32; 3] {
-        assert!(
-            x < self.width && y < self.height,
-            "pixel ({x}, {y}) outside {}x{}",
-            self.width,
-            self.height
-        );
+        assert!(x < self.width && y < self.height, "pixel ({x}, {y}) outside {}x{}", self.width, self.height);
         let n = self.plane_len();
         let i = y as usize * self.width as usize + x as usize;
         [self.data[i], self.data[n + i], self.data[2 * n + i]]
@@ -62,10 +53,7 @@ impl Planar {
     /// Ok when the buffer length matches the dimensions and neither side is zero.
     fn check_shape(&self) -> Result<(), String> {
         if self.width == 0 || self.height == 0 {
-            return Err(format!(
-                "image is {}x{}; both sides must be at least 1",
-                self.width, self.height
-            ));
+            return Err(format!("image is {}x{}; both sides must be at least 1", self.width, self.height));
         }
         let expected = 3 * self.plane_len();
         if self.data.len() != expected {
@@ -97,53 +85,25 @@ pub enum ImageIoError {
     /// A recognised image format that stylize does not decode (e.g. GIF, WebP).
     UnsupportedFormat { path: PathBuf, format: String },
     /// The header claims more pixels than the limits allow (refused before allocating).
-    TooLarge {
-        path: PathBuf,
-        width: u32,
-        height: u32,
-        max_width: u32,
-        max_height: u32,
-    },
+    TooLarge { path: PathBuf, width: u32, height: u32, max_width: u32, max_height: u32 },
     /// Decoding would need more memory than the limit allows (refused before allocating).
-    TooMuchMemory {
-        path: PathBuf,
-        width: u32,
-        height: u32,
-        needed_bytes: u64,
-        max_bytes: u64,
-    },
+    TooMuchMemory { path: PathBuf, width: u32, height: u32, needed_bytes: u64, max_bytes: u64 },
     /// The header says the image has no pixels.
-    ZeroSize {
-        path: PathBuf,
-        width: u32,
-        height: u32,
-    },
+    ZeroSize { path: PathBuf, width: u32, height: u32 },
     /// The content looked like `format` but could not be decoded (truncated, corrupt, ...).
-    Decode {
-        path: PathBuf,
-        format: String,
-        message: String,
-    },
+    Decode { path: PathBuf, format: String, message: String },
     /// The output extension is not one we can write.
     UnsupportedExtension { path: PathBuf },
     /// The output's directory does not exist (or is not a directory).
     OutputDirMissing { path: PathBuf, dir: PathBuf },
     /// The output's directory exists but we cannot create files in it.
-    OutputDirNotWritable {
-        path: PathBuf,
-        dir: PathBuf,
-        source: io::Error,
-    },
+    OutputDirNotWritable { path: PathBuf, dir: PathBuf, source: io::Error },
     /// Writing, syncing or renaming the output failed.
     Write { path: PathBuf, source: io::Error },
     /// The encoder refused the image or the text (e.g. JPEG larger than 65535 px).
     Encode { path: PathBuf, message: String },
     /// A (key, value) text pair cannot be stored in a PNG.
-    InvalidText {
-        path: PathBuf,
-        key: String,
-        reason: String,
-    },
+    InvalidText { path: PathBuf, key: String, reason: String },
     /// The `Planar` handed to `save_image` is malformed.
     InvalidImage { path: PathBuf, reason: String },
 }
@@ -160,16 +120,12 @@ impl fmt::Display for ImageIoError {
                 "{}: not a PNG or JPEG image (the content is not recognised as an image, whatever its extension)",
                 path.display()
             ),
-            NotPng { path } => write!(
-                f,
-                "{}: not a PNG file; only PNG files carry the embedded text chunks",
-                path.display()
-            ),
-            UnsupportedFormat { path, format } => write!(
-                f,
-                "{}: {format} images are not supported; convert it to PNG or JPEG",
-                path.display()
-            ),
+            NotPng { path } => {
+                write!(f, "{}: not a PNG file; only PNG files carry the embedded text chunks", path.display())
+            }
+            UnsupportedFormat { path, format } => {
+                write!(f, "{}: {format} images are not supported; convert it to PNG or JPEG", path.display())
+            }
             TooLarge { path, width, height, max_width, max_height } => write!(
                 f,
                 "{}: image is {width}x{height} pixels, larger than the limit of {max_width}x{max_height}; \
@@ -184,41 +140,29 @@ impl fmt::Display for ImageIoError {
                 human_bytes(*needed_bytes),
                 human_bytes(*max_bytes)
             ),
-            ZeroSize { path, width, height } => write!(
-                f,
-                "{}: image has zero size ({width}x{height}); nothing to load",
-                path.display()
-            ),
-            Decode { path, format, message } => write!(
-                f,
-                "{}: cannot decode {format} image (truncated or corrupt file?): {message}",
-                path.display()
-            ),
+            ZeroSize { path, width, height } => {
+                write!(f, "{}: image has zero size ({width}x{height}); nothing to load", path.display())
+            }
+            Decode { path, format, message } => {
+                write!(f, "{}: cannot decode {format} image (truncated or corrupt file?): {message}", path.display())
+            }
             UnsupportedExtension { path } => write!(
                 f,
                 "{}: unsupported output extension; use one of {}",
                 path.display(),
                 SUPPORTED_OUTPUT_EXTENSIONS.join(", ")
             ),
-            OutputDirMissing { path, dir } => write!(
-                f,
-                "{}: output directory {} does not exist; create it first",
-                path.display(),
-                dir.display()
-            ),
-            OutputDirNotWritable { path, dir, source } => write!(
-                f,
-                "{}: output directory {} is not writable: {source}",
-                path.display(),
-                dir.display()
-            ),
+            OutputDirMissing { path, dir } => {
+                write!(f, "{}: output directory {} does not exist; create it first", path.display(), dir.display())
+            }
+            OutputDirNotWritable { path, dir, source } => {
+                write!(f, "{}: output directory {} is not writable: {source}", path.display(), dir.display())
+            }
             Write { path, source } => write!(f, "{}: cannot write the image: {source}", path.display()),
             Encode { path, message } => write!(f, "{}: cannot encode the image: {message}", path.display()),
-            InvalidText { path, key, reason } => write!(
-                f,
-                "{}: cannot store text entry {key:?} in the PNG: {reason}",
-                path.display()
-            ),
+            InvalidText { path, key, reason } => {
+                write!(f, "{}: cannot store text entry {key:?} in the PNG: {reason}", path.display())
+            }
             InvalidImage { path, reason } => write!(f, "{}: invalid image to save: {reason}", path.display()),
         }
     }
@@ -262,11 +206,7 @@ pub struct DecodeLimits {
 
 impl Default for DecodeLimits {
     fn default() -> Self {
-        DecodeLimits {
-            max_width: 20_000,
-            max_height: 20_000,
-            max_alloc_bytes: 1 << 30,
-        }
+        DecodeLimits { max_width: 20_000, max_height: 20_000, max_alloc_bytes: 1 << 30 }
     }
 }
 
@@ -281,14 +221,9 @@ impl Default for DecodeLimits {
 pub fn load_image(path: &Path, limits: &DecodeLimits) -> Result<Planar, ImageIoError> {
     let read_err = |source: io::Error| {
         if source.kind() == io::ErrorKind::NotFound {
-            ImageIoError::NotFound {
-                path: path.to_path_buf(),
-            }
+            ImageIoError::NotFound { path: path.to_path_buf() }
         } else {
-            ImageIoError::Read {
-                path: path.to_path_buf(),
-                source,
-            }
+            ImageIoError::Read { path: path.to_path_buf(), source }
         }
     };
     let meta = fs::metadata(path).map_err(read_err)?;
@@ -299,29 +234,18 @@ pub fn load_image(path: &Path, limits: &DecodeLimits) -> Result<Planar, ImageIoE
         });
     }
     if meta.len() == 0 {
-        return Err(ImageIoError::Empty {
-            path: path.to_path_buf(),
-        });
+        return Err(ImageIoError::Empty { path: path.to_path_buf() });
     }
     let file = File::open(path).map_err(read_err)?;
 
     // ImageReader::new (not ::open) so the format comes from the magic bytes only: a JPEG named
     // .png still loads, and a text file named .png is "not an image", not a PNG decode error.
-    let mut reader = ImageReader::new(BufReader::new(file))
-        .with_guessed_format()
-        .map_err(read_err)?;
+    let mut reader = ImageReader::new(BufReader::new(file)).with_guessed_format().map_err(read_err)?;
     let format = match reader.format() {
-        None => {
-            return Err(ImageIoError::NotAnImage {
-                path: path.to_path_buf(),
-            })
-        }
+        None => return Err(ImageIoError::NotAnImage { path: path.to_path_buf() }),
         Some(f @ (ImageFormat::Png | ImageFormat::Jpeg)) => f,
         Some(other) => {
-            return Err(ImageIoError::UnsupportedFormat {
-                path: path.to_path_buf(),
-                format: format_name(other),
-            })
+            return Err(ImageIoError::UnsupportedFormat { path: path.to_path_buf(), format: format_name(other) })
         }
     };
     // The dimension limits are strict in image 0.25: the PNG decoder checks them right after
@@ -337,16 +261,10 @@ pub fn load_image(path: &Path, limits: &DecodeLimits) -> Result<Planar, ImageIoE
 
     let (width, height) = decoder.dimensions();
     if width == 0 || height == 0 {
-        return Err(ImageIoError::ZeroSize {
-            path: path.to_path_buf(),
-            width,
-            height,
-        });
+        return Err(ImageIoError::ZeroSize { path: path.to_path_buf(), width, height });
     }
     // A broken EXIF block should not make a photo unloadable: fall back to "as stored".
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
 
     // image 0.25's from_decoder does not reserve against max_alloc itself, so check the peak here.
     let decoded = decoder.total_bytes();
@@ -358,9 +276,7 @@ pub fn load_image(path: &Path, limits: &DecodeLimits) -> Result<Planar, ImageIoE
         _ => decoded,
     };
     let planar_bytes = u64::from(width) * u64::from(height) * 3 * 4;
-    let needed = decoded
-        .saturating_add(rotated_copy)
-        .saturating_add(planar_bytes);
+    let needed = decoded.saturating_add(rotated_copy).saturating_add(planar_bytes);
     if needed > limits.max_alloc_bytes {
         return Err(ImageIoError::TooMuchMemory {
             path: path.to_path_buf(),
@@ -384,12 +300,7 @@ fn format_name(format: ImageFormat) -> String {
     }
 }
 
-fn map_decode_error(
-    path: &Path,
-    format: ImageFormat,
-    limits: &DecodeLimits,
-    e: image::ImageError,
-) -> ImageIoError {
+fn map_decode_error(path: &Path, format: ImageFormat, limits: &DecodeLimits, e: image::ImageError) -> ImageIoError {
     use image::error::{ImageError, LimitErrorKind};
     match e {
         ImageError::Limits(ref le) if matches!(le.kind(), LimitErrorKind::DimensionError) => {
@@ -411,16 +322,12 @@ fn map_decode_error(
                 width,
                 height,
                 // The decoder does not say how much it wanted; the f32 result alone is a floor.
-                needed_bytes: (u64::from(width) * u64::from(height) * 12)
-                    .max(limits.max_alloc_bytes.saturating_add(1)),
+                needed_bytes: (u64::from(width) * u64::from(height) * 12).max(limits.max_alloc_bytes.saturating_add(1)),
                 max_bytes: limits.max_alloc_bytes,
             }
         }
         ImageError::IoError(io) if io.kind() != io::ErrorKind::UnexpectedEof => {
-            ImageIoError::Read {
-                path: path.to_path_buf(),
-                source: io,
-            }
+            ImageIoError::Read { path: path.to_path_buf(), source: io }
         }
         ImageError::Unsupported(u) => ImageIoError::UnsupportedFormat {
             path: path.to_path_buf(),
@@ -484,13 +391,7 @@ fn dynamic_to_planar(img: &DynamicImage) -> Planar {
 }
 
 /// Interleaved samples (1 = gray, 2 = gray+alpha, 3 = RGB, 4 = RGBA) to planar RGB.
-fn samples_to_planar<T: Copy>(
-    w: u32,
-    h: u32,
-    raw: &[T],
-    channels: usize,
-    to_f: impl Fn(T) -> f32,
-) -> Planar {
+fn samples_to_planar<T: Copy>(w: u32, h: u32, raw: &[T], channels: usize, to_f: impl Fn(T) -> f32) -> Planar {
     let n = w as usize * h as usize;
     let mut data = vec![0.0f32; 3 * n];
     let (r, rest) = data.split_at_mut(n);
@@ -508,11 +409,7 @@ fn samples_to_planar<T: Copy>(
         g[i] = over_white(rgb[1]);
         b[i] = over_white(rgb[2]);
     }
-    Planar {
-        width: w,
-        height: h,
-        data,
-    }
+    Planar { width: w, height: h, data }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -526,15 +423,9 @@ pub fn resize_longest(img: &Planar, longest: u32) -> Planar {
     let (w, h) = (u64::from(img.width.max(1)), u64::from(img.height.max(1)));
     // Round to nearest: 640x480 -> 128 gives exactly 128x96.
     let (nw, nh) = if w >= h {
-        (
-            u64::from(longest),
-            ((h * u64::from(longest) + w / 2) / w).max(1),
-        )
+        (u64::from(longest), ((h * u64::from(longest) + w / 2) / w).max(1))
     } else {
-        (
-            ((w * u64::from(longest) + h / 2) / h).max(1),
-            u64::from(longest),
-        )
+        (((w * u64::from(longest) + h / 2) / h).max(1), u64::from(longest))
     };
     resize_exact(img, nw as u32, nh as u32)
 }
@@ -570,11 +461,7 @@ pub fn resize_exact(img: &Planar, width: u32, height: u32) -> Planar {
             data[c * m + i] = px[c].clamp(0.0, 1.0);
         }
     }
-    Planar {
-        width,
-        height,
-        data,
-    }
+    Planar { width, height, data }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -591,16 +478,11 @@ enum OutputFormat {
 }
 
 fn output_format(path: &Path) -> Result<OutputFormat, ImageIoError> {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(|e| e.to_ascii_lowercase());
+    let ext = path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase());
     match ext.as_deref() {
         Some("png") => Ok(OutputFormat::Png),
         Some("jpg" | "jpeg") => Ok(OutputFormat::Jpeg),
-        _ => Err(ImageIoError::UnsupportedExtension {
-            path: path.to_path_buf(),
-        }),
+        _ => Err(ImageIoError::UnsupportedExtension { path: path.to_path_buf() }),
     }
 }
 
@@ -616,10 +498,7 @@ fn parent_dir(path: &Path) -> PathBuf {
 fn existing_parent(path: &Path) -> Result<PathBuf, ImageIoError> {
     let dir = parent_dir(path);
     if !dir.is_dir() {
-        return Err(ImageIoError::OutputDirMissing {
-            path: path.to_path_buf(),
-            dir,
-        });
+        return Err(ImageIoError::OutputDirMissing { path: path.to_path_buf(), dir });
     }
     Ok(dir)
 }
@@ -633,32 +512,19 @@ struct TempFile {
 impl TempFile {
     fn create(target: &Path, dir: &Path) -> Result<TempFile, ImageIoError> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let base = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
+        let base = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         // Hidden, recognisable, and unique per process, call and moment; create_new so two
         // writers never share a temp file.
-        let name = format!(
-            ".{base}.stylize-tmp-{}-{}-{nanos}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
+        let name =
+            format!(".{base}.stylize-tmp-{}-{}-{nanos}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
         let path = dir.join(name);
         match OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(file) => Ok(TempFile {
-                path,
-                file: Some(file),
-            }),
-            Err(source) => Err(ImageIoError::OutputDirNotWritable {
-                path: target.to_path_buf(),
-                dir: dir.to_path_buf(),
-                source,
-            }),
+            Ok(file) => Ok(TempFile { path, file: Some(file) }),
+            Err(source) => {
+                Err(ImageIoError::OutputDirNotWritable { path: target.to_path_buf(), dir: dir.to_path_buf(), source })
+            }
         }
     }
 
@@ -673,11 +539,7 @@ impl TempFile {
         // Make the rename itself durable; best effort, since not every platform or filesystem
         // lets a directory be opened and synced.
         if let Some(dir) = target.parent() {
-            let dir = if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            };
+            let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
             if let Ok(d) = File::open(dir) {
                 let _ = d.sync_all();
             }
@@ -754,11 +616,7 @@ fn save_image_impl(
 ) -> Result<(), ImageIoError> {
     // Everything that can be checked without touching the disk is checked first.
     let format = output_format(path)?;
-    img.check_shape()
-        .map_err(|reason| ImageIoError::InvalidImage {
-            path: path.to_path_buf(),
-            reason,
-        })?;
+    img.check_shape().map_err(|reason| ImageIoError::InvalidImage { path: path.to_path_buf(), reason })?;
     if format == OutputFormat::Png {
         for (key, value) in text {
             validate_text(key, value).map_err(|reason| ImageIoError::InvalidText {
@@ -772,19 +630,10 @@ fn save_image_impl(
     let rgb8 = to_rgb8_interleaved(img);
 
     let tmp = TempFile::create(path, &dir)?;
-    let write_err = |source: io::Error| ImageIoError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
+    let write_err = |source: io::Error| ImageIoError::Write { path: path.to_path_buf(), source };
     {
-        let file = tmp
-            .file
-            .as_ref()
-            .ok_or_else(|| write_err(io::Error::other("temporary file already closed")))?;
-        let mut out = BufWriter::new(FailingWriter {
-            inner: file,
-            remaining: fail_after_bytes,
-        });
+        let file = tmp.file.as_ref().ok_or_else(|| write_err(io::Error::other("temporary file already closed")))?;
+        let mut out = BufWriter::new(FailingWriter { inner: file, remaining: fail_after_bytes });
         match format {
             OutputFormat::Png => encode_png(path, &mut out, img.width, img.height, &rgb8, text)?,
             OutputFormat::Jpeg => {
@@ -801,14 +650,8 @@ fn save_image_impl(
 
 fn encode_error(path: &Path, e: image::ImageError) -> ImageIoError {
     match e {
-        image::ImageError::IoError(source) => ImageIoError::Write {
-            path: path.to_path_buf(),
-            source,
-        },
-        other => ImageIoError::Encode {
-            path: path.to_path_buf(),
-            message: one_line(&other.to_string()),
-        },
+        image::ImageError::IoError(source) => ImageIoError::Write { path: path.to_path_buf(), source },
+        other => ImageIoError::Encode { path: path.to_path_buf(), message: one_line(&other.to_string()) },
     }
 }
 
@@ -821,14 +664,8 @@ fn encode_png<W: Write>(
     text: &[(&str, &str)],
 ) -> Result<(), ImageIoError> {
     let png_err = |e: png::EncodingError| match e {
-        png::EncodingError::IoError(source) => ImageIoError::Write {
-            path: path.to_path_buf(),
-            source,
-        },
-        other => ImageIoError::Encode {
-            path: path.to_path_buf(),
-            message: one_line(&other.to_string()),
-        },
+        png::EncodingError::IoError(source) => ImageIoError::Write { path: path.to_path_buf(), source },
+        other => ImageIoError::Encode { path: path.to_path_buf(), message: one_line(&other.to_string()) },
     };
     let mut enc = png::Encoder::new(out, width, height);
     enc.set_color(png::ColorType::Rgb);
@@ -856,14 +693,9 @@ fn is_latin1(s: &str) -> bool {
 fn validate_text(key: &str, value: &str) -> Result<(), String> {
     let len = key.chars().count();
     if len == 0 || len > 79 {
-        return Err(format!(
-            "keys must be 1 to 79 characters long, this one has {len}"
-        ));
+        return Err(format!("keys must be 1 to 79 characters long, this one has {len}"));
     }
-    if !key
-        .chars()
-        .all(|c| matches!(c as u32, 0x20..=0x7E | 0xA1..=0xFF))
-    {
+    if !key.chars().all(|c| matches!(c as u32, 0x20..=0x7E | 0xA1..=0xFF)) {
         return Err("keys may only use printable Latin-1 characters".into());
     }
     if key.starts_with(' ') || key.ends_with(' ') || key.contains("  ") {
@@ -912,40 +744,25 @@ pub fn check_output_path(path: &Path) -> Result<(), ImageIoError> {
 pub fn read_png_text(path: &Path) -> Result<Vec<(String, String)>, ImageIoError> {
     let read_err = |source: io::Error| {
         if source.kind() == io::ErrorKind::NotFound {
-            ImageIoError::NotFound {
-                path: path.to_path_buf(),
-            }
+            ImageIoError::NotFound { path: path.to_path_buf() }
         } else {
-            ImageIoError::Read {
-                path: path.to_path_buf(),
-                source,
-            }
+            ImageIoError::Read { path: path.to_path_buf(), source }
         }
     };
     let mut file = File::open(path).map_err(read_err)?;
     // Check the signature first so a JPEG or an empty file gets a precise message.
     let mut signature = Vec::with_capacity(8);
-    (&mut file)
-        .take(8)
-        .read_to_end(&mut signature)
-        .map_err(read_err)?;
+    (&mut file).take(8).read_to_end(&mut signature).map_err(read_err)?;
     if signature.is_empty() {
-        return Err(ImageIoError::Empty {
-            path: path.to_path_buf(),
-        });
+        return Err(ImageIoError::Empty { path: path.to_path_buf() });
     }
     if signature != b"\x89PNG\r\n\x1a\n" {
-        return Err(ImageIoError::NotPng {
-            path: path.to_path_buf(),
-        });
+        return Err(ImageIoError::NotPng { path: path.to_path_buf() });
     }
     file.seek(SeekFrom::Start(0)).map_err(read_err)?;
     let decode_err = |e: png::DecodingError| match e {
         png::DecodingError::IoError(source) if source.kind() != io::ErrorKind::UnexpectedEof => {
-            ImageIoError::Read {
-                path: path.to_path_buf(),
-                source,
-            }
+            ImageIoError::Read { path: path.to_path_buf(), source }
         }
         other => ImageIoError::Decode {
             path: path.to_path_buf(),
@@ -983,17 +800,13 @@ pub fn read_png_text(path: &Path) -> Result<Vec<(String, String)>, ImageIoError>
 // chrominance gives the same RGB either way.
 
 /// RGB -> YIQ (NTSC), the matrix scikit-image uses.
-const RGB_TO_YIQ: [[f64; 3]; 3] = [
-    [0.299, 0.587, 0.114],
-    [0.595_716, -0.274_453, -0.321_263],
-    [0.211_456, -0.522_591, 0.311_135],
-];
+const RGB_TO_YIQ: [[f64; 3]; 3] =
+    [[0.299, 0.587, 0.114], [0.595_716, -0.274_453, -0.321_263], [0.211_456, -0.522_591, 0.311_135]];
 
 /// The exact inverse of a 3x3 matrix (adjugate over determinant), in f64 so that the round
 /// trip RGB -> YIQ -> RGB is exact to f32 precision.
 fn invert3(m: &[[f64; 3]; 3]) -> [[f64; 3]; 3] {
-    let c =
-        |r0: usize, c0: usize, r1: usize, c1: usize| m[r0][c0] * m[r1][c1] - m[r0][c1] * m[r1][c0];
+    let c = |r0: usize, c0: usize, r1: usize, c1: usize| m[r0][c0] * m[r1][c1] - m[r0][c1] * m[r1][c0];
     let cof = [
         [c(1, 1, 2, 2), -c(1, 0, 2, 2), c(1, 0, 2, 1)],
         [-c(0, 1, 2, 2), c(0, 0, 2, 2), -c(0, 0, 2, 1)],
@@ -1011,29 +824,15 @@ fn invert3(m: &[[f64; 3]; 3]) -> [[f64; 3]; 3] {
 
 fn apply_color_matrix(img: &Planar, m: &[[f64; 3]; 3]) -> Planar {
     let n = img.plane_len();
-    assert_eq!(
-        img.data.len(),
-        3 * n,
-        "colour conversion: buffer length does not match {}x{}",
-        img.width,
-        img.height
-    );
+    assert_eq!(img.data.len(), 3 * n, "colour conversion: buffer length does not match {}x{}", img.width, img.height);
     let mut data = vec![0.0f32; 3 * n];
     for i in 0..n {
-        let p = [
-            f64::from(img.data[i]),
-            f64::from(img.data[n + i]),
-            f64::from(img.data[2 * n + i]),
-        ];
+        let p = [f64::from(img.data[i]), f64::from(img.data[n + i]), f64::from(img.data[2 * n + i])];
         for (c, row) in m.iter().enumerate() {
             data[c * n + i] = (row[0] * p[0] + row[1] * p[1] + row[2] * p[2]) as f32;
         }
     }
-    Planar {
-        width: img.width,
-        height: img.height,
-        data,
-    }
+    Planar { width: img.width, height: img.height, data }
 }
 
 /// RGB planes to Y, I, Q planes (Y in [0,1]; I in about [-0.6, 0.6]; Q in about [-0.52, 0.52]).
@@ -1062,9 +861,7 @@ fn mix64(mut z: u64) -> u64 {
 
 /// Uniform in [0,1) from a seed and two lattice coordinates.
 fn hash01(seed: u64, ix: i64, iy: i64) -> f32 {
-    let h = mix64(
-        seed ^ mix64((ix as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (iy as u64).rotate_left(32)),
-    );
+    let h = mix64(seed ^ mix64((ix as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (iy as u64).rotate_left(32)));
     (h >> 40) as f32 / (1u64 << 24) as f32
 }
 
@@ -1088,12 +885,7 @@ fn value_noise(seed: u64, x: f32, y: f32) -> f32 {
 fn fbm(seed: u64, x: f32, y: f32, octaves: u32) -> f32 {
     let (mut sum, mut amp, mut norm, mut freq) = (0.0, 0.5, 0.0, 1.0);
     for o in 0..octaves {
-        sum += amp
-            * value_noise(
-                seed.wrapping_add(u64::from(o) * 0x51_7CC1),
-                x * freq,
-                y * freq,
-            );
+        sum += amp * value_noise(seed.wrapping_add(u64::from(o) * 0x51_7CC1), x * freq, y * freq);
         norm += amp;
         amp *= 0.5;
         freq *= 2.0;
@@ -1114,11 +906,7 @@ impl SeedRng {
 
 fn lerp3(a: [f32; 3], b: [f32; 3], t: f32) -> [f32; 3] {
     let t = t.clamp(0.0, 1.0);
-    [
-        a[0] + (b[0] - a[0]) * t,
-        a[1] + (b[1] - a[1]) * t,
-        a[2] + (b[2] - a[2]) * t,
-    ]
+    [a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t, a[2] + (b[2] - a[2]) * t]
 }
 
 fn smoothstep(e0: f32, e1: f32, x: f32) -> f32 {
@@ -1141,11 +929,7 @@ fn render(width: u32, height: u32, f: impl Fn(f32, f32) -> [f32; 3]) -> Planar {
             }
         }
     }
-    Planar {
-        width: w,
-        height: h,
-        data,
-    }
+    Planar { width: w, height: h, data }
 }
 
 /// A photo-like landscape: sky gradient with clouds, a sun disc with glow, two ranges of hills,
@@ -1168,32 +952,23 @@ pub fn synthetic_photo(width: u32, height: u32, seed: u64) -> Planar {
         let d_sun = ((x - sun.0).powi(2) + (y - sun.1).powi(2)).sqrt();
         let glow = (-(d_sun - sun_r).max(0.0) / 0.12).exp() * 0.45;
         c = [c[0] + glow, c[1] + glow * 0.85, c[2] + glow * 0.5];
-        let cloud = smoothstep(0.55, 0.75, fbm(noise_seed, x * 5.0, y * 12.0, 5))
-            * (1.0 - y / 0.55).max(0.0);
+        let cloud = smoothstep(0.55, 0.75, fbm(noise_seed, x * 5.0, y * 12.0, 5)) * (1.0 - y / 0.55).max(0.0);
         c = lerp3(c, [0.97, 0.97, 0.98], cloud * 0.8);
         let disc = 1.0 - smoothstep(sun_r - 0.004, sun_r + 0.004, d_sun);
         c = lerp3(c, [1.0, 0.96, 0.78], disc);
 
         // Far hills: hazy blue-green.
-        let far = 0.56
-            + 0.05 * (x * 5.0 + far_phase).sin()
-            + 0.05 * (fbm(noise_seed ^ 1, x * 3.0, 0.5, 4) - 0.5);
+        let far = 0.56 + 0.05 * (x * 5.0 + far_phase).sin() + 0.05 * (fbm(noise_seed ^ 1, x * 3.0, 0.5, 4) - 0.5);
         if y > far {
             let depth = ((y - far) / 0.2).min(1.0);
             c = lerp3([0.45, 0.58, 0.62], [0.32, 0.46, 0.45], depth);
         }
         // Near hills: saturated green with grassy texture, darker lower down.
-        let near = 0.68
-            + 0.07 * (x * 3.1 + near_phase).sin()
-            + 0.06 * (fbm(noise_seed ^ 2, x * 4.0, 1.5, 4) - 0.5);
+        let near = 0.68 + 0.07 * (x * 3.1 + near_phase).sin() + 0.06 * (fbm(noise_seed ^ 2, x * 4.0, 1.5, 4) - 0.5);
         if y > near {
             let t = fbm(noise_seed ^ 3, x * 30.0, y * 60.0, 4);
             let shade = 1.0 - 0.35 * ((y - near) / 0.3).min(1.0);
-            c = [
-                (0.22 + 0.15 * t) * shade,
-                (0.50 + 0.2 * t) * shade,
-                (0.16 + 0.08 * t) * shade,
-            ];
+            c = [(0.22 + 0.15 * t) * shade, (0.50 + 0.2 * t) * shade, (0.16 + 0.08 * t) * shade];
         }
 
         // House: walls, a pitched roof, a door and a window.
@@ -1256,8 +1031,7 @@ pub fn synthetic_painting(width: u32, height: u32, seed: u64) -> Planar {
         // Brush strokes: fine ridges parallel to the bands (iso-lines of the raw field, so they
         // follow the swirl and have no seam at atan2's branch cut), wobbling and fading in and
         // out with Cartesian noise like bristle marks.
-        let wobble = fbm(noise_seed ^ 7, x * 6.0, y * 6.0, 3)
-            + 0.5 * value_noise(noise_seed ^ 9, x * 40.0, y * 40.0);
+        let wobble = fbm(noise_seed ^ 7, x * 6.0, y * 6.0, 3) + 0.5 * value_noise(noise_seed ^ 9, x * 40.0, y * 40.0);
         let strength = fbm(noise_seed ^ 8, x * 14.0, y * 14.0, 2);
         let bristle = 0.5 + 0.5 * (tau * 45.0 * t_raw + 6.0 * wobble).sin();
         let stroke = 1.0 - 0.3 * strength * bristle;

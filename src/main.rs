@@ -333,8 +333,20 @@ fn run(cmd: Cmd) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Bench { sizes, e2e_sizes, memory_sizes, iterations, adapter, json, no_kernels, no_e2e, no_memory, wall_clock } => {
-            let adapter = if adapter.is_empty() { std::env::var("STYLIZE_ADAPTER").unwrap_or_default() } else { adapter };
+        Cmd::Bench {
+            sizes,
+            e2e_sizes,
+            memory_sizes,
+            iterations,
+            adapter,
+            json,
+            no_kernels,
+            no_e2e,
+            no_memory,
+            wall_clock,
+        } => {
+            let adapter =
+                if adapter.is_empty() { std::env::var("STYLIZE_ADAPTER").unwrap_or_default() } else { adapter };
             let o = stylize::bench::BenchOptions {
                 sizes,
                 e2e_sizes,
@@ -353,7 +365,8 @@ fn run(cmd: Cmd) -> Result<()> {
             Ok(())
         }
         Cmd::Check { adapter } => {
-            let adapter = if adapter.is_empty() { std::env::var("STYLIZE_ADAPTER").unwrap_or_default() } else { adapter };
+            let adapter =
+                if adapter.is_empty() { std::env::var("STYLIZE_ADAPTER").unwrap_or_default() } else { adapter };
             stylize::check::check(&adapter)
         }
         Cmd::Devices => {
@@ -465,7 +478,12 @@ fn write_npy(path: &std::path::Path, data: &[f32], shape: &[u64]) -> Result<()> 
     let io = |e: std::io::Error| Error::Io { path: path.display().to_string(), source: e };
     let file = std::fs::File::create(path).map_err(io)?;
     use npyz::WriterBuilder;
-    let mut w = npyz::WriteOptions::new().default_dtype().shape(shape).writer(std::io::BufWriter::new(file)).begin_nd().map_err(io)?;
+    let mut w = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(shape)
+        .writer(std::io::BufWriter::new(file))
+        .begin_nd()
+        .map_err(io)?;
     w.extend(data.iter().copied()).map_err(io)?;
     w.finish().map_err(io)?;
     Ok(())

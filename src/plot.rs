@@ -263,7 +263,8 @@ fn draw(records: &[Record], w: u32, h: u32) -> Result<Canvas> {
     let fs: i64 = if w >= 1200 && h >= 700 { 2 } else { 1 };
     let mut c = Canvas::new(w, h);
     let legend_w = text_width("content", fs) + 24 * fs;
-    let (left, right, top, bottom) = (10 + text_width("1e-10", fs) + 8, legend_w + 16, 10 + 9 * fs + 6, 10 + 2 * 9 * fs + 10);
+    let (left, right, top, bottom) =
+        (10 + text_width("1e-10", fs) + 8, legend_w + 16, 10 + 9 * fs + 6, 10 + 2 * 9 * fs + 10);
     let (pw, ph) = (w as i64 - left - right, h as i64 - top - bottom);
     if pw < 40 || ph < 40 {
         return Err(Error::InvalidArgument(format!("{w}x{h} is too small for a plot (at least about 240x150)")));
@@ -340,7 +341,9 @@ fn draw(records: &[Record], w: u32, h: u32) -> Result<Canvas> {
 /// Reads `log`, draws its curves at `w` x `h` and writes `out` atomically.
 pub fn plot_file(log: &Path, out: &Path, w: u32, h: u32) -> Result<()> {
     if !(100..=16384).contains(&w) || !(100..=16384).contains(&h) {
-        return Err(Error::InvalidArgument(format!("the plot size must be between 100 and 16384 pixels a side, got {w}x{h}")));
+        return Err(Error::InvalidArgument(format!(
+            "the plot size must be between 100 and 16384 pixels a side, got {w}x{h}"
+        )));
     }
     image_io::check_output_path(out)?;
     let text = std::fs::read_to_string(log).map_err(|e| Error::Io { path: log.display().to_string(), source: e })?;
@@ -353,7 +356,10 @@ pub fn plot_file(log: &Path, out: &Path, w: u32, h: u32) -> Result<()> {
         records.push(r);
     }
     if records.is_empty() {
-        return Err(Error::InvalidArgument(format!("{}: no loss lines (write one with stylize render --log-json)", log.display())));
+        return Err(Error::InvalidArgument(format!(
+            "{}: no loss lines (write one with stylize render --log-json)",
+            log.display()
+        )));
     }
     let c = draw(&records, w, h)?;
     let n = c.px.len();

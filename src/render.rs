@@ -77,10 +77,9 @@ impl WeightsSource {
             return Ok(WeightsSource::Random(0));
         }
         if let Some(seed) = s.strip_prefix("random:") {
-            return seed
-                .parse()
-                .map(WeightsSource::Random)
-                .map_err(|_| Error::InvalidArgument(format!("--weights {s}: expected random:SEED with an integer seed")));
+            return seed.parse().map(WeightsSource::Random).map_err(|_| {
+                Error::InvalidArgument(format!("--weights {s}: expected random:SEED with an integer seed"))
+            });
         }
         Ok(WeightsSource::File(PathBuf::from(s)))
     }
@@ -168,7 +167,9 @@ impl TileMode {
             "off" | "none" => Ok(TileMode::Off),
             n => match n.parse::<usize>() {
                 Ok(v) if v > 0 => Ok(TileMode::Size(v)),
-                _ => Err(Error::InvalidArgument(format!("--tile {s}: expected auto, off or a tile size in pixels (> 0)"))),
+                _ => Err(Error::InvalidArgument(format!(
+                    "--tile {s}: expected auto, off or a tile size in pixels (> 0)"
+                ))),
             },
         }
     }
@@ -327,7 +328,11 @@ fn parse_taps(names: &[String]) -> Result<Vec<Tap>> {
 }
 
 /// Loads the weights the layers need and decides the input convention.
-pub fn load_weights(src: &WeightsSource, needed: usize, progress: bool) -> Result<(Vec<ConvWeights>, Option<Preprocess>, String)> {
+pub fn load_weights(
+    src: &WeightsSource,
+    needed: usize,
+    progress: bool,
+) -> Result<(Vec<ConvWeights>, Option<Preprocess>, String)> {
     let w = match src {
         WeightsSource::Random(seed) => weights::random(*seed, needed),
         WeightsSource::File(p) => weights::load(p, needed)?,
@@ -623,12 +628,22 @@ fn json_num(v: f64) -> String {
 
 impl JsonLog {
     fn create(path: &Path) -> Result<JsonLog> {
-        let file = std::fs::File::create(path).map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;
+        let file =
+            std::fs::File::create(path).map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;
         Ok(JsonLog { path: path.to_path_buf(), file: std::io::BufWriter::new(file) })
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn line(&mut self, frame: usize, scale: usize, w: usize, h: usize, step: u32, l: &Losses, elapsed: f64) -> Result<()> {
+    fn line(
+        &mut self,
+        frame: usize,
+        scale: usize,
+        w: usize,
+        h: usize,
+        step: u32,
+        l: &Losses,
+        elapsed: f64,
+    ) -> Result<()> {
         let s = format!(
             "{{\"frame\":{frame},\"scale\":{scale},\"width\":{w},\"height\":{h},\"step\":{step},\"content\":{},\"style\":{},\"tv\":{},\"total\":{},\"elapsed_s\":{elapsed:.4}}}\n",
             json_num(l.content_total() as f64),
@@ -666,11 +681,16 @@ pub fn plan_frames(o: &RenderOptions) -> Result<(Vec<Frame>, bool)> {
     let contents: Vec<PathBuf> = if !o.content_list.is_empty() {
         o.content_list.clone()
     } else if o.content.is_dir() {
-        let rd = std::fs::read_dir(&o.content).map_err(|e| Error::Io { path: o.content.display().to_string(), source: e })?;
-        let mut v: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file() && is_image_name(p)).collect();
+        let rd = std::fs::read_dir(&o.content)
+            .map_err(|e| Error::Io { path: o.content.display().to_string(), source: e })?;
+        let mut v: Vec<PathBuf> =
+            rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file() && is_image_name(p)).collect();
         v.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
         if v.is_empty() {
-            return Err(Error::InvalidArgument(format!("{}: the folder holds no .png or .jpg images", o.content.display())));
+            return Err(Error::InvalidArgument(format!(
+                "{}: the folder holds no .png or .jpg images",
+                o.content.display()
+            )));
         }
         v
     } else {
@@ -728,7 +748,9 @@ fn validate(o: &RenderOptions) -> Result<()> {
         return Err(Error::InvalidArgument("give at least one STYLE image".into()));
     }
     check_finite("--lr", o.learning_rate(), true)?;
-    for (n, v) in [("--content-weight", o.content_weight), ("--style-weight", o.style_weight), ("--tv-weight", o.tv_weight)] {
+    for (n, v) in
+        [("--content-weight", o.content_weight), ("--style-weight", o.style_weight), ("--tv-weight", o.tv_weight)]
+    {
         if let Some(v) = v {
             check_finite(n, v, false)?;
         }
@@ -760,7 +782,11 @@ fn validate(o: &RenderOptions) -> Result<()> {
     }
     if let Some(s) = &o.scale_steps {
         if s.len() != o.scales as usize {
-            return Err(Error::InvalidArgument(format!("--scale-steps has {} values for {} scales", s.len(), o.scales)));
+            return Err(Error::InvalidArgument(format!(
+                "--scale-steps has {} values for {} scales",
+                s.len(),
+                o.scales
+            )));
         }
     }
     if !(0.0..1.0).contains(&o.avg_decay) || !o.avg_decay.is_finite() {
@@ -778,7 +804,11 @@ fn validate(o: &RenderOptions) -> Result<()> {
     if let Some(p) = &o.log_json {
         let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         if !dir.is_dir() || p.is_dir() {
-            return Err(Error::InvalidArgument(format!("--log-json {}: the folder {} does not exist", p.display(), dir.display())));
+            return Err(Error::InvalidArgument(format!(
+                "--log-json {}: the folder {} does not exist",
+                p.display(),
+                dir.display()
+            )));
         }
     }
     Ok(())
@@ -1069,7 +1099,15 @@ impl Run<'_> {
                 }
             },
         };
-        let mut tg = crate::tiled::TiledGraph::new(&eng.ctx, &eng.net, &eng.settings, (&content.data, h, w), style, &init, tile)?;
+        let mut tg = crate::tiled::TiledGraph::new(
+            &eng.ctx,
+            &eng.net,
+            &eng.settings,
+            (&content.data, h, w),
+            style,
+            &init,
+            tile,
+        )?;
         let ctx = &eng.ctx;
         let adam = AdamConfig { lr: o.learning_rate(), clamp: Some((0.0, 1.0)), ..Default::default() };
         let mut label = format!("[{} tiles of {tile} px] ", tg.tiles.len());
@@ -1104,7 +1142,10 @@ impl Run<'_> {
             // Every step's losses are at hand here (tiles are read back anyway): check each.
             if !last.total().is_finite() || tg.grad.iter().any(|v| !v.is_finite()) {
                 save(at.output, &self.finish_with(good.0, &content), at.text, good.1)?;
-                return Err(Error::NonFinite { step: total_step, saved: Some(format!("{} (step {})", at.output.display(), good.1)) });
+                return Err(Error::NonFinite {
+                    step: total_step,
+                    saved: Some(format!("{} (step {})", at.output.display(), good.1)),
+                });
             }
             good = (tg.image.clone(), total_step - 1);
             tg.adam_step(&adam);
@@ -1116,7 +1157,12 @@ impl Run<'_> {
             }
             progress.update(step, print.then_some(&last));
             if o.save_every > 0 && total_step.is_multiple_of(o.save_every) && total_step != at.frame_steps {
-                save(&snapshot_path(at.output, total_step), &self.finish_with(tg.image.clone(), &content), at.text, total_step)?;
+                save(
+                    &snapshot_path(at.output, total_step),
+                    &self.finish_with(tg.image.clone(), &content),
+                    at.text,
+                    total_step,
+                )?;
             }
             if let Some(p) = &o.preview {
                 if total_step.is_multiple_of(o.preview_every) {
@@ -1129,7 +1175,17 @@ impl Run<'_> {
             tg.evaluate(ctx, &eng.net)?;
             last = tg.read_losses(ctx)?;
         }
-        let report = StageReport { frame: at.frame, scale: at.scale, width: w, height: h, steps, first, last, ms_per_iter, tiles: tg.tiles.len() };
+        let report = StageReport {
+            frame: at.frame,
+            scale: at.scale,
+            width: w,
+            height: h,
+            steps,
+            first,
+            last,
+            ms_per_iter,
+            tiles: tg.tiles.len(),
+        };
         Ok(StageOut { report, image: tg.image })
     }
 
@@ -1224,7 +1280,17 @@ impl Run<'_> {
             last = graph.read_losses(ctx)?;
         }
         let image = st.read_output(ctx)?;
-        let report = StageReport { frame: at.frame, scale: at.scale, width: w, height: h, steps, first, last, ms_per_iter, tiles: 1 };
+        let report = StageReport {
+            frame: at.frame,
+            scale: at.scale,
+            width: w,
+            height: h,
+            steps,
+            first,
+            last,
+            ms_per_iter,
+            tiles: 1,
+        };
         Ok(StageOut { report, image })
     }
 }
@@ -1240,7 +1306,8 @@ pub fn render(o: &RenderOptions) -> Result<RenderReport> {
     // Check the first content image before the slow setup (a typo should fail at once).
     let first_content = load_checked(&frames[0].content, &limits)?;
     if batch {
-        std::fs::create_dir_all(&o.output).map_err(|e| Error::Io { path: o.output.display().to_string(), source: e })?;
+        std::fs::create_dir_all(&o.output)
+            .map_err(|e| Error::Io { path: o.output.display().to_string(), source: e })?;
         image_io::check_output_path(&frames[0].output)?;
     }
     let mut eng = Engine::new(o, Some(&first_content))?;

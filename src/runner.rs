@@ -4,8 +4,8 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::adam::{Adam, AdamConfig};
-pub use crate::gpu::lbfgs::LbfgsConfig;
 use crate::gpu::lbfgs::Lbfgs;
+pub use crate::gpu::lbfgs::LbfgsConfig;
 use crate::gpu::pool::Pool;
 use crate::gpu::{conv, gram, image, pool, reduce, relu, Context, Op, Tensor};
 use crate::vgg::{self, Preprocess, Tap};
@@ -57,9 +57,11 @@ impl LossSettings {
             )));
         }
         let all = [self.content_weight, self.style_weight, self.tv_weight];
-        for (name, v) in ["content weight", "style weight", "tv weight"].iter().zip(all).chain(
-            self.style_layer_weights.iter().map(|w| (&"style layer weight", *w)),
-        ) {
+        for (name, v) in ["content weight", "style weight", "tv weight"]
+            .iter()
+            .zip(all)
+            .chain(self.style_layer_weights.iter().map(|w| (&"style layer weight", *w)))
+        {
             if !v.is_finite() || v < 0.0 {
                 return Err(Error::InvalidArgument(format!("{name} must be a finite number >= 0, got {v}")));
             }
@@ -118,7 +120,14 @@ pub(crate) struct Forward {
 
 impl Forward {
     /// The forward of `n` conv layers over `x`; with `backward`, also what a backward needs.
-    pub(crate) fn new(ctx: &Context, net: &Net, s: &LossSettings, x: &Tensor, n: usize, backward: bool) -> Result<Forward> {
+    pub(crate) fn new(
+        ctx: &Context,
+        net: &Net,
+        s: &LossSettings,
+        x: &Tensor,
+        n: usize,
+        backward: bool,
+    ) -> Result<Forward> {
         let [_, h, w] = x.shape;
         let taps: Vec<Tap> = s.content_layers.iter().chain(&s.style_layers).copied().collect();
         // The largest activation (and the backward's image-sized gradient) sizes the scratch.
@@ -127,7 +136,10 @@ impl Forward {
             let (ch, cw) = vgg::conv_size(i, h, w);
             max_len = max_len.max(vgg::CONVS[i].2 * ch * cw);
         }
-        let scratch = [Tensor::new(ctx, [max_len, 1, 1], "activations / gradients A")?, Tensor::new(ctx, [max_len, 1, 1], "activations / gradients B")?];
+        let scratch = [
+            Tensor::new(ctx, [max_len, 1, 1], "activations / gradients A")?,
+            Tensor::new(ctx, [max_len, 1, 1], "activations / gradients B")?,
+        ];
         let xin = Tensor::new(ctx, [3, h, w], "network input")?;
         let mut bytes = scratch[0].bytes() + scratch[1].bytes() + xin.bytes();
         let mut ops = vec![image::preprocess_forward(ctx, &s.preprocess.affine(), x, &xin)];
@@ -136,7 +148,12 @@ impl Forward {
         // The scratch buffer holding `cur`, if it is not its own buffer.
         let mut cur_slot: Option<usize> = None;
         // A new activation: its own buffer when `keep`, else the scratch buffer not holding `cur`.
-        let alloc = |keep: bool, shape: [usize; 3], label: &str, cur_slot: Option<usize>, bytes: &mut u64| -> Result<(Tensor, Option<usize>)> {
+        let alloc = |keep: bool,
+                     shape: [usize; 3],
+                     label: &str,
+                     cur_slot: Option<usize>,
+                     bytes: &mut u64|
+         -> Result<(Tensor, Option<usize>)> {
             if keep {
                 let t = Tensor::new(ctx, shape, label)?;
                 *bytes += t.bytes();
@@ -187,7 +204,8 @@ impl Forward {
                         block + 1
                     )));
                 }
-                let (p, slot) = alloc(taps.contains(&Tap::Pool(block)), [c, hh / 2, ww / 2], "pool", cur_slot, &mut bytes)?;
+                let (p, slot) =
+                    alloc(taps.contains(&Tap::Pool(block)), [c, hh / 2, ww / 2], "pool", cur_slot, &mut bytes)?;
                 ops.push(pool::pool_forward(ctx, s.pool, &cur, &p));
                 (cur, cur_slot) = (p.clone(), slot);
                 pooled.push(Some(p));
@@ -438,7 +456,16 @@ impl Graph {
                 let c = a.shape[0];
                 let dg = Tensor { buf: dgram.buf.clone(), shape: [c, c, 1] };
                 let sw = s.style_weight * s.style_layer_weights[k];
-                ops.push(reduce::mse_forward_backward(ctx, &grams[k], &targets.style[k], &losses, nc + k, sw, &dg, false));
+                ops.push(reduce::mse_forward_backward(
+                    ctx,
+                    &grams[k],
+                    &targets.style[k],
+                    &losses,
+                    nc + k,
+                    sw,
+                    &dg,
+                    false,
+                ));
                 ops.push(gram::gram_backward(ctx, a, &dg, g, *have));
                 *have = true;
             }
@@ -449,7 +476,19 @@ impl Graph {
         scratch.extend(grams);
 
         let adam = Adam::new(ctx, &x, &grad, adam_cfg)?;
-        Ok(Graph { x, grad, losses, adam, lbfgs: None, iterations: Default::default(), forward: fwd, backward_ops: ops, _scratch: scratch, n_content: nc, n_style: ns })
+        Ok(Graph {
+            x,
+            grad,
+            losses,
+            adam,
+            lbfgs: None,
+            iterations: Default::default(),
+            forward: fwd,
+            backward_ops: ops,
+            _scratch: scratch,
+            n_content: nc,
+            n_style: ns,
+        })
     }
 
     fn record(&self, pass: &mut wgpu::ComputePass<'_>, optimise: bool) {
@@ -539,7 +578,9 @@ impl Graph {
     /// targets, which their owners hold, nor textures ([`Graph::texture_bytes`]). What
     /// `tiled::graph_bytes` estimates; for `stylize bench`'s memory figures.
     pub fn gpu_bytes(&self) -> u64 {
-        let tensors = [&self.x, &self.grad, &self.losses, &self.adam.m, &self.adam.v, &self.adam.state].into_iter().chain(&self._scratch);
+        let tensors = [&self.x, &self.grad, &self.losses, &self.adam.m, &self.adam.v, &self.adam.state]
+            .into_iter()
+            .chain(&self._scratch);
         self.forward.gpu_bytes() + tensors.map(|t| t.buf.size()).sum::<u64>() + crate::gpu::op::ops_bytes(self.ops()).0
     }
 

@@ -64,13 +64,23 @@ pub fn layout_entries(src: &str) -> Vec<wgpu::BindGroupLayoutEntry> {
                             naga::StorageFormat::Rgba32Float => wgpu::TextureFormat::Rgba32Float,
                             f => panic!("unsupported storage texture format {f:?} in a shader"),
                         },
-                        view_dimension: if arrayed { wgpu::TextureViewDimension::D2Array } else { wgpu::TextureViewDimension::D2 },
+                        view_dimension: if arrayed {
+                            wgpu::TextureViewDimension::D2Array
+                        } else {
+                            wgpu::TextureViewDimension::D2
+                        },
                     },
-                    naga::TypeInner::Image { dim: naga::ImageDimension::D2, arrayed, .. } => wgpu::BindingType::Texture {
-                        sample_type: wgpu::TextureSampleType::Float { filterable: false },
-                        view_dimension: if arrayed { wgpu::TextureViewDimension::D2Array } else { wgpu::TextureViewDimension::D2 },
-                        multisampled: false,
-                    },
+                    naga::TypeInner::Image { dim: naga::ImageDimension::D2, arrayed, .. } => {
+                        wgpu::BindingType::Texture {
+                            sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                            view_dimension: if arrayed {
+                                wgpu::TextureViewDimension::D2Array
+                            } else {
+                                wgpu::TextureViewDimension::D2
+                            },
+                            multisampled: false,
+                        }
+                    }
                     _ => panic!("unsupported handle binding in a shader"),
                 },
                 _ => return None,

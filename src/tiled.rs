@@ -386,13 +386,41 @@ impl TiledGraph {
         let tiles = self.tiles.clone();
         for (i, t) in tiles.iter().enumerate() {
             let ct = Some(&self.content_tiles[i]);
-            run_tile(ctx, net, &self.s, &mut self.graphs, t, (h, w), &self.image, &self.g_acc, &self.dgrams, &self.losses, ct, false, true)?;
+            run_tile(
+                ctx,
+                net,
+                &self.s,
+                &mut self.graphs,
+                t,
+                (h, w),
+                &self.image,
+                &self.g_acc,
+                &self.dgrams,
+                &self.losses,
+                ct,
+                false,
+                true,
+            )?;
         }
         ctx.run(&self.between.iter().collect::<Vec<_>>())?;
         self.grad.iter_mut().for_each(|v| *v = 0.0);
         for (i, t) in tiles.iter().enumerate() {
             let ct = Some(&self.content_tiles[i]);
-            let g = run_tile(ctx, net, &self.s, &mut self.graphs, t, (h, w), &self.image, &self.g_acc, &self.dgrams, &self.losses, ct, true, true)?;
+            let g = run_tile(
+                ctx,
+                net,
+                &self.s,
+                &mut self.graphs,
+                t,
+                (h, w),
+                &self.image,
+                &self.g_acc,
+                &self.dgrams,
+                &self.losses,
+                ct,
+                true,
+                true,
+            )?;
             let rg = g.grad.read(ctx)?;
             let [y0, x0, y1, x1] = t.region;
             let (rh, rw) = (y1 - y0, x1 - x0);
@@ -445,11 +473,26 @@ impl TiledGraph {
 
 /// The style image's Gram matrices (pixels (3, h, w)), accumulated tile by tile: for style
 /// images too large for one graph.
-pub fn style_targets(ctx: &Context, net: &Net, s: &LossSettings, px: &[f32], h: usize, w: usize, tile: usize) -> Result<Vec<Tensor>> {
+pub fn style_targets(
+    ctx: &Context,
+    net: &Net,
+    s: &LossSettings,
+    px: &[f32],
+    h: usize,
+    w: usize,
+    tile: usize,
+) -> Result<Vec<Tensor>> {
     let (nc, ns) = (s.content_layers.len(), s.style_layers.len());
-    let acc: Vec<Tensor> =
-        s.style_layers.iter().map(|t| Tensor::new(ctx, [t.channels(), t.channels(), 1], "style target")).collect::<Result<_>>()?;
-    let dgrams: Vec<Tensor> = s.style_layers.iter().map(|t| Tensor::new(ctx, [t.channels(), t.channels(), 1], "unused")).collect::<Result<_>>()?;
+    let acc: Vec<Tensor> = s
+        .style_layers
+        .iter()
+        .map(|t| Tensor::new(ctx, [t.channels(), t.channels(), 1], "style target"))
+        .collect::<Result<_>>()?;
+    let dgrams: Vec<Tensor> = s
+        .style_layers
+        .iter()
+        .map(|t| Tensor::new(ctx, [t.channels(), t.channels(), 1], "unused"))
+        .collect::<Result<_>>()?;
     let scratch = Tensor::new(ctx, [nc + ns + 1, 1, 1], "scratch losses")?;
     for a in &acc {
         a.fill(ctx, 0.0);

@@ -27,8 +27,7 @@ use sha2::{Digest, Sha256};
 pub use crate::vgg::CONVS as VGG19_CONVS;
 
 /// torchvision `features.N` index of each conv layer (ReLUs and pools take the other indices).
-pub const TORCHVISION_FEATURE_INDEX: [usize; 16] =
-    [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34];
+pub const TORCHVISION_FEATURE_INDEX: [usize; 16] = [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34];
 
 /// Where torchvision's ImageNet VGG19 weights live (legacy torch.save format, 548 MB).
 pub const TORCHVISION_URL: &str = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth";
@@ -79,11 +78,7 @@ pub enum WeightsError {
     /// `needed` outside 1..=16, or a malformed hash string.
     InvalidArgument(String),
     /// An I/O operation on a file failed.
-    Io {
-        path: PathBuf,
-        action: &'static str,
-        source: io::Error,
-    },
+    Io { path: PathBuf, action: &'static str, source: io::Error },
     /// Not a format this module reads.
     UnknownFormat { path: PathBuf, detail: String },
     /// The container is broken (bad pickle, inconsistent sizes, bad zip).
@@ -93,10 +88,7 @@ pub enum WeightsError {
     /// A pickle names a global outside the allow-list (it would run code in Python).
     ForbiddenGlobal { path: PathBuf, global: String },
     /// None of VGG19's conv tensors are in the file.
-    NotVgg {
-        path: PathBuf,
-        sample_keys: Vec<String>,
-    },
+    NotVgg { path: PathBuf, sample_keys: Vec<String> },
     /// A layer the caller needs is absent.
     MissingLayer {
         path: PathBuf,
@@ -110,33 +102,15 @@ pub enum WeightsError {
         available: usize,
     },
     /// A tensor has the wrong shape.
-    BadShape {
-        path: PathBuf,
-        tensor: String,
-        expected: Vec<usize>,
-        found: Vec<u64>,
-    },
+    BadShape { path: PathBuf, tensor: String, expected: Vec<usize>, found: Vec<u64> },
     /// A tensor has an element type we do not read.
-    BadDtype {
-        path: PathBuf,
-        tensor: String,
-        dtype: String,
-    },
+    BadDtype { path: PathBuf, tensor: String, dtype: String },
     /// A weight is NaN or infinite.
-    NonFinite {
-        path: PathBuf,
-        tensor: String,
-        index: usize,
-        value: f32,
-    },
+    NonFinite { path: PathBuf, tensor: String, index: usize, value: f32 },
     /// HTTP failure, connection closed early, length mismatch.
     Download { url: String, detail: String },
     /// The downloaded bytes do not have the expected SHA-256.
-    HashMismatch {
-        url: String,
-        expected: String,
-        found: String,
-    },
+    HashMismatch { url: String, expected: String, found: String },
 }
 
 impl fmt::Display for WeightsError {
@@ -152,11 +126,9 @@ impl fmt::Display for WeightsError {
                 path.display()
             ),
             Malformed { path, detail } => write!(f, "{}: corrupt weights file: {detail}", path.display()),
-            Truncated { path, detail } => write!(
-                f,
-                "{}: file is truncated: {detail}; download or copy it again",
-                path.display()
-            ),
+            Truncated { path, detail } => {
+                write!(f, "{}: file is truncated: {detail}; download or copy it again", path.display())
+            }
             ForbiddenGlobal { path, global } => write!(
                 f,
                 "{}: refusing to load: the pickle names `{global}`, which is not one of the \
@@ -187,11 +159,9 @@ impl fmt::Display for WeightsError {
                     VGG19_CONVS[available - 1].0.replace("conv", "relu")
                 }
             ),
-            BadShape { path, tensor, expected, found } => write!(
-                f,
-                "{}: tensor `{tensor}` has shape {found:?}, expected {expected:?}",
-                path.display()
-            ),
+            BadShape { path, tensor, expected, found } => {
+                write!(f, "{}: tensor `{tensor}` has shape {found:?}, expected {expected:?}", path.display())
+            }
             BadDtype { path, tensor, dtype } => write!(
                 f,
                 "{}: tensor `{tensor}` has element type {dtype}; only float32 is supported \
@@ -225,25 +195,15 @@ impl std::error::Error for WeightsError {
 type Result<T> = std::result::Result<T, WeightsError>;
 
 fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> WeightsError + 'a {
-    move |source| WeightsError::Io {
-        path: path.to_path_buf(),
-        action,
-        source,
-    }
+    move |source| WeightsError::Io { path: path.to_path_buf(), action, source }
 }
 
 fn malformed(path: &Path, detail: impl Into<String>) -> WeightsError {
-    WeightsError::Malformed {
-        path: path.to_path_buf(),
-        detail: detail.into(),
-    }
+    WeightsError::Malformed { path: path.to_path_buf(), detail: detail.into() }
 }
 
 fn truncated(path: &Path, detail: impl Into<String>) -> WeightsError {
-    WeightsError::Truncated {
-        path: path.to_path_buf(),
-        detail: detail.into(),
-    }
+    WeightsError::Truncated { path: path.to_path_buf(), detail: detail.into() }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -263,10 +223,7 @@ pub fn load(path: &Path, needed: usize) -> Result<VggWeights> {
         let (name, cin, cout) = VGG19_CONVS[i];
         let weight = std::mem::take(&mut data[2 * i]);
         let bias = std::mem::take(&mut data[2 * i + 1]);
-        for (tensor, values) in [
-            (&cat.entries[wi].key, &weight),
-            (&cat.entries[bi].key, &bias),
-        ] {
+        for (tensor, values) in [(&cat.entries[wi].key, &weight), (&cat.entries[bi].key, &bias)] {
             if let Some(index) = values.iter().position(|v| !v.is_finite()) {
                 return Err(WeightsError::NonFinite {
                     path: path.to_path_buf(),
@@ -276,20 +233,10 @@ pub fn load(path: &Path, needed: usize) -> Result<VggWeights> {
                 });
             }
         }
-        layers.push(ConvParams {
-            name: name.to_string(),
-            cin,
-            cout,
-            weight,
-            bias,
-        });
+        layers.push(ConvParams { name: name.to_string(), cin, cout, weight, bias });
     }
     let (convention, _) = recognise_convention(path)?;
-    Ok(VggWeights {
-        layers,
-        convention,
-        source: path.display().to_string(),
-    })
+    Ok(VggWeights { layers, convention, source: path.display().to_string() })
 }
 
 /// Seeded random weights with VGG19's shapes: He-normal weights (std sqrt(2/(cin*9))) and
@@ -297,10 +244,7 @@ pub fn load(path: &Path, needed: usize) -> Result<VggWeights> {
 /// built from IEEE basic operations only (no libm calls, whose last bits vary by platform).
 /// Layer i does not depend on `needed`. Panics only if `needed` is outside 1..=16.
 pub fn random(seed: u64, needed: usize) -> VggWeights {
-    assert!(
-        (1..=16).contains(&needed),
-        "random(): needed must be 1..=16, got {needed}"
-    );
+    assert!((1..=16).contains(&needed), "random(): needed must be 1..=16, got {needed}");
     let layers = VGG19_CONVS[..needed]
         .iter()
         .enumerate()
@@ -308,43 +252,26 @@ pub fn random(seed: u64, needed: usize) -> VggWeights {
             // One independent stream per layer, so a layer's values never depend on `needed`.
             let mut rng = Normal::new(seed ^ (i as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
             let std = (2.0 / (cin as f64 * 9.0)).sqrt();
-            let weight = (0..cout * cin * 9)
-                .map(|_| (rng.next() * std) as f32)
-                .collect();
+            let weight = (0..cout * cin * 9).map(|_| (rng.next() * std) as f32).collect();
             let bias = (0..cout).map(|_| (rng.next() * 0.01) as f32).collect();
-            ConvParams {
-                name: name.to_string(),
-                cin,
-                cout,
-                weight,
-                bias,
-            }
+            ConvParams { name: name.to_string(), cin, cout, weight, bias }
         })
         .collect();
-    VggWeights {
-        layers,
-        convention: None,
-        source: format!("random(seed={seed})"),
-    }
+    VggWeights { layers, convention: None, source: format!("random(seed={seed})") }
 }
 
 /// Where downloaded weights are cached: `$STYLIZE_CACHE` if set, else the platform cache dir
 /// (`$XDG_CACHE_HOME/stylize` or `~/.cache/stylize` on Linux, `~/Library/Caches/stylize` on
 /// macOS, `%LOCALAPPDATA%\stylize` on Windows), else `<temp dir>/stylize-cache`.
 pub fn cache_dir() -> PathBuf {
-    let env_dir = |name: &str| {
-        std::env::var_os(name)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
+    let env_dir = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
     if let Some(dir) = env_dir("STYLIZE_CACHE") {
         return dir;
     }
     let platform = if cfg!(target_os = "macos") {
         env_dir("HOME").map(|h| h.join("Library").join("Caches"))
     } else if cfg!(windows) {
-        env_dir("LOCALAPPDATA")
-            .or_else(|| env_dir("USERPROFILE").map(|h| h.join("AppData").join("Local")))
+        env_dir("LOCALAPPDATA").or_else(|| env_dir("USERPROFILE").map(|h| h.join("AppData").join("Local")))
     } else {
         env_dir("XDG_CACHE_HOME")
             .filter(|p| p.is_absolute()) // the XDG spec says to ignore relative values
@@ -367,25 +294,15 @@ pub fn fetch(url: &str, dest: &Path, sha256: &str, progress: bool) -> Result<()>
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let file_name = dest.file_name().ok_or_else(|| {
-        WeightsError::InvalidArgument(format!("{}: not a file path", dest.display()))
-    })?;
+    let file_name = dest
+        .file_name()
+        .ok_or_else(|| WeightsError::InvalidArgument(format!("{}: not a file path", dest.display())))?;
     fs::create_dir_all(&dir).map_err(io_err(&dir, "create the cache directory"))?;
     // Per-process temp name: two concurrent downloads must not write into the same file.
-    let tmp = dir.join(format!(
-        ".{}.{}.part",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    let mut guard = RemoveOnDrop {
-        path: tmp.clone(),
-        armed: true,
-    };
+    let tmp = dir.join(format!(".{}.{}.part", file_name.to_string_lossy(), std::process::id()));
+    let mut guard = RemoveOnDrop { path: tmp.clone(), armed: true };
 
-    let download_err = |detail: String| WeightsError::Download {
-        url: url.to_string(),
-        detail,
-    };
+    let download_err = |detail: String| WeightsError::Download { url: url.to_string(), detail };
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(std::time::Duration::from_secs(30)))
         .timeout_recv_response(Some(std::time::Duration::from_secs(60)))
@@ -416,36 +333,26 @@ pub fn fetch(url: &str, dest: &Path, sha256: &str, progress: bool) -> Result<()>
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     bar.abandon();
-                    return Err(download_err(format!(
-                        "connection failed after {received} bytes: {e}"
-                    )));
+                    return Err(download_err(format!("connection failed after {received} bytes: {e}")));
                 }
             };
             hasher.update(&buf[..n]);
-            file.write_all(&buf[..n])
-                .map_err(io_err(&tmp, "write the download file"))?;
+            file.write_all(&buf[..n]).map_err(io_err(&tmp, "write the download file"))?;
             received += n as u64;
             bar.inc(n as u64);
         }
         if let Some(len) = content_length {
             if received != len {
                 bar.abandon();
-                return Err(download_err(format!(
-                    "received {received} bytes but the server announced {len}"
-                )));
+                return Err(download_err(format!("received {received} bytes but the server announced {len}")));
             }
         }
-        file.sync_all()
-            .map_err(io_err(&tmp, "flush the download file"))?;
+        file.sync_all().map_err(io_err(&tmp, "flush the download file"))?;
     }
     bar.finish_and_clear();
     let found = hex(&hasher.finalize());
     if !found.starts_with(&expected) {
-        return Err(WeightsError::HashMismatch {
-            url: url.to_string(),
-            expected,
-            found,
-        });
+        return Err(WeightsError::HashMismatch { url: url.to_string(), expected, found });
     }
     fs::rename(&tmp, dest).map_err(io_err(dest, "move the verified download into place"))?;
     guard.armed = false;
@@ -465,10 +372,7 @@ pub fn default_weights(progress: bool) -> Result<PathBuf> {
         return Ok(path);
     }
     if progress {
-        eprintln!(
-            "downloading VGG19 weights (548 MB, once) to {}",
-            path.display()
-        );
+        eprintln!("downloading VGG19 weights (548 MB, once) to {}", path.display());
     }
     fetch(TORCHVISION_URL, &path, TORCHVISION_SHA256, progress)?;
     Ok(path)
@@ -479,18 +383,11 @@ pub fn default_weights(progress: bool) -> Result<PathBuf> {
 pub fn info(path: &Path) -> Result<String> {
     use fmt::Write as _;
     let cat = Catalogue::open(path)?;
-    let size = fs::metadata(path)
-        .map_err(io_err(path, "read metadata of"))?
-        .len();
+    let size = fs::metadata(path).map_err(io_err(path, "read metadata of"))?.len();
     let sha = sha256_file(path)?;
     let (convention, reason) = recognise_convention_with_hash(path, Some(&sha));
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "file:       {} ({:.1} MB)",
-        path.display(),
-        size as f64 / 1e6
-    );
+    let _ = writeln!(s, "file:       {} ({:.1} MB)", path.display(), size as f64 / 1e6);
     let _ = writeln!(s, "format:     {}", cat.format.describe());
     let _ = writeln!(s, "sha256:     {sha}");
     let _ = writeln!(
@@ -515,32 +412,15 @@ pub fn info(path: &Path) -> Result<String> {
             match cat.find(&key) {
                 Some(e) => {
                     used.insert(key.clone());
-                    let good = e
-                        .shape
-                        .iter()
-                        .map(|&d| d as usize)
-                        .eq(expected.iter().copied())
-                        && e.readable;
+                    let good = e.shape.iter().map(|&d| d as usize).eq(expected.iter().copied()) && e.readable;
                     ok &= good;
-                    let verdict = if good {
-                        String::new()
-                    } else {
-                        format!(" (expected {expected:?} float32)")
-                    };
+                    let verdict = if good { String::new() } else { format!(" (expected {expected:?} float32)") };
                     let _ = write!(line, " {key} {:?} {}{verdict}", e.shape, e.dtype);
                 }
                 None => {
                     ok = false;
                     missing += 1;
-                    let _ = write!(
-                        line,
-                        " {} missing",
-                        if key.is_empty() {
-                            suffix.to_string()
-                        } else {
-                            key
-                        }
-                    );
+                    let _ = write!(line, " {} missing", if key.is_empty() { suffix.to_string() } else { key });
                 }
             }
         }
@@ -552,12 +432,7 @@ pub fn info(path: &Path) -> Result<String> {
         }
         let _ = writeln!(s, "{line}");
     }
-    let ignored: Vec<&str> = cat
-        .entries
-        .iter()
-        .map(|e| e.key.as_str())
-        .filter(|k| !used.contains(*k))
-        .collect();
+    let ignored: Vec<&str> = cat.entries.iter().map(|e| e.key.as_str()).filter(|k| !used.contains(*k)).collect();
     let _ = writeln!(
         s,
         "ignored:    {} other tensor(s){}{}",
@@ -605,11 +480,7 @@ const KNOWN_FILES: [(&str, Convention, &str); 2] = [
         Convention::Caffe,
         "the Caffe VGG19 conv1_1..conv3_4 npz from shared/data",
     ),
-    (
-        "dcbb9e9d",
-        Convention::Torch,
-        "torchvision's vgg19-dcbb9e9d.pth",
-    ),
+    ("dcbb9e9d", Convention::Torch, "torchvision's vgg19-dcbb9e9d.pth"),
 ];
 
 /// Which preprocessing a weights file expects, and why we think so (see weights/README.md):
@@ -626,25 +497,13 @@ pub fn recognise_convention(path: &Path) -> Result<(Option<Convention>, String)>
 }
 
 fn recognise_by_name(path: &Path) -> (Option<Convention>, String) {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_lowercase())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
     if name.contains("caffe") {
-        (
-            Some(Convention::Caffe),
-            "file name contains \"caffe\"".into(),
-        )
+        (Some(Convention::Caffe), "file name contains \"caffe\"".into())
     } else if name.contains("vgg19-d01eb7cb") {
-        (
-            Some(Convention::Caffe),
-            "file name is jcjohnson's Caffe conversion vgg19-d01eb7cb".into(),
-        )
+        (Some(Convention::Caffe), "file name is jcjohnson's Caffe conversion vgg19-d01eb7cb".into())
     } else if name.contains("vgg19-dcbb9e9d") {
-        (
-            Some(Convention::Torch),
-            "file name is torchvision's vgg19-dcbb9e9d".into(),
-        )
+        (Some(Convention::Torch), "file name is torchvision's vgg19-dcbb9e9d".into())
     } else {
         (None, String::new())
     }
@@ -661,10 +520,7 @@ fn recognise_convention_with_hash(path: &Path, sha: Option<&str>) -> (Option<Con
             }
         }
     }
-    (
-        None,
-        "neither the file name nor the sha256 is known; choose the preprocessing yourself".into(),
-    )
+    (None, "neither the file name nor the sha256 is known; choose the preprocessing yourself".into())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -675,9 +531,7 @@ fn check_needed(needed: usize) -> Result<()> {
     if (1..=16).contains(&needed) {
         Ok(())
     } else {
-        Err(WeightsError::InvalidArgument(format!(
-            "needed must be between 1 and 16 conv layers, got {needed}"
-        )))
+        Err(WeightsError::InvalidArgument(format!("needed must be between 1 and 16 conv layers, got {needed}")))
     }
 }
 
@@ -703,14 +557,9 @@ impl KeyStyle {
 
 /// The key style whose conv1_1 weight is present.
 fn key_style(cat: &Catalogue) -> Option<KeyStyle> {
-    [
-        KeyStyle::Torchvision(""),
-        KeyStyle::Named(""),
-        KeyStyle::Torchvision("module."),
-        KeyStyle::Named("module."),
-    ]
-    .into_iter()
-    .find(|st| cat.find(&st.key(0, "weight")).is_some())
+    [KeyStyle::Torchvision(""), KeyStyle::Named(""), KeyStyle::Torchvision("module."), KeyStyle::Named("module.")]
+        .into_iter()
+        .find(|st| cat.find(&st.key(0, "weight")).is_some())
 }
 
 /// Validate names, shapes and dtypes of the needed layers before reading any data; returns the
@@ -726,33 +575,20 @@ fn plan_layers(cat: &Catalogue, needed: usize) -> Result<Vec<(usize, usize)>> {
     };
     // Leading layers with both tensors present, for the "file only has ..." part of errors.
     let available = (0..16)
-        .take_while(|&i| {
-            cat.find(&style.key(i, "weight")).is_some() && cat.find(&style.key(i, "bias")).is_some()
-        })
+        .take_while(|&i| cat.find(&style.key(i, "weight")).is_some() && cat.find(&style.key(i, "bias")).is_some())
         .count();
     let mut plan = Vec::with_capacity(needed);
     for (i, &(layer, cin, cout)) in VGG19_CONVS[..needed].iter().enumerate() {
         let mut pair = [0usize; 2];
-        for (slot, (suffix, expected)) in [("weight", vec![cout, cin, 3, 3]), ("bias", vec![cout])]
-            .into_iter()
-            .enumerate()
+        for (slot, (suffix, expected)) in
+            [("weight", vec![cout, cin, 3, 3]), ("bias", vec![cout])].into_iter().enumerate()
         {
             let key = style.key(i, suffix);
             let Some(idx) = cat.find_index(&key) else {
-                return Err(WeightsError::MissingLayer {
-                    path: path.clone(),
-                    layer,
-                    tensor: key,
-                    needed,
-                    available,
-                });
+                return Err(WeightsError::MissingLayer { path: path.clone(), layer, tensor: key, needed, available });
             };
             let e = &cat.entries[idx];
-            if !e
-                .shape
-                .iter()
-                .map(|&d| d as usize)
-                .eq(expected.iter().copied())
+            if !e.shape.iter().map(|&d| d as usize).eq(expected.iter().copied())
                 || e.shape.iter().any(|&d| d > u32::MAX as u64)
             {
                 return Err(WeightsError::BadShape {
@@ -763,11 +599,7 @@ fn plan_layers(cat: &Catalogue, needed: usize) -> Result<Vec<(usize, usize)>> {
                 });
             }
             if !e.readable {
-                return Err(WeightsError::BadDtype {
-                    path: path.clone(),
-                    tensor: key,
-                    dtype: e.dtype.clone(),
-                });
+                return Err(WeightsError::BadDtype { path: path.clone(), tensor: key, dtype: e.dtype.clone() });
             }
             pair[slot] = idx;
         }
@@ -851,15 +683,11 @@ struct Catalogue {
 impl Catalogue {
     fn open(path: &Path) -> Result<Catalogue> {
         let mut file = File::open(path).map_err(io_err(path, "open"))?;
-        let file_len = file
-            .metadata()
-            .map_err(io_err(path, "read metadata of"))?
-            .len();
+        let file_len = file.metadata().map_err(io_err(path, "read metadata of"))?.len();
         let mut head = [0u8; 8];
         let n = read_up_to(&mut file, &mut head).map_err(io_err(path, "read"))?;
         let head = &head[..n];
-        file.seek(SeekFrom::Start(0))
-            .map_err(io_err(path, "seek in"))?;
+        file.seek(SeekFrom::Start(0)).map_err(io_err(path, "seek in"))?;
         let reader = BufReader::with_capacity(1 << 16, file);
         let (format, entries, backend) = if head.starts_with(b"PK") {
             open_zip(path, reader, file_len)?
@@ -871,10 +699,7 @@ impl Catalogue {
                 detail: "a single .npy array; put the arrays in an .npz with named members".into(),
             });
         } else if n == 0 {
-            return Err(WeightsError::UnknownFormat {
-                path: path.to_path_buf(),
-                detail: "the file is empty".into(),
-            });
+            return Err(WeightsError::UnknownFormat { path: path.to_path_buf(), detail: "the file is empty".into() });
         } else {
             return Err(WeightsError::UnknownFormat {
                 path: path.to_path_buf(),
@@ -885,13 +710,7 @@ impl Catalogue {
         for (i, e) in entries.iter().enumerate() {
             index.entry(e.key.clone()).or_insert(i);
         }
-        Ok(Catalogue {
-            path: path.to_path_buf(),
-            format,
-            entries,
-            index,
-            backend,
-        })
+        Ok(Catalogue { path: path.to_path_buf(), format, entries, index, backend })
     }
 
     fn find_index(&self, key: &str) -> Option<usize> {
@@ -906,12 +725,7 @@ impl Catalogue {
     fn read(&mut self, wanted: &[usize]) -> Result<Vec<Vec<f32>>> {
         let path = self.path.clone();
         match &mut self.backend {
-            Backend::Zip {
-                zip,
-                prefix,
-                big_endian,
-                file_len,
-            } => {
+            Backend::Zip { zip, prefix, big_endian, file_len } => {
                 let mut cache: HashMap<String, Vec<u8>> = HashMap::new();
                 let mut out = Vec::with_capacity(wanted.len());
                 for &i in wanted {
@@ -931,38 +745,29 @@ impl Catalogue {
                 }
                 Ok(out)
             }
-            Backend::Legacy {
-                file,
-                file_len,
-                data_start,
-                keys,
-                storages,
-                big_endian,
-            } => {
+            Backend::Legacy { file, file_len, data_start, keys, storages, big_endian } => {
                 let mut want_keys = HashSet::new();
                 for &i in wanted {
                     if let EntrySrc::Torch(t) = &self.entries[i].src {
                         want_keys.insert(t.storage.key.clone());
                     }
                 }
-                let blobs = read_legacy_storages(
-                    &path,
-                    file,
-                    *file_len,
-                    *data_start,
-                    keys,
-                    storages,
-                    &want_keys,
-                )?;
+                let blobs = read_legacy_storages(&path, file, *file_len, *data_start, keys, storages, &want_keys)?;
                 let mut out = Vec::with_capacity(wanted.len());
                 for &i in wanted {
                     let e = &self.entries[i];
                     let EntrySrc::Torch(t) = &e.src else {
                         return Err(malformed(&path, "internal: entry kind"));
                     };
-                    let bytes = blobs
-                        .get(&t.storage.key)
-                        .ok_or_else(|| malformed(&path, format!("tensor `{}` uses storage {:?}, which the storage list does not contain", e.key, t.storage.key)))?;
+                    let bytes = blobs.get(&t.storage.key).ok_or_else(|| {
+                        malformed(
+                            &path,
+                            format!(
+                                "tensor `{}` uses storage {:?}, which the storage list does not contain",
+                                e.key, t.storage.key
+                            ),
+                        )
+                    })?;
                     out.push(
                         gather_f32(t, bytes, *big_endian)
                             .map_err(|d| malformed(&path, format!("tensor `{}`: {d}", e.key)))?,
@@ -999,11 +804,7 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Strided copy of a tensor out of its root storage's bytes, in row-major order.
-fn gather_f32(
-    t: &TensorRef,
-    bytes: &[u8],
-    big_endian: bool,
-) -> std::result::Result<Vec<f32>, String> {
+fn gather_f32(t: &TensorRef, bytes: &[u8], big_endian: bool) -> std::result::Result<Vec<f32>, String> {
     let s = &t.storage;
     if s.dtype != Dtype::F32 {
         return Err(format!("storage holds {}, not float32", s.dtype.name()));
@@ -1019,28 +820,16 @@ fn gather_f32(
         }
     }
     if t.size.len() != t.stride.len() {
-        return Err(format!(
-            "{} sizes but {} strides",
-            t.size.len(),
-            t.stride.len()
-        ));
+        return Err(format!("{} sizes but {} strides", t.size.len(), t.stride.len()));
     }
     // A dimension of size 1 never moves, whatever its stride says (it may be anything).
-    let stride: Vec<u64> = t
-        .size
-        .iter()
-        .zip(&t.stride)
-        .map(|(&sz, &st)| if sz > 1 { st } else { 0 })
-        .collect();
+    let stride: Vec<u64> = t.size.iter().zip(&t.stride).map(|(&sz, &st)| if sz > 1 { st } else { 0 }).collect();
     let mut numel: u64 = 1;
     let mut last = t.offset; // largest element index touched, relative to the view
     for (&sz, &st) in t.size.iter().zip(&stride) {
         numel = numel.checked_mul(sz).ok_or("element count overflows")?;
         if sz > 0 {
-            last = (sz - 1)
-                .checked_mul(st)
-                .and_then(|x| x.checked_add(last))
-                .ok_or("strides overflow")?;
+            last = (sz - 1).checked_mul(st).and_then(|x| x.checked_add(last)).ok_or("strides overflow")?;
         }
     }
     if numel == 0 {
@@ -1111,10 +900,7 @@ fn zip_error(path: &Path, e: zip::result::ZipError) -> WeightsError {
         zip::result::ZipError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
             truncated(path, format!("zip archive ends early ({e})"))
         }
-        other => malformed(
-            path,
-            format!("broken zip archive ({other}); the file may be truncated or corrupt"),
-        ),
+        other => malformed(path, format!("broken zip archive ({other}); the file may be truncated or corrupt")),
     }
 }
 
@@ -1123,10 +909,7 @@ type Opened = (Format, Vec<Entry>, Backend);
 fn open_zip(path: &Path, reader: BufReader<File>, file_len: u64) -> Result<Opened> {
     let zip = zip::ZipArchive::new(reader).map_err(|e| zip_error(path, e))?;
     if zip.len() > MAX_MEMBERS {
-        return Err(malformed(
-            path,
-            format!("zip archive lists {} members", zip.len()),
-        ));
+        return Err(malformed(path, format!("zip archive lists {} members", zip.len())));
     }
     let names: Vec<String> = zip.file_names().map(str::to_string).collect();
     // torch writes `<prefix>/data.pkl`; the prefix is the archive's stem and varies.
@@ -1156,19 +939,10 @@ fn read_zip_member_limited(
 ) -> Result<Vec<u8>> {
     let mut f = zip.by_name(name).map_err(|e| zip_error(path, e))?;
     if f.size() > limit {
-        return Err(malformed(
-            path,
-            format!(
-                "member {name} is {} bytes, more than the {limit} accepted",
-                f.size()
-            ),
-        ));
+        return Err(malformed(path, format!("member {name} is {} bytes, more than the {limit} accepted", f.size())));
     }
     let mut v = Vec::new();
-    (&mut f)
-        .take(limit)
-        .read_to_end(&mut v)
-        .map_err(|e| member_read_error(path, name, e))?;
+    (&mut f).take(limit).read_to_end(&mut v).map_err(|e| member_read_error(path, name, e))?;
     Ok(v)
 }
 
@@ -1186,12 +960,7 @@ fn open_zip_pth(
     prefix: String,
     file_len: u64,
 ) -> Result<Opened> {
-    let pkl = read_zip_member_limited(
-        path,
-        &mut zip,
-        &format!("{prefix}/data.pkl"),
-        MAX_PICKLE_BYTES,
-    )?;
+    let pkl = read_zip_member_limited(path, &mut zip, &format!("{prefix}/data.pkl"), MAX_PICKLE_BYTES)?;
     let big_endian = match zip.by_name(&format!("{prefix}/byteorder")) {
         Ok(mut f) => {
             let mut s = String::new();
@@ -1201,23 +970,10 @@ fn open_zip_pth(
         Err(_) => false, // files from before the byteorder member existed are little-endian
     };
     let mut vm = Unpickler::new(path);
-    let mut src = Src {
-        r: &mut &pkl[..],
-        pos: 0,
-        end: pkl.len() as u64,
-    };
+    let mut src = Src { r: &mut &pkl[..], pos: 0, end: pkl.len() as u64 };
     let root = vm.run(&mut src)?;
     let entries = torch_entries(path, &root)?;
-    Ok((
-        Format::PthZip,
-        entries,
-        Backend::Zip {
-            zip,
-            prefix,
-            big_endian,
-            file_len,
-        },
-    ))
+    Ok((Format::PthZip, entries, Backend::Zip { zip, prefix, big_endian, file_len }))
 }
 
 fn read_zip_storage(
@@ -1231,13 +987,7 @@ fn read_zip_storage(
     let mut f = match zip.by_name(&name) {
         Ok(f) => f,
         Err(zip::result::ZipError::FileNotFound) => {
-            return Err(malformed(
-                path,
-                format!(
-                    "storage {:?} is referenced but member {name} is absent",
-                    s.key
-                ),
-            ))
+            return Err(malformed(path, format!("storage {:?} is referenced but member {name} is absent", s.key)))
         }
         Err(e) => return Err(zip_error(path, e)),
     };
@@ -1249,39 +999,20 @@ fn read_zip_storage(
     if f.compression() != zip::CompressionMethod::Stored {
         return Err(malformed(
             path,
-            format!(
-                "member {name} is compressed ({:?}); torch writes storages uncompressed",
-                f.compression()
-            ),
+            format!("member {name} is compressed ({:?}); torch writes storages uncompressed", f.compression()),
         ));
     }
     if f.size() < need {
-        return Err(malformed(
-            path,
-            format!(
-                "member {name} holds {} bytes but the pickle declares {need}",
-                f.size()
-            ),
-        ));
+        return Err(malformed(path, format!("member {name} holds {} bytes but the pickle declares {need}", f.size())));
     }
     if f.size() > file_len {
-        return Err(truncated(
-            path,
-            format!(
-                "member {name} claims {} bytes, more than the whole file",
-                f.size()
-            ),
-        ));
+        return Err(truncated(path, format!("member {name} claims {} bytes, more than the whole file", f.size())));
     }
     let mut v = Vec::new();
     // Reading to the member's end also makes the zip reader check its CRC-32.
-    f.read_to_end(&mut v)
-        .map_err(|e| member_read_error(path, &name, e))?;
+    f.read_to_end(&mut v).map_err(|e| member_read_error(path, &name, e))?;
     if (v.len() as u64) < need {
-        return Err(truncated(
-            path,
-            format!("member {name} ends after {} of {need} bytes", v.len()),
-        ));
+        return Err(truncated(path, format!("member {name} ends after {} of {need} bytes", v.len())));
     }
     v.truncate(need as usize);
     Ok(v)
@@ -1294,11 +1025,7 @@ struct NpyMember {
     fortran: bool,
 }
 
-fn open_npz(
-    path: &Path,
-    mut zip: zip::ZipArchive<BufReader<File>>,
-    names: &[String],
-) -> Result<Opened> {
+fn open_npz(path: &Path, mut zip: zip::ZipArchive<BufReader<File>>, names: &[String]) -> Result<Opened> {
     let mut entries = Vec::new();
     for name in names.iter().filter(|n| n.ends_with(".npy")) {
         let key = name.trim_end_matches(".npy").to_string();
@@ -1350,10 +1077,7 @@ enum NpyErr {
 
 /// Parse an .npy header. The pre-header is checked here (npyz would allocate whatever length it
 /// declares); the dict literal is parsed by npyz, guarded because it can overflow on absurd shapes.
-fn read_npy_header(
-    r: &mut impl Read,
-    member_size: u64,
-) -> std::result::Result<(npyz::NpyHeader, u64), NpyErr> {
+fn read_npy_header(r: &mut impl Read, member_size: u64) -> std::result::Result<(npyz::NpyHeader, u64), NpyErr> {
     let io_fail = |e: io::Error| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
             NpyErr::Eof
@@ -1377,9 +1101,7 @@ fn read_npy_header(
     let header_len = u32::from_le_bytes(lb) as u64;
     let data_offset = pre.len() as u64 + header_len;
     if header_len > MAX_NPY_HEADER || data_offset > member_size {
-        return Err(NpyErr::Bad(format!(
-            "header length {header_len} is implausible"
-        )));
+        return Err(NpyErr::Bad(format!("header length {header_len} is implausible")));
     }
     let mut text = vec![0u8; header_len as usize];
     r.read_exact(&mut text).map_err(io_fail)?;
@@ -1404,22 +1126,11 @@ fn read_npy_member(
     let numel: u64 = shape.iter().product(); // validated against VGG shapes: small
     let nbytes = numel * esize as u64;
     let mut f = zip.by_name(&m.member).map_err(|e| zip_error(path, e))?;
-    io::copy(&mut (&mut f).take(m.data_offset), &mut io::sink())
-        .map_err(|e| member_read_error(path, &m.member, e))?;
+    io::copy(&mut (&mut f).take(m.data_offset), &mut io::sink()).map_err(|e| member_read_error(path, &m.member, e))?;
     let mut raw = Vec::new();
-    (&mut f)
-        .take(nbytes)
-        .read_to_end(&mut raw)
-        .map_err(|e| member_read_error(path, &m.member, e))?;
+    (&mut f).take(nbytes).read_to_end(&mut raw).map_err(|e| member_read_error(path, &m.member, e))?;
     if (raw.len() as u64) < nbytes {
-        return Err(truncated(
-            path,
-            format!(
-                "npz member {} holds {} of its {nbytes} data bytes",
-                m.member,
-                raw.len()
-            ),
-        ));
+        return Err(truncated(path, format!("npz member {} holds {} of its {nbytes} data bytes", m.member, raw.len())));
     }
     let vals: Vec<f32> = if esize == 4 {
         raw.chunks_exact(4)
@@ -1437,11 +1148,7 @@ fn read_npy_member(
             .map(|c| {
                 let mut b = [0u8; 8];
                 b.copy_from_slice(c);
-                (if big {
-                    f64::from_be_bytes(b)
-                } else {
-                    f64::from_le_bytes(b)
-                }) as f32
+                (if big { f64::from_be_bytes(b) } else { f64::from_le_bytes(b) }) as f32
             })
             .collect()
     };
@@ -1478,11 +1185,7 @@ const LEGACY_PROTOCOL: i128 = 1001;
 
 fn open_legacy(path: &Path, mut file: BufReader<File>, file_len: u64) -> Result<Opened> {
     let mut vm = Unpickler::new(path);
-    let mut src = Src {
-        r: &mut file,
-        pos: 0,
-        end: file_len,
-    };
+    let mut src = Src { r: &mut file, pos: 0, end: file_len };
     match vm.run(&mut src)? {
         Val::Int(LEGACY_MAGIC) => {}
         _ => {
@@ -1494,12 +1197,7 @@ fn open_legacy(path: &Path, mut file: BufReader<File>, file_len: u64) -> Result<
     }
     match vm.run(&mut src)? {
         Val::Int(LEGACY_PROTOCOL) => {}
-        other => {
-            return Err(malformed(
-                path,
-                format!("unsupported torch.save protocol {}", other.brief()),
-            ))
-        }
+        other => return Err(malformed(path, format!("unsupported torch.save protocol {}", other.brief()))),
     }
     let sys_info = vm.run(&mut src)?;
     let big_endian = matches!(dict_get(&sys_info, "little_endian"), Some(Val::Bool(false)));
@@ -1509,33 +1207,14 @@ fn open_legacy(path: &Path, mut file: BufReader<File>, file_len: u64) -> Result<
         Val::List(s) | Val::Tuple(s) => s
             .items
             .iter()
-            .map(|v| {
-                v.as_key()
-                    .ok_or_else(|| malformed(path, "storage key list holds a non-string"))
-            })
+            .map(|v| v.as_key().ok_or_else(|| malformed(path, "storage key list holds a non-string")))
             .collect::<Result<Vec<String>>>()?,
-        _ => {
-            return Err(malformed(
-                path,
-                "expected the pickled list of storage keys after the state dict",
-            ))
-        }
+        _ => return Err(malformed(path, "expected the pickled list of storage keys after the state dict")),
     };
     let data_start = src.pos;
     let entries = torch_entries(path, &root)?;
     let storages = std::mem::take(&mut vm.storages);
-    Ok((
-        Format::PthLegacy,
-        entries,
-        Backend::Legacy {
-            file,
-            file_len,
-            data_start,
-            keys,
-            storages,
-            big_endian,
-        },
-    ))
+    Ok((Format::PthLegacy, entries, Backend::Legacy { file, file_len, data_start, keys, storages, big_endian }))
 }
 
 /// Walk the storage section (each: u64 element count, raw bytes), checking every declared size
@@ -1551,48 +1230,36 @@ fn read_legacy_storages(
 ) -> Result<HashMap<String, Vec<u8>>> {
     let mut out = HashMap::new();
     let mut pos = data_start;
-    file.seek(SeekFrom::Start(pos))
-        .map_err(io_err(path, "seek in"))?;
+    file.seek(SeekFrom::Start(pos)).map_err(io_err(path, "seek in"))?;
     let n = keys.len();
     for (i, key) in keys.iter().enumerate() {
         if file_len - pos < 8 {
-            return Err(truncated(
-                path,
-                format!(
-                    "it ends where storage {} of {n} ({key:?}) should begin",
-                    i + 1
-                ),
-            ));
+            return Err(truncated(path, format!("it ends where storage {} of {n} ({key:?}) should begin", i + 1)));
         }
         let mut cnt = [0u8; 8];
         file.read_exact(&mut cnt).map_err(io_err(path, "read"))?;
         pos += 8;
         let count = u64::from_le_bytes(cnt);
-        let &(dtype, numel) = storages.get(key).ok_or_else(|| {
-            malformed(
-                path,
-                format!("storage list names {key:?}, which no tensor uses"),
-            )
-        })?;
+        let &(dtype, numel) = storages
+            .get(key)
+            .ok_or_else(|| malformed(path, format!("storage list names {key:?}, which no tensor uses")))?;
         if count != numel {
             return Err(malformed(
                 path,
-                format!(
-                    "storage {key:?} has {count} elements on disk but the pickle declares {numel}"
-                ),
+                format!("storage {key:?} has {count} elements on disk but the pickle declares {numel}"),
             ));
         }
-        let nbytes = count
-            .checked_mul(dtype.size())
-            .filter(|&b| b <= file_len - pos)
-            .ok_or_else(|| {
-                truncated(path, format!(
+        let nbytes = count.checked_mul(dtype.size()).filter(|&b| b <= file_len - pos).ok_or_else(|| {
+            truncated(
+                path,
+                format!(
                     "storage {} of {n} ({key:?}) declares {count} {} elements but only {} bytes remain",
                     i + 1,
                     dtype.name(),
                     file_len - pos
-                ))
-            })?;
+                ),
+            )
+        })?;
         if wanted.contains(key) && !out.contains_key(key) {
             let mut v = vec![0u8; nbytes as usize]; // <= bytes left in the file
             file.read_exact(&mut v).map_err(|e| {
@@ -1604,8 +1271,7 @@ fn read_legacy_storages(
             })?;
             out.insert(key.clone(), v);
         } else {
-            file.seek_relative(nbytes as i64)
-                .map_err(io_err(path, "seek in"))?;
+            file.seek_relative(nbytes as i64).map_err(io_err(path, "seek in"))?;
         }
         pos += nbytes;
     }
@@ -1720,17 +1386,13 @@ fn resolve_global(module: &str, name: &str) -> Option<Global> {
         ("torch._utils", "_rebuild_tensor") => Some(Global::RebuildTensor),
         ("torch._utils", "_rebuild_tensor_v2") => Some(Global::RebuildTensorV2),
         ("torch._utils", "_rebuild_parameter") => Some(Global::RebuildParameter),
-        ("torch._utils", "_rebuild_parameter_with_state") => {
-            Some(Global::RebuildParameterWithState)
-        }
+        ("torch._utils", "_rebuild_parameter_with_state") => Some(Global::RebuildParameterWithState),
         ("torch", "Size") => Some(Global::TorchSize),
         ("torch" | "torch.cuda", n) => {
             if let Some(stem) = n.strip_suffix("Storage") {
                 Dtype::from_stem(stem).map(Global::Storage)
             } else if let Some(stem) = n.strip_suffix("Tensor") {
-                Dtype::from_stem(stem)
-                    .filter(|&d| d != Dtype::Untyped)
-                    .map(Global::TensorClass)
+                Dtype::from_stem(stem).filter(|&d| d != Dtype::Untyped).map(Global::TensorClass)
             } else {
                 None
             }
@@ -1823,12 +1485,7 @@ impl Val {
 
 fn dict_get<'a>(v: &'a Val, key: &str) -> Option<&'a Val> {
     match v {
-        Val::Dict(m) => m
-            .items
-            .iter()
-            .rev()
-            .find(|(k, _)| matches!(k, Val::Str(s) if &**s == key))
-            .map(|(_, v)| v),
+        Val::Dict(m) => m.items.iter().rev().find(|(k, _)| matches!(k, Val::Str(s) if &**s == key)).map(|(_, v)| v),
         _ => None,
     }
 }
@@ -1852,10 +1509,10 @@ impl<R: Read> Src<'_, R> {
             return Err(truncated(
                 path,
                 format!(
-                "the pickle data ends at byte {}, {} bytes short of the {what} that starts there",
-                self.end,
-                n - (self.end - self.pos)
-            ),
+                    "the pickle data ends at byte {}, {} bytes short of the {what} that starts there",
+                    self.end,
+                    n - (self.end - self.pos)
+                ),
             ));
         }
         let mut v = vec![0u8; n as usize];
@@ -1954,11 +1611,7 @@ impl<'p> Unpickler<'p> {
     }
 
     fn map(&self, items: Vec<(Val, Val)>) -> Result<Rc<Map>> {
-        let depth = 1 + items
-            .iter()
-            .map(|(k, v)| k.depth().max(v.depth()))
-            .max()
-            .unwrap_or(0);
+        let depth = 1 + items.iter().map(|(k, v)| k.depth().max(v.depth())).max().unwrap_or(0);
         if depth > MAX_DEPTH {
             return Err(self.bad(format!("values nest deeper than {MAX_DEPTH} levels")));
         }
@@ -1998,11 +1651,7 @@ impl<'p> Unpickler<'p> {
         while let (Some(k), Some(v)) = (it.next(), it.next()) {
             pairs.push((k, v));
         }
-        let add = 1 + pairs
-            .iter()
-            .map(|(k, v)| k.depth().max(v.depth()))
-            .max()
-            .unwrap_or(0);
+        let add = 1 + pairs.iter().map(|(k, v)| k.depth().max(v.depth())).max().unwrap_or(0);
         let shared = match self.stack.last() {
             Some(Val::Dict(m)) => {
                 if Rc::strong_count(m) > 1 {
@@ -2026,12 +1675,10 @@ impl<'p> Unpickler<'p> {
     }
 
     fn global(&self, module: &str, name: &str) -> Result<Val> {
-        resolve_global(module, name)
-            .map(Val::Global)
-            .ok_or_else(|| WeightsError::ForbiddenGlobal {
-                path: self.path.to_path_buf(),
-                global: format!("{module}.{name}"),
-            })
+        resolve_global(module, name).map(Val::Global).ok_or_else(|| WeightsError::ForbiddenGlobal {
+            path: self.path.to_path_buf(),
+            global: format!("{module}.{name}"),
+        })
     }
 
     /// Run one pickle (up to STOP) and return its value. The memo is per pickle.
@@ -2058,14 +1705,8 @@ impl<'p> Unpickler<'p> {
                 b'.' => return self.pop(),
                 b'(' => self.marks.push(self.stack.len()),
                 b'}' => self.stack.push(Val::Dict(Rc::new(Map::default()))),
-                b']' => self.stack.push(Val::List(Rc::new(Seq {
-                    items: vec![],
-                    depth: 1,
-                }))),
-                b')' => self.stack.push(Val::Tuple(Rc::new(Seq {
-                    items: vec![],
-                    depth: 1,
-                }))),
+                b']' => self.stack.push(Val::List(Rc::new(Seq { items: vec![], depth: 1 }))),
+                b')' => self.stack.push(Val::Tuple(Rc::new(Seq { items: vec![], depth: 1 }))),
                 b'N' => self.stack.push(Val::None),
                 0x88 => self.stack.push(Val::Bool(true)),
                 0x89 => self.stack.push(Val::Bool(false)),
@@ -2120,9 +1761,7 @@ impl<'p> Unpickler<'p> {
                     let s: String = if op == b'T' || op == b'U' {
                         b.iter().map(|&c| c as char).collect() // Python 2 str: bytes, read as latin-1
                     } else {
-                        String::from_utf8(b).map_err(|_| {
-                            self.bad(format!("invalid UTF-8 in string at byte {at}"))
-                        })?
+                        String::from_utf8(b).map_err(|_| self.bad(format!("invalid UTF-8 in string at byte {at}")))?
                     };
                     self.stack.push(Val::Str(s.into()))
                 }
@@ -2142,11 +1781,7 @@ impl<'p> Unpickler<'p> {
                         b'r' => u32::from_le_bytes(src.array(path, "memo key")?),
                         _ => self.memo.len() as u32,
                     };
-                    let top = self
-                        .stack
-                        .last()
-                        .cloned()
-                        .ok_or_else(|| self.bad("memoize on an empty stack"))?;
+                    let top = self.stack.last().cloned().ok_or_else(|| self.bad("memoize on an empty stack"))?;
                     self.memo.insert(key, top);
                 }
                 b'h' | b'j' => {
@@ -2155,10 +1790,11 @@ impl<'p> Unpickler<'p> {
                     } else {
                         u32::from_le_bytes(src.array(path, "memo key")?)
                     };
-                    let v =
-                        self.memo.get(&key).cloned().ok_or_else(|| {
-                            self.bad(format!("memo key {key} unset at byte {at}"))
-                        })?;
+                    let v = self
+                        .memo
+                        .get(&key)
+                        .cloned()
+                        .ok_or_else(|| self.bad(format!("memo key {key} unset at byte {at}")))?;
                     self.stack.push(v)
                 }
                 b'0' => {
@@ -2168,11 +1804,7 @@ impl<'p> Unpickler<'p> {
                     self.pop_mark()?;
                 }
                 b'2' => {
-                    let top = self
-                        .stack
-                        .last()
-                        .cloned()
-                        .ok_or_else(|| self.bad("DUP on an empty stack"))?;
+                    let top = self.stack.last().cloned().ok_or_else(|| self.bad("DUP on an empty stack"))?;
                     self.stack.push(top)
                 }
                 b't' => {
@@ -2308,11 +1940,7 @@ impl<'p> Unpickler<'p> {
                 let a = &s.items;
                 match &a[0] {
                     Val::Storage(st) if st.dtype != *class => {
-                        return Err(self.bad(format!(
-                            "a {} tensor over a {} storage",
-                            class.name(),
-                            st.dtype.name()
-                        )))
+                        return Err(self.bad(format!("a {} tensor over a {} storage", class.name(), st.dtype.name())))
                     }
                     _ => {}
                 }
@@ -2326,22 +1954,13 @@ impl<'p> Unpickler<'p> {
         let Val::Storage(storage) = storage else {
             return Err(self.bad("tensor without a storage"));
         };
-        let offset = offset
-            .as_u64()
-            .ok_or_else(|| self.bad("tensor offset is not a non-negative integer"))?;
+        let offset = offset.as_u64().ok_or_else(|| self.bad("tensor offset is not a non-negative integer"))?;
         let dims = |v: &Val, what: &str| -> Result<Vec<u64>> {
-            let s = v
-                .as_seq()
-                .ok_or_else(|| self.bad(format!("tensor {what} is not a tuple")))?;
+            let s = v.as_seq().ok_or_else(|| self.bad(format!("tensor {what} is not a tuple")))?;
             if s.len() > 16 {
                 return Err(self.bad(format!("tensor with {} dimensions", s.len())));
             }
-            s.iter()
-                .map(|d| {
-                    d.as_u64()
-                        .ok_or_else(|| self.bad(format!("tensor {what} holds {}", d.brief())))
-                })
-                .collect()
+            s.iter().map(|d| d.as_u64().ok_or_else(|| self.bad(format!("tensor {what} holds {}", d.brief())))).collect()
         };
         Ok(Val::Tensor(Rc::new(TensorRef {
             storage: storage.clone(),
@@ -2359,9 +1978,7 @@ impl<'p> Unpickler<'p> {
         match items.first() {
             Some(Val::Str(s)) if &**s == "storage" => {}
             Some(Val::Str(s)) if &**s == "module" => {
-                return Err(
-                    self.bad("the file pickles a whole nn.Module; save model.state_dict() instead")
-                )
+                return Err(self.bad("the file pickles a whole nn.Module; save model.state_dict() instead"))
             }
             _ => return Err(self.bad("unknown persistent id")),
         }
@@ -2371,17 +1988,11 @@ impl<'p> Unpickler<'p> {
         let Val::Global(Global::Storage(dtype)) = items[1] else {
             return Err(self.bad("storage persistent id without a storage type"));
         };
-        let key = items[2]
-            .as_key()
-            .ok_or_else(|| self.bad("storage key is not a string"))?;
-        let numel = items[4]
-            .as_u64()
-            .ok_or_else(|| self.bad("storage size is not a non-negative integer"))?;
+        let key = items[2].as_key().ok_or_else(|| self.bad("storage key is not a string"))?;
+        let numel = items[4].as_u64().ok_or_else(|| self.bad("storage size is not a non-negative integer"))?;
         match self.storages.get(&key) {
             Some(&(d, n)) if d != dtype || n != numel => {
-                return Err(self.bad(format!(
-                    "storage {key:?} declared twice with different types or sizes"
-                )))
+                return Err(self.bad(format!("storage {key:?} declared twice with different types or sizes")))
             }
             _ => {
                 self.storages.insert(key.clone(), (dtype, numel));
@@ -2391,27 +2002,19 @@ impl<'p> Unpickler<'p> {
             None | Some(Val::None) => (0, numel),
             Some(v) => match v.as_seq() {
                 Some([_view_key, off, size]) => {
-                    let off = off
-                        .as_u64()
-                        .ok_or_else(|| self.bad("storage view offset"))?;
+                    let off = off.as_u64().ok_or_else(|| self.bad("storage view offset"))?;
                     let size = size.as_u64().ok_or_else(|| self.bad("storage view size"))?;
                     if off.checked_add(size).is_none_or(|e| e > numel) {
-                        return Err(self.bad(format!(
-                            "view [{off}, +{size}) outside storage {key:?} of {numel} elements"
-                        )));
+                        return Err(
+                            self.bad(format!("view [{off}, +{size}) outside storage {key:?} of {numel} elements"))
+                        );
                     }
                     (off, size)
                 }
                 _ => return Err(self.bad("malformed storage view metadata")),
             },
         };
-        Ok(Val::Storage(Rc::new(StorageRef {
-            dtype,
-            key,
-            numel,
-            view_offset,
-            view_numel,
-        })))
+        Ok(Val::Storage(Rc::new(StorageRef { dtype, key, numel, view_offset, view_numel })))
     }
 }
 
@@ -2494,14 +2097,8 @@ fn progress_bar(enabled: bool, len: Option<u64>, name: &str) -> indicatif::Progr
         return ProgressBar::hidden();
     }
     let (bar, template) = match len {
-        Some(n) => (
-            ProgressBar::new(n),
-            "{msg} [{bar:32}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        ),
-        None => (
-            ProgressBar::new_spinner(),
-            "{msg} {spinner} {bytes} {bytes_per_sec}",
-        ),
+        Some(n) => (ProgressBar::new(n), "{msg} [{bar:32}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"),
+        None => (ProgressBar::new_spinner(), "{msg} {spinner} {bytes} {bytes_per_sec}"),
     };
     bar.set_draw_target(ProgressDrawTarget::stderr());
     if let Ok(style) = ProgressStyle::with_template(template) {
@@ -2524,10 +2121,7 @@ struct Normal {
 
 impl Normal {
     fn new(seed: u64) -> Self {
-        Normal {
-            state: seed,
-            spare: None,
-        }
+        Normal { state: seed, spare: None }
     }
     fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -2597,30 +2191,20 @@ mod tests {
     #[test]
     fn ln_and_trig_match_std_closely() {
         for &x in &[1e-300, 1e-10, 0.001, 0.1, 0.25, 0.5, 0.7, 0.999_999, 1.0] {
-            assert!(
-                (ln(x) - x.ln()).abs() <= 1e-13 * x.ln().abs().max(1.0),
-                "ln({x})"
-            );
+            assert!((ln(x) - x.ln()).abs() <= 1e-13 * x.ln().abs().max(1.0), "ln({x})");
         }
         for i in 1..=1000 {
             let u = i as f64 / 1000.0;
             let (s, c) = sin_cos_2pi(u);
             let a = 2.0 * std::f64::consts::PI * u;
-            assert!(
-                (s - a.sin()).abs() < 1e-12 && (c - a.cos()).abs() < 1e-12,
-                "u={u}"
-            );
+            assert!((s - a.sin()).abs() < 1e-12 && (c - a.cos()).abs() < 1e-12, "u={u}");
         }
     }
 
     fn unpickle(bytes: &[u8]) -> Result<Val> {
         let p = Path::new("crafted.pkl");
         let mut vm = Unpickler::new(p);
-        let mut src = Src {
-            r: &mut &bytes[..],
-            pos: 0,
-            end: bytes.len() as u64,
-        };
+        let mut src = Src { r: &mut &bytes[..], pos: 0, end: bytes.len() as u64 };
         vm.run(&mut src)
     }
 
@@ -2630,15 +2214,9 @@ mod tests {
         let mut deep = b"\x80\x02N".to_vec();
         deep.extend(std::iter::repeat_n(0x85u8, 100_000));
         deep.push(b'.');
-        assert!(matches!(
-            unpickle(&deep),
-            Err(WeightsError::Malformed { .. })
-        ));
+        assert!(matches!(unpickle(&deep), Err(WeightsError::Malformed { .. })));
         // A 4 GiB string length in a 10-byte pickle: truncated, nothing allocated.
-        assert!(matches!(
-            unpickle(b"\x80\x02X\xff\xff\xff\xff."),
-            Err(WeightsError::Truncated { .. })
-        ));
+        assert!(matches!(unpickle(b"\x80\x02X\xff\xff\xff\xff."), Err(WeightsError::Truncated { .. })));
         assert!(matches!(
             unpickle(b"\x80\x02\x8d\xff\xff\xff\xff\xff\xff\xff\xff."),
             Err(WeightsError::Truncated { .. })
@@ -2659,27 +2237,12 @@ mod tests {
             quad.extend_from_slice(b"q\x00Na"); // memo[0] = list; list.append(None)
         }
         quad.push(b'.');
-        assert!(matches!(
-            unpickle(&quad),
-            Err(WeightsError::Malformed { .. })
-        ));
+        assert!(matches!(unpickle(&quad), Err(WeightsError::Malformed { .. })));
         // Unknown memo key, stack underflow, unknown opcode, forbidden globals.
-        assert!(matches!(
-            unpickle(b"\x80\x02h\x07."),
-            Err(WeightsError::Malformed { .. })
-        ));
-        assert!(matches!(
-            unpickle(b"\x80\x02a."),
-            Err(WeightsError::Malformed { .. })
-        ));
-        assert!(matches!(
-            unpickle(b"\x80\x02\xfe."),
-            Err(WeightsError::Malformed { .. })
-        ));
-        assert!(matches!(
-            unpickle(b"\x80\x02cbuiltins\neval\n."),
-            Err(WeightsError::ForbiddenGlobal { .. })
-        ));
+        assert!(matches!(unpickle(b"\x80\x02h\x07."), Err(WeightsError::Malformed { .. })));
+        assert!(matches!(unpickle(b"\x80\x02a."), Err(WeightsError::Malformed { .. })));
+        assert!(matches!(unpickle(b"\x80\x02\xfe."), Err(WeightsError::Malformed { .. })));
+        assert!(matches!(unpickle(b"\x80\x02cbuiltins\neval\n."), Err(WeightsError::ForbiddenGlobal { .. })));
         assert!(matches!(
             unpickle(b"\x80\x02ctorch.storage\n_load_from_bytes\n."),
             Err(WeightsError::ForbiddenGlobal { .. })
@@ -2693,55 +2256,24 @@ mod tests {
     #[test]
     fn gather_handles_strides_and_rejects_out_of_range() {
         let storage = |numel| {
-            Rc::new(StorageRef {
-                dtype: Dtype::F32,
-                key: "0".into(),
-                numel,
-                view_offset: 0,
-                view_numel: numel,
-            })
+            Rc::new(StorageRef { dtype: Dtype::F32, key: "0".into(), numel, view_offset: 0, view_numel: numel })
         };
         let bytes: Vec<u8> = (0..12).flat_map(|i| (i as f32).to_le_bytes()).collect();
         // 3x4 row-major storage read as its 4x3 transpose.
-        let t = TensorRef {
-            storage: storage(12),
-            offset: 0,
-            size: vec![4, 3],
-            stride: vec![1, 4],
-        };
-        assert_eq!(
-            gather_f32(&t, &bytes, false).unwrap(),
-            [0., 4., 8., 1., 5., 9., 2., 6., 10., 3., 7., 11.]
-        );
+        let t = TensorRef { storage: storage(12), offset: 0, size: vec![4, 3], stride: vec![1, 4] };
+        assert_eq!(gather_f32(&t, &bytes, false).unwrap(), [0., 4., 8., 1., 5., 9., 2., 6., 10., 3., 7., 11.]);
         // Size-1 dimensions may carry any stride.
-        let t = TensorRef {
-            storage: storage(12),
-            offset: 5,
-            size: vec![1, 2],
-            stride: vec![u64::MAX, 1],
-        };
+        let t = TensorRef { storage: storage(12), offset: 5, size: vec![1, 2], stride: vec![u64::MAX, 1] };
         assert_eq!(gather_f32(&t, &bytes, false).unwrap(), [5., 6.]);
         // Past the end of the storage, or overflowing strides: errors.
-        for (offset, size, stride) in [
-            (11, vec![2], vec![1]),
-            (0, vec![2, 2], vec![u64::MAX / 2, 1]),
-            (0, vec![13], vec![1]),
-        ] {
-            let t = TensorRef {
-                storage: storage(12),
-                offset,
-                size,
-                stride,
-            };
+        for (offset, size, stride) in
+            [(11, vec![2], vec![1]), (0, vec![2, 2], vec![u64::MAX / 2, 1]), (0, vec![13], vec![1])]
+        {
+            let t = TensorRef { storage: storage(12), offset, size, stride };
             assert!(gather_f32(&t, &bytes, false).is_err());
         }
         // A storage claiming more elements than the bytes hold.
-        let t = TensorRef {
-            storage: storage(100),
-            offset: 0,
-            size: vec![2],
-            stride: vec![1],
-        };
+        let t = TensorRef { storage: storage(100), offset: 0, size: vec![2], stride: vec![1] };
         assert!(gather_f32(&t, &bytes, false).is_err());
     }
 
@@ -2751,18 +2283,10 @@ mod tests {
         let p = Path::new("t");
         let mut vm = Unpickler::new(p);
         let neg = b"\x80\x02\x8a\x01\xff.";
-        let mut src = Src {
-            r: &mut &neg[..],
-            pos: 0,
-            end: neg.len() as u64,
-        };
+        let mut src = Src { r: &mut &neg[..], pos: 0, end: neg.len() as u64 };
         assert!(matches!(vm.run(&mut src), Ok(Val::Int(-1))));
         let magic = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.";
-        let mut src = Src {
-            r: &mut &magic[..],
-            pos: 0,
-            end: magic.len() as u64,
-        };
+        let mut src = Src { r: &mut &magic[..], pos: 0, end: magic.len() as u64 };
         assert!(matches!(vm.run(&mut src), Ok(Val::Int(LEGACY_MAGIC))));
     }
 }

@@ -9,6 +9,10 @@ fn every_check_passes_on_the_test_adapter() {
         println!("{name}: {:<52} {:.2e} (tol {:.0e})", r.what, r.err, r.tol);
         assert!(r.err.is_finite() && r.err <= r.tol, "{}: {:.3e} > {:.0e}", r.what, r.err, r.tol);
         // Exact comparisons (tol 0, e.g. mask bits) and pools (a selection or a sum of 4) may be 0.
-        assert!(r.err > 0.0 || r.tol == 0.0 || r.what.contains("pool"), "{}: exactly zero error is suspicious for f32 vs f64", r.what);
+        assert!(
+            r.err > 0.0 || r.tol == 0.0 || r.what.contains("pool"),
+            "{}: exactly zero error is suspicious for f32 vs f64",
+            r.what
+        );
     }
 }

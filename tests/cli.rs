@@ -27,8 +27,17 @@ fn stylize(args: &[&str]) -> Output {
 
 /// Small and fast: shallow layers, random weights.
 const FAST: &[&str] = &[
-    "--size", "24", "--steps", "3", "--weights", "random:1", "--content-layers", "relu2_1",
-    "--style-layers", "relu1_1,relu2_1", "--quiet",
+    "--size",
+    "24",
+    "--steps",
+    "3",
+    "--weights",
+    "random:1",
+    "--content-layers",
+    "relu2_1",
+    "--style-layers",
+    "relu1_1,relu2_1",
+    "--quiet",
 ];
 
 fn fails_with(args: &[&str], needle: &str) {
@@ -45,7 +54,8 @@ fn renders_and_records_settings() {
     let d = tmpdir("ok");
     let (c, s) = images(&d);
     let out = d.join("out.png");
-    let mut args = vec!["render", c.to_str().unwrap(), s.to_str().unwrap(), "-o", out.to_str().unwrap(), "--save-every", "2"];
+    let mut args =
+        vec!["render", c.to_str().unwrap(), s.to_str().unwrap(), "-o", out.to_str().unwrap(), "--save-every", "2"];
     args.extend_from_slice(FAST);
     let o = stylize(&args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -57,7 +67,8 @@ fn renders_and_records_settings() {
     assert!(get("stylize:command").contains("--steps 3"), "{text:?}");
     assert!(d.join("out_00002.png").exists(), "snapshot written");
     // Nothing else (no temporary files) left behind.
-    let mut names: Vec<String> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+    let mut names: Vec<String> =
+        std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
     names.sort();
     assert_eq!(names, ["content.png", "out.png", "out_00002.png", "style.jpg"]);
 }
@@ -199,7 +210,21 @@ fn non_finite_loss_stops_and_keeps_the_last_good_image() {
     let out = d.join("o.png");
     // Pixels are clamped to [0,1], so no learning rate can make them NaN: inject the fault.
     let mut args = vec!["render", c.to_str().unwrap(), s.to_str().unwrap(), "-o", out.to_str().unwrap()];
-    args.extend_from_slice(&["--size", "24", "--steps", "6", "--weights", "random:1", "--content-layers", "relu2_1", "--style-layers", "relu1_1", "--quiet", "--print-every", "2"]);
+    args.extend_from_slice(&[
+        "--size",
+        "24",
+        "--steps",
+        "6",
+        "--weights",
+        "random:1",
+        "--content-layers",
+        "relu2_1",
+        "--style-layers",
+        "relu1_1",
+        "--quiet",
+        "--print-every",
+        "2",
+    ]);
     let o = Command::new(env!("CARGO_BIN_EXE_stylize")).args(&args).env("STYLIZE_FAULT_NAN_AT", "4").output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "{err}");

@@ -74,14 +74,19 @@ fn converted_weights_give_the_same_relu1_1_in_both_conventions() {
 
 #[test]
 fn real_caffe_layers_render_with_falling_style_loss() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/vgg19-caffe-conv1_1-to-conv3_4.npz");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/vgg19-caffe-conv1_1-to-conv3_4.npz");
     if !path.exists() {
         println!("SKIPPED: {} is absent (optional real-weights test)", path.display());
         return;
     }
     let w = stylize::weights::load(&path, 6).expect("the shared Caffe weights load");
     assert_eq!(w.convention, Some(stylize::weights::Convention::Caffe));
-    let convs: Vec<ConvWeights> = w.layers.into_iter().map(|l| ConvWeights { cin: l.cin, cout: l.cout, weight: l.weight, bias: l.bias }).collect();
+    let convs: Vec<ConvWeights> = w
+        .layers
+        .into_iter()
+        .map(|l| ConvWeights { cin: l.cin, cout: l.cout, weight: l.weight, bias: l.bias })
+        .collect();
     let s = settings(Preprocess::Caffe, "relu3_1", &["relu1_1", "relu2_1", "relu3_1"]);
     let (h, wd) = (32, 48);
     let photo = stylize::image_io::synthetic_photo(wd as u32, h as u32, 1);
@@ -90,7 +95,8 @@ fn real_caffe_layers_render_with_falling_style_loss() {
     let tc = compute_targets(ctx(), &net, &s, &photo.data, h, wd, true, false).unwrap();
     let ts = compute_targets(ctx(), &net, &s, &painting.data, h, wd, false, true).unwrap();
     let cfg = AdamConfig { lr: 0.02, clamp: Some((0.0, 1.0)), ..Default::default() };
-    let g = Graph::new(ctx(), &net, &s, &Targets { content: tc.content, style: ts.style }, &photo.data, h, wd, cfg).unwrap();
+    let g = Graph::new(ctx(), &net, &s, &Targets { content: tc.content, style: ts.style }, &photo.data, h, wd, cfg)
+        .unwrap();
     g.evaluate(ctx()).unwrap();
     let first = g.read_losses(ctx()).unwrap();
     g.step(ctx(), 20).unwrap();

@@ -27,7 +27,12 @@ fn ema_update_matches_reference_over_steps() {
             r::ema_update(&mut avg, &f64s(&v), d);
             let corr = 1.0 - d.powi(t as i32);
             let want: Vec<f64> = avg.iter().map(|a| a / corr).collect();
-            assert_close(&format!("ema_update n={n} d={d} step {t} (bias-corrected)"), &ema.read(ctx()).unwrap(), &want, TOL);
+            assert_close(
+                &format!("ema_update n={n} d={d} step {t} (bias-corrected)"),
+                &ema.read(ctx()).unwrap(),
+                &want,
+                TOL,
+            );
             assert_eq!(ema.count(ctx()).unwrap(), t);
         }
         assert_close(&format!("ema_update n={n} d={d} raw average"), &read(&ema.avg), &avg, TOL);

@@ -66,8 +66,17 @@ fn stylize_in(dir: &Path, args: &[&str]) -> Output {
 
 /// The binary's equivalent of [`fast`].
 const FAST: &[&str] = &[
-    "--size", "24", "--steps", "3", "--weights", "random:1", "--content-layers", "relu2_1",
-    "--style-layers", "relu1_1,relu2_1", "--quiet",
+    "--size",
+    "24",
+    "--steps",
+    "3",
+    "--weights",
+    "random:1",
+    "--content-layers",
+    "relu2_1",
+    "--style-layers",
+    "relu1_1,relu2_1",
+    "--quiet",
 ];
 
 fn ok(o: &Output) {
@@ -176,10 +185,12 @@ fn style_scale_sizes_the_style_relative_to_the_output() {
 
     let style = load(&s);
     let ts = compute_targets(&eng.ctx, &eng.net, &eng.settings, &style.data, 48, 48, false, true).unwrap();
-    let tc = compute_targets(&eng.ctx, &eng.net, &eng.settings, &st.content.data, st.height, st.width, true, false).unwrap();
+    let tc =
+        compute_targets(&eng.ctx, &eng.net, &eng.settings, &st.content.data, st.height, st.width, true, false).unwrap();
     let targets = Targets { content: tc.content, style: ts.style };
     let adam = stylize::gpu::adam::AdamConfig::default();
-    let g = Graph::new(&eng.ctx, &eng.net, &eng.settings, &targets, &st.content.data, st.height, st.width, adam).unwrap();
+    let g =
+        Graph::new(&eng.ctx, &eng.net, &eng.settings, &targets, &st.content.data, st.height, st.width, adam).unwrap();
     g.evaluate(&eng.ctx).unwrap();
     let by_hand = g.read_losses(&eng.ctx).unwrap();
     assert_eq!(via_flag, by_hand, "--style-scale 2 at --size 24 uses the 48 px style as is");
@@ -254,7 +265,11 @@ fn original_colors_keep_the_contents_chrominance_and_the_results_luminance() {
     assert!(y_err <= 0.005, "Y differs from the plain result's by {y_err}");
     // Without the flag the colours did move (the check above is not vacuous), and the luminance
     // is the result's, not the content's.
-    assert!(max_diff(&aiq, &ciq) > 0.02, "the plain render kept the content's colours by itself: {}", max_diff(&aiq, &ciq));
+    assert!(
+        max_diff(&aiq, &ciq) > 0.02,
+        "the plain render kept the content's colours by itself: {}",
+        max_diff(&aiq, &ciq)
+    );
     assert!(max_diff(&by, &cy) > 0.02);
     // Snapshots get the same treatment.
     let (_, siq) = yiq_planes(&load(&d.join("orig_00004.png")));
@@ -377,7 +392,8 @@ fn two_scales_start_the_fine_scale_from_the_upsampled_coarse_result() {
     o.scales = 1;
     o.output = d.join("fresh.png");
     let fresh = render::render(&o).unwrap();
-    let (coarse_start, fine_start, fresh_start) = (ms.stages[0].first.total(), ms.stages[1].first.total(), fresh.first.total());
+    let (coarse_start, fine_start, fresh_start) =
+        (ms.stages[0].first.total(), ms.stages[1].first.total(), fresh.first.total());
     println!(
         "coarse 16 px: {coarse_start:.4e} -> {:.4e}; fine 32 px starts at {fine_start:.4e}; fresh 32 px starts at {fresh_start:.4e}",
         ms.stages[0].last.total()
@@ -413,7 +429,8 @@ fn scale_steps_set_each_scales_steps() {
     let lines = read_log(&log);
     let last_of = |scale: f64| lines.iter().filter(|l| l["scale"] == scale).map(|l| l["step"]).fold(0.0, f64::max);
     assert_eq!((last_of(0.0), last_of(1.0), last_of(2.0)), (4.0, 2.0, 1.0));
-    let widths: Vec<f64> = [0.0, 1.0, 2.0].iter().map(|&s| lines.iter().find(|l| l["scale"] == s).unwrap()["width"]).collect();
+    let widths: Vec<f64> =
+        [0.0, 1.0, 2.0].iter().map(|&s| lines.iter().find(|l| l["scale"] == s).unwrap()["width"]).collect();
     assert_eq!(widths, vec![12.0, 17.0, 24.0]);
     assert_eq!(png_text(&out, "stylize:step"), "7");
 }
@@ -442,7 +459,12 @@ fn avg_decay_output_is_the_gpu_ema_of_the_iterates() {
         let x = st.read_iterate(ctx).unwrap();
         stylize::reference::ema_update(&mut avg, &common::f64s(&x), 0.8);
         let want: Vec<f64> = avg.iter().map(|a| a / (1.0 - 0.8f64.powi(t))).collect();
-        common::assert_close(&format!("stage output after {} steps vs CPU EMA of the iterates", t - 1), &st.read_output(ctx).unwrap(), &want, 1e-6);
+        common::assert_close(
+            &format!("stage output after {} steps vs CPU EMA of the iterates", t - 1),
+            &st.read_output(ctx).unwrap(),
+            &want,
+            1e-6,
+        );
         // The iterate itself is not the output.
         assert!(max_diff(&x, &st.read_output(ctx).unwrap()) > 1e-3);
     }
@@ -477,7 +499,17 @@ fn seed_makes_a_run_bit_for_bit_repeatable() {
         // Same relative -o in separate folders, so the recorded command line is identical too.
         let dir = d.join(name);
         std::fs::create_dir_all(&dir).unwrap();
-        let mut args = vec!["render", c.to_str().unwrap(), s1.to_str().unwrap(), "-o", "out.png", "--init", "noise", "--seed", seed];
+        let mut args = vec![
+            "render",
+            c.to_str().unwrap(),
+            s1.to_str().unwrap(),
+            "-o",
+            "out.png",
+            "--init",
+            "noise",
+            "--seed",
+            seed,
+        ];
         args.extend(FAST);
         ok(&stylize_in(&dir, &args));
         std::fs::read(dir.join("out.png")).unwrap()
@@ -526,7 +558,8 @@ fn preview_is_rewritten_live_during_the_render() {
     assert!(seen.len() >= 2, "the preview was not updated during the render: {seen:?}");
     assert!(seen.iter().all(|s| s % 3 == 0) && seen[1] > seen[0], "{seen:?}");
     // Atomic writes: no temporary file left behind.
-    let mut names: Vec<String> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+    let mut names: Vec<String> =
+        std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
     names.sort();
     assert_eq!(names, ["content.png", "o.png", "preview.png", "style1.png", "style2.png"]);
 }
@@ -538,7 +571,15 @@ fn log_json_has_one_line_per_print_step_and_plot_draws_it() {
     let (out, log, prev, curve) = (d.join("o.png"), d.join("log.jsonl"), d.join("p.png"), d.join("curve.png"));
     let mut args = vec!["render", c.to_str().unwrap(), s1.to_str().unwrap(), "-o", out.to_str().unwrap()];
     args.extend(["--size", "24", "--steps", "7", "--weights", "random:1", "--content-layers", "relu2_1"]);
-    args.extend(["--style-layers", "relu1_1,relu2_1", "--quiet", "--print-every", "2", "--log-json", log.to_str().unwrap()]);
+    args.extend([
+        "--style-layers",
+        "relu1_1,relu2_1",
+        "--quiet",
+        "--print-every",
+        "2",
+        "--log-json",
+        log.to_str().unwrap(),
+    ]);
     args.extend(["--preview", prev.to_str().unwrap(), "--preview-every", "2"]);
     ok(&stylize(&args));
     // The preview holds the final image at the end.
@@ -560,12 +601,14 @@ fn log_json_has_one_line_per_print_step_and_plot_draws_it() {
     }
     assert!(lines[4]["total"] < lines[0]["total"], "the loss fell");
 
-    let o = stylize(&["plot", log.to_str().unwrap(), "-o", curve.to_str().unwrap(), "--width", "320", "--height", "200"]);
+    let o =
+        stylize(&["plot", log.to_str().unwrap(), "-o", curve.to_str().unwrap(), "--width", "320", "--height", "200"]);
     ok(&o);
     let img = load(&curve);
     assert_eq!((img.width, img.height), (320, 200));
     let n = img.plane_len();
-    let mut colours: Vec<[u8; 3]> = (0..n).map(|i| [0, 1, 2].map(|c| (img.data[c * n + i] * 255.0).round() as u8)).collect();
+    let mut colours: Vec<[u8; 3]> =
+        (0..n).map(|i| [0, 1, 2].map(|c| (img.data[c * n + i] * 255.0).round() as u8)).collect();
     colours.sort();
     colours.dedup();
     assert!(colours.len() >= 6, "only {} colours", colours.len());
@@ -606,7 +649,8 @@ fn a_folder_of_frames_renders_each_and_temporal_init_starts_from_the_previous_re
         args.extend(["--log-json", log.to_str().unwrap()]);
         args.extend(extra);
         ok(&stylize(&args));
-        let mut names: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        let mut names: Vec<String> =
+            std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
         names.sort();
         assert_eq!(names, ["f001.png", "f002.png"], "one output per frame, same names");
         for n in &names {
@@ -667,7 +711,12 @@ fn optimizer_lbfgs_is_used_by_the_render() {
     o.lbfgs_history = 5;
     o.output = d.join("lbfgs.png");
     let lbfgs = render::render(&o).unwrap();
-    println!("20 steps: Adam {:.4e} -> {:.4e}, L-BFGS -> {:.4e}", adam.first.total(), adam.last.total(), lbfgs.last.total());
+    println!(
+        "20 steps: Adam {:.4e} -> {:.4e}, L-BFGS -> {:.4e}",
+        adam.first.total(),
+        adam.last.total(),
+        lbfgs.last.total()
+    );
     assert_eq!(adam.first, lbfgs.first);
     assert!(lbfgs.last.total() < adam.last.total(), "L-BFGS (lr 1, history 5) should beat Adam here");
     let cmd = png_text(&d.join("lbfgs.png"), "stylize:command");
@@ -698,17 +747,26 @@ fn bad_feature_options_give_clear_errors() {
     };
     let check = |v: Vec<String>, needle: &str| fails_with(&v.iter().map(|s| s.as_str()).collect::<Vec<_>>(), needle);
     check(with(&[], &["render", c, "-o", out]), "at least one STYLE");
-    check(with(&["--style-blend-weights", "1"], &["render", c, s1, s2, "-o", out]), "--style-blend-weights has 1 values for 2 style");
+    check(
+        with(&["--style-blend-weights", "1"], &["render", c, s1, s2, "-o", out]),
+        "--style-blend-weights has 1 values for 2 style",
+    );
     check(with(&["--style-blend-weights", "0,0"], &["render", c, s1, s2, "-o", out]), "must not all be 0");
     check(with(&["--style-blend-weights", "1,-1"], &["render", c, s1, s2, "-o", out]), "--style-blend-weights");
     check(with(&["--style-scale", "0"], &["render", c, s1, "-o", out]), "--style-scale");
     check(with(&["--scales", "2", "--initial-size", "24"], &["render", c, s1, "-o", out]), "--initial-size");
     check(with(&["--scales", "0"], &["render", c, s1, "-o", out]), "--scales");
-    check(with(&["--scales", "2", "--initial-size", "12", "--scale-steps", "1,2,3"], &["render", c, s1, "-o", out]), "--scale-steps has 3");
+    check(
+        with(&["--scales", "2", "--initial-size", "12", "--scale-steps", "1,2,3"], &["render", c, s1, "-o", out]),
+        "--scale-steps has 3",
+    );
     check(with(&["--avg-decay", "1"], &["render", c, s1, "-o", out]), "--avg-decay");
     check(with(&["--preview", d.join("p.bmp").to_str().unwrap()], &["render", c, s1, "-o", out]), ".bmp");
     check(with(&["--preview", "p.png", "--preview-every", "0"], &["render", c, s1, "-o", out]), "--preview-every");
-    check(with(&["--log-json", d.join("no/such/log.jsonl").to_str().unwrap()], &["render", c, s1, "-o", out]), "does not exist");
+    check(
+        with(&["--log-json", d.join("no/such/log.jsonl").to_str().unwrap()], &["render", c, s1, "-o", out]),
+        "does not exist",
+    );
     check(with(&[], &["render", f, s1, "-o", out]), "must be a folder");
     check(with(&[], &["render", f, s1, "-o", f]), "overwrite the content images");
     let empty = d.join("empty_folder");
@@ -723,9 +781,23 @@ fn render_help_explains_every_option() {
     ok(&o);
     let help = String::from_utf8_lossy(&o.stdout);
     for flag in [
-        "[STYLE]...", "--content-list", "--style-blend-weights", "--style-scale", "--original-colors", "--color-match",
-        "--scales", "--initial-size", "--scale-steps", "--avg-decay", "--seed", "--temporal-init", "--preview ",
-        "--preview-every", "--log-json", "--optimizer", "--lbfgs-history",
+        "[STYLE]...",
+        "--content-list",
+        "--style-blend-weights",
+        "--style-scale",
+        "--original-colors",
+        "--color-match",
+        "--scales",
+        "--initial-size",
+        "--scale-steps",
+        "--avg-decay",
+        "--seed",
+        "--temporal-init",
+        "--preview ",
+        "--preview-every",
+        "--log-json",
+        "--optimizer",
+        "--lbfgs-history",
     ] {
         assert!(help.contains(flag), "render --help does not mention {flag}:\n{help}");
     }

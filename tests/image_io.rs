@@ -8,9 +8,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use stylize::image_io::{
-    check_output_path, load_image, read_png_text, resize_exact, resize_longest, rgb_to_yiq,
-    save_image, synthetic_painting, synthetic_photo, testing, yiq_to_rgb, DecodeLimits,
-    ImageIoError, Planar,
+    check_output_path, load_image, read_png_text, resize_exact, resize_longest, rgb_to_yiq, save_image,
+    synthetic_painting, synthetic_photo, testing, yiq_to_rgb, DecodeLimits, ImageIoError, Planar,
 };
 
 /// A fresh directory under the system temp dir, removed (with its contents) on drop.
@@ -18,14 +17,9 @@ struct TestDir(PathBuf);
 
 impl TestDir {
     fn new(name: &str) -> TestDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let dir = std::env::temp_dir().join(format!(
-            "stylize-image-io-{name}-{}-{nanos}",
-            std::process::id()
-        ));
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let dir = std::env::temp_dir().join(format!("stylize-image-io-{name}-{}-{nanos}", std::process::id()));
         fs::create_dir_all(&dir).expect("create test dir");
         TestDir(dir)
     }
@@ -36,12 +30,7 @@ impl TestDir {
     fn listing(&self) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(&self.0)
             .expect("read test dir")
-            .map(|e| {
-                e.expect("dir entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .into_owned()
-            })
+            .map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned())
             .collect();
         names.sort();
         names
@@ -64,22 +53,11 @@ fn err_msg<T: std::fmt::Debug>(r: Result<T, ImageIoError>) -> String {
 
 fn max_abs_diff(a: &Planar, b: &Planar) -> f32 {
     assert_eq!((a.width, a.height), (b.width, b.height));
-    a.data
-        .iter()
-        .zip(&b.data)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    a.data.iter().zip(&b.data).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 /// Write a PNG with the png crate directly, so fixtures can use any colour type and depth.
-fn write_png(
-    path: &Path,
-    w: u32,
-    h: u32,
-    color: png::ColorType,
-    depth: png::BitDepth,
-    data: &[u8],
-) {
+fn write_png(path: &Path, w: u32, h: u32, color: png::ColorType, depth: png::BitDepth, data: &[u8]) {
     let file = fs::File::create(path).expect("create fixture");
     let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w, h);
     enc.set_color(color);
@@ -95,11 +73,7 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
         }
     }
     !crc
@@ -124,10 +98,7 @@ fn png_round_trip_keeps_pixels_and_text() {
     let img = synthetic_photo(37, 23, 1); // odd sizes on purpose
     let out = dir.path("out.PNG"); // extension is case-insensitive
     let text = [
-        (
-            "stylize:settings",
-            "size=512 style_weight=1e6 optimizer=lbfgs",
-        ),
+        ("stylize:settings", "size=512 style_weight=1e6 optimizer=lbfgs"),
         ("Comment", "naïve Latin-1 text"),         // tEXt
         ("Description", "UTF-8 needs iTXt: ✓ 画"), // iTXt
     ];
@@ -140,17 +111,10 @@ fn png_round_trip_keeps_pixels_and_text() {
 
     let got = read_png_text(&out).expect("read text");
     for (k, v) in text {
-        assert!(
-            got.iter().any(|(gk, gv)| gk == k && gv == v),
-            "missing {k}={v} in {got:?}"
-        );
+        assert!(got.iter().any(|(gk, gv)| gk == k && gv == v), "missing {k}={v} in {got:?}");
     }
     assert_eq!(got.len(), text.len());
-    assert_eq!(
-        dir.listing(),
-        vec!["out.PNG".to_string()],
-        "no temp files left"
-    );
+    assert_eq!(dir.listing(), vec!["out.PNG".to_string()], "no temp files left");
 }
 
 #[test]
@@ -168,20 +132,8 @@ fn jpeg_round_trip_within_tolerance() {
         // 4x of room for other encoder versions while still catching a wrong colour order,
         // a wrong quality, an orientation bug or a shifted image (each an error of 0.1 or more).
         let n = img.data.len() as f32;
-        let mae = img
-            .data
-            .iter()
-            .zip(&back.data)
-            .map(|(a, b)| (a - b).abs())
-            .sum::<f32>()
-            / n;
-        let mse = img
-            .data
-            .iter()
-            .zip(&back.data)
-            .map(|(a, b)| (a - b).powi(2))
-            .sum::<f32>()
-            / n;
+        let mae = img.data.iter().zip(&back.data).map(|(a, b)| (a - b).abs()).sum::<f32>() / n;
+        let mse = img.data.iter().zip(&back.data).map(|(a, b)| (a - b).powi(2)).sum::<f32>() / n;
         let psnr = -10.0 * mse.log10();
         assert!(mae < 0.02, "{name}: mean abs error {mae}");
         assert!(psnr > 30.0, "{name}: PSNR {psnr} dB");
@@ -219,11 +171,7 @@ fn exif_orientation_6_is_applied() {
     for y in 0..h {
         for x in 0..w {
             let red = x < 8 && y < 8;
-            rgb.extend_from_slice(if red {
-                &[230u8, 20, 20]
-            } else {
-                &[60u8, 90, 140]
-            });
+            rgb.extend_from_slice(if red { &[230u8, 20, 20] } else { &[60u8, 90, 140] });
         }
     }
     let mut jpeg = Vec::new();
@@ -243,16 +191,8 @@ fn exif_orientation_6_is_applied() {
     // goes to the top-right.
     assert_eq!((img.width, img.height), (16, 32));
     let is_red = |p: [f32; 3]| p[0] > 0.7 && p[1] < 0.3 && p[2] < 0.3;
-    assert!(
-        is_red(img.pixel(12, 3)),
-        "top-right should be red, got {:?}",
-        img.pixel(12, 3)
-    );
-    assert!(
-        !is_red(img.pixel(3, 3)),
-        "top-left should not be red, got {:?}",
-        img.pixel(3, 3)
-    );
+    assert!(is_red(img.pixel(12, 3)), "top-right should be red, got {:?}", img.pixel(12, 3));
+    assert!(!is_red(img.pixel(3, 3)), "top-left should not be red, got {:?}", img.pixel(3, 3));
     assert!(!is_red(img.pixel(12, 28)), "bottom-right should not be red");
 
     // Without the EXIF segment the same pixels load as stored.
@@ -271,22 +211,11 @@ fn exif_orientation_6_is_applied() {
 fn grayscale_png_loads_as_rgb() {
     let dir = TestDir::new("gray");
     let p = dir.path("g.png");
-    write_png(
-        &p,
-        2,
-        1,
-        png::ColorType::Grayscale,
-        png::BitDepth::Eight,
-        &[0, 200],
-    );
+    write_png(&p, 2, 1, png::ColorType::Grayscale, png::BitDepth::Eight, &[0, 200]);
     let img = load(&p).expect("load");
     assert_eq!(img.pixel(0, 0), [0.0; 3]);
     let v = 200.0 / 255.0;
-    assert!(
-        img.pixel(1, 0).iter().all(|c| (c - v).abs() < 1e-6),
-        "{:?}",
-        img.pixel(1, 0)
-    );
+    assert!(img.pixel(1, 0).iter().all(|c| (c - v).abs() < 1e-6), "{:?}", img.pixel(1, 0));
 }
 
 #[test]
@@ -294,24 +223,13 @@ fn gray_alpha_png_composites_over_white() {
     let dir = TestDir::new("gray-alpha");
     let p = dir.path("ga.png");
     // (gray, alpha): opaque black, transparent black, half-transparent 100.
-    write_png(
-        &p,
-        3,
-        1,
-        png::ColorType::GrayscaleAlpha,
-        png::BitDepth::Eight,
-        &[0, 255, 0, 0, 100, 128],
-    );
+    write_png(&p, 3, 1, png::ColorType::GrayscaleAlpha, png::BitDepth::Eight, &[0, 255, 0, 0, 100, 128]);
     let img = load(&p).expect("load");
     assert_eq!(img.pixel(0, 0), [0.0; 3]);
     assert_eq!(img.pixel(1, 0), [1.0; 3], "fully transparent becomes white");
     let a = 128.0 / 255.0;
     let want = 100.0 / 255.0 * a + (1.0 - a);
-    assert!(
-        img.pixel(2, 0).iter().all(|c| (c - want).abs() < 1e-6),
-        "{:?} vs {want}",
-        img.pixel(2, 0)
-    );
+    assert!(img.pixel(2, 0).iter().all(|c| (c - want).abs() < 1e-6), "{:?} vs {want}", img.pixel(2, 0));
 }
 
 #[test]
@@ -320,14 +238,7 @@ fn rgb16_png_keeps_precision() {
     let p = dir.path("16.png");
     let samples: [u16; 6] = [0, 32768, 65535, 1, 1000, 65534];
     let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_be_bytes()).collect();
-    write_png(
-        &p,
-        2,
-        1,
-        png::ColorType::Rgb,
-        png::BitDepth::Sixteen,
-        &bytes,
-    );
+    write_png(&p, 2, 1, png::ColorType::Rgb, png::BitDepth::Sixteen, &bytes);
     let img = load(&p).expect("load");
     for (i, s) in samples.iter().enumerate() {
         let got = img.pixel(i as u32 / 3, 0)[i % 3];
@@ -348,19 +259,14 @@ fn rgba_png_composites_over_white() {
         1,
         png::ColorType::Rgba,
         png::BitDepth::Eight,
-        &[
-            255, 0, 0, 255, /* opaque red */ 0, 0, 255, 51, /* 20% blue */
-        ],
+        &[255, 0, 0, 255, /* opaque red */ 0, 0, 255, 51 /* 20% blue */],
     );
     let img = load(&p).expect("load");
     assert_eq!(img.pixel(0, 0), [1.0, 0.0, 0.0]);
     let a = 51.0 / 255.0;
     let want = [1.0 - a, 1.0 - a, 1.0];
     let got = img.pixel(1, 0);
-    assert!(
-        got.iter().zip(want).all(|(g, w)| (g - w).abs() < 1e-6),
-        "{got:?} vs {want:?}"
-    );
+    assert!(got.iter().zip(want).all(|(g, w)| (g - w).abs() < 1e-6), "{got:?} vs {want:?}");
 }
 
 #[test]
@@ -378,11 +284,7 @@ fn palette_png_with_transparency_loads() {
     w.finish().expect("finish");
     let img = load(&p).expect("load");
     assert_eq!(img.pixel(0, 0), [0.0, 128.0 / 255.0, 1.0]);
-    assert_eq!(
-        img.pixel(1, 0),
-        [1.0; 3],
-        "transparent palette entry becomes white"
-    );
+    assert_eq!(img.pixel(1, 0), [1.0; 3], "transparent palette entry becomes white");
 }
 
 #[test]
@@ -404,15 +306,9 @@ fn missing_file_is_reported() {
     let dir = TestDir::new("missing");
     let p = dir.path("nope.png");
     let msg = err_msg(load(&p));
-    assert!(
-        msg.contains("nope.png") && msg.contains("not found"),
-        "{msg}"
-    );
+    assert!(msg.contains("nope.png") && msg.contains("not found"), "{msg}");
     let msg = err_msg(read_png_text(&p));
-    assert!(
-        msg.contains("nope.png") && msg.contains("not found"),
-        "{msg}"
-    );
+    assert!(msg.contains("nope.png") && msg.contains("not found"), "{msg}");
 }
 
 #[test]
@@ -421,10 +317,7 @@ fn text_file_named_png_is_not_an_image() {
     let p = dir.path("notes.png");
     fs::write(&p, "these are not pixels\n").expect("write");
     let msg = err_msg(load(&p));
-    assert!(
-        msg.contains("notes.png") && msg.contains("not a PNG or JPEG image"),
-        "{msg}"
-    );
+    assert!(msg.contains("notes.png") && msg.contains("not a PNG or JPEG image"), "{msg}");
 }
 
 #[test]
@@ -445,10 +338,7 @@ fn truncated_png_is_reported() {
     let cut = dir.path("cut.png");
     fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write");
     let msg = err_msg(load(&cut));
-    assert!(
-        msg.contains("cut.png") && msg.contains("cannot decode PNG"),
-        "{msg}"
-    );
+    assert!(msg.contains("cut.png") && msg.contains("cannot decode PNG"), "{msg}");
     assert!(msg.contains("truncated or corrupt"), "{msg}");
 }
 
@@ -486,22 +376,9 @@ fn decompression_bomb_header_is_refused_before_allocating() {
     // The file holds no pixel data at all, so reaching the size check (rather than a decode
     // error) shows the refusal came from the header, before anything was allocated or inflated.
     let err = load(&p).expect_err("must refuse");
-    assert!(
-        matches!(
-            err,
-            ImageIoError::TooLarge {
-                width: 100_000,
-                height: 100_000,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, ImageIoError::TooLarge { width: 100_000, height: 100_000, .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(
-        msg.contains("bomb.png") && msg.contains("100000x100000") && msg.contains("20000x20000"),
-        "{msg}"
-    );
+    assert!(msg.contains("bomb.png") && msg.contains("100000x100000") && msg.contains("20000x20000"), "{msg}");
 }
 
 #[test]
@@ -509,19 +386,10 @@ fn memory_limit_is_enforced() {
     let dir = TestDir::new("alloc");
     let p = dir.path("img.png");
     save_image(&p, &synthetic_photo(64, 64, 5), &[]).expect("save");
-    let limits = DecodeLimits {
-        max_alloc_bytes: 10_000,
-        ..DecodeLimits::default()
-    };
+    let limits = DecodeLimits { max_alloc_bytes: 10_000, ..DecodeLimits::default() };
     let msg = err_msg(load_image(&p, &limits));
-    assert!(
-        msg.contains("img.png") && msg.contains("9.8 KiB limit"),
-        "{msg}"
-    );
-    let limits = DecodeLimits {
-        max_width: 63,
-        ..DecodeLimits::default()
-    };
+    assert!(msg.contains("img.png") && msg.contains("9.8 KiB limit"), "{msg}");
+    let limits = DecodeLimits { max_width: 63, ..DecodeLimits::default() };
     let msg = err_msg(load_image(&p, &limits));
     assert!(msg.contains("64x64") && msg.contains("63x20000"), "{msg}");
 }
@@ -537,24 +405,14 @@ fn read_png_text_finds_late_and_compressed_chunks_and_rejects_non_png() {
     let mut w = enc.write_header().expect("header");
     w.write_image_data(&[1, 2, 3]).expect("data");
     // Text after IDAT, compressed: other tools write it this way.
-    w.write_text_chunk(&png::text_metadata::ZTXtChunk::new(
-        "late",
-        "after the pixels",
-    ))
-    .expect("ztxt");
+    w.write_text_chunk(&png::text_metadata::ZTXtChunk::new("late", "after the pixels")).expect("ztxt");
     w.finish().expect("finish");
-    assert_eq!(
-        read_png_text(&p).expect("text"),
-        vec![("late".to_string(), "after the pixels".to_string())]
-    );
+    assert_eq!(read_png_text(&p).expect("text"), vec![("late".to_string(), "after the pixels".to_string())]);
 
     let jpg = dir.path("photo.jpg");
     save_image(&jpg, &synthetic_photo(8, 8, 1), &[]).expect("save");
     let msg = err_msg(read_png_text(&jpg));
-    assert!(
-        msg.contains("photo.jpg") && msg.contains("not a PNG file"),
-        "{msg}"
-    );
+    assert!(msg.contains("photo.jpg") && msg.contains("not a PNG file"), "{msg}");
     let empty = dir.path("empty.png");
     fs::write(&empty, b"").expect("write");
     let msg = err_msg(read_png_text(&empty));
@@ -572,10 +430,7 @@ fn unsupported_output_extension_is_rejected_and_touches_nothing() {
     for name in ["out.bmp", "out", "out.png.txt"] {
         let p = dir.path(name);
         let msg = err_msg(save_image(&p, &img, &[]));
-        assert!(
-            msg.contains(name) && msg.contains(".png, .jpg, .jpeg"),
-            "{msg}"
-        );
+        assert!(msg.contains(name) && msg.contains(".png, .jpg, .jpeg"), "{msg}");
         let msg = err_msg(check_output_path(&p));
         assert!(msg.contains(".png, .jpg, .jpeg"), "{msg}");
     }
@@ -593,15 +448,9 @@ fn missing_output_directory_is_reported() {
     let p = dir.path("no/such/dir/out.png");
     let img = synthetic_photo(8, 8, 7);
     let msg = err_msg(save_image(&p, &img, &[]));
-    assert!(
-        msg.contains("out.png") && msg.contains("does not exist"),
-        "{msg}"
-    );
+    assert!(msg.contains("out.png") && msg.contains("does not exist"), "{msg}");
     let msg = err_msg(check_output_path(&p));
-    assert!(
-        msg.contains("no/such/dir") && msg.contains("does not exist"),
-        "{msg}"
-    );
+    assert!(msg.contains("no/such/dir") && msg.contains("does not exist"), "{msg}");
     assert!(dir.listing().is_empty());
 }
 
@@ -639,23 +488,11 @@ fn failed_save_leaves_existing_file_and_no_temp_files() {
 
     // A write failure in the middle of the PNG stream (after 100 bytes: signature, IHDR, text).
     let second = synthetic_painting(40, 30, 9);
-    let err = testing::save_image_failing_after(&out, &second, &[("run", "2")], 100)
-        .expect_err("must fail");
+    let err = testing::save_image_failing_after(&out, &second, &[("run", "2")], 100).expect_err("must fail");
     let msg = err.to_string();
-    assert!(
-        msg.contains("result.png") && msg.contains("simulated write failure"),
-        "{msg}"
-    );
-    assert_eq!(
-        fs::read(&out).expect("read"),
-        before,
-        "existing output untouched"
-    );
-    assert_eq!(
-        dir.listing(),
-        vec!["result.png".to_string()],
-        "temp file removed"
-    );
+    assert!(msg.contains("result.png") && msg.contains("simulated write failure"), "{msg}");
+    assert_eq!(fs::read(&out).expect("read"), before, "existing output untouched");
+    assert_eq!(dir.listing(), vec!["result.png".to_string()], "temp file removed");
 
     // Same for JPEG, failing on the very first byte.
     let jpg = dir.path("result.jpg");
@@ -671,21 +508,14 @@ fn failed_save_leaves_existing_file_and_no_temp_files() {
     assert_eq!(fs::read(&out).expect("read"), before);
 
     // A malformed Planar is refused too.
-    let bad = Planar {
-        width: 4,
-        height: 4,
-        data: vec![0.0; 5],
-    };
+    let bad = Planar { width: 4, height: 4, data: vec![0.0; 5] };
     let msg = err_msg(save_image(&out, &bad, &[]));
     assert!(msg.contains("needs 48"), "{msg}");
 
     // A successful save replaces the file and leaves nothing else behind.
     save_image(&out, &second, &[("run", "3")]).expect("second save");
     assert_ne!(fs::read(&out).expect("read"), before);
-    assert_eq!(
-        read_png_text(&out).expect("text"),
-        vec![("run".to_string(), "3".to_string())]
-    );
+    assert_eq!(read_png_text(&out).expect("text"), vec![("run".to_string(), "3".to_string())]);
     assert_eq!(dir.listing(), vec!["result.png".to_string()]);
 }
 
@@ -694,11 +524,7 @@ fn check_output_path_accepts_writable_and_cleans_up() {
     let dir = TestDir::new("check");
     check_output_path(&dir.path("a.png")).expect("png ok");
     check_output_path(&dir.path("b.JPG")).expect("jpg ok");
-    assert!(
-        dir.listing().is_empty(),
-        "probe file removed: {:?}",
-        dir.listing()
-    );
+    assert!(dir.listing().is_empty(), "probe file removed: {:?}", dir.listing());
     // An existing directory with an image name cannot be replaced by a file.
     fs::create_dir(dir.path("d.png")).expect("mkdir");
     let msg = err_msg(check_output_path(&dir.path("d.png")));
@@ -712,16 +538,7 @@ fn values_are_clamped_and_rounded_on_save() {
     // R plane: below 0, above 1, NaN, and 0.5 (rounds to 128); G and B planes zero.
     let mut data = vec![-0.5, 1.7, f32::NAN, 0.5];
     data.extend([0.0; 8]);
-    save_image(
-        &p,
-        &Planar {
-            width: 4,
-            height: 1,
-            data,
-        },
-        &[],
-    )
-    .expect("save");
+    save_image(&p, &Planar { width: 4, height: 1, data }, &[]).expect("save");
     let img = load(&p).expect("load");
     let r: Vec<f32> = (0..4).map(|x| img.pixel(x, 0)[0]).collect();
     assert_eq!(r, vec![0.0, 1.0, 0.0, 128.0 / 255.0]);
@@ -757,10 +574,7 @@ fn resize_1x1_and_constant_images() {
     let flat = Planar::filled(101, 67, [0.25, 0.5, 1.0]);
     for (w, h) in [(50, 33), (13, 7), (300, 200)] {
         let r = resize_exact(&flat, w, h);
-        assert!(
-            max_abs_diff(&r, &Planar::filled(w, h, [0.25, 0.5, 1.0])) < 1e-5,
-            "{w}x{h}"
-        );
+        assert!(max_abs_diff(&r, &Planar::filled(w, h, [0.25, 0.5, 1.0])) < 1e-5, "{w}x{h}");
     }
 }
 
@@ -777,20 +591,8 @@ fn downscaling_is_antialiased() {
             }
         }
     }
-    let small = resize_exact(
-        &Planar {
-            width: w,
-            height: h,
-            data,
-        },
-        8,
-        8,
-    );
-    assert!(
-        max_abs_diff(&small, &Planar::filled(8, 8, [0.5; 3])) < 0.05,
-        "{:?}",
-        &small.data[..8]
-    );
+    let small = resize_exact(&Planar { width: w, height: h, data }, 8, 8);
+    assert!(max_abs_diff(&small, &Planar::filled(8, 8, [0.5; 3])) < 0.05, "{:?}", &small.data[..8]);
 }
 
 // --------------------------------------------------------------------------------------------
@@ -805,21 +607,14 @@ fn yiq_round_trip() {
     assert!(max_abs_diff(&img, &back) < 1e-5);
     // White has luminance 1 and no chroma; grey has no chroma.
     let white = rgb_to_yiq(&Planar::filled(1, 1, [1.0; 3]));
-    assert!(
-        max_abs_diff(&white, &Planar::filled(1, 1, [1.0, 0.0, 0.0])) < 1e-5,
-        "{:?}",
-        white.data
-    );
+    assert!(max_abs_diff(&white, &Planar::filled(1, 1, [1.0, 0.0, 0.0])) < 1e-5, "{:?}", white.data);
     let y = rgb_to_yiq(&Planar::filled(1, 1, [1.0, 0.0, 0.0])).data[0];
     assert!((y - 0.299).abs() < 1e-6);
 }
 
 #[test]
 fn synthetic_images_are_deterministic_valid_and_varied() {
-    for make in [
-        synthetic_photo as fn(u32, u32, u64) -> Planar,
-        synthetic_painting,
-    ] {
+    for make in [synthetic_photo as fn(u32, u32, u64) -> Planar, synthetic_painting] {
         let a = make(96, 64, 42);
         assert_eq!((a.width, a.height, a.data.len()), (96, 64, 3 * 96 * 64));
         assert_eq!(a, make(96, 64, 42), "same seed, same pixels");
@@ -831,11 +626,7 @@ fn synthetic_images_are_deterministic_valid_and_varied() {
         assert!(std > 0.1, "not flat: std {std}");
         // Colourful, not grey: the channel planes differ.
         let plane = a.plane_len();
-        let rg = a.data[..plane]
-            .iter()
-            .zip(&a.data[plane..2 * plane])
-            .map(|(r, g)| (r - g).abs())
-            .sum::<f32>();
+        let rg = a.data[..plane].iter().zip(&a.data[plane..2 * plane]).map(|(r, g)| (r - g).abs()).sum::<f32>();
         assert!(rg / plane as f32 > 0.05);
     }
     // Tiny sizes work.

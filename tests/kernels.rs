@@ -28,7 +28,15 @@ const TOL_FD: f64 = 1e-4;
 
 /// Checks `gpu_grad` (the GPU backward for upstream gradient `up`) against finite differences of
 /// L(x) = sum(up * forward(x)) at `k` random coordinates.
-fn check_fd(what: &str, forward: &dyn Fn(&[f64]) -> Vec<f64>, x: &[f64], up: &[f64], gpu_grad: &[f32], k: usize, rng: &mut Rng) {
+fn check_fd(
+    what: &str,
+    forward: &dyn Fn(&[f64]) -> Vec<f64>,
+    x: &[f64],
+    up: &[f64],
+    gpu_grad: &[f32],
+    k: usize,
+    rng: &mut Rng,
+) {
     let loss = |xv: &[f64]| forward(xv).iter().zip(up).map(|(a, b)| a * b).sum::<f64>();
     let scale = gpu_grad.iter().fold(0.0f64, |m, v| m.max(v.abs() as f64)).max(1e-30);
     let mut worst = 0.0f64;
@@ -44,7 +52,9 @@ fn check_fd(what: &str, forward: &dyn Fn(&[f64]) -> Vec<f64>, x: &[f64], up: &[f
 #[test]
 fn conv3x3_forward_matches_reference() {
     let mut rng = Rng::new(1);
-    for &(cin, cout, h, w) in &[(3, 64, 7, 13), (5, 3, 13, 7), (64, 64, 32, 32), (64, 5, 1, 1), (5, 64, 1, 7), (13, 17, 13, 13)] {
+    for &(cin, cout, h, w) in
+        &[(3, 64, 7, 13), (5, 3, 13, 7), (64, 64, 32, 32), (64, 5, 1, 1), (5, 64, 1, 7), (13, 17, 13, 13)]
+    {
         for relu in [false, true] {
             let x = rng.vec(cin * h * w, -1.0, 1.0);
             let wt = rng.vec(cout * cin * 9, -0.5, 0.5);
@@ -91,7 +101,15 @@ fn conv3x3_backward_input_matches_reference_and_finite_differences() {
         let want = r::conv3x3_backward_input(&masked, cout, h, w, &wd, cin);
         assert_close(&format!("conv3x3_backward_input+relu mask {cout}->{cin} {h}x{w}"), &got, &want, TOL_DOT);
         let fwd = |xv: &[f64]| r::conv3x3_forward(xv, cin, h, w, &wd, &bd, cout, true);
-        check_fd(&format!("conv3x3_backward_input+relu mask {cout}->{cin} {h}x{w} vs FD"), &fwd, &xd, &dyd, &got, 24, &mut rng);
+        check_fd(
+            &format!("conv3x3_backward_input+relu mask {cout}->{cin} {h}x{w} vs FD"),
+            &fwd,
+            &xd,
+            &dyd,
+            &got,
+            24,
+            &mut rng,
+        );
     }
 }
 
@@ -136,7 +154,11 @@ fn conv_variants(cin: usize, cout: usize, h: usize, w: usize) -> Vec<conv::Varia
             assert!(why.is_none(), "{v:?} conv unavailable where the texture conv runs: {why:?}");
         }
     }
-    variants_with(&format!("conv {cin}->{cout} {h}x{w}"), tex, &[conv::Variant::Tex, conv::Variant::Wino, conv::Variant::Wino4])
+    variants_with(
+        &format!("conv {cin}->{cout} {h}x{w}"),
+        tex,
+        &[conv::Variant::Tex, conv::Variant::Wino, conv::Variant::Wino4],
+    )
 }
 
 #[test]
@@ -152,7 +174,12 @@ fn conv3x3_forward_variants_match_reference() {
                 let y = poisoned([cout, h, w]);
                 run(&conv::conv3x3_forward_with(ctx(), v, &tx, &tw, &tb, &y, relu));
                 let want = r::conv3x3_forward(&f64s(&x), cin, h, w, &f64s(&wt), &f64s(&b), cout, relu);
-                assert_close(&format!("conv3x3_forward {v:?} {cin}->{cout} {h}x{w} relu={relu}"), &read(&y), &want, TOL_DOT);
+                assert_close(
+                    &format!("conv3x3_forward {v:?} {cin}->{cout} {h}x{w} relu={relu}"),
+                    &read(&y),
+                    &want,
+                    TOL_DOT,
+                );
             }
         }
     }
@@ -180,7 +207,12 @@ fn conv3x3_backward_input_variants_match_reference() {
             assert_close(&format!("conv3x3_backward_input {v:?} {cout}->{cin} {h}x{w}"), &read(&dx), &plain, TOL_DOT);
             let dx = poisoned([cin, h, w]);
             run(&conv::conv3x3_backward_input_with(ctx(), v, &tdy, Some(&mask), &tflip, &dx));
-            assert_close(&format!("conv3x3_backward_input+relu mask {v:?} {cout}->{cin} {h}x{w}"), &read(&dx), &masked, TOL_DOT);
+            assert_close(
+                &format!("conv3x3_backward_input+relu mask {v:?} {cout}->{cin} {h}x{w}"),
+                &read(&dx),
+                &masked,
+                TOL_DOT,
+            );
         }
     }
 }
@@ -299,7 +331,10 @@ fn conv3x3_variant_selection() {
     assert_eq!(choose_variant(&cpu, None, 64, 16385, 8, 8), Tiled);
     // The texture kernel's tiling: the shapes above exercise workgroups that span several channel
     // blocks (tz > 1, small images) as well as one (tz = 1).
-    let plans: Vec<_> = CONV_SHAPES.iter().flat_map(|&(cin, cout, h, w)| [conv::TexPlan::new(8, cout, h, w), conv::TexPlan::new(8, cin, h, w)]).collect();
+    let plans: Vec<_> = CONV_SHAPES
+        .iter()
+        .flat_map(|&(cin, cout, h, w)| [conv::TexPlan::new(8, cout, h, w), conv::TexPlan::new(8, cin, h, w)])
+        .collect();
     assert!(plans.iter().any(|p| p.tz > 1) && plans.iter().any(|p| p.tz == 1));
     for p in &plans {
         assert_eq!(p.tw * p.th * p.tz, 64);
@@ -346,7 +381,15 @@ fn relu_forward_backward() {
         run(&relu::relu_backward(ctx(), &y, &tdy, &dx));
         let got = read(&dx);
         assert_close(&format!("relu_backward n={n}"), &got, &r::relu_backward(&f64s(&yv), &f64s(&dy)), TOL_ELEMENTWISE);
-        check_fd(&format!("relu_backward n={n} vs FD"), &|xv| r::relu_forward(xv), &f64s(&x), &f64s(&dy), &got, 16, &mut rng);
+        check_fd(
+            &format!("relu_backward n={n} vs FD"),
+            &|xv| r::relu_forward(xv),
+            &f64s(&x),
+            &f64s(&dy),
+            &got,
+            16,
+            &mut rng,
+        );
     }
 }
 
@@ -374,7 +417,12 @@ fn relu_mask_pack_matches_reference() {
         assert_eq!(got.len(), want.len());
         let wrong: Vec<usize> = (0..want.len()).filter(|&j| got[j] != want[j]).collect();
         println!("relu_mask_pack n={n:<8} words {:<6} wrong {}", want.len(), wrong.len());
-        assert!(wrong.is_empty(), "relu_mask_pack n={n}: words {wrong:?} differ (first: got {:#x}, want {:#x})", got[wrong[0]], want[wrong[0]]);
+        assert!(
+            wrong.is_empty(),
+            "relu_mask_pack n={n}: words {wrong:?} differ (first: got {:#x}, want {:#x})",
+            got[wrong[0]],
+            want[wrong[0]]
+        );
         // Not all one value: the test would not see swapped bits otherwise.
         assert!(want.iter().any(|&w| w != 0 && w != u32::MAX) || n < 32);
     }
@@ -449,7 +497,15 @@ fn gram_forward_backward() {
         let got = read(&df);
         let want = r::gram_backward(&fd_, &dgd, c, h * w);
         assert_close(&format!("gram_backward {c}x{h}x{w}"), &got, &want, TOL_DOT);
-        check_fd(&format!("gram_backward {c}x{h}x{w} vs FD"), &|v| r::gram_forward(v, c, h * w), &fd_, &dgd, &got, 24, &mut rng);
+        check_fd(
+            &format!("gram_backward {c}x{h}x{w} vs FD"),
+            &|v| r::gram_forward(v, c, h * w),
+            &fd_,
+            &dgd,
+            &got,
+            24,
+            &mut rng,
+        );
 
         // accumulate = true adds onto what is there.
         let base = rng.vec(c * h * w, -1.0, 1.0);
@@ -494,7 +550,12 @@ fn gram_forward_variants_match_reference() {
                 // A custom scale, accumulated onto what is there.
                 let acc = upload([c, c, 1], &base);
                 run(&gram::gram_forward_scaled_with(ctx(), v, &tf, &acc, scale, true));
-                assert_close(&format!("gram_forward scaled accumulate {tag} {c}x{h}x{w}"), &read(&acc), &want_acc, TOL_DOT);
+                assert_close(
+                    &format!("gram_forward scaled accumulate {tag} {c}x{h}x{w}"),
+                    &read(&acc),
+                    &want_acc,
+                    TOL_DOT,
+                );
             }
         }
     }
@@ -524,7 +585,12 @@ fn gram_backward_variants_match_reference() {
                 assert_close(&format!("gram_backward {tag} {c}x{h}x{w}"), &read(&df), &want, TOL_DOT);
                 let acc = upload([c, h, w], &base);
                 run(&gram::gram_backward_scaled_with(ctx(), v, &tf, &tdg, &acc, scale, true));
-                assert_close(&format!("gram_backward scaled accumulate {tag} {c}x{h}x{w}"), &read(&acc), &want_acc, TOL_DOT);
+                assert_close(
+                    &format!("gram_backward scaled accumulate {tag} {c}x{h}x{w}"),
+                    &read(&acc),
+                    &want_acc,
+                    TOL_DOT,
+                );
             }
         }
     }
@@ -553,8 +619,18 @@ fn gram_ops_of_one_shape_in_one_pass() {
         ctx().run(&ops.iter().collect::<Vec<_>>()).expect("run");
         for i in 0..3 {
             let fd_ = f64s(&fs[i]);
-            assert_close(&format!("gram_forward {v:?} one pass #{i}"), &read(&gs[i]), &r::gram_forward(&fd_, c, n), TOL_DOT);
-            assert_close(&format!("gram_backward {v:?} one pass #{i}"), &read(&dfs[i]), &r::gram_backward(&fd_, &f64s(&dgs[i]), c, n), TOL_DOT);
+            assert_close(
+                &format!("gram_forward {v:?} one pass #{i}"),
+                &read(&gs[i]),
+                &r::gram_forward(&fd_, c, n),
+                TOL_DOT,
+            );
+            assert_close(
+                &format!("gram_backward {v:?} one pass #{i}"),
+                &read(&dfs[i]),
+                &r::gram_backward(&fd_, &f64s(&dgs[i]), c, n),
+                TOL_DOT,
+            );
         }
     }
 }
@@ -589,7 +665,10 @@ fn gram_variant_selection() {
     // Splits: multiples of 4 positions, covering n, within the texture width.
     for &(c, n) in &[(64, 512 * 512), (64, 1), (3, 15), (512, 64), (128, 1000), (64, 16384 * 40)] {
         let (chunk, splits) = gram::tex_splits(8, c, n, 16384, 2048);
-        assert!(chunk % 4 == 0 && chunk <= 4 * 16384 && chunk * splits >= n && chunk * (splits - 1) < n, "{c}x{n}: {chunk} x {splits}");
+        assert!(
+            chunk % 4 == 0 && chunk <= 4 * 16384 && chunk * splits >= n && chunk * (splits - 1) < n,
+            "{c}x{n}: {chunk} x {splits}"
+        );
     }
     assert_eq!(gram::Variant::parse("TEX"), Some(Tex));
     assert_eq!(gram::Variant::parse(" tiled"), Some(Tiled));
@@ -606,8 +685,10 @@ fn gram_generated_shaders_validate() {
             ("backward out4", gram::tex_backward_source(sg, true), "gram_tex_backward"),
         ] {
             let name = format!("generated gram {name} sg{sg}");
-            let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(&src, &name)));
-            let mut val = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all());
+            let module = naga::front::wgsl::parse_str(&src)
+                .unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(&src, &name)));
+            let mut val =
+                naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all());
             val.validate(&module).unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(&src, &name)));
             assert!(module.entry_points.iter().any(|ep| ep.name == entry));
         }
@@ -633,7 +714,12 @@ fn mse_forward_backward() {
         let dx = poisoned([n, 1, 1]);
         run(&reduce::mse_backward(ctx(), &tx, &tt, &dx, weight, false));
         let got = read(&dx);
-        assert_close(&format!("mse_backward n={n}"), &got, &r::mse_backward(&xd, &td, weight as f64), TOL_ELEMENTWISE * 4.0);
+        assert_close(
+            &format!("mse_backward n={n}"),
+            &got,
+            &r::mse_backward(&xd, &td, weight as f64),
+            TOL_ELEMENTWISE * 4.0,
+        );
         if n < 100_000 {
             let f = |v: &[f64]| vec![weight as f64 * r::mse_forward(v, &td)];
             check_fd(&format!("mse_backward n={n} vs FD"), &f, &xd, &[1.0], &got, 16, &mut rng);
@@ -648,9 +734,23 @@ fn mse_forward_backward() {
             run(&reduce::mse_forward_backward(ctx(), &tx, &tt, &losses, 1, weight, &dx, accumulate));
             let l = read(&losses);
             assert!(l[0].is_nan() && l[2].is_nan() && l[3].is_nan(), "only slot 1 may be written");
-            assert_close(&format!("mse_forward_backward loss n={n}"), &l[1..2], &[weight as f64 * r::mse_forward(&xd, &td)], TOL_REDUCE);
-            let want: Vec<f64> = if accumulate { want_dx.iter().zip(&base).map(|(a, b)| a + *b as f64).collect() } else { want_dx.clone() };
-            assert_close(&format!("mse_forward_backward dx n={n} accumulate={accumulate}"), &read(&dx), &want, TOL_ELEMENTWISE * 4.0);
+            assert_close(
+                &format!("mse_forward_backward loss n={n}"),
+                &l[1..2],
+                &[weight as f64 * r::mse_forward(&xd, &td)],
+                TOL_REDUCE,
+            );
+            let want: Vec<f64> = if accumulate {
+                want_dx.iter().zip(&base).map(|(a, b)| a + *b as f64).collect()
+            } else {
+                want_dx.clone()
+            };
+            assert_close(
+                &format!("mse_forward_backward dx n={n} accumulate={accumulate}"),
+                &read(&dx),
+                &want,
+                TOL_ELEMENTWISE * 4.0,
+            );
         }
     }
 }
@@ -754,8 +854,21 @@ fn preprocess_forward_backward() {
             let dx = poisoned([3, h, w]);
             run(&image::preprocess_backward(ctx(), &t, &upload([3, h, w], &dy), &dx));
             let got = read(&dx);
-            assert_close(&format!("preprocess_backward {pre:?} {h}x{w}"), &got, &r::step::preprocess_backward(&f64s(&dy), &t), TOL_ELEMENTWISE);
-            check_fd(&format!("preprocess_backward {pre:?} {h}x{w} vs FD"), &|v| r::step::preprocess_forward(v, &t), &f64s(&x), &f64s(&dy), &got, 8, &mut rng);
+            assert_close(
+                &format!("preprocess_backward {pre:?} {h}x{w}"),
+                &got,
+                &r::step::preprocess_backward(&f64s(&dy), &t),
+                TOL_ELEMENTWISE,
+            );
+            check_fd(
+                &format!("preprocess_backward {pre:?} {h}x{w} vs FD"),
+                &|v| r::step::preprocess_forward(v, &t),
+                &f64s(&x),
+                &f64s(&dy),
+                &got,
+                8,
+                &mut rng,
+            );
         }
     }
 }

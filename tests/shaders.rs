@@ -4,11 +4,10 @@
 #[test]
 fn all_shaders_validate() {
     for (file, src) in stylize::shaders::ALL {
-        let module = naga::front::wgsl::parse_str(src)
-            .unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(src, file)));
+        let module =
+            naga::front::wgsl::parse_str(src).unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(src, file)));
         let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all());
-        v.validate(&module)
-            .unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(src, file)));
+        v.validate(&module).unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(src, file)));
     }
 }
 
@@ -20,7 +19,11 @@ fn wrapper_entry_points_exist() {
     for e in std::fs::read_dir(dir).unwrap() {
         let path = e.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
-        let Some(file) = text.lines().find_map(|l| l.trim().strip_prefix("const FILE: &str = \"")).map(|s| s.trim_end_matches("\";").to_string()) else {
+        let Some(file) = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("const FILE: &str = \""))
+            .map(|s| s.trim_end_matches("\";").to_string())
+        else {
             continue;
         };
         let src = stylize::shaders::source(&file);
@@ -50,7 +53,8 @@ fn generated_conv_shaders_validate() {
             let name = format!("generated {cfg:?}");
             let module = naga::front::wgsl::parse_str(&src)
                 .unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(&src, &name)));
-            let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all());
+            let mut v =
+                naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all());
             v.validate(&module).unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(&src, &name)));
             let entry = if cfg.wino > 0 { "conv3x3_wino" } else { "conv3x3_tex" };
             assert!(module.entry_points.iter().any(|ep| ep.name == entry), "{entry} in {name}");

@@ -21,7 +21,12 @@ fn mask_rect_matches_reference() {
     for (level, rect) in [(1usize, [2usize, 1, 9, 5]), (2, [0, 3, 4, 7])] {
         let y = poisoned([c, h, w]);
         run(&tile::mask_rect(ctx(), &rb.buf, level, &upload([c, h, w], &x), &y));
-        assert_close(&format!("mask_rect level {level} {rect:?}"), &read(&y), &r::mask_rect(&f64s(&x), h, w, rect), 0.0);
+        assert_close(
+            &format!("mask_rect level {level} {rect:?}"),
+            &read(&y),
+            &r::mask_rect(&f64s(&x), h, w, rect),
+            0.0,
+        );
     }
 }
 
@@ -85,7 +90,8 @@ fn tiled_equals_untiled() {
 
         let tc = compute_targets(ctx(), &net, &s, &content, h, w, true, false).unwrap();
         let ts = compute_targets(ctx(), &net, &s, &style, sh, sw, false, true).unwrap();
-        let g = Graph::new(ctx(), &net, &s, &Targets { content: tc.content, style: ts.style }, &init, h, w, cfg).unwrap();
+        let g =
+            Graph::new(ctx(), &net, &s, &Targets { content: tc.content, style: ts.style }, &init, h, w, cfg).unwrap();
         let st = stylize::tiled::style_targets(ctx(), &net, &s, &style, sh, sw, 24).unwrap();
         let mut t = TiledGraph::new(ctx(), &net, &s, (&content, h, w), st, &init, 32).unwrap();
         assert_eq!(t.tiles.len(), 6);
@@ -128,7 +134,12 @@ fn auto_tiling_decision_and_memory_estimate() {
     let mut rng = Rng::new(23);
     let convs: Vec<ConvWeights> = CONVS[..s.convs_needed()]
         .iter()
-        .map(|&(_, cin, cout)| ConvWeights { cin, cout, weight: rng.vec(cout * cin * 9, -0.1, 0.1), bias: vec![0.0; cout] })
+        .map(|&(_, cin, cout)| ConvWeights {
+            cin,
+            cout,
+            weight: rng.vec(cout * cin * 9, -0.1, 0.1),
+            bias: vec![0.0; cout],
+        })
         .collect();
     let net = Net::new(ctx(), &convs).unwrap();
     let px = rng.vec(3 * h * w, 0.0, 1.0);

@@ -12,10 +12,7 @@ use std::path::{Path, PathBuf};
 use stylize::weights::{self, Convention, WeightsError, TORCHVISION_FEATURE_INDEX, VGG19_CONVS};
 
 fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("data")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("data").join(name)
 }
 
 /// A fresh, empty scratch directory for one test.
@@ -41,44 +38,17 @@ struct Expected {
 fn expected() -> HashMap<(String, String), Expected> {
     let text = fs::read_to_string(data("vgg_tiny.expected.txt")).expect("read expected values");
     let mut out = HashMap::new();
-    for line in text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-    {
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
         // vgg_tiny features.0.weight [64, 3, 3, 3] sum=... sumsq=... first=a b c d
         let (group, rest) = line.split_once(' ').unwrap();
         let (key, rest) = rest.split_once(' ').unwrap();
         let (shape, rest) = rest.split_once("] ").unwrap();
-        let shape = shape
-            .trim_start_matches('[')
-            .split(", ")
-            .map(|d| d.parse().unwrap())
-            .collect();
-        let field = |name: &str| {
-            rest.split(name)
-                .nth(1)
-                .unwrap()
-                .split(' ')
-                .next()
-                .unwrap()
-                .parse::<f64>()
-                .unwrap()
-        };
-        let first = rest
-            .split("first=")
-            .nth(1)
-            .unwrap()
-            .split(' ')
-            .map(|v| v.parse().unwrap())
-            .collect();
+        let shape = shape.trim_start_matches('[').split(", ").map(|d| d.parse().unwrap()).collect();
+        let field = |name: &str| rest.split(name).nth(1).unwrap().split(' ').next().unwrap().parse::<f64>().unwrap();
+        let first = rest.split("first=").nth(1).unwrap().split(' ').map(|v| v.parse().unwrap()).collect();
         out.insert(
             (group.to_string(), key.to_string()),
-            Expected {
-                shape,
-                sum: field("sum="),
-                sumsq: field("sumsq="),
-                first,
-            },
+            Expected { shape, sum: field("sum="), sumsq: field("sumsq="), first },
         );
     }
     out
@@ -88,24 +58,12 @@ fn check_values(group: &str, key: &str, values: &[f32], exp: &HashMap<(String, S
     let e = exp
         .get(&(group.to_string(), key.to_string()))
         .unwrap_or_else(|| panic!("no expected values for {group} {key}"));
-    assert_eq!(
-        values.len(),
-        e.shape.iter().product::<usize>(),
-        "{key}: element count"
-    );
+    assert_eq!(values.len(), e.shape.iter().product::<usize>(), "{key}: element count");
     let sum: f64 = values.iter().map(|&v| v as f64).sum();
     let sumsq: f64 = values.iter().map(|&v| v as f64 * v as f64).sum();
     // torch summed the same f32 values in f64: only summation order differs.
-    assert!(
-        (sum - e.sum).abs() <= 1e-9 * e.sumsq.max(1.0),
-        "{key}: sum {sum} vs torch {}",
-        e.sum
-    );
-    assert!(
-        (sumsq - e.sumsq).abs() <= 1e-9 * e.sumsq.max(1.0),
-        "{key}: sumsq {sumsq} vs torch {}",
-        e.sumsq
-    );
+    assert!((sum - e.sum).abs() <= 1e-9 * e.sumsq.max(1.0), "{key}: sum {sum} vs torch {}", e.sum);
+    assert!((sumsq - e.sumsq).abs() <= 1e-9 * e.sumsq.max(1.0), "{key}: sumsq {sumsq} vs torch {}", e.sumsq);
     for (i, (&got, &want)) in values.iter().zip(&e.first).enumerate() {
         assert_eq!(got as f64, want, "{key}[{i}]");
     }
@@ -117,10 +75,7 @@ fn check_values(group: &str, key: &str, values: &[f32], exp: &HashMap<(String, S
 
 #[test]
 fn layer_tables_are_consistent() {
-    assert_eq!(
-        TORCHVISION_FEATURE_INDEX,
-        [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34]
-    );
+    assert_eq!(TORCHVISION_FEATURE_INDEX, [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34]);
     for w in VGG19_CONVS.windows(2) {
         assert_eq!(w[0].2, w[1].1, "{} feeds {}", w[0].0, w[1].0);
     }
@@ -134,31 +89,15 @@ fn pth_both_formats_match_torch_values() {
     for file in ["vgg_tiny_zip.pth", "vgg_tiny_legacy.pth"] {
         let w = weights::load(&data(file), 3).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(w.layers.len(), 3);
-        assert_eq!(
-            w.convention, None,
-            "{file}: nothing identifies this file's convention"
-        );
+        assert_eq!(w.convention, None, "{file}: nothing identifies this file's convention");
         assert!(w.source.ends_with(file));
         for (i, layer) in w.layers.iter().enumerate() {
             let (name, cin, cout) = VGG19_CONVS[i];
-            assert_eq!(
-                (layer.name.as_str(), layer.cin, layer.cout),
-                (name, cin, cout)
-            );
+            assert_eq!((layer.name.as_str(), layer.cin, layer.cout), (name, cin, cout));
             assert_eq!(layer.weight.len(), cout * cin * 9);
             let idx = TORCHVISION_FEATURE_INDEX[i];
-            check_values(
-                "vgg_tiny",
-                &format!("features.{idx}.weight"),
-                &layer.weight,
-                &exp,
-            );
-            check_values(
-                "vgg_tiny",
-                &format!("features.{idx}.bias"),
-                &layer.bias,
-                &exp,
-            );
+            check_values("vgg_tiny", &format!("features.{idx}.weight"), &layer.weight, &exp);
+            check_values("vgg_tiny", &format!("features.{idx}.bias"), &layer.bias, &exp);
         }
     }
 }
@@ -178,25 +117,13 @@ fn pth_missing_deeper_layer_is_named() {
     for file in ["vgg_tiny_zip.pth", "vgg_tiny_legacy.pth"] {
         let err = weights::load(&data(file), 4).unwrap_err();
         match &err {
-            WeightsError::MissingLayer {
-                layer,
-                tensor,
-                needed,
-                available,
-                ..
-            } => {
-                assert_eq!(
-                    (*layer, tensor.as_str(), *needed, *available),
-                    ("conv2_2", "features.7.weight", 4, 3)
-                );
+            WeightsError::MissingLayer { layer, tensor, needed, available, .. } => {
+                assert_eq!((*layer, tensor.as_str(), *needed, *available), ("conv2_2", "features.7.weight", 4, 3));
             }
             other => panic!("{file}: expected MissingLayer, got {other:?}"),
         }
         let msg = err.to_string();
-        assert!(
-            msg.contains("conv2_2") && msg.contains(file) && msg.contains("conv1_1..conv2_1 only"),
-            "{msg}"
-        );
+        assert!(msg.contains("conv2_2") && msg.contains(file) && msg.contains("conv1_1..conv2_1 only"), "{msg}");
     }
 }
 
@@ -204,33 +131,14 @@ fn pth_missing_deeper_layer_is_named() {
 fn pth_parameters_with_named_keys() {
     let exp = expected();
     let w = weights::load(&data("conv1_1_params.pth"), 1).unwrap();
-    check_values(
-        "conv1_1_params",
-        "conv1_1.weight",
-        &w.layers[0].weight,
-        &exp,
-    );
+    check_values("conv1_1_params", "conv1_1.weight", &w.layers[0].weight, &exp);
     check_values("conv1_1_params", "conv1_1.bias", &w.layers[0].bias, &exp);
     let err = weights::load(&data("conv1_1_params.pth"), 2).unwrap_err();
-    assert!(
-        matches!(
-            &err,
-            WeightsError::MissingLayer {
-                layer: "conv1_2",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(&err, WeightsError::MissingLayer { layer: "conv1_2", .. }), "{err:?}");
     assert!(err.to_string().contains("conv1_2.weight"), "{err}");
 
     let w = weights::load(&data("conv1_1_legacy.pth"), 1).unwrap();
-    check_values(
-        "conv1_1_legacy",
-        "features.0.weight",
-        &w.layers[0].weight,
-        &exp,
-    );
+    check_values("conv1_1_legacy", "features.0.weight", &w.layers[0].weight, &exp);
     check_values("conv1_1_legacy", "features.0.bias", &w.layers[0].bias, &exp);
 }
 
@@ -263,15 +171,9 @@ fn pth_truncated_files_are_errors() {
             let msg = err.to_string();
             if file.contains("legacy") && cut > 1200 {
                 // The storage section: the loader knows exactly what is missing.
-                assert!(
-                    matches!(err, WeightsError::Truncated { .. }),
-                    "cut {cut}: {err:?}"
-                );
+                assert!(matches!(err, WeightsError::Truncated { .. }), "cut {cut}: {err:?}");
             }
-            assert!(
-                msg.contains("truncated") || msg.contains("empty") || msg.contains("corrupt"),
-                "cut {cut}: {msg}"
-            );
+            assert!(msg.contains("truncated") || msg.contains("empty") || msg.contains("corrupt"), "cut {cut}: {msg}");
         }
     }
     let _ = fs::remove_dir_all(&dir);
@@ -285,23 +187,14 @@ fn pth_legacy_oversized_storage_header_is_rejected_before_allocation() {
     // The first storage (1728 float32 = conv1_1 weight) header is the 8 bytes before its data;
     // find it as the little-endian u64 1728 followed by 6912 data bytes.
     let needle = 1728u64.to_le_bytes();
-    let pos = bytes
-        .windows(8)
-        .rposition(|w| w == needle)
-        .expect("storage header");
+    let pos = bytes.windows(8).rposition(|w| w == needle).expect("storage header");
     let mut bad = bytes.clone();
     bad[pos..pos + 8].copy_from_slice(&(1u64 << 61).to_le_bytes());
     let dir = scratch("oversized");
     let p = dir.join("huge.pth");
     fs::write(&p, &bad).unwrap();
     let err = weights::load(&p, 1).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            WeightsError::Malformed { .. } | WeightsError::Truncated { .. }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, WeightsError::Malformed { .. } | WeightsError::Truncated { .. }), "{err:?}");
     let _ = fs::remove_dir_all(&dir);
 }
 
@@ -315,14 +208,7 @@ type Member = (String, &'static str, Vec<usize>, Vec<u8>);
 fn npy_bytes(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
     let dims = match shape.len() {
         1 => format!("({},)", shape[0]),
-        _ => format!(
-            "({})",
-            shape
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
     };
     let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {dims}, }}");
     let pad = (64 - (10 + header.len() + 1) % 64) % 64;
@@ -338,17 +224,9 @@ fn npy_bytes(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
 fn write_npz(path: &Path, members: &[Member], deflate: bool) {
     use npyz::zip::{write::FileOptions, CompressionMethod, ZipWriter};
     let mut z = ZipWriter::new(fs::File::create(path).unwrap());
-    let method = if deflate {
-        CompressionMethod::Deflated
-    } else {
-        CompressionMethod::Stored
-    };
+    let method = if deflate { CompressionMethod::Deflated } else { CompressionMethod::Stored };
     for (name, descr, shape, data) in members {
-        z.start_file(
-            format!("{name}.npy"),
-            FileOptions::default().compression_method(method),
-        )
-        .unwrap();
+        z.start_file(format!("{name}.npy"), FileOptions::default().compression_method(method)).unwrap();
         z.write_all(&npy_bytes(descr, shape, data)).unwrap();
     }
     z.finish().unwrap();
@@ -363,23 +241,10 @@ fn vgg_members(n: usize, torchvision_keys: bool, seed: u64) -> (Vec<Member>, wei
     let w = weights::random(seed, n);
     let mut m = Vec::new();
     for (i, layer) in w.layers.iter().enumerate() {
-        let stem = if torchvision_keys {
-            format!("features.{}", TORCHVISION_FEATURE_INDEX[i])
-        } else {
-            layer.name.clone()
-        };
-        m.push((
-            format!("{stem}.weight"),
-            "<f4",
-            vec![layer.cout, layer.cin, 3, 3],
-            f32_bytes(&layer.weight),
-        ));
-        m.push((
-            format!("{stem}.bias"),
-            "<f4",
-            vec![layer.cout],
-            f32_bytes(&layer.bias),
-        ));
+        let stem =
+            if torchvision_keys { format!("features.{}", TORCHVISION_FEATURE_INDEX[i]) } else { layer.name.clone() };
+        m.push((format!("{stem}.weight"), "<f4", vec![layer.cout, layer.cin, 3, 3], f32_bytes(&layer.weight)));
+        m.push((format!("{stem}.bias"), "<f4", vec![layer.cout], f32_bytes(&layer.bias)));
     }
     (m, w)
 }
@@ -389,12 +254,7 @@ fn npz_both_key_styles_and_compression() {
     let dir = scratch("npz-styles");
     for (torchvision_keys, deflate) in [(true, false), (false, false), (false, true)] {
         let (mut members, w) = vgg_members(3, torchvision_keys, 42);
-        members.push((
-            "classifier.0.weight".into(),
-            "<f4",
-            vec![2, 2],
-            f32_bytes(&[1.0, 2.0, 3.0, 4.0]),
-        ));
+        members.push(("classifier.0.weight".into(), "<f4", vec![2, 2], f32_bytes(&[1.0, 2.0, 3.0, 4.0])));
         let p = dir.join(format!("w-{torchvision_keys}-{deflate}.npz"));
         write_npz(&p, &members, deflate);
         let got = weights::load(&p, 3).unwrap_or_else(|e| panic!("{e}"));
@@ -404,17 +264,7 @@ fn npz_both_key_styles_and_compression() {
             assert_eq!(a.bias, b.bias);
         }
         let err = weights::load(&p, 4).unwrap_err();
-        assert!(
-            matches!(
-                &err,
-                WeightsError::MissingLayer {
-                    layer: "conv2_2",
-                    available: 3,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert!(matches!(&err, WeightsError::MissingLayer { layer: "conv2_2", available: 3, .. }), "{err:?}");
     }
     let _ = fs::remove_dir_all(&dir);
 }
@@ -427,22 +277,10 @@ fn npz_float64_is_converted_and_big_endian_read() {
         "conv1_1.weight".into(),
         "<f8",
         vec![64, 3, 3, 3],
-        w.layers[0]
-            .weight
-            .iter()
-            .flat_map(|&x| (x as f64).to_le_bytes())
-            .collect(),
+        w.layers[0].weight.iter().flat_map(|&x| (x as f64).to_le_bytes()).collect(),
     );
-    members[1] = (
-        "conv1_1.bias".into(),
-        ">f4",
-        vec![64],
-        w.layers[0]
-            .bias
-            .iter()
-            .flat_map(|x| x.to_be_bytes())
-            .collect(),
-    );
+    members[1] =
+        ("conv1_1.bias".into(), ">f4", vec![64], w.layers[0].bias.iter().flat_map(|x| x.to_be_bytes()).collect());
     let p = dir.join("f64.npz");
     write_npz(&p, &members, false);
     let got = weights::load(&p, 1).unwrap();
@@ -463,12 +301,7 @@ fn npz_errors_name_the_tensor() {
     write_npz(&p, &members, false);
     let err = weights::load(&p, 2).unwrap_err();
     match &err {
-        WeightsError::BadShape {
-            tensor,
-            expected,
-            found,
-            ..
-        } => {
+        WeightsError::BadShape { tensor, expected, found, .. } => {
             assert_eq!(tensor, "features.2.weight");
             assert_eq!(expected, &vec![64, 64, 3, 3]);
             assert_eq!(found, &vec![64, 64, 5, 5]);
@@ -477,9 +310,7 @@ fn npz_errors_name_the_tensor() {
     }
     let msg = err.to_string();
     assert!(
-        msg.contains("features.2.weight")
-            && msg.contains("[64, 64, 5, 5]")
-            && msg.contains("[64, 64, 3, 3]"),
+        msg.contains("features.2.weight") && msg.contains("[64, 64, 5, 5]") && msg.contains("[64, 64, 3, 3]"),
         "{msg}"
     );
     // ... but layers before it load.
@@ -490,10 +321,7 @@ fn npz_errors_name_the_tensor() {
     members[1] = ("conv1_1.bias".into(), "<i4", vec![64], vec![0; 256]);
     write_npz(&p, &members, false);
     let err = weights::load(&p, 1).unwrap_err();
-    assert!(
-        matches!(&err, WeightsError::BadDtype { tensor, .. } if tensor == "conv1_1.bias"),
-        "{err:?}"
-    );
+    assert!(matches!(&err, WeightsError::BadDtype { tensor, .. } if tensor == "conv1_1.bias"), "{err:?}");
 
     // Non-finite value.
     let (mut members, w) = vgg_members(1, false, 1);
@@ -502,23 +330,13 @@ fn npz_errors_name_the_tensor() {
     members[0].3 = f32_bytes(&vals);
     write_npz(&p, &members, false);
     let err = weights::load(&p, 1).unwrap_err();
-    assert!(
-        matches!(&err, WeightsError::NonFinite { tensor, index: 17, .. } if tensor == "conv1_1.weight"),
-        "{err:?}"
-    );
+    assert!(matches!(&err, WeightsError::NonFinite { tensor, index: 17, .. } if tensor == "conv1_1.weight"), "{err:?}");
 
     // Not VGG at all.
-    write_npz(
-        &p,
-        &[("embedding".into(), "<f4", vec![2], f32_bytes(&[1.0, 2.0]))],
-        false,
-    );
+    write_npz(&p, &[("embedding".into(), "<f4", vec![2], f32_bytes(&[1.0, 2.0]))], false);
     let err = weights::load(&p, 1).unwrap_err();
     assert!(matches!(err, WeightsError::NotVgg { .. }), "{err:?}");
-    assert!(
-        err.to_string().contains("not a VGG19 weights file"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("not a VGG19 weights file"), "{err}");
 
     // Data shorter than the header says.
     let (mut members, _) = vgg_members(1, false, 1);
@@ -537,27 +355,12 @@ fn npz_errors_name_the_tensor() {
 
     // Not a weights file; empty file; bad `needed`.
     fs::write(&p, b"hello world").unwrap();
-    assert!(matches!(
-        weights::load(&p, 1),
-        Err(WeightsError::UnknownFormat { .. })
-    ));
+    assert!(matches!(weights::load(&p, 1), Err(WeightsError::UnknownFormat { .. })));
     fs::write(&p, b"").unwrap();
-    assert!(matches!(
-        weights::load(&p, 1),
-        Err(WeightsError::UnknownFormat { .. })
-    ));
-    assert!(matches!(
-        weights::load(&data("vgg_tiny_zip.pth"), 0),
-        Err(WeightsError::InvalidArgument(_))
-    ));
-    assert!(matches!(
-        weights::load(&data("vgg_tiny_zip.pth"), 17),
-        Err(WeightsError::InvalidArgument(_))
-    ));
-    assert!(matches!(
-        weights::load(&dir.join("absent.pth"), 1),
-        Err(WeightsError::Io { .. })
-    ));
+    assert!(matches!(weights::load(&p, 1), Err(WeightsError::UnknownFormat { .. })));
+    assert!(matches!(weights::load(&data("vgg_tiny_zip.pth"), 0), Err(WeightsError::InvalidArgument(_))));
+    assert!(matches!(weights::load(&data("vgg_tiny_zip.pth"), 17), Err(WeightsError::InvalidArgument(_))));
+    assert!(matches!(weights::load(&dir.join("absent.pth"), 1), Err(WeightsError::Io { .. })));
     let _ = fs::remove_dir_all(&dir);
 }
 
@@ -586,39 +389,17 @@ fn shared_caffe_npz_loads_eight_layers() {
     assert_eq!(w.layers[7].name, "conv3_4");
     assert_eq!(w.convention, Some(Convention::Caffe));
     let err = weights::load(&path, 9).unwrap_err();
-    assert!(
-        matches!(
-            &err,
-            WeightsError::MissingLayer {
-                layer: "conv4_1",
-                available: 8,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(&err, WeightsError::MissingLayer { layer: "conv4_1", available: 8, .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(
-        msg.contains("conv4_1") && msg.contains("conv1_1..conv3_4 only") && msg.contains("relu3_4"),
-        "{msg}"
-    );
+    assert!(msg.contains("conv4_1") && msg.contains("conv1_1..conv3_4 only") && msg.contains("relu3_4"), "{msg}");
     // Renamed so the name says nothing: the sha256 still identifies it.
     let dir = scratch("shared-renamed");
     let copy = dir.join("weights.npz");
     fs::copy(&path, &copy).unwrap();
-    assert_eq!(
-        weights::load(&copy, 1).unwrap().convention,
-        Some(Convention::Caffe)
-    );
+    assert_eq!(weights::load(&copy, 1).unwrap().convention, Some(Convention::Caffe));
     let info = weights::info(&copy).unwrap();
-    assert!(
-        info.contains("f45e91dffaaf9d0b6b3aca516f6239791be70e16c513c32b7db39611e9ababdb"),
-        "{info}"
-    );
-    assert!(
-        info.contains("caffe") && info.contains("conv1_1..conv3_4"),
-        "{info}"
-    );
+    assert!(info.contains("f45e91dffaaf9d0b6b3aca516f6239791be70e16c513c32b7db39611e9ababdb"), "{info}");
+    assert!(info.contains("caffe") && info.contains("conv1_1..conv3_4"), "{info}");
     let _ = fs::remove_dir_all(&dir);
 }
 
@@ -646,10 +427,7 @@ fn info_summarises_a_file() {
     assert!(s.contains("legacy"), "{s}");
     assert!(s.contains("features.0.weight [64, 3, 3, 3] float32"), "{s}");
     assert!(s.contains("conv2_2") && s.contains("missing"), "{s}");
-    assert!(
-        s.contains("classifier.0.weight") && s.contains("extra.num_batches_tracked"),
-        "{s}"
-    );
+    assert!(s.contains("classifier.0.weight") && s.contains("extra.num_batches_tracked"), "{s}");
     assert!(s.contains("conv1_1..conv2_1 (load with needed <= 3"), "{s}");
     let sha = weights::sha256_file(&data("vgg_tiny_legacy.pth")).unwrap();
     assert!(s.contains(&sha));
@@ -679,19 +457,10 @@ fn random_is_deterministic_and_he_scaled() {
         assert_ne!(x.weight, z.weight);
         let n = x.weight.len() as f64;
         let mean = x.weight.iter().map(|&v| v as f64).sum::<f64>() / n;
-        let std = (x
-            .weight
-            .iter()
-            .map(|&v| (v as f64 - mean).powi(2))
-            .sum::<f64>()
-            / n)
-            .sqrt();
+        let std = (x.weight.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
         let want = (2.0 / (cin as f64 * 9.0)).sqrt();
         // 1728 samples for conv1_1: the std estimate is within ~5% with overwhelming odds.
-        assert!(
-            (std / want - 1.0).abs() < 0.06,
-            "{name}: std {std} vs {want}"
-        );
+        assert!((std / want - 1.0).abs() < 0.06, "{name}: std {std} vs {want}");
         assert!(mean.abs() < 0.2 * want, "{name}: mean {mean}");
         let bstd = (x.bias.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / cout as f64).sqrt();
         assert!((bstd / 0.01 - 1.0).abs() < 0.3, "{name}: bias std {bstd}");
@@ -700,16 +469,8 @@ fn random_is_deterministic_and_he_scaled() {
     assert_eq!(weights::random(7, 2).layers[1].weight, a.layers[1].weight);
     // Pinned bits: the generator must stay identical across platforms and releases. These were
     // also reproduced by an independent Python transcription of the same algorithm (same bits).
-    let first: Vec<u32> = a.layers[0].weight[..3]
-        .iter()
-        .map(|v| v.to_bits())
-        .collect();
-    assert_eq!(
-        first,
-        [1042209578, 3199319587, 1041662692],
-        "random(7) changed: {:?}",
-        &a.layers[0].weight[..3]
-    );
+    let first: Vec<u32> = a.layers[0].weight[..3].iter().map(|v| v.to_bits()).collect();
+    assert_eq!(first, [1042209578, 3199319587, 1041662692], "random(7) changed: {:?}", &a.layers[0].weight[..3]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -743,14 +504,20 @@ fn serve(routes: Vec<(&'static str, Route)>) -> String {
             let path = text.split_whitespace().nth(1).unwrap_or("/").to_string();
             let _ = match routes.get(path.as_str()) {
                 Some(Route::Ok(body)) => s
-                    .write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes())
+                    .write_all(
+                        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())
+                            .as_bytes(),
+                    )
                     .and_then(|_| s.write_all(body)),
                 Some(Route::Short(announced, body)) => s
-                    .write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {announced}\r\nConnection: close\r\n\r\n").as_bytes())
+                    .write_all(
+                        format!("HTTP/1.1 200 OK\r\nContent-Length: {announced}\r\nConnection: close\r\n\r\n")
+                            .as_bytes(),
+                    )
                     .and_then(|_| s.write_all(body)),
-                Some(Route::Status(code)) => {
-                    s.write_all(format!("HTTP/1.1 {code} Nope\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes())
-                }
+                Some(Route::Status(code)) => s.write_all(
+                    format!("HTTP/1.1 {code} Nope\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes(),
+                ),
                 None => s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
             };
             let _ = s.flush();
@@ -761,9 +528,7 @@ fn serve(routes: Vec<(&'static str, Route)>) -> String {
 }
 
 fn dir_is_empty(dir: &Path) -> bool {
-    fs::read_dir(dir)
-        .map(|mut d| d.next().is_none())
-        .unwrap_or(true)
+    fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(true)
 }
 
 #[test]
@@ -775,10 +540,7 @@ fn fetch_verifies_and_never_leaves_partial_files() {
     let base = serve(vec![
         ("/good.pth", Route::Ok(good.clone())),
         ("/corrupt.pth", Route::Ok(corrupt)),
-        (
-            "/short.pth",
-            Route::Short(good.len(), good[..good.len() / 2].to_vec()),
-        ),
+        ("/short.pth", Route::Short(good.len(), good[..good.len() / 2].to_vec())),
         ("/gone.pth", Route::Status(404)),
         ("/broken.pth", Route::Status(500)),
     ]);
@@ -788,30 +550,15 @@ fn fetch_verifies_and_never_leaves_partial_files() {
     let dest = dir.join("sub").join("w.pth");
     weights::fetch(&format!("{base}/good.pth"), &dest, &sha, false).unwrap();
     assert_eq!(fs::read(&dest).unwrap(), good);
-    assert_eq!(
-        fs::read_dir(dir.join("sub")).unwrap().count(),
-        1,
-        "only the verified file remains"
-    );
+    assert_eq!(fs::read_dir(dir.join("sub")).unwrap().count(), 1, "only the verified file remains");
     weights::load(&dest, 1).unwrap();
 
     // Good file, 8-digit prefix in upper case (torchvision-style names carry only a prefix).
     let dest2 = dir.join("prefix").join("w.pth");
-    weights::fetch(
-        &format!("{base}/good.pth"),
-        &dest2,
-        &sha[..8].to_uppercase(),
-        false,
-    )
-    .unwrap();
+    weights::fetch(&format!("{base}/good.pth"), &dest2, &sha[..8].to_uppercase(), false).unwrap();
     assert_eq!(fs::read(&dest2).unwrap(), good);
 
-    for (route, what) in [
-        ("corrupt", "hash"),
-        ("short", "short"),
-        ("gone", "404"),
-        ("broken", "500"),
-    ] {
+    for (route, what) in [("corrupt", "hash"), ("short", "short"), ("gone", "404"), ("broken", "500")] {
         let d = dir.join(route);
         let dest = d.join("w.pth");
         let err = weights::fetch(&format!("{base}/{route}.pth"), &dest, &sha, false).unwrap_err();
@@ -822,11 +569,7 @@ fn fetch_verifies_and_never_leaves_partial_files() {
             _ => assert!(matches!(err, WeightsError::Download { .. }), "{err:?}"),
         }
         assert!(!dest.exists(), "{route}: {msg}");
-        assert!(
-            dir_is_empty(&d),
-            "{route}: leftover files in {}",
-            d.display()
-        );
+        assert!(dir_is_empty(&d), "{route}: leftover files in {}", d.display());
     }
 
     // Nothing listening: connection refused is an error too.
@@ -834,28 +577,13 @@ fn fetch_verifies_and_never_leaves_partial_files() {
     let port = closed.local_addr().unwrap().port();
     drop(closed);
     let d = dir.join("refused");
-    assert!(weights::fetch(
-        &format!("http://127.0.0.1:{port}/x.pth"),
-        &d.join("w.pth"),
-        &sha,
-        false
-    )
-    .is_err());
+    assert!(weights::fetch(&format!("http://127.0.0.1:{port}/x.pth"), &d.join("w.pth"), &sha, false).is_err());
     assert!(dir_is_empty(&d));
 
     // Malformed hash strings are refused before any network traffic.
     for bad in ["", "abc", "xyz12345", &"0".repeat(65)] {
-        let err = weights::fetch(
-            &format!("{base}/good.pth"),
-            &dir.join("never.pth"),
-            bad,
-            false,
-        )
-        .unwrap_err();
-        assert!(
-            matches!(err, WeightsError::InvalidArgument(_)),
-            "{bad:?}: {err:?}"
-        );
+        let err = weights::fetch(&format!("{base}/good.pth"), &dir.join("never.pth"), bad, false).unwrap_err();
+        assert!(matches!(err, WeightsError::InvalidArgument(_)), "{bad:?}: {err:?}");
     }
     assert!(!dir.join("never.pth").exists());
     let _ = fs::remove_dir_all(&dir);
@@ -872,17 +600,10 @@ fn cache_dir_and_default_weights_use_stylize_cache() {
     fs::copy(data("vgg_tiny_legacy.pth"), &cached).unwrap();
     assert_eq!(weights::default_weights(false).unwrap(), cached);
     // Recognised by its torchvision name.
-    assert_eq!(
-        weights::load(&cached, 1).unwrap().convention,
-        Some(Convention::Torch)
-    );
+    assert_eq!(weights::load(&cached, 1).unwrap().convention, Some(Convention::Torch));
     std::env::remove_var("STYLIZE_CACHE");
     let d = weights::cache_dir();
-    assert!(
-        d.ends_with("stylize") || d.ends_with("stylize-cache"),
-        "{}",
-        d.display()
-    );
+    assert!(d.ends_with("stylize") || d.ends_with("stylize-cache"), "{}", d.display());
     let _ = fs::remove_dir_all(&dir);
 }
 
@@ -972,14 +693,9 @@ fn fuzz_load_never_panics() {
         (fs::read(data("vgg_tiny_legacy.pth")).unwrap(), 3, 100),
     ];
     // STYLIZE_FUZZ_SCALE=N runs N times as many iterations; STYLIZE_FUZZ_SEED picks another seed.
-    let scale: usize = std::env::var("STYLIZE_FUZZ_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
-    let seed: u64 = std::env::var("STYLIZE_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5EED_1234_ABCD_0001);
+    let scale: usize = std::env::var("STYLIZE_FUZZ_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let seed: u64 =
+        std::env::var("STYLIZE_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5EED_1234_ABCD_0001);
     let mut rng = XorShift(seed | 1);
     let (mut total, mut ok, mut panics) = (0usize, 0usize, Vec::new());
     let start = std::time::Instant::now();

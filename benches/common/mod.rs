@@ -22,9 +22,12 @@ pub fn args(defaults: Args) -> Args {
         match s.as_str() {
             "--variant" => {
                 let v = it.next().unwrap_or_default();
-                a.variants = v.split(',').map(|s| Variant::parse(s).unwrap_or_else(|| panic!("unknown variant {s}"))).collect();
+                a.variants =
+                    v.split(',').map(|s| Variant::parse(s).unwrap_or_else(|| panic!("unknown variant {s}"))).collect();
             }
-            "--size" => a.sizes = it.next().unwrap_or_default().split(',').map(|s| s.parse().expect("--size N")).collect(),
+            "--size" => {
+                a.sizes = it.next().unwrap_or_default().split(',').map(|s| s.parse().expect("--size N")).collect()
+            }
             "--runs" => a.runs = it.next().and_then(|s| s.parse().ok()).expect("--runs N"),
             "--budget" => a.budget_s = it.next().and_then(|s| s.parse().ok()).expect("--budget SECONDS"),
             "--split" => a.split = true,

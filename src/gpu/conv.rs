@@ -101,7 +101,10 @@ pub fn tex_unsupported(caps: &TexCaps, cin: usize, cout: usize, h: usize, w: usi
         return Some(format!("{h}x{w} + border exceeds the {dim}-texel texture limit"));
     }
     if cin4 > caps.max_texture_array_layers as usize {
-        return Some(format!("{cin} channels need {cin4} texture layers, over the limit of {}", caps.max_texture_array_layers));
+        return Some(format!(
+            "{cin} channels need {cin4} texture layers, over the limit of {}",
+            caps.max_texture_array_layers
+        ));
     }
     if plan.cout_pad(cout) > dim || cin4 * 9 + 1 > dim {
         return Some(format!("the {cout}x{cin} weights do not fit a {dim}-texel texture"));
@@ -154,8 +157,12 @@ pub fn choose_variant(caps: &TexCaps, forced: Option<Variant>, cin: usize, cout:
     });
     match wanted {
         Variant::Wino4 if wino_unsupported(caps, Variant::Wino4, cin, cout, h, w).is_none() => Variant::Wino4,
-        Variant::Wino | Variant::Wino4 if wino_unsupported(caps, Variant::Wino, cin, cout, h, w).is_none() => Variant::Wino,
-        Variant::Tex | Variant::Wino | Variant::Wino4 if tex_unsupported(caps, cin, cout, h, w).is_none() => Variant::Tex,
+        Variant::Wino | Variant::Wino4 if wino_unsupported(caps, Variant::Wino, cin, cout, h, w).is_none() => {
+            Variant::Wino
+        }
+        Variant::Tex | Variant::Wino | Variant::Wino4 if tex_unsupported(caps, cin, cout, h, w).is_none() => {
+            Variant::Tex
+        }
         _ => Variant::Tiled,
     }
 }
@@ -187,7 +194,15 @@ pub fn conv3x3_backward_input(ctx: &Context, dy: &Tensor, mask: Option<&Mask>, w
 }
 
 /// [`conv3x3_forward`] with a given variant (`Tex` falls back to `Tiled` where it cannot run).
-pub fn conv3x3_forward_with(ctx: &Context, v: Variant, x: &Tensor, w: &Tensor, b: &Tensor, y: &Tensor, relu: bool) -> Op {
+pub fn conv3x3_forward_with(
+    ctx: &Context,
+    v: Variant,
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    y: &Tensor,
+    relu: bool,
+) -> Op {
     let [cin, h, wd] = x.shape;
     let cout = y.shape[0];
     assert_eq!(y.shape, [cout, h, wd]);
@@ -196,8 +211,20 @@ pub fn conv3x3_forward_with(ctx: &Context, v: Variant, x: &Tensor, w: &Tensor, b
     let caps = TexCaps::of(ctx);
     match choose_variant(&caps, Some(v), cin, cout, h, wd) {
         Variant::Tiled => {
-            let p = Params::new().u(0, cin as u32).u(1, cout as u32).u(2, h as u32).u(3, wd as u32).u(4, relu as u32).u(6, 1);
-            ctx.op(ctx.dispatch(FILE, "conv3x3_forward", p, &[&x.buf, &w.buf, &b.buf, &x.buf, &y.buf], groups(cout, h, wd)))
+            let p = Params::new()
+                .u(0, cin as u32)
+                .u(1, cout as u32)
+                .u(2, h as u32)
+                .u(3, wd as u32)
+                .u(4, relu as u32)
+                .u(6, 1);
+            ctx.op(ctx.dispatch(
+                FILE,
+                "conv3x3_forward",
+                p,
+                &[&x.buf, &w.buf, &b.buf, &x.buf, &y.buf],
+                groups(cout, h, wd),
+            ))
         }
         v @ (Variant::Tex | Variant::Wino | Variant::Wino4) => {
             let plan = tex_plan(&caps, v, cout, h, wd);
@@ -208,7 +235,14 @@ pub fn conv3x3_forward_with(ctx: &Context, v: Variant, x: &Tensor, w: &Tensor, b
 
 /// [`conv3x3_backward_input`] with a given variant (`Tex` falls back to `Tiled` where it cannot
 /// run).
-pub fn conv3x3_backward_input_with(ctx: &Context, v: Variant, dy: &Tensor, mask: Option<&Mask>, wt: &Tensor, dx: &Tensor) -> Op {
+pub fn conv3x3_backward_input_with(
+    ctx: &Context,
+    v: Variant,
+    dy: &Tensor,
+    mask: Option<&Mask>,
+    wt: &Tensor,
+    dx: &Tensor,
+) -> Op {
     let [cout, h, wd] = dy.shape;
     let cin = dx.shape[0];
     assert_eq!(dx.shape, [cin, h, wd]);
@@ -219,9 +253,20 @@ pub fn conv3x3_backward_input_with(ctx: &Context, v: Variant, dy: &Tensor, mask:
     let caps = TexCaps::of(ctx);
     match choose_variant(&caps, Some(v), cout, cin, h, wd) {
         Variant::Tiled => {
-            let p = Params::new().u(0, cout as u32).u(1, cin as u32).u(2, h as u32).u(3, wd as u32).u(5, mask.is_some() as u32);
+            let p = Params::new()
+                .u(0, cout as u32)
+                .u(1, cin as u32)
+                .u(2, h as u32)
+                .u(3, wd as u32)
+                .u(5, mask.is_some() as u32);
             let m = mask.map_or(&dy.buf, |m| &m.words.buf);
-            ctx.op(ctx.dispatch(FILE, "conv3x3_backward_input", p, &[&dy.buf, &wt.buf, &wt.buf, m, &dx.buf], groups(cin, h, wd)))
+            ctx.op(ctx.dispatch(
+                FILE,
+                "conv3x3_backward_input",
+                p,
+                &[&dy.buf, &wt.buf, &wt.buf, m, &dx.buf],
+                groups(cin, h, wd),
+            ))
         }
         v @ (Variant::Tex | Variant::Wino | Variant::Wino4) => {
             let plan = tex_plan(&caps, v, cin, h, wd);
@@ -344,7 +389,8 @@ impl TexPlan {
                 let rows = (th * cfg.py) as u64;
                 let cols = (tw * cfg.px()) as u64;
                 let chans = (tz * cfg.co) as u64;
-                let cost = (w as u64).div_ceil(cols) * cols
+                let cost = (w as u64).div_ceil(cols)
+                    * cols
                     * ((h as u64).div_ceil(rows) * rows)
                     * ((cout as u64).div_ceil(chans) * chans);
                 if cost < best.0 {
@@ -408,7 +454,12 @@ fn wino_matrices(m: u32) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
                 &[0., 2., -1., -2., 1., 0.],
                 &[0., 4., 0., -5., 0., 1.],
             ]),
-            rows(&[&[1., 1., 1., 1., 1., 0.], &[0., 1., -1., 2., -2., 0.], &[0., 1., 1., 4., 4., 0.], &[0., 1., -1., 8., -8., 1.]]),
+            rows(&[
+                &[1., 1., 1., 1., 1., 0.],
+                &[0., 1., -1., 2., -2., 0.],
+                &[0., 1., 1., 4., 4., 0.],
+                &[0., 1., -1., 8., -8., 1.],
+            ]),
         ),
         _ => panic!("Winograd F({m}x{m}, 3x3) is not implemented"),
     }
@@ -444,7 +495,10 @@ fn combo(coef: &[f32], terms: &[String]) -> String {
 pub fn wino_source(cfg: &TexConfig) -> String {
     let TexConfig { co, py, sg, wino: m } = *cfg;
     assert!(m > 0 && py % m == 0, "a Winograd configuration");
-    assert!(co.is_multiple_of(sg) && WG.is_multiple_of(sg), "channel block and workgroup must be multiples of the subgroup size");
+    assert!(
+        co.is_multiple_of(sg) && WG.is_multiple_of(sg),
+        "channel block and workgroup must be multiples of the subgroup size"
+    );
     let (bt, at) = wino_matrices(m);
     let t = m + 2; // input tile side
     let pts = t * t;
@@ -462,7 +516,12 @@ pub fn wino_source(cfg: &TexConfig) -> String {
 // (shaders/conv3x3_tex_weights.wgsl). Layout of the workgroup as for conv3x3_tex (gpu::conv::TexPlan)
 // with {m} output columns per invocation. Checked by tests/kernels.rs (Variant::Wino, Wino4)."
     ));
-    tex_prologue(&mut line, cfg, "conv3x3_wino", &format!("(cout_pad, cin4 * {pts} + 1): texel (o, (c / 4) * {pts} + xi)[c % 4] = U[o][c][xi]"));
+    tex_prologue(
+        &mut line,
+        cfg,
+        "conv3x3_wino",
+        &format!("(cout_pad, cin4 * {pts} + 1): texel (o, (c / 4) * {pts} + xi)[c % 4] = U[o][c][xi]"),
+    );
     line(format!("  let x0 = xb * {m}u;"));
     // Padded coordinates, clamped into the texture (only outputs past the edge use clamped texels).
     for k in 0..t {
@@ -549,7 +608,9 @@ fn tex_prologue(line: &mut impl FnMut(String), cfg: &TexConfig, entry: &str, wei
     line("struct Params { cin4: u32, cout: u32, h: u32, w: u32, relu: u32, tw: u32, th: u32, tz: u32 }".into());
     line("@group(0) @binding(0) var<uniform> P: Params;".into());
     line("@group(0) @binding(1) var Xp: texture_2d_array<f32>;           // (w + 2, h + 2) x cin4: texel (x + 1, y + 1, c / 4)[c % 4] = x[c][y][x], zero border".into());
-    line(format!("@group(0) @binding(2) var Wp: texture_2d<f32>;                 // {weights}; last row (b[o], 0, 0, 0)"));
+    line(format!(
+        "@group(0) @binding(2) var Wp: texture_2d<f32>;                 // {weights}; last row (b[o], 0, 0, 0)"
+    ));
     line("@group(0) @binding(3) var<storage, read_write> Y: array<f32>;  // y: (cout, h, w)".into());
     line(String::new());
     line(format!("@compute @workgroup_size({WG}, 1, 1)"));
@@ -570,7 +631,11 @@ fn tex_prologue(line: &mut impl FnMut(String), cfg: &TexConfig, entry: &str, wei
 fn tex_epilogue(line: &mut impl FnMut(String), cfg: &TexConfig, x: &str) {
     let TexConfig { co, sg, .. } = *cfg;
     for g in 0..co / sg {
-        line(format!("  let bw{g} = textureLoad(Wp, vec2<u32>(co0 + {}u + sl, P.cin4 * {}u), 0).x;", g * sg, cfg.weight_rows()));
+        line(format!(
+            "  let bw{g} = textureLoad(Wp, vec2<u32>(co0 + {}u + sl, P.cin4 * {}u), 0).x;",
+            g * sg,
+            cfg.weight_rows()
+        ));
     }
     for c in 0..co {
         line(format!("  let b{c} = subgroupBroadcast(bw{}, {}u);", c / sg, c % sg));
@@ -586,7 +651,10 @@ fn tex_epilogue(line: &mut impl FnMut(String), cfg: &TexConfig, x: &str) {
 /// the 9 taps, `co` channels and `py` rows.
 pub fn tex_source(cfg: &TexConfig) -> String {
     let TexConfig { co, py, sg, .. } = *cfg;
-    assert!(co.is_multiple_of(sg) && WG.is_multiple_of(sg), "channel block and workgroup must be multiples of the subgroup size");
+    assert!(
+        co.is_multiple_of(sg) && WG.is_multiple_of(sg),
+        "channel block and workgroup must be multiples of the subgroup size"
+    );
     let mut s = String::new();
     let mut line = |l: String| {
         s.push_str(&l);
@@ -606,7 +674,12 @@ pub fn tex_source(cfg: &TexConfig) -> String {
 // Idle invocations (past the image edge) clamp their coordinates into the textures, compute, and
 // skip the store, so that every subgroup stays full. Checked by tests/kernels.rs (Variant::Tex)."
     ));
-    tex_prologue(&mut line, cfg, "conv3x3_tex", "(cout_pad, cin4 * 9 + 1): texel (o, (c / 4) * 9 + t)[c % 4] = w[o][c][t]");
+    tex_prologue(
+        &mut line,
+        cfg,
+        "conv3x3_tex",
+        "(cout_pad, cin4 * 9 + 1): texel (o, (c / 4) * 9 + t)[c % 4] = w[o][c][t]",
+    );
     line("  let x = xb;".into());
     line("  let cx = i32(min(x, P.w - 1u));".into());
     for r in 0..py + 2 {
@@ -658,7 +731,15 @@ pub fn tex_source(cfg: &TexConfig) -> String {
 
 /// An rgba32float texture both written as storage and read by textureLoad, and its view (2-D
 /// array or 2-D); `shared_key`: take it from the context's scratch textures under that key.
-fn tex_texture(ctx: &Context, label: &str, w: u32, h: u32, layers: u32, array: bool, shared_key: Option<&str>) -> wgpu::TextureView {
+fn tex_texture(
+    ctx: &Context,
+    label: &str,
+    w: u32,
+    h: u32,
+    layers: u32,
+    array: bool,
+    shared_key: Option<&str>,
+) -> wgpu::TextureView {
     let desc = wgpu::TextureDescriptor {
         label: Some(label),
         size: wgpu::Extent3d { width: w, height: h, depth_or_array_layers: layers },
@@ -712,11 +793,12 @@ fn conv3x3_tex(
         let (pipe, layout) = ctx.pipeline(WEIGHTS_FILE, entry);
         let p = Params::new().u(0, cout as u32).u(1, cin as u32).u(2, cout_pad).u(3, cin4).u(4, b.is_some() as u32);
         let bbuf = b.map_or(&w.buf, |b| &b.buf);
-        let bg = ctx.bind_group(&layout, entry, p, &[
-            w.buf.as_entire_binding(),
-            bbuf.as_entire_binding(),
-            wgpu::BindingResource::TextureView(&wview),
-        ]);
+        let bg = ctx.bind_group(
+            &layout,
+            entry,
+            p,
+            &[w.buf.as_entire_binding(), bbuf.as_entire_binding(), wgpu::BindingResource::TextureView(&wview)],
+        );
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
@@ -750,14 +832,31 @@ fn conv3x3_tex(
     let conv = {
         let entry = if cfg.wino > 0 { "conv3x3_wino" } else { "conv3x3_tex" };
         let (pipe, layout) = ctx.pipeline_from_source(&cfg.key(), || kernel_source(cfg), entry);
-        let p = Params::new().u(0, cin4).u(1, cout as u32).u(2, h32).u(3, w32).u(4, relu as u32).u(5, plan.tw).u(6, plan.th).u(7, plan.tz);
-        let bg = ctx.bind_group(&layout, entry, p, &[
-            wgpu::BindingResource::TextureView(&xview),
-            wgpu::BindingResource::TextureView(&wview),
-            y.buf.as_entire_binding(),
-        ]);
+        let p = Params::new()
+            .u(0, cin4)
+            .u(1, cout as u32)
+            .u(2, h32)
+            .u(3, w32)
+            .u(4, relu as u32)
+            .u(5, plan.tw)
+            .u(6, plan.th)
+            .u(7, plan.tz);
+        let bg = ctx.bind_group(
+            &layout,
+            entry,
+            p,
+            &[
+                wgpu::BindingResource::TextureView(&xview),
+                wgpu::BindingResource::TextureView(&wview),
+                y.buf.as_entire_binding(),
+            ],
+        );
         Dispatch::new(pipe, bg, plan.groups(cout, h, wd), entry)
     };
     // The bind groups keep the textures alive (the input one is also the context's).
-    Op { dispatches: vec![pack, conv], scratch: vec![], textures: vec![wview.texture().clone(), xview.texture().clone()] }
+    Op {
+        dispatches: vec![pack, conv],
+        scratch: vec![],
+        textures: vec![wview.texture().clone(), xview.texture().clone()],
+    }
 }

@@ -142,7 +142,15 @@ pub fn gram_forward_scaled_with(ctx: &Context, v: Variant, f: &Tensor, g: &Tenso
 }
 
 /// [`gram_backward_scaled`] with a given variant (`Tex` falls back to `Tiled` where it cannot run).
-pub fn gram_backward_scaled_with(ctx: &Context, v: Variant, f: &Tensor, dg: &Tensor, df: &Tensor, scale: f32, accumulate: bool) -> Op {
+pub fn gram_backward_scaled_with(
+    ctx: &Context,
+    v: Variant,
+    f: &Tensor,
+    dg: &Tensor,
+    df: &Tensor,
+    scale: f32,
+    accumulate: bool,
+) -> Op {
     let [c, h, w] = f.shape;
     let n = h * w;
     assert_eq!(dg.len(), c * c);
@@ -176,13 +184,7 @@ fn forward_tiled(ctx: &Context, f: &Tensor, g: &Tensor, scale: f32, accumulate: 
         usage: wgpu::BufferUsages::STORAGE,
         mapped_at_creation: false,
     });
-    let p = Params::new()
-        .u(0, c as u32)
-        .u(1, n as u32)
-        .u(2, chunk)
-        .u(3, splits)
-        .f(4, scale)
-        .u(5, accumulate as u32);
+    let p = Params::new().u(0, c as u32).u(1, n as u32).u(2, chunk).u(3, splits).f(4, scale).u(5, accumulate as u32);
     let t = (c as u32).div_ceil(16);
     let d1 = ctx.dispatch(FILE, "gram_partial", p, &[&f.buf, &f.buf, &parts], (t, t, splits));
     let d2 = ctx.dispatch(FILE, "gram_finish", p, &[&f.buf, &parts, &g.buf], (((c * c) as u32).div_ceil(256), 1, 1));
@@ -224,8 +226,14 @@ pub fn tex_forward_source(sg: u32) -> String {
     ));
     line("struct Params { c: u32, chunk4: u32, splits: u32, nb: u32, ntiles: u32, gx: u32 }".into());
     line("@group(0) @binding(0) var<uniform> P: Params;".into());
-    line("@group(0) @binding(1) var Ft: texture_2d_array<f32>;                            // (chunk / 4, cp, splits)".into());
-    line("@group(0) @binding(2) var Part: texture_storage_2d_array<rgba32float, write>;   // (cp / 4, cp, splits)".into());
+    line(
+        "@group(0) @binding(1) var Ft: texture_2d_array<f32>;                            // (chunk / 4, cp, splits)"
+            .into(),
+    );
+    line(
+        "@group(0) @binding(2) var Part: texture_storage_2d_array<rgba32float, write>;   // (cp / 4, cp, splits)"
+            .into(),
+    );
     line(String::new());
     line(format!("@compute @workgroup_size({WG}, 1, 1)"));
     line("fn gram_tex_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) sid: u32,".into());
@@ -387,7 +395,13 @@ pub fn tex_backward_source(sg: u32, out4: bool) -> String {
             if out4 {
                 line(format!("    if (pq{k} < P.n) {{"));
                 line(format!("      let i = (row + pq{k}) / 4u;"));
-                line(format!("      var v = vec4<f32>(a{r}_{}, a{r}_{}, a{r}_{}, a{r}_{});", 4 * k, 4 * k + 1, 4 * k + 2, 4 * k + 3));
+                line(format!(
+                    "      var v = vec4<f32>(a{r}_{}, a{r}_{}, a{r}_{}, a{r}_{});",
+                    4 * k,
+                    4 * k + 1,
+                    4 * k + 2,
+                    4 * k + 3
+                ));
                 line("      if (acc) { v += DF[i]; }".into());
                 line("      DF[i] = v;".into());
                 line("    }".into());
@@ -430,7 +444,15 @@ fn scratch_view(ctx: &Context, key: &str, w: u32, h: u32, layers: u32) -> wgpu::
 
 /// A dispatch of a packing entry point of `shaders/gram_tex_pack{,4}.wgsl` over `count`
 /// invocations; `p` holds the file's parameters but `count` and `gx`.
-fn pack(ctx: &Context, file: &'static str, entry: &'static str, p: Params, src: &wgpu::Buffer, dst: &wgpu::TextureView, count: usize) -> Dispatch {
+fn pack(
+    ctx: &Context,
+    file: &'static str,
+    entry: &'static str,
+    p: Params,
+    src: &wgpu::Buffer,
+    dst: &wgpu::TextureView,
+    count: usize,
+) -> Dispatch {
     let (gx, gy) = ctx.grid((count as u32).div_ceil(256));
     let p = p.u(5, count as u32).u(6, gx);
     let (pipe, layout) = ctx.pipeline(file, entry);
@@ -449,19 +471,42 @@ fn forward_tex(ctx: &Context, caps: &TexCaps, f: &Tensor, g: &Tensor, scale: f32
     let (chunk, splits) = tex_splits(sg, c, n, caps.max_texture_dimension_2d, caps.max_texture_array_layers);
     let chunk4 = chunk / 4;
 
-    let ft = scratch_view(ctx, &format!("gram_tex rows {chunk4}x{cp}x{splits}"), chunk4 as u32, cp as u32, splits as u32);
-    let part = scratch_view(ctx, &format!("gram_tex parts {}x{cp}x{splits}", cp / 4), (cp / 4) as u32, cp as u32, splits as u32);
+    let ft =
+        scratch_view(ctx, &format!("gram_tex rows {chunk4}x{cp}x{splits}"), chunk4 as u32, cp as u32, splits as u32);
+    let part = scratch_view(
+        ctx,
+        &format!("gram_tex parts {}x{cp}x{splits}", cp / 4),
+        (cp / 4) as u32,
+        cp as u32,
+        splits as u32,
+    );
 
     let p = Params::new().u(0, c as u32).u(1, n as u32).u(2, chunk as u32).u(3, cp as u32).u(4, chunk4 as u32);
-    let (file, entry) = if n % 4 == 0 { (PACK4_FILE, "gram_tex_pack_rows4") } else { (PACK_FILE, "gram_tex_pack_rows") };
+    let (file, entry) =
+        if n % 4 == 0 { (PACK4_FILE, "gram_tex_pack_rows4") } else { (PACK_FILE, "gram_tex_pack_rows") };
     let d_pack = pack(ctx, file, entry, p, &f.buf, &ft, chunk4 * cp * splits);
 
     let tasks = (ntiles * splits) as u32;
     let (gx, gy) = ctx.grid(tasks.div_ceil(WG / sg));
     let d_main = {
-        let (pipe, layout) = ctx.pipeline_from_source(&format!("gram_tex_forward_sg{sg}"), || tex_forward_source(sg), "gram_tex_forward");
-        let p = Params::new().u(0, c as u32).u(1, chunk4 as u32).u(2, splits as u32).u(3, nb as u32).u(4, ntiles as u32).u(5, gx);
-        let bg = ctx.bind_group(&layout, "gram_tex_forward", p, &[wgpu::BindingResource::TextureView(&ft), wgpu::BindingResource::TextureView(&part)]);
+        let (pipe, layout) = ctx.pipeline_from_source(
+            &format!("gram_tex_forward_sg{sg}"),
+            || tex_forward_source(sg),
+            "gram_tex_forward",
+        );
+        let p = Params::new()
+            .u(0, c as u32)
+            .u(1, chunk4 as u32)
+            .u(2, splits as u32)
+            .u(3, nb as u32)
+            .u(4, ntiles as u32)
+            .u(5, gx);
+        let bg = ctx.bind_group(
+            &layout,
+            "gram_tex_forward",
+            p,
+            &[wgpu::BindingResource::TextureView(&ft), wgpu::BindingResource::TextureView(&part)],
+        );
         Dispatch::new(pipe, bg, (gx, gy, 1), "gram_tex_forward")
     };
 
@@ -470,15 +515,39 @@ fn forward_tex(ctx: &Context, caps: &TexCaps, f: &Tensor, g: &Tensor, scale: f32
         let count = (c * c4) as u32;
         let (gx, gy) = ctx.grid(count.div_ceil(256));
         let (pipe, layout) = ctx.pipeline(FINISH_FILE, "gram_tex_finish");
-        let p = Params::new().u(0, c as u32).u(1, c4 as u32).u(2, splits as u32).u(3, count).u(4, gx).f(5, scale).u(6, accumulate as u32);
-        let bg = ctx.bind_group(&layout, "gram_tex_finish", p, &[wgpu::BindingResource::TextureView(&part), g.buf.as_entire_binding()]);
+        let p = Params::new()
+            .u(0, c as u32)
+            .u(1, c4 as u32)
+            .u(2, splits as u32)
+            .u(3, count)
+            .u(4, gx)
+            .f(5, scale)
+            .u(6, accumulate as u32);
+        let bg = ctx.bind_group(
+            &layout,
+            "gram_tex_finish",
+            p,
+            &[wgpu::BindingResource::TextureView(&part), g.buf.as_entire_binding()],
+        );
         Dispatch::new(pipe, bg, (gx, gy, 1), "gram_tex_finish")
     };
     // The bind groups keep the (shared) textures alive.
-    Op { dispatches: vec![d_pack, d_main, d_finish], scratch: vec![], textures: vec![ft.texture().clone(), part.texture().clone()] }
+    Op {
+        dispatches: vec![d_pack, d_main, d_finish],
+        scratch: vec![],
+        textures: vec![ft.texture().clone(), part.texture().clone()],
+    }
 }
 
-fn backward_tex(ctx: &Context, caps: &TexCaps, f: &Tensor, dg: &Tensor, df: &Tensor, scale: f32, accumulate: bool) -> Op {
+fn backward_tex(
+    ctx: &Context,
+    caps: &TexCaps,
+    f: &Tensor,
+    dg: &Tensor,
+    df: &Tensor,
+    scale: f32,
+    accumulate: bool,
+) -> Op {
     let [c, h, w] = f.shape;
     let n = h * w;
     let sg = caps.subgroup_size.expect("checked by choose_variant");
@@ -516,12 +585,21 @@ fn backward_tex(ctx: &Context, caps: &TexCaps, f: &Tensor, dg: &Tensor, df: &Ten
             .u(5, tasks)
             .u(6, gx)
             .u(7, accumulate as u32);
-        let bg = ctx.bind_group(&layout, "gram_tex_backward", p, &[
-            wgpu::BindingResource::TextureView(&fc),
-            wgpu::BindingResource::TextureView(&st),
-            df.buf.as_entire_binding(),
-        ]);
+        let bg = ctx.bind_group(
+            &layout,
+            "gram_tex_backward",
+            p,
+            &[
+                wgpu::BindingResource::TextureView(&fc),
+                wgpu::BindingResource::TextureView(&st),
+                df.buf.as_entire_binding(),
+            ],
+        );
         Dispatch::new(pipe, bg, (gx, gy, 1), "gram_tex_backward")
     };
-    Op { dispatches: vec![d_sym, d_pack, d_main], scratch: vec![], textures: vec![st.texture().clone(), fc.texture().clone()] }
+    Op {
+        dispatches: vec![d_sym, d_pack, d_main],
+        scratch: vec![],
+        textures: vec![st.texture().clone(), fc.texture().clone()],
+    }
 }

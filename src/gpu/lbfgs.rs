@@ -87,7 +87,13 @@ impl Lbfgs {
         let base = Params::new().u(0, n as u32).u(1, gx).f(8, cfg.lr).u(9, m as u32);
         let (d0, d1, d2) = (&dummies[0].buf, &dummies[1].buf, &dummies[2].buf);
         let vec_op = |entry: &'static str, p: Params, bufs: [&wgpu::Buffer; 5]| {
-            ctx.op(ctx.dispatch(FILE, entry, p, &[&scalars.buf, bufs[0], bufs[1], bufs[2], bufs[3], bufs[4]], vec_groups))
+            ctx.op(ctx.dispatch(
+                FILE,
+                entry,
+                p,
+                &[&scalars.buf, bufs[0], bufs[1], bufs[2], bufs[3], bufs[4]],
+                vec_groups,
+            ))
         };
         let scalar_op = |mode: u32, slot: usize| {
             let p = base.u(2, mode).u(3, slot as u32);
@@ -115,9 +121,11 @@ impl Lbfgs {
             slots.push(Slot { push, first, second });
         }
         let start_dir = vec_op("lbfgs_neg", base, [&g.buf, &dir.buf, d1, d2, &g.buf]);
-        let first_iter = reduce::abs_sum_forward(ctx, g, &scalars, S_L1, 1.0)
-            .then(scalar_op(0, 0))
-            .then(vec_op("lbfgs_copy", base, [&g.buf, &prev_grad.buf, d1, d2, &g.buf]));
+        let first_iter = reduce::abs_sum_forward(ctx, g, &scalars, S_L1, 1.0).then(scalar_op(0, 0)).then(vec_op(
+            "lbfgs_copy",
+            base,
+            [&g.buf, &prev_grad.buf, d1, d2, &g.buf],
+        ));
         let scale_dir = vec_op("lbfgs_scale", base, [&g.buf, &dir.buf, d1, d2, &g.buf]);
         let later_t = scalar_op(4, 0);
         let step = vec_op("lbfgs_step", base, [&g.buf, &dir.buf, &x.buf, d2, &g.buf]);

@@ -112,10 +112,7 @@ impl AdapterChoice {
 
     fn matches(&self, info: &wgpu::AdapterInfo) -> bool {
         self.backend.is_none_or(|b| b == info.backend)
-            && self
-                .name
-                .as_ref()
-                .is_none_or(|n| info.name.to_lowercase().contains(&n.to_lowercase()))
+            && self.name.as_ref().is_none_or(|n| info.name.to_lowercase().contains(&n.to_lowercase()))
     }
 }
 
@@ -184,16 +181,15 @@ impl Context {
         if all.is_empty() {
             return Err(Error::NoAdapter(no_adapter_hint()));
         }
-        let adapter = all.iter().find(|a| choice.matches(&a.get_info())).cloned().ok_or_else(|| {
-            Error::AdapterNotFound {
+        let adapter =
+            all.iter().find(|a| choice.matches(&a.get_info())).cloned().ok_or_else(|| Error::AdapterNotFound {
                 wanted: format!(
                     "{}{}",
                     choice.backend.map(|b| format!("{b:?}:")).unwrap_or_default(),
                     choice.name.clone().unwrap_or_default()
                 ),
                 available: all.iter().map(|a| describe(&a.get_info())).collect(),
-            }
-        })?;
+            })?;
         Self::from_adapter(adapter)
     }
 
@@ -202,9 +198,8 @@ impl Context {
         let limits = adapter.limits();
         // Only what we use and the adapter has: timestamps for benchmarks, subgroups for the
         // CPU-driver kernels.
-        let wanted = wgpu::Features::TIMESTAMP_QUERY
-            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
-            | wgpu::Features::SUBGROUP;
+        let wanted =
+            wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES | wgpu::Features::SUBGROUP;
         let features = adapter.features() & wanted;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("stylize"),
@@ -303,10 +298,9 @@ impl Context {
             source: wgpu::ShaderSource::Wgsl(src.as_str().into()),
         });
         let entries = crate::shaders::layout_entries(&src);
-        let bgl = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some(key),
-            entries: &entries,
-        });
+        let bgl = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(key), entries: &entries });
         let layout = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some(key),
             bind_group_layouts: &[Some(&bgl)],
@@ -343,9 +337,9 @@ impl Context {
 
     pub fn check_lost(&self) -> Result<()> {
         match self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone() {
-            Some(m) => Err(Error::Gpu(format!(
-                "the GPU device was lost ({m}); try a smaller --size or another --adapter"
-            ))),
+            Some(m) => {
+                Err(Error::Gpu(format!("the GPU device was lost ({m}); try a smaller --size or another --adapter")))
+            }
             None => Ok(()),
         }
     }

@@ -33,7 +33,12 @@ pub struct Dispatch {
 
 impl Dispatch {
     /// A dispatch with a bind group the caller built (e.g. one binding textures).
-    pub fn new(pipeline: wgpu::ComputePipeline, bind_group: wgpu::BindGroup, groups: (u32, u32, u32), name: &'static str) -> Dispatch {
+    pub fn new(
+        pipeline: wgpu::ComputePipeline,
+        bind_group: wgpu::BindGroup,
+        groups: (u32, u32, u32),
+        name: &'static str,
+    ) -> Dispatch {
         Dispatch { pipeline, bind_group, groups, name }
     }
 }
@@ -83,7 +88,13 @@ impl Context {
 
     /// A bind group with `params` as a uniform buffer at binding 0 and `res` at 1.. in order
     /// (buffers or texture views).
-    pub fn bind_group(&self, layout: &wgpu::BindGroupLayout, label: &str, params: Params, res: &[wgpu::BindingResource]) -> wgpu::BindGroup {
+    pub fn bind_group(
+        &self,
+        layout: &wgpu::BindGroupLayout,
+        label: &str,
+        params: Params,
+        res: &[wgpu::BindingResource],
+    ) -> wgpu::BindGroup {
         let ubuf = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(label),
             contents: bytemuck::cast_slice(&params.0),

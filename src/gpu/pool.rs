@@ -23,7 +23,14 @@ fn forward(ctx: &Context, entry: &'static str, x: &Tensor, y: &Tensor) -> Op {
 }
 
 /// The backward `entry` for forward input shape `x_shape`, binding `x_buf` as the forward input.
-fn backward(ctx: &Context, entry: &'static str, x_shape: [usize; 3], x_buf: &wgpu::Buffer, dy: &Tensor, dx: &Tensor) -> Op {
+fn backward(
+    ctx: &Context,
+    entry: &'static str,
+    x_shape: [usize; 3],
+    x_buf: &wgpu::Buffer,
+    dy: &Tensor,
+    dx: &Tensor,
+) -> Op {
     let [c, h, w] = x_shape;
     assert_eq!(dy.shape, [c, h / 2, w / 2]);
     assert_eq!(dx.shape, x_shape);

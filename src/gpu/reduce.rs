@@ -34,7 +34,13 @@ fn two_stage(
     // Without a gradient the read-write D, D4 bindings take the partial sums (never written).
     let d = dx.map_or(&parts, |d| &d.buf);
     let d1 = ctx.dispatch(FILE, entry, p, &[&x.buf, t, &parts, &x.buf, t, d, d], (groups, 1, 1));
-    let d2 = ctx.dispatch(FILE, "reduce_finish", p, &[&parts, &parts, &out.buf, &parts, &parts, &out.buf, &out.buf], (1, 1, 1));
+    let d2 = ctx.dispatch(
+        FILE,
+        "reduce_finish",
+        p,
+        &[&parts, &parts, &out.buf, &parts, &parts, &out.buf, &out.buf],
+        (1, 1, 1),
+    );
     Op { dispatches: vec![d1, d2], scratch: vec![parts], textures: vec![] }
 }
 
@@ -46,7 +52,16 @@ pub fn mse_forward(ctx: &Context, x: &Tensor, t: &Tensor, out: &Tensor, slot: us
 
 /// [`mse_forward`] and [`mse_backward`] in one pass over x and t: out[slot] = weight *
 /// mean((x - t)^2) and dx (+)= weight * 2 (x - t) / n.
-pub fn mse_forward_backward(ctx: &Context, x: &Tensor, t: &Tensor, out: &Tensor, slot: usize, weight: f32, dx: &Tensor, accumulate: bool) -> Op {
+pub fn mse_forward_backward(
+    ctx: &Context,
+    x: &Tensor,
+    t: &Tensor,
+    out: &Tensor,
+    slot: usize,
+    weight: f32,
+    dx: &Tensor,
+    accumulate: bool,
+) -> Op {
     assert_eq!(x.len(), t.len());
     assert_eq!(x.len(), dx.len());
     let n = x.len() as f32;
@@ -55,7 +70,15 @@ pub fn mse_forward_backward(ctx: &Context, x: &Tensor, t: &Tensor, out: &Tensor,
 }
 
 /// out[slot] (+)= scale * sum((x - t)^2): tiles add their share with the whole image's scale.
-pub fn mse_sum_forward(ctx: &Context, x: &Tensor, t: &Tensor, out: &Tensor, slot: usize, scale: f32, accumulate: bool) -> Op {
+pub fn mse_sum_forward(
+    ctx: &Context,
+    x: &Tensor,
+    t: &Tensor,
+    out: &Tensor,
+    slot: usize,
+    scale: f32,
+    accumulate: bool,
+) -> Op {
     assert_eq!(x.len(), t.len());
     two_stage(ctx, "mse_partial", x, &t.buf, Params::new().u(6, accumulate as u32), out, slot, scale, None)
 }
@@ -67,7 +90,13 @@ pub fn mse_backward(ctx: &Context, x: &Tensor, t: &Tensor, dx: &Tensor, weight: 
     let n = x.len();
     let (gx, gy) = grid(ctx, n);
     let p = Params::new().u(0, n as u32).f(4, 2.0 * weight / n as f32).u(6, accumulate as u32).u(7, gx);
-    ctx.op(ctx.dispatch(FILE, "mse_backward", p, &[&x.buf, &t.buf, &dx.buf, &x.buf, &t.buf, &dx.buf, &dx.buf], (gx, gy, 1)))
+    ctx.op(ctx.dispatch(
+        FILE,
+        "mse_backward",
+        p,
+        &[&x.buf, &t.buf, &dx.buf, &x.buf, &t.buf, &dx.buf, &dx.buf],
+        (gx, gy, 1),
+    ))
 }
 
 /// out[slot] = weight * tv(x), tv = (sum of squared horizontal and vertical neighbour
@@ -91,7 +120,13 @@ pub fn tv_backward(ctx: &Context, x: &Tensor, dx: &Tensor, weight: f32, accumula
         .f(4, 2.0 * weight / n as f32)
         .u(6, accumulate as u32)
         .u(7, gx);
-    ctx.op(ctx.dispatch(FILE, "tv_backward", p, &[&x.buf, &x.buf, &dx.buf, &x.buf, &x.buf, &dx.buf, &dx.buf], (gx, gy, 1)))
+    ctx.op(ctx.dispatch(
+        FILE,
+        "tv_backward",
+        p,
+        &[&x.buf, &x.buf, &dx.buf, &x.buf, &x.buf, &dx.buf, &dx.buf],
+        (gx, gy, 1),
+    ))
 }
 
 /// out[slot] = scale * sum(x).

@@ -47,7 +47,11 @@ impl Mask {
         let n: usize = shape.iter().product();
         assert_eq!(words.len(), n.div_ceil(32), "mask words vs shape for {label}");
         let f: Vec<f32> = words.iter().map(|&w| f32::from_bits(w)).collect();
-        let words = if f.is_empty() { Tensor::new(ctx, [1, 1, 1], label)? } else { Tensor::from_slice(ctx, [f.len(), 1, 1], &f, label)? };
+        let words = if f.is_empty() {
+            Tensor::new(ctx, [1, 1, 1], label)?
+        } else {
+            Tensor::from_slice(ctx, [f.len(), 1, 1], &f, label)?
+        };
         Ok(Mask { words, shape })
     }
     pub fn len(&self) -> usize {

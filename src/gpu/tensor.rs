@@ -11,9 +11,8 @@ pub struct Tensor {
     pub shape: [usize; 3],
 }
 
-const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
-    .union(wgpu::BufferUsages::COPY_SRC)
-    .union(wgpu::BufferUsages::COPY_DST);
+const USAGE: wgpu::BufferUsages =
+    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
 
 impl Tensor {
     pub fn len(&self) -> usize {
@@ -120,9 +119,8 @@ pub fn read_buffer(ctx: &Context, buf: &wgpu::Buffer, n: usize) -> Result<Vec<f3
         Ok(Err(e)) => return Err(Error::Gpu(format!("reading back a buffer failed: {e}"))),
         Err(_) => return Err(Error::Gpu("reading back a buffer: the map callback never ran".into())),
     }
-    let view = staging
-        .get_mapped_range(..)
-        .map_err(|e| Error::Gpu(format!("mapping a readback buffer failed: {e}")))?;
+    let view =
+        staging.get_mapped_range(..).map_err(|e| Error::Gpu(format!("mapping a readback buffer failed: {e}")))?;
     let out = bytemuck::cast_slice::<u8, f32>(&view).to_vec();
     drop(view);
     staging.unmap();

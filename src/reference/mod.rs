@@ -33,8 +33,8 @@ pub fn conv3x3_forward(
                             if si < 0 || sj < 0 || si >= h as isize || sj >= w as isize {
                                 continue;
                             }
-                            acc += weight[((o * cin + c) * 3 + dy) * 3 + dx]
-                                * x[(c * h + si as usize) * w + sj as usize];
+                            acc +=
+                                weight[((o * cin + c) * 3 + dy) * 3 + dx] * x[(c * h + si as usize) * w + sj as usize];
                         }
                     }
                 }
@@ -47,14 +47,7 @@ pub fn conv3x3_forward(
 
 /// dL/dx of `conv3x3_forward` (without ReLU) given dL/dy; weights are frozen, so no dL/dw.
 /// Written as the scatter of each output's gradient, the literal adjoint of the forward.
-pub fn conv3x3_backward_input(
-    dy: &[f64],
-    cout: usize,
-    h: usize,
-    w: usize,
-    weight: &[f64],
-    cin: usize,
-) -> Vec<f64> {
+pub fn conv3x3_backward_input(dy: &[f64], cout: usize, h: usize, w: usize, weight: &[f64], cin: usize) -> Vec<f64> {
     assert_eq!(dy.len(), cout * h * w);
     assert_eq!(weight.len(), cout * cin * 9);
     let mut dx = vec![0.0; cin * h * w];

@@ -105,7 +105,12 @@ pub fn random_convs(rng: &mut Rng, n: usize) -> Vec<stylize::runner::ConvWeights
         .iter()
         .map(|&(_, cin, cout)| {
             let a = (6.0 / (cin * 9) as f32).sqrt();
-            stylize::runner::ConvWeights { cin, cout, weight: rng.vec(cout * cin * 9, -a, a), bias: rng.vec(cout, -0.05, 0.05) }
+            stylize::runner::ConvWeights {
+                cin,
+                cout,
+                weight: rng.vec(cout * cin * 9, -a, a),
+                bias: rng.vec(cout, -0.05, 0.05),
+            }
         })
         .collect()
 }
