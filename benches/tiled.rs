@@ -4,11 +4,10 @@
 
 use std::time::Instant;
 use stylize::gpu::adam::AdamConfig;
-use stylize::gpu::pool::Pool;
 use stylize::gpu::{AdapterChoice, Context};
-use stylize::runner::{compute_targets, ConvWeights, Graph, LossSettings, Net, Targets};
+use stylize::model::{LossSettings, Pool, Preprocess, Tap};
+use stylize::runner::{compute_targets, Graph, Net, Targets};
 use stylize::tiled::{graph_bytes, style_targets, TiledGraph};
-use stylize::vgg::{Preprocess, Tap};
 
 fn main() {
     let sizes: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
@@ -26,12 +25,7 @@ fn main() {
         preprocess: Preprocess::Torch,
     };
     let w = stylize::weights::random(1, s.convs_needed());
-    let convs: Vec<ConvWeights> = w
-        .layers
-        .into_iter()
-        .map(|l| ConvWeights { cin: l.cin, cout: l.cout, weight: l.weight, bias: l.bias })
-        .collect();
-    let net = Net::new(&ctx, &convs).expect("net");
+    let net = Net::new(&ctx, &w.layers).expect("net");
     let cfg = AdamConfig { lr: 0.02, clamp: Some((0.0, 1.0)), ..Default::default() };
     println!("adapter: {}; layers content relu3_2, style relu1_1,relu2_1,relu3_1; square images", ctx.describe());
     println!("{:>6} {:>10} {:>6} {:>12} {:>14}", "size", "mode", "tiles", "ms/step", "GPU MiB");

@@ -26,7 +26,8 @@ use crate::error::{Error, Result};
 use crate::gpu::adam::{Adam, AdamConfig};
 use crate::gpu::pool::Pool;
 use crate::gpu::{conv, gram, image, pool, reduce, relu, AdapterChoice, Context, Op, Params, Tensor};
-use crate::runner::{ConvWeights, Graph, LossSettings, Net, Targets};
+use crate::model::LossSettings;
+use crate::runner::{Graph, Net, Targets};
 use crate::vgg::{self, Preprocess, Tap};
 use crate::weights;
 use std::cell::{Cell, RefCell};
@@ -281,12 +282,7 @@ pub fn run_on(ctx: &Context, opts: &BenchOptions) -> Result<BenchReport> {
     let settings = default_settings();
     let net = if needs_net {
         let w = weights::random(0, settings.convs_needed());
-        let convs: Vec<ConvWeights> = w
-            .layers
-            .into_iter()
-            .map(|l| ConvWeights { cin: l.cin, cout: l.cout, weight: l.weight, bias: l.bias })
-            .collect();
-        Some(Net::new(ctx, &convs)?)
+        Some(Net::new(ctx, &w.layers)?)
     } else {
         None
     };
@@ -953,7 +949,7 @@ fn tap_shape(t: Tap, h: usize, w: usize) -> [usize; 3] {
 
 /// Net bytes: weights, biases and backward weights.
 fn net_bytes(net: &Net) -> u64 {
-    net.layers.iter().map(|(w, b, wt, _, _)| w.buf.size() + b.buf.size() + wt.buf.size()).sum()
+    net.layers.iter().map(|l| l.weight.buf.size() + l.bias.buf.size() + l.weight_backward.buf.size()).sum()
 }
 
 /// The graph at h x w with random image and targets (the values do not change the work: no

@@ -4,12 +4,11 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::adam::AdamConfig;
-use crate::gpu::pool::Pool;
 use crate::gpu::relu::{self, Mask};
 use crate::gpu::{conv, gram, pool, reduce, AdapterChoice, Context, Op, Tensor};
+use crate::model::{ConvLayer, LossSettings, Pool, Preprocess, Tap, CONVS};
 use crate::reference as r;
-use crate::runner::{compute_targets, ConvWeights, Graph, LossSettings, Net, Targets};
-use crate::vgg::{Preprocess, Tap, CONVS};
+use crate::runner::{compute_targets, Graph, Net, Targets};
 
 /// One row: what was compared, the normwise relative error, and the tolerance.
 pub struct Row {
@@ -152,11 +151,12 @@ pub fn run_checks(adapter: &str) -> Result<(String, Vec<Row>)> {
         preprocess: Preprocess::Torch,
     };
     let (h, w) = (40, 32);
-    let convs: Vec<ConvWeights> = CONVS[..s.convs_needed()]
+    let convs: Vec<ConvLayer> = CONVS[..s.convs_needed()]
         .iter()
-        .map(|&(_, cin, cout)| {
+        .enumerate()
+        .map(|(i, &(_, cin, cout))| {
             let a = (6.0 / (cin * 9) as f32).sqrt();
-            ConvWeights { cin, cout, weight: rng.vec(cout * cin * 9, -a, a), bias: rng.vec(cout, -0.05, 0.05) }
+            ConvLayer::new(i, rng.vec(cout * cin * 9, -a, a), rng.vec(cout, -0.05, 0.05))
         })
         .collect();
     let net = Net::new(&ctx, &convs)?;

@@ -8,12 +8,16 @@ pub mod check;
 pub mod error;
 pub mod gpu;
 pub mod image_io;
+pub mod model;
 pub mod reference;
 pub mod render;
 pub mod runner;
 pub mod shaders;
 pub mod tiled;
-pub mod vgg;
+/// Old path of [`model`]'s VGG table, kept while the modules move (to be removed).
+pub mod vgg {
+    pub use crate::model::{block_of, conv_size, Affine, Preprocess, Tap, BLOCKS, CONVS};
+}
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -3,11 +3,11 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use stylize::gpu::pool::Pool;
+use stylize::model::Pool;
 use stylize::render::{self, Init, Optimizer, RenderOptions, WeightsSource};
 
 mod plot;
-use stylize::vgg::Preprocess;
+use stylize::model::Preprocess;
 use stylize::{Error, Result};
 
 #[derive(Parser)]

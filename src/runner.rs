@@ -6,87 +6,50 @@ use crate::error::{Error, Result};
 use crate::gpu::adam::{Adam, AdamConfig};
 use crate::gpu::lbfgs::Lbfgs;
 pub use crate::gpu::lbfgs::LbfgsConfig;
-use crate::gpu::pool::Pool;
 use crate::gpu::{conv, gram, image, pool, reduce, relu, Context, Op, Tensor};
-use crate::vgg::{self, Preprocess, Tap};
+use crate::model::{self, ConvLayer, LossSettings, Pool, Tap};
 
-/// One conv layer's parameters (OIHW weights).
-#[derive(Clone, Debug)]
-pub struct ConvWeights {
+/// One conv layer on the GPU.
+pub struct NetLayer {
+    /// Forward weights, OIHW as (cout, cin, 9).
+    pub weight: Tensor,
+    /// Bias, (cout, 1, 1).
+    pub bias: Tensor,
+    /// Backward-input weights: transposed and flipped, (cin, cout, 9).
+    pub weight_backward: Tensor,
+    /// Input channels.
     pub cin: usize,
+    /// Output channels.
     pub cout: usize,
-    pub weight: Vec<f32>,
-    pub bias: Vec<f32>,
 }
 
-/// What the losses look at and how much each counts.
-#[derive(Clone, Debug)]
-pub struct LossSettings {
-    pub content_layers: Vec<Tap>,
-    pub style_layers: Vec<Tap>,
-    /// One weight per style layer (multiplies `style_weight`).
-    pub style_layer_weights: Vec<f32>,
-    pub content_weight: f32,
-    pub style_weight: f32,
-    pub tv_weight: f32,
-    pub pool: Pool,
-    pub preprocess: Preprocess,
-}
-
-impl LossSettings {
-    /// Conv layers (from conv1_1) the taps need.
-    pub fn convs_needed(&self) -> usize {
-        self.content_layers.iter().chain(&self.style_layers).map(|t| t.convs_needed()).max().unwrap_or(1)
-    }
-
-    /// Checks the layer lists (before any weights are loaded).
-    pub fn validate_layers(&self) -> Result<()> {
-        if self.content_layers.is_empty() && self.style_layers.is_empty() {
-            return Err(Error::InvalidArgument("no content or style layers chosen".into()));
-        }
-        Ok(())
-    }
-
-    pub fn validate(&self) -> Result<()> {
-        self.validate_layers()?;
-        if self.style_layer_weights.len() != self.style_layers.len() {
-            return Err(Error::InvalidArgument(format!(
-                "--style-layer-weights has {} values for {} style layers",
-                self.style_layer_weights.len(),
-                self.style_layers.len()
-            )));
-        }
-        let all = [self.content_weight, self.style_weight, self.tv_weight];
-        for (name, v) in ["content weight", "style weight", "tv weight"]
-            .iter()
-            .zip(all)
-            .chain(self.style_layer_weights.iter().map(|w| (&"style layer weight", *w)))
-        {
-            if !v.is_finite() || v < 0.0 {
-                return Err(Error::InvalidArgument(format!("{name} must be a finite number >= 0, got {v}")));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The frozen network on the GPU: weights, biases and backward (transposed, flipped) weights.
+/// The frozen network on the GPU, conv1_1 onwards.
 pub struct Net {
-    pub layers: Vec<(Tensor, Tensor, Tensor, usize, usize)>,
+    /// The conv layers in order.
+    pub layers: Vec<NetLayer>,
 }
 
 impl Net {
-    pub fn new(ctx: &Context, convs: &[ConvWeights]) -> Result<Net> {
+    /// Uploads `convs` (conv1_1 onwards); each must have its VGG table shape.
+    pub fn new(ctx: &Context, convs: &[ConvLayer]) -> Result<Net> {
         let mut layers = vec![];
         for (i, c) in convs.iter().enumerate() {
-            let (name, cin, cout) = vgg::CONVS[i];
+            let (name, cin, cout) = model::CONVS[i];
             if c.cin != cin || c.cout != cout || c.weight.len() != cin * cout * 9 || c.bias.len() != cout {
                 return Err(Error::InvalidArgument(format!("weights of {name} have the wrong shape")));
             }
-            let w = Tensor::from_slice(ctx, [cout, cin, 9], &c.weight, name)?;
-            let b = Tensor::from_slice(ctx, [cout, 1, 1], &c.bias, name)?;
-            let wt = Tensor::from_slice(ctx, [cin, cout, 9], &conv::transpose_flip(&c.weight, cout, cin), name)?;
-            layers.push((w, b, wt, cin, cout));
+            layers.push(NetLayer {
+                weight: Tensor::from_slice(ctx, [cout, cin, 9], &c.weight, name)?,
+                bias: Tensor::from_slice(ctx, [cout, 1, 1], &c.bias, name)?,
+                weight_backward: Tensor::from_slice(
+                    ctx,
+                    [cin, cout, 9],
+                    &conv::transpose_flip(&c.weight, cout, cin),
+                    name,
+                )?,
+                cin,
+                cout,
+            });
         }
         Ok(Net { layers })
     }
@@ -133,8 +96,8 @@ impl Forward {
         // The largest activation (and the backward's image-sized gradient) sizes the scratch.
         let mut max_len = 3 * h * w;
         for i in 0..n {
-            let (ch, cw) = vgg::conv_size(i, h, w);
-            max_len = max_len.max(vgg::CONVS[i].2 * ch * cw);
+            let (ch, cw) = model::conv_size(i, h, w);
+            max_len = max_len.max(model::CONVS[i].2 * ch * cw);
         }
         let scratch = [
             Tensor::new(ctx, [max_len, 1, 1], "activations / gradients A")?,
@@ -164,17 +127,17 @@ impl Forward {
             }
         };
         for i in 0..n {
-            let (wt, b, _, _, cout) = &net.layers[i];
+            let layer = &net.layers[i];
             let [_, ch, cw] = cur.shape;
-            let name = vgg::CONVS[i].0;
-            let shape = [*cout, ch, cw];
-            let (block, last) = vgg::block_of(i);
+            let name = model::CONVS[i].0;
+            let shape = [layer.cout, ch, cw];
+            let (block, last) = model::block_of(i);
             let want_pool = last && (i + 1 < n || taps.contains(&Tap::Pool(block)));
             let keep_post = taps.contains(&Tap::Relu(i)) || (backward && want_pool && s.pool == Pool::Max);
             if taps.contains(&Tap::Conv(i)) {
                 let c = Tensor::new(ctx, shape, name)?;
                 bytes += c.bytes();
-                ops.push(conv::conv3x3_forward(ctx, &cur, wt, b, &c, false));
+                ops.push(conv::conv3x3_forward(ctx, &cur, &layer.weight, &layer.bias, &c, false));
                 let (y, slot) = alloc(keep_post, shape, name, cur_slot, &mut bytes)?;
                 ops.push(relu::relu_forward(ctx, &c, &y));
                 pre.push(Some(c));
@@ -182,7 +145,7 @@ impl Forward {
                 (cur, cur_slot) = (y, slot);
             } else {
                 let (y, slot) = alloc(keep_post, shape, name, cur_slot, &mut bytes)?;
-                ops.push(conv::conv3x3_forward(ctx, &cur, wt, b, &y, true));
+                ops.push(conv::conv3x3_forward(ctx, &cur, &layer.weight, &layer.bias, &y, true));
                 pre.push(None);
                 if backward {
                     let m = relu::Mask::new(ctx, shape, "relu mask")?;
@@ -222,7 +185,7 @@ impl Forward {
             Tap::Conv(i) => self.pre[i].as_ref().expect("pre-ReLU output kept for a conv tap"),
             Tap::Relu(i) => &self.post[i],
             Tap::Pool(b) => {
-                let i = vgg::BLOCKS[..=b].iter().sum::<usize>() - 1;
+                let i = model::BLOCKS[..=b].iter().sum::<usize>() - 1;
                 self.pooled[i].as_ref().expect("pool computed for a pool tap")
             }
         }
@@ -314,11 +277,36 @@ pub fn compute_targets(
     Ok(out)
 }
 
-/// Records the backward pass from the taps down to the pixel image. `add_taps(ops, tap, g,
-/// have)` records the loss gradients at `tap` into `g` (accumulating when `have`, then setting
-/// it). Writes the pixel gradient into `grad` (fresh). The gradients ping-pong between the
-/// forward's two scratch buffers (a gradient is a view of one with the activation's shape):
-/// `fwd` must have been built with `backward`.
+/// Records content term `k`'s gradient (w.r.t. its tapped activation) into the tensor given,
+/// accumulating when the flag is set; the same for style terms. The whole-image graph and the
+/// tiles supply their own loss kernels; [`backward`] decides where each is injected.
+pub(crate) type TermGradient<'a> = &'a mut dyn FnMut(&mut Vec<Op>, usize, &Tensor, bool);
+
+/// Records the loss gradients of every content and style term tapped at `t` into `g` (written
+/// fresh if `have` is false, then accumulated; `have` is set once anything was written).
+fn inject(
+    s: &LossSettings,
+    t: Tap,
+    g: &Tensor,
+    have: &mut bool,
+    ops: &mut Vec<Op>,
+    content: &mut TermGradient<'_>,
+    style: &mut TermGradient<'_>,
+) {
+    for (k, _) in s.content_layers.iter().enumerate().filter(|(_, &c)| c == t) {
+        content(ops, k, g, *have);
+        *have = true;
+    }
+    for (k, _) in s.style_layers.iter().enumerate().filter(|(_, &c)| c == t) {
+        style(ops, k, g, *have);
+        *have = true;
+    }
+}
+
+/// Records the backward pass from the taps down to the pixel image, injecting each loss term's
+/// gradient at its tap (see [`TermGradient`]). Writes the pixel gradient into `grad` (fresh).
+/// The gradients ping-pong between the forward's two scratch buffers (a gradient is a view of
+/// one with the activation's shape): `fwd` must have been built with `backward`.
 pub(crate) fn backward(
     ctx: &Context,
     net: &Net,
@@ -326,8 +314,11 @@ pub(crate) fn backward(
     fwd: &Forward,
     grad: &Tensor,
     ops: &mut Vec<Op>,
-    add_taps: &mut dyn FnMut(&mut Vec<Op>, Tap, &Tensor, &mut bool),
+    mut content: TermGradient<'_>,
+    mut style: TermGradient<'_>,
 ) -> Result<()> {
+    let mut add_taps =
+        |ops: &mut Vec<Op>, t: Tap, g: &Tensor, have: &mut bool| inject(s, t, g, have, ops, &mut content, &mut style);
     let n = fwd.post.len();
     let [_, h, w] = grad.shape;
     let bufs = &fwd.scratch;
@@ -335,8 +326,8 @@ pub(crate) fn backward(
     let mut cur = 0usize; // buffer holding the current gradient
     let mut have = false; // whether it holds anything yet
     for i in (0..n).rev() {
-        let (_, _, wt, cin, _) = &net.layers[i];
-        let (block, _) = vgg::block_of(i);
+        let layer = &net.layers[i];
+        let (block, _) = model::block_of(i);
         if let Some(p) = &fwd.pooled[i] {
             let gp = view(cur, p.shape);
             add_taps(ops, Tap::Pool(block), &gp, &mut have);
@@ -349,7 +340,7 @@ pub(crate) fn backward(
         }
         let ga = view(cur, fwd.post[i].shape);
         add_taps(ops, Tap::Relu(i), &ga, &mut have);
-        let in_shape = [*cin, ga.shape[1], ga.shape[2]];
+        let in_shape = [layer.cin, ga.shape[1], ga.shape[2]];
         let gin = view(1 - cur, in_shape);
         match &fwd.pre[i] {
             Some(c) => {
@@ -361,13 +352,13 @@ pub(crate) fn backward(
                 }
                 add_taps(ops, Tap::Conv(i), &gc, &mut have);
                 let gin2 = view(cur, in_shape);
-                ops.push(conv::conv3x3_backward_input(ctx, &gc, None, wt, &gin2));
+                ops.push(conv::conv3x3_backward_input(ctx, &gc, None, &layer.weight_backward, &gin2));
                 // cur stays: the input gradient is back in buffer `cur`.
                 continue;
             }
             None => {
                 let mask = fwd.masks[i].as_ref().expect("a forward built for a backward keeps ReLU masks");
-                ops.push(conv::conv3x3_backward_input(ctx, &ga, Some(mask), wt, &gin));
+                ops.push(conv::conv3x3_backward_input(ctx, &ga, Some(mask), &layer.weight_backward, &gin));
                 cur = 1 - cur;
             }
         }
@@ -415,7 +406,7 @@ impl Graph {
         if net.layers.len() < n {
             return Err(Error::InvalidArgument(format!(
                 "the chosen layers need {} but the weights hold only {} conv layers",
-                vgg::CONVS[n - 1].0,
+                model::CONVS[n - 1].0,
                 net.layers.len()
             )));
         }
@@ -444,33 +435,20 @@ impl Graph {
         let max_c = s.style_layers.iter().map(|t| t.channels()).max().unwrap_or(1);
         let dgram = Tensor::new(ctx, [max_c * max_c, 1, 1], "gram gradient")?;
 
-        // Adds the loss gradients of every tap at `t` into `g` (written fresh if `g` holds none).
-        let mut add_taps = |ops: &mut Vec<Op>, t: Tap, g: &Tensor, have: &mut bool| {
-            let a = fwd.tap(t);
-            // Each loss term and its gradient in one pass (mse_forward_backward).
-            for (k, _) in s.content_layers.iter().enumerate().filter(|(_, &c)| c == t) {
-                ops.push(reduce::mse_forward_backward(ctx, a, &targets.content[k], &losses, k, cw, g, *have));
-                *have = true;
-            }
-            for (k, _) in s.style_layers.iter().enumerate().filter(|(_, &c)| c == t) {
-                let c = a.shape[0];
-                let dg = Tensor { buf: dgram.buf.clone(), shape: [c, c, 1] };
-                let sw = s.style_weight * s.style_layer_weights[k];
-                ops.push(reduce::mse_forward_backward(
-                    ctx,
-                    &grams[k],
-                    &targets.style[k],
-                    &losses,
-                    nc + k,
-                    sw,
-                    &dg,
-                    false,
-                ));
-                ops.push(gram::gram_backward(ctx, a, &dg, g, *have));
-                *have = true;
-            }
+        // Each loss term and its gradient in one pass (mse_forward_backward).
+        let mut content = |ops: &mut Vec<Op>, k: usize, g: &Tensor, have: bool| {
+            let a = fwd.tap(s.content_layers[k]);
+            ops.push(reduce::mse_forward_backward(ctx, a, &targets.content[k], &losses, k, cw, g, have));
         };
-        backward(ctx, net, s, &fwd, &grad, &mut ops, &mut add_taps)?;
+        let mut style = |ops: &mut Vec<Op>, k: usize, g: &Tensor, have: bool| {
+            let a = fwd.tap(s.style_layers[k]);
+            let c = a.shape[0];
+            let dg = Tensor { buf: dgram.buf.clone(), shape: [c, c, 1] };
+            let sw = s.style_weight * s.style_layer_weights[k];
+            ops.push(reduce::mse_forward_backward(ctx, &grams[k], &targets.style[k], &losses, nc + k, sw, &dg, false));
+            ops.push(gram::gram_backward(ctx, a, &dg, g, have));
+        };
+        backward(ctx, net, s, &fwd, &grad, &mut ops, &mut content, &mut style)?;
         ops.push(reduce::tv_backward(ctx, &x, &grad, s.tv_weight, true));
         scratch.push(dgram);
         scratch.extend(grams);

@@ -19,10 +19,9 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::adam::AdamConfig;
-use crate::gpu::pool::Pool;
 use crate::gpu::{gram, reduce, tile, Context, Op, Tensor};
-use crate::runner::{backward, Forward, LossSettings, Losses, Net};
-use crate::vgg::{self, Tap};
+use crate::model::{self, LossSettings, Pool, Tap};
+use crate::runner::{backward, Forward, Losses, Net};
 use std::collections::HashMap;
 
 /// A tile: its interior (the positions it owns) and its region (interior + halo, clipped to the
@@ -39,7 +38,7 @@ fn pools(s: &LossSettings) -> Vec<bool> {
     let taps: Vec<Tap> = s.content_layers.iter().chain(&s.style_layers).copied().collect();
     (0..n)
         .map(|i| {
-            let (b, last) = vgg::block_of(i);
+            let (b, last) = model::block_of(i);
             last && (i + 1 < n || taps.contains(&Tap::Pool(b)))
         })
         .collect()
@@ -77,7 +76,7 @@ pub fn plan(s: &LossSettings, h: usize, w: usize, tile: usize) -> Vec<Tile> {
 /// Downsampling level of a tap (how many pools precede it).
 fn level(t: Tap) -> usize {
     match t {
-        Tap::Conv(i) | Tap::Relu(i) => vgg::block_of(i).0,
+        Tap::Conv(i) | Tap::Relu(i) => model::block_of(i).0,
         Tap::Pool(b) => b + 1,
     }
 }
@@ -160,21 +159,20 @@ impl RegionGraph {
         let mut pass2 = vec![];
         let keep: Vec<Tensor> = masked.values().cloned().collect();
         if with_backward {
-            let mut add_taps = |ops: &mut Vec<Op>, t: Tap, g: &Tensor, have: &mut bool| {
-                let Some(m) = masked.get(&t) else { return };
-                for (k, _) in s.content_layers.iter().enumerate().filter(|(_, &c)| c == t) {
-                    // mse_backward scales by 2 weight / len: make that 2 cw / (C N_image).
-                    let weight = cw * m.len() as f32 / (m.shape[0] * n_at(t)) as f32;
-                    ops.push(reduce::mse_backward(ctx, m, &content_t[k], g, weight, *have));
-                    *have = true;
-                }
-                for (k, _) in s.style_layers.iter().enumerate().filter(|(_, &c)| c == t) {
-                    let scale = 1.0 / (m.shape[0] * n_at(t)) as f32;
-                    ops.push(gram::gram_backward_scaled(ctx, m, &dgrams[k], g, scale, *have));
-                    *have = true;
-                }
+            let mut content = |ops: &mut Vec<Op>, k: usize, g: &Tensor, have: bool| {
+                let t = s.content_layers[k];
+                let m = &masked[&t];
+                // mse_backward scales by 2 weight / len: make that 2 cw / (C N_image).
+                let weight = cw * m.len() as f32 / (m.shape[0] * n_at(t)) as f32;
+                ops.push(reduce::mse_backward(ctx, m, &content_t[k], g, weight, have));
             };
-            backward(ctx, net, s, &fwd, &grad, &mut pass2, &mut add_taps)?;
+            let mut style = |ops: &mut Vec<Op>, k: usize, g: &Tensor, have: bool| {
+                let t = s.style_layers[k];
+                let m = &masked[&t];
+                let scale = 1.0 / (m.shape[0] * n_at(t)) as f32;
+                ops.push(gram::gram_backward_scaled(ctx, m, &dgrams[k], g, scale, have));
+            };
+            backward(ctx, net, s, &fwd, &grad, &mut pass2, &mut content, &mut style)?;
         }
         Ok(RegionGraph { x, grad, rects, content_t, masks: mask_ops, pass1, pass2, _keep: keep, fwd })
     }
@@ -570,7 +568,7 @@ pub fn graph_bytes(s: &LossSettings, h: usize, w: usize) -> (u64, u64) {
     }
     let mut max_act = 3 * h * w;
     for i in 0..n {
-        let c = vgg::CONVS[i].2;
+        let c = model::CONVS[i].2;
         let len = c * hh * ww;
         max_act = max_act.max(len);
         if taps.contains(&Tap::Conv(i)) {
@@ -584,7 +582,7 @@ pub fn graph_bytes(s: &LossSettings, h: usize, w: usize) -> (u64, u64) {
         if pooled[i] {
             hh /= 2;
             ww /= 2;
-            if taps.contains(&Tap::Pool(vgg::block_of(i).0)) {
+            if taps.contains(&Tap::Pool(model::block_of(i).0)) {
                 add(f4(c * hh * ww), &mut total);
             }
         }

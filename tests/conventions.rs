@@ -6,9 +6,9 @@
 mod common;
 use common::*;
 use stylize::gpu::adam::AdamConfig;
-use stylize::gpu::pool::Pool;
-use stylize::runner::{compute_targets, ConvWeights, Graph, LossSettings, Net, Targets};
-use stylize::vgg::{Preprocess, Tap};
+use stylize::model::Pool;
+use stylize::model::{ConvLayer, LossSettings, Preprocess, Tap};
+use stylize::runner::{compute_targets, Graph, Net, Targets};
 
 fn settings(pre: Preprocess, content: &str, style: &[&str]) -> LossSettings {
     LossSettings {
@@ -50,7 +50,7 @@ fn converted_weights_give_the_same_relu1_1_in_both_conventions() {
     }
     let run = |pre: Preprocess, weight: Vec<f32>, bias: Vec<f32>| {
         let s = settings(pre, "relu1_1", &["relu1_1"]);
-        let net = Net::new(ctx(), &[ConvWeights { cin: 3, cout: 64, weight, bias }]).unwrap();
+        let net = Net::new(ctx(), &[ConvLayer::new(0, weight, bias)]).unwrap();
         let t = compute_targets(ctx(), &net, &s, &img, h, w, true, false).unwrap();
         read(&t.content[0])
     };
@@ -81,12 +81,8 @@ fn real_caffe_layers_render_with_falling_style_loss() {
         return;
     }
     let w = stylize::weights::load(&path, 6).expect("the shared Caffe weights load");
-    assert_eq!(w.convention, Some(stylize::weights::Convention::Caffe));
-    let convs: Vec<ConvWeights> = w
-        .layers
-        .into_iter()
-        .map(|l| ConvWeights { cin: l.cin, cout: l.cout, weight: l.weight, bias: l.bias })
-        .collect();
+    assert_eq!(w.convention, Some(stylize::model::Preprocess::Caffe));
+    let convs: Vec<ConvLayer> = w.layers;
     let s = settings(Preprocess::Caffe, "relu3_1", &["relu1_1", "relu2_1", "relu3_1"]);
     let (h, wd) = (32, 48);
     let photo = stylize::image_io::synthetic_photo(wd as u32, h as u32, 1);

@@ -140,9 +140,10 @@ fn blended_targets_are_the_normalised_mix_of_each_styles_grams() {
     let (c, s1, s2) = images(&d);
     let mut o = fast(&c, &[&s1, &s2], &d.join("o.png"));
     o.style_blend_weights = Some(vec![3.0, 1.0]); // normalised to 0.75, 0.25
-    let mut eng = Engine::new(&o, None).unwrap();
+    let (mut eng, _) = Engine::new(&o, None).unwrap();
     assert_eq!(eng.blend, vec![0.75, 0.25]);
-    let mixed = eng.style_targets(&o, 24, None).unwrap();
+    let plan = eng.plan_size(&o, &load(&c), 24).unwrap();
+    let mixed = eng.style_targets(&plan, None).unwrap();
     let grams = |p: &Path| {
         let i = load(p);
         let (w, h) = render::working_size(i.width, i.height, 24);
@@ -158,7 +159,7 @@ fn blended_targets_are_the_normalised_mix_of_each_styles_grams() {
     }
     // Cached: asking again costs no forward pass.
     let passes = eng.style_target_passes;
-    eng.style_targets(&o, 24, None).unwrap();
+    eng.style_targets(&plan, None).unwrap();
     assert_eq!(eng.style_target_passes, passes);
 }
 
@@ -177,9 +178,9 @@ fn style_scale_sizes_the_style_relative_to_the_output() {
     image_io::save_image(&s, &image_io::synthetic_painting(48, 48, 3), &[]).unwrap();
     let mut o = fast(&c, &[&s], &d.join("o.png"));
     o.style_scale = 2.0;
-    let mut eng = Engine::new(&o, None).unwrap();
+    let (mut eng, _) = Engine::new(&o, None).unwrap();
     let content = load(&c);
-    let st = eng.stage(&o, &content, 24, None).unwrap();
+    let st = eng.stage(&o, &content, &eng.plan_size(&o, &content, 24).unwrap(), None).unwrap();
     st.graph.evaluate(&eng.ctx).unwrap();
     let via_flag = st.graph.read_losses(&eng.ctx).unwrap();
 
@@ -197,7 +198,7 @@ fn style_scale_sizes_the_style_relative_to_the_output() {
 
     // The default (style at the output's 24 px) gives other style losses.
     o.style_scale = 1.0;
-    let st1 = eng.stage(&o, &content, 24, None).unwrap();
+    let st1 = eng.stage(&o, &content, &eng.plan_size(&o, &content, 24).unwrap(), None).unwrap();
     st1.graph.evaluate(&eng.ctx).unwrap();
     assert_ne!(st1.graph.read_losses(&eng.ctx).unwrap().style, via_flag.style);
 }
@@ -446,8 +447,8 @@ fn avg_decay_output_is_the_gpu_ema_of_the_iterates() {
     let mut o = fast(&c, &[&s1], &d.join("o.png"));
     o.avg_decay = 0.8;
     o.lr = Some(0.05);
-    let mut eng = Engine::new(&o, None).unwrap();
-    let st = eng.stage(&o, &load(&c), 24, None).unwrap();
+    let (mut eng, _) = Engine::new(&o, None).unwrap();
+    let st = eng.stage(&o, &load(&c), &eng.plan_size(&o, &load(&c), 24).unwrap(), None).unwrap();
     let ctx = &eng.ctx;
     // The render's stage: the average starts with the initial image (t = 1), then every step.
     let x0 = st.read_iterate(ctx).unwrap();

@@ -18,8 +18,8 @@
 mod common;
 use common::*;
 use stylize::gpu::{adam, conv, gram, image, pool, reduce, relu, Tensor};
+use stylize::model::Preprocess;
 use stylize::reference as r;
-use stylize::vgg::Preprocess;
 
 const TOL_ELEMENTWISE: f64 = 1e-6;
 const TOL_DOT: f64 = 2e-5;

@@ -56,9 +56,8 @@ fn lbfgs_matches_reference_on_a_quadratic() {
 #[test]
 fn lbfgs_beats_adam_on_the_pipeline_in_the_same_iterations() {
     use stylize::gpu::adam::AdamConfig;
-    use stylize::gpu::pool::Pool;
-    use stylize::runner::{compute_targets, Graph, LossSettings, Net, Targets};
-    use stylize::vgg::{Preprocess, Tap};
+    use stylize::model::{LossSettings, Pool, Preprocess, Tap};
+    use stylize::runner::{compute_targets, Graph, Net, Targets};
     let taps = |v: &[&str]| v.iter().map(|n| Tap::parse(n).unwrap()).collect::<Vec<_>>();
     let s = LossSettings {
         content_layers: taps(&["relu2_2"]),

@@ -10,15 +10,15 @@
 mod common;
 use common::*;
 use stylize::gpu::adam::AdamConfig;
-use stylize::gpu::pool::Pool;
+use stylize::model::Pool;
+use stylize::model::{ConvLayer, LossSettings, Preprocess, Tap};
 use stylize::reference::step as rs;
-use stylize::runner::{compute_targets, ConvWeights, Graph, LossSettings, Net};
-use stylize::vgg::{Preprocess, Tap};
+use stylize::runner::{compute_targets, Graph, Net};
 
 const TOL_STEP: f64 = 5e-5;
 
 /// Seeded He-uniform random weights with the VGG19 shapes.
-fn random_net(seed: u64, n: usize) -> Vec<ConvWeights> {
+fn random_net(seed: u64, n: usize) -> Vec<ConvLayer> {
     random_convs(&mut Rng::new(seed), n)
 }
 

@@ -4,12 +4,12 @@
 mod common;
 use common::*;
 use stylize::gpu::adam::AdamConfig;
-use stylize::gpu::pool::Pool;
 use stylize::gpu::tile;
+use stylize::model::Pool;
+use stylize::model::{ConvLayer, LossSettings, Preprocess, Tap, CONVS};
 use stylize::reference as r;
-use stylize::runner::{compute_targets, ConvWeights, Graph, LossSettings, Net, Targets};
+use stylize::runner::{compute_targets, Graph, Net, Targets};
 use stylize::tiled::{halo_and_align, plan, TiledGraph};
-use stylize::vgg::{Preprocess, Tap, CONVS};
 
 #[test]
 fn mask_rect_matches_reference() {
@@ -132,14 +132,10 @@ fn auto_tiling_decision_and_memory_estimate() {
     assert_eq!(largest, 64 * 53 * 70 * 4);
     // The estimate tracks what a real graph allocates.
     let mut rng = Rng::new(23);
-    let convs: Vec<ConvWeights> = CONVS[..s.convs_needed()]
+    let convs: Vec<ConvLayer> = CONVS[..s.convs_needed()]
         .iter()
-        .map(|&(_, cin, cout)| ConvWeights {
-            cin,
-            cout,
-            weight: rng.vec(cout * cin * 9, -0.1, 0.1),
-            bias: vec![0.0; cout],
-        })
+        .enumerate()
+        .map(|(i, &(_, cin, cout))| ConvLayer::new(i, rng.vec(cout * cin * 9, -0.1, 0.1), vec![0.0; cout]))
         .collect();
     let net = Net::new(ctx(), &convs).unwrap();
     let px = rng.vec(3 * h * w, 0.0, 1.0);

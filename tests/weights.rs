@@ -9,7 +9,8 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
-use stylize::weights::{self, Convention, WeightsError, TORCHVISION_FEATURE_INDEX, VGG19_CONVS};
+use stylize::model::Preprocess;
+use stylize::weights::{self, WeightsError, TORCHVISION_FEATURE_INDEX, VGG19_CONVS};
 
 fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("data").join(name)
@@ -387,7 +388,7 @@ fn shared_caffe_npz_loads_eight_layers() {
     let w = weights::load(&path, 8).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(w.layers.len(), 8);
     assert_eq!(w.layers[7].name, "conv3_4");
-    assert_eq!(w.convention, Some(Convention::Caffe));
+    assert_eq!(w.convention, Some(Preprocess::Caffe));
     let err = weights::load(&path, 9).unwrap_err();
     assert!(matches!(&err, WeightsError::MissingLayer { layer: "conv4_1", available: 8, .. }), "{err:?}");
     let msg = err.to_string();
@@ -396,7 +397,7 @@ fn shared_caffe_npz_loads_eight_layers() {
     let dir = scratch("shared-renamed");
     let copy = dir.join("weights.npz");
     fs::copy(&path, &copy).unwrap();
-    assert_eq!(weights::load(&copy, 1).unwrap().convention, Some(Convention::Caffe));
+    assert_eq!(weights::load(&copy, 1).unwrap().convention, Some(Preprocess::Caffe));
     let info = weights::info(&copy).unwrap();
     assert!(info.contains("f45e91dffaaf9d0b6b3aca516f6239791be70e16c513c32b7db39611e9ababdb"), "{info}");
     assert!(info.contains("caffe") && info.contains("conv1_1..conv3_4"), "{info}");
@@ -408,9 +409,9 @@ fn convention_by_name() {
     let dir = scratch("convention");
     let (members, _) = vgg_members(1, true, 3);
     for (name, want) in [
-        ("my-caffe-vgg.npz", Some(Convention::Caffe)),
-        ("vgg19-dcbb9e9d.npz", Some(Convention::Torch)),
-        ("vgg19-d01eb7cb.npz", Some(Convention::Caffe)),
+        ("my-caffe-vgg.npz", Some(Preprocess::Caffe)),
+        ("vgg19-dcbb9e9d.npz", Some(Preprocess::Torch)),
+        ("vgg19-d01eb7cb.npz", Some(Preprocess::Caffe)),
         ("plain.npz", None),
     ] {
         let p = dir.join(name);
@@ -600,7 +601,7 @@ fn cache_dir_and_default_weights_use_stylize_cache() {
     fs::copy(data("vgg_tiny_legacy.pth"), &cached).unwrap();
     assert_eq!(weights::default_weights(false).unwrap(), cached);
     // Recognised by its torchvision name.
-    assert_eq!(weights::load(&cached, 1).unwrap().convention, Some(Convention::Torch));
+    assert_eq!(weights::load(&cached, 1).unwrap().convention, Some(Preprocess::Torch));
     std::env::remove_var("STYLIZE_CACHE");
     let d = weights::cache_dir();
     assert!(d.ends_with("stylize") || d.ends_with("stylize-cache"), "{}", d.display());

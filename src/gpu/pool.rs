@@ -5,11 +5,7 @@ use super::{Context, Op, Params, Tensor};
 
 const FILE: &str = "pool.wgsl";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pool {
-    Avg,
-    Max,
-}
+pub use crate::model::Pool;
 
 fn params(x_shape: [usize; 3], gx: u32) -> Params {
     Params::new().u(0, x_shape[0] as u32).u(1, x_shape[1] as u32).u(2, x_shape[2] as u32).u(3, gx)

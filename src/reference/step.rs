@@ -1,6 +1,7 @@
-//! Whole-pipeline reference: the input transform, and (with the runner) a whole Gatys step.
+//! Whole-pipeline reference: the input transform and a whole Gatys step (losses and image
+//! gradient), from the device-independent [`crate::model`] only.
 
-use crate::vgg::Affine;
+use crate::model::{self, Affine, ConvLayer, LossSettings, Pool, Tap};
 
 /// y[c] = x[src[c]] * a[c] + b[c] on a (3, h, w) image.
 pub fn preprocess_forward(x: &[f64], t: &Affine) -> Vec<f64> {
@@ -27,9 +28,6 @@ pub fn preprocess_backward(dy: &[f64], t: &Affine) -> Vec<f64> {
 }
 
 use super::*;
-use crate::gpu::pool::Pool;
-use crate::runner::{ConvWeights, LossSettings};
-use crate::vgg::{self, Tap};
 
 /// Every activation of one forward pass, in f64.
 pub struct RefForward {
@@ -45,19 +43,19 @@ impl RefForward {
             Tap::Conv(i) => (&self.conv[i].0, self.conv[i].1),
             Tap::Relu(i) => (&self.relu[i], self.conv[i].1),
             Tap::Pool(b) => {
-                let (v, s) = self.pooled[vgg::BLOCKS[..=b].iter().sum::<usize>() - 1].as_ref().expect("pool");
+                let (v, s) = self.pooled[model::BLOCKS[..=b].iter().sum::<usize>() - 1].as_ref().expect("pool");
                 (v, *s)
             }
         }
     }
 }
 
-fn w64(c: &ConvWeights) -> (Vec<f64>, Vec<f64>) {
+fn w64(c: &ConvLayer) -> (Vec<f64>, Vec<f64>) {
     (c.weight.iter().map(|&v| v as f64).collect(), c.bias.iter().map(|&v| v as f64).collect())
 }
 
 /// The network forward pass on pixels x (3, h, w) in [0,1], truncated after `n` convs.
-pub fn forward(net: &[ConvWeights], s: &LossSettings, x: &[f64], h: usize, w: usize, n: usize) -> RefForward {
+pub fn forward(net: &[ConvLayer], s: &LossSettings, x: &[f64], h: usize, w: usize, n: usize) -> RefForward {
     let taps: Vec<Tap> = s.content_layers.iter().chain(&s.style_layers).copied().collect();
     let mut cur = preprocess_forward(x, &s.preprocess.affine());
     let (mut ch, mut hh, mut ww) = (3, h, w);
@@ -70,7 +68,7 @@ pub fn forward(net: &[ConvWeights], s: &LossSettings, x: &[f64], h: usize, w: us
         out.conv.push((c, [ch, hh, ww]));
         cur = r.clone();
         out.relu.push(r);
-        let (block, last) = vgg::block_of(i);
+        let (block, last) = model::block_of(i);
         if last && (i + 1 < n || taps.contains(&Tap::Pool(block))) {
             let p = match s.pool {
                 Pool::Avg => avgpool2x2_forward(&cur, ch, hh, ww),
@@ -88,7 +86,7 @@ pub fn forward(net: &[ConvWeights], s: &LossSettings, x: &[f64], h: usize, w: us
 }
 
 /// Content activations and style Gram matrices of an image.
-pub fn targets(net: &[ConvWeights], s: &LossSettings, x: &[f64], h: usize, w: usize) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+pub fn targets(net: &[ConvLayer], s: &LossSettings, x: &[f64], h: usize, w: usize) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
     let f = forward(net, s, x, h, w, s.convs_needed());
     let content = s.content_layers.iter().map(|&t| f.tap(t).0.to_vec()).collect();
     let style = s
@@ -105,7 +103,7 @@ pub fn targets(net: &[ConvWeights], s: &LossSettings, x: &[f64], h: usize, w: us
 /// Loss terms (content per layer, style per layer, tv; each times its weight) and dLoss/dx,
 /// written as plainly as possible: the oracle of `runner::Graph`.
 pub fn evaluate(
-    net: &[ConvWeights],
+    net: &[ConvLayer],
     s: &LossSettings,
     content_targets: &[Vec<f64>],
     style_targets: &[Vec<f64>],
@@ -147,7 +145,7 @@ pub fn evaluate(
     for i in (0..n).rev() {
         let [cout, hh, ww] = f.conv[i].1;
         if let Some((_, _)) = &f.pooled[i] {
-            add(&mut g, Tap::Pool(vgg::block_of(i).0));
+            add(&mut g, Tap::Pool(model::block_of(i).0));
             g = g.map(|gp| match s.pool {
                 Pool::Avg => avgpool2x2_backward(&gp, cout, hh, ww),
                 Pool::Max => maxpool2x2_backward(&f.relu[i], &gp, cout, hh, ww),

@@ -8,7 +8,7 @@ use std::path::Path;
 use super::catalogue::Catalogue;
 use super::error::{io_err, Result};
 use super::plan::key_style;
-use super::{sha256_file, Convention, VGG19_CONVS};
+use super::{sha256_file, Preprocess, VGG19_CONVS};
 
 /// Human summary for `stylize weights info PATH`: format, layers found with shapes,
 /// convention, sha256. Reads metadata only (plus one hashing pass over the file).
@@ -26,8 +26,8 @@ pub fn info(path: &Path) -> Result<String> {
         s,
         "convention: {} ({reason})",
         match convention {
-            Some(Convention::Torch) => "torch: RGB 0..1, ImageNet mean/std",
-            Some(Convention::Caffe) => "caffe: BGR 0..255 minus mean",
+            Some(Preprocess::Torch) => "torch: RGB 0..1, ImageNet mean/std",
+            Some(Preprocess::Caffe) => "caffe: BGR 0..255 minus mean",
             None => "unknown",
         }
     );
@@ -97,13 +97,13 @@ fn preview(items: &[&str], n: usize) -> String {
 }
 
 /// Weight files whose convention is known, by SHA-256 (full digest or torch-hub style prefix).
-const KNOWN_FILES: [(&str, Convention, &str); 2] = [
+const KNOWN_FILES: [(&str, Preprocess, &str); 2] = [
     (
         "f45e91dffaaf9d0b6b3aca516f6239791be70e16c513c32b7db39611e9ababdb",
-        Convention::Caffe,
+        Preprocess::Caffe,
         "the Caffe VGG19 conv1_1..conv3_4 npz from shared/data",
     ),
-    ("dcbb9e9d", Convention::Torch, "torchvision's vgg19-dcbb9e9d.pth"),
+    ("dcbb9e9d", Preprocess::Torch, "torchvision's vgg19-dcbb9e9d.pth"),
 ];
 
 /// Which preprocessing a weights file expects, and why we think so (see weights/README.md):
@@ -111,7 +111,7 @@ const KNOWN_FILES: [(&str, Convention, &str); 2] = [
 ///    => Caffe; contains torchvision's `vgg19-dcbb9e9d` => Torch;
 /// 2. otherwise the file's SHA-256 against [`KNOWN_FILES`] (costs one read of the file);
 /// 3. otherwise `None`: the caller picks (torch is the usual default).
-pub fn recognise_convention(path: &Path) -> Result<(Option<Convention>, String)> {
+pub fn recognise_convention(path: &Path) -> Result<(Option<Preprocess>, String)> {
     if let (Some(c), reason) = recognise_by_name(path) {
         return Ok((Some(c), reason));
     }
@@ -119,20 +119,20 @@ pub fn recognise_convention(path: &Path) -> Result<(Option<Convention>, String)>
     Ok(recognise_convention_with_hash(path, Some(&sha)))
 }
 
-fn recognise_by_name(path: &Path) -> (Option<Convention>, String) {
+fn recognise_by_name(path: &Path) -> (Option<Preprocess>, String) {
     let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
     if name.contains("caffe") {
-        (Some(Convention::Caffe), "file name contains \"caffe\"".into())
+        (Some(Preprocess::Caffe), "file name contains \"caffe\"".into())
     } else if name.contains("vgg19-d01eb7cb") {
-        (Some(Convention::Caffe), "file name is jcjohnson's Caffe conversion vgg19-d01eb7cb".into())
+        (Some(Preprocess::Caffe), "file name is jcjohnson's Caffe conversion vgg19-d01eb7cb".into())
     } else if name.contains("vgg19-dcbb9e9d") {
-        (Some(Convention::Torch), "file name is torchvision's vgg19-dcbb9e9d".into())
+        (Some(Preprocess::Torch), "file name is torchvision's vgg19-dcbb9e9d".into())
     } else {
         (None, String::new())
     }
 }
 
-fn recognise_convention_with_hash(path: &Path, sha: Option<&str>) -> (Option<Convention>, String) {
+fn recognise_convention_with_hash(path: &Path, sha: Option<&str>) -> (Option<Preprocess>, String) {
     if let (Some(c), reason) = recognise_by_name(path) {
         return (Some(c), reason);
     }

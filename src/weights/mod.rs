@@ -27,6 +27,7 @@ mod rng;
 mod tensor;
 mod zipfile;
 
+use crate::model::{ConvLayer, Preprocess};
 use std::path::Path;
 
 pub use download::{cache_dir, default_weights, fetch, sha256_file};
@@ -39,7 +40,7 @@ use plan::{check_needed, plan_layers};
 use rng::Normal;
 
 /// VGG19's 16 conv layers in order: (name, cin, cout).
-pub use crate::vgg::CONVS as VGG19_CONVS;
+pub use crate::model::CONVS as VGG19_CONVS;
 
 /// torchvision `features.N` index of each conv layer (ReLUs and pools take the other indices).
 pub const TORCHVISION_FEATURE_INDEX: [usize; 16] = [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34];
@@ -55,37 +56,13 @@ pub const TORCHVISION_SHA256: &str = "dcbb9e9d";
 /// File name under [`cache_dir`] of the default weights.
 pub const TORCHVISION_FILE_NAME: &str = "vgg19-dcbb9e9d.pth";
 
-/// Input preprocessing the weights expect.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Convention {
-    /// torchvision: RGB in [0,1], minus mean (0.485, 0.456, 0.406), divided by std (0.229, 0.224, 0.225).
-    Torch,
-    /// Original Caffe VGG: BGR in [0,255], minus mean (B 103.939, G 116.779, R 123.68), no std.
-    Caffe,
-}
-
-/// One conv layer's parameters.
-#[derive(Clone, Debug)]
-pub struct ConvParams {
-    /// Layer name, e.g. `conv1_1`.
-    pub name: String,
-    /// Input channels.
-    pub cin: usize,
-    /// Output channels.
-    pub cout: usize,
-    /// OIHW: cout * cin * 3 * 3.
-    pub weight: Vec<f32>,
-    /// cout.
-    pub bias: Vec<f32>,
-}
-
 /// The first `needed` conv layers of VGG19.
 #[derive(Clone, Debug)]
 pub struct VggWeights {
     /// conv1_1 .. in order, exactly `needed` of them.
-    pub layers: Vec<ConvParams>,
+    pub layers: Vec<ConvLayer>,
     /// Recognised from the file (see [`recognise_convention`]); `None` if unknown.
-    pub convention: Option<Convention>,
+    pub convention: Option<Preprocess>,
     /// The path the weights came from, or `random(seed=N)`.
     pub source: String,
 }
@@ -113,7 +90,7 @@ pub fn load(path: &Path, needed: usize) -> Result<VggWeights> {
                 });
             }
         }
-        layers.push(ConvParams { name: name.to_string(), cin, cout, weight, bias });
+        layers.push(ConvLayer { name: name.to_string(), cin, cout, weight, bias });
     }
     let (convention, _) = recognise_convention(path)?;
     Ok(VggWeights { layers, convention, source: path.display().to_string() })
@@ -134,7 +111,7 @@ pub fn random(seed: u64, needed: usize) -> VggWeights {
             let std = (2.0 / (cin as f64 * 9.0)).sqrt();
             let weight = (0..cout * cin * 9).map(|_| (rng.next() * std) as f32).collect();
             let bias = (0..cout).map(|_| (rng.next() * 0.01) as f32).collect();
-            ConvParams { name: name.to_string(), cin, cout, weight, bias }
+            ConvLayer { name: name.to_string(), cin, cout, weight, bias }
         })
         .collect();
     VggWeights { layers, convention: None, source: format!("random(seed={seed})") }

@@ -100,17 +100,13 @@ pub fn fd(f: &dyn Fn(&[f64]) -> f64, x: &[f64], i: usize, h: f64) -> f64 {
 
 /// He-uniform random weights with the VGG19 shapes of the first `n` conv layers (biases in
 /// +-0.05): healthy activations through the whole network.
-pub fn random_convs(rng: &mut Rng, n: usize) -> Vec<stylize::runner::ConvWeights> {
-    stylize::vgg::CONVS[..n]
+pub fn random_convs(rng: &mut Rng, n: usize) -> Vec<stylize::model::ConvLayer> {
+    stylize::model::CONVS[..n]
         .iter()
-        .map(|&(_, cin, cout)| {
+        .enumerate()
+        .map(|(i, &(_, cin, cout))| {
             let a = (6.0 / (cin * 9) as f32).sqrt();
-            stylize::runner::ConvWeights {
-                cin,
-                cout,
-                weight: rng.vec(cout * cin * 9, -a, a),
-                bias: rng.vec(cout, -0.05, 0.05),
-            }
+            stylize::model::ConvLayer::new(i, rng.vec(cout * cin * 9, -a, a), rng.vec(cout, -0.05, 0.05))
         })
         .collect()
 }

@@ -1,4 +1,4 @@
-//! The VGG19 `features` layer table, layer names, and input conventions.
+//! The VGG19 `features` layer table and the names of the places a loss can read (taps).
 
 use crate::error::{Error, Result};
 
@@ -109,38 +109,4 @@ pub fn block_of(i: usize) -> (usize, bool) {
 pub fn conv_size(i: usize, h: usize, w: usize) -> (usize, usize) {
     let b = block_of(i).0;
     (h >> b, w >> b)
-}
-
-/// The input transform the weights expect: y[c] = x[src[c]] * a[c] + b[c], x RGB in [0, 1].
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Affine {
-    pub src: [u32; 3],
-    pub a: [f32; 3],
-    pub b: [f32; 3],
-}
-
-/// Which input convention a weights file was trained with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Preprocess {
-    /// torchvision: RGB in [0, 1], minus mean (0.485, 0.456, 0.406), over std (0.229, 0.224, 0.225).
-    Torch,
-    /// Caffe (the original VGG release): BGR in [0, 255], minus mean (103.939, 116.779, 123.68).
-    Caffe,
-}
-
-impl Preprocess {
-    pub fn affine(self) -> Affine {
-        match self {
-            Preprocess::Torch => {
-                let mean = [0.485f32, 0.456, 0.406];
-                let std = [0.229f32, 0.224, 0.225];
-                Affine {
-                    src: [0, 1, 2],
-                    a: [1.0 / std[0], 1.0 / std[1], 1.0 / std[2]],
-                    b: [-mean[0] / std[0], -mean[1] / std[1], -mean[2] / std[2]],
-                }
-            }
-            Preprocess::Caffe => Affine { src: [2, 1, 0], a: [255.0; 3], b: [-103.939, -116.779, -123.68] },
-        }
-    }
 }

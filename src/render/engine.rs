@@ -1,0 +1,329 @@
+//! What a render sets up once (device, weights, network, style targets) and each stage's graph.
+
+use super::plan::{check_fits, plan_stages, StagePlan};
+use super::{
+    colour::color_match, default_weights_for, parse_taps, validate, Init, Optimizer, RenderOptions, WeightsSource,
+    MIN_SIDE,
+};
+use crate::error::{Error, Result};
+use crate::gpu::adam::AdamConfig;
+use crate::gpu::ema::Ema;
+use crate::gpu::{AdapterChoice, Context, Tensor};
+use crate::image_io::{self, DecodeLimits, Planar};
+use crate::model::{ConvLayer, LossSettings, Preprocess};
+use crate::runner::{compute_targets, Graph, LbfgsConfig, Losses, Net, Targets};
+use crate::weights;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Loads the weights the layers need and decides the input convention.
+pub fn load_weights(
+    src: &WeightsSource,
+    needed: usize,
+    progress: bool,
+) -> Result<(Vec<ConvLayer>, Option<Preprocess>, String)> {
+    let w = match src {
+        WeightsSource::Random(seed) => weights::random(*seed, needed),
+        WeightsSource::File(p) => weights::load(p, needed)?,
+        WeightsSource::Default => {
+            let p = weights::default_weights(progress)?;
+            weights::load(&p, needed)?
+        }
+    };
+    Ok((w.layers, w.convention, w.source))
+}
+
+/// Loads an image file, or one of the built-in synthetic samples `builtin:photo` and
+/// `builtin:painting` (768x512, so a first render needs no files at all).
+pub fn load_input(p: &Path, limits: &DecodeLimits) -> Result<Planar> {
+    match p.to_str() {
+        Some("builtin:photo") => Ok(image_io::synthetic_photo(768, 512, 1)),
+        Some("builtin:painting") => Ok(image_io::synthetic_painting(768, 512, 2)),
+        _ => Ok(image_io::load_image(p, limits)?),
+    }
+}
+
+pub(super) fn load_checked(p: &Path, limits: &DecodeLimits) -> Result<Planar> {
+    let i = load_input(p, limits)?;
+    if i.width < MIN_SIDE || i.height < MIN_SIDE {
+        return Err(Error::InvalidArgument(format!(
+            "{}: the image is {}x{}, too small to carry content or style (at least {MIN_SIDE}x{MIN_SIDE} pixels)",
+            p.display(),
+            i.width,
+            i.height
+        )));
+    }
+    Ok(i)
+}
+
+/// Seeded uniform noise in [0,1) (xorshift64): the same seed gives the same image everywhere.
+pub fn noise(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32
+        })
+        .collect()
+}
+
+/// What a render sets up once: device, network, loss settings, style images and the cache of
+/// their (blended) Gram targets by style size.
+pub struct Engine {
+    pub ctx: Context,
+    pub net: Net,
+    pub settings: LossSettings,
+    /// Where the weights came from (for the log and the PNG's settings).
+    pub source: String,
+    /// The style images as loaded.
+    pub styles: Vec<Planar>,
+    /// Blend weights, normalised to sum 1.
+    pub blend: Vec<f32>,
+    cache: HashMap<u32, Vec<Tensor>>,
+    /// Forward passes spent on style targets so far.
+    pub style_target_passes: usize,
+}
+
+/// One stage: the graph at one size, the optional running average, and the content at that size.
+pub struct Stage {
+    pub graph: Graph,
+    pub ema: Option<Ema>,
+    pub width: usize,
+    pub height: usize,
+    /// The content image at this stage's size (for `--original-colors`).
+    pub content: Planar,
+}
+
+impl Stage {
+    /// One optimiser step (first copying the current image into `save_to`), then the average's
+    /// update; submitted, not waited for.
+    pub fn step(&self, ctx: &Context, save_to: Option<&Tensor>) -> Result<()> {
+        self.graph.step_copying(ctx, save_to)?;
+        if let Some(e) = &self.ema {
+            e.update(ctx)?;
+        }
+        Ok(())
+    }
+
+    /// The current iterate.
+    pub fn read_iterate(&self, ctx: &Context) -> Result<Vec<f32>> {
+        self.graph.read_image(ctx)
+    }
+
+    /// The image this stage would output now: the bias-corrected average of the iterates with
+    /// `--avg-decay`, else the current iterate (before colour post-processing).
+    pub fn read_output(&self, ctx: &Context) -> Result<Vec<f32>> {
+        match &self.ema {
+            Some(e) => e.read(ctx),
+            None => self.graph.read_image(ctx),
+        }
+    }
+}
+
+/// A stage's inputs at its working size: the content image, the (blended) style targets and the
+/// initial image; shared by the untiled and tiled paths.
+pub(super) struct StageInputs {
+    pub(super) content: Planar,
+    pub(super) style: Vec<Tensor>,
+    pub(super) init: Vec<f32>,
+}
+
+impl Engine {
+    /// Validated options -> device, weights, network. Style images are loaded here too. With
+    /// `first_content`, the stages of that image are planned (and so checked against the
+    /// adapter's limits) before the weights are loaded, and returned.
+    pub fn new(o: &RenderOptions, first_content: Option<&Planar>) -> Result<(Engine, Option<Vec<StagePlan>>)> {
+        let content_layers = parse_taps(&o.content_layers)?;
+        let style_layers = parse_taps(&o.style_layers)?;
+        let style_layer_weights = match &o.style_layer_weights {
+            Some(w) => w.clone(),
+            None => vec![1.0; style_layers.len()],
+        };
+        let limits = DecodeLimits::default();
+        let styles = o.styles.iter().map(|p| load_checked(p, &limits)).collect::<Result<Vec<_>>>()?;
+        let raw = o.style_blend_weights.clone().unwrap_or_else(|| vec![1.0; styles.len()]);
+        let sum: f32 = raw.iter().sum();
+        let blend = raw.iter().map(|v| v / sum).collect();
+
+        let mut settings = LossSettings {
+            content_layers,
+            style_layers,
+            style_layer_weights,
+            content_weight: 0.0,
+            style_weight: 0.0,
+            tv_weight: 0.0,
+            pool: o.pool,
+            preprocess: Preprocess::Torch,
+        };
+        settings.validate_layers()?;
+        let needed = settings.convs_needed();
+        let ctx = Context::new(&AdapterChoice::parse(&o.adapter))?;
+        // The adapter's limits decide the largest size: refuse before loading (or downloading)
+        // the weights. The plan depends only on the layers, not on the weights.
+        let style_dims: Vec<(u32, u32)> = styles.iter().map(|s| (s.width, s.height)).collect();
+        let plans = match first_content {
+            Some(c) => Some(plan_stages(&ctx, &settings, o, (c.width, c.height), &style_dims)?),
+            None => None,
+        };
+        let (convs, recognised, source) = load_weights(&o.weights, needed, !o.quiet)?;
+        settings.preprocess = o.preprocess.or(recognised).unwrap_or(Preprocess::Torch);
+        let (dc, ds, dt) = default_weights_for(settings.preprocess);
+        settings.content_weight = o.content_weight.unwrap_or(dc);
+        settings.style_weight = o.style_weight.unwrap_or(ds);
+        settings.tv_weight = o.tv_weight.unwrap_or(dt);
+        settings.validate()?;
+        let net = Net::new(&ctx, &convs)?;
+        let eng = Engine { ctx, net, settings, source, styles, blend, cache: HashMap::new(), style_target_passes: 0 };
+        Ok((eng, plans))
+    }
+
+    fn style_dims(&self) -> Vec<(u32, u32)> {
+        self.styles.iter().map(|s| (s.width, s.height)).collect()
+    }
+
+    /// Every stage of `content` (full resolution) under `o`.
+    pub fn plan(&self, o: &RenderOptions, content: &Planar) -> Result<Vec<StagePlan>> {
+        plan_stages(&self.ctx, &self.settings, o, (content.width, content.height), &self.style_dims())
+    }
+
+    /// One stage of `content` at longest side `size` (for one-off evaluations and tests).
+    pub fn plan_size(&self, o: &RenderOptions, content: &Planar, size: u32) -> Result<StagePlan> {
+        let one = RenderOptions { size, scales: 1, scale_steps: None, ..o.clone() };
+        let mut p = plan_stages(&self.ctx, &self.settings, &one, (content.width, content.height), &self.style_dims())?;
+        Ok(p.remove(0))
+    }
+
+    /// The blended Gram targets A = sum_k b_k A_k of the style images at `plan`'s style sizes
+    /// (each colour-matched to `match_to` first when given). Cached by the style size unless
+    /// colour-matched (then they depend on the content).
+    pub fn style_targets(&mut self, plan: &StagePlan, match_to: Option<&Planar>) -> Result<Vec<Tensor>> {
+        let longest = plan.style_longest;
+        if match_to.is_none() {
+            if let Some(t) = self.cache.get(&longest) {
+                return Ok(t.clone());
+            }
+        }
+        let mut per_style = vec![];
+        for (s, at) in self.styles.iter().zip(&plan.styles) {
+            let (sw, sh) = (at.width, at.height);
+            let mut img = image_io::resize_exact(s, sw as u32, sh as u32);
+            if let Some(c) = match_to {
+                img = color_match(&img, c);
+            }
+            let t = match at.tile {
+                Some(t) => crate::tiled::style_targets(&self.ctx, &self.net, &self.settings, &img.data, sh, sw, t)?,
+                None => compute_targets(&self.ctx, &self.net, &self.settings, &img.data, sh, sw, false, true)?.style,
+            };
+            self.style_target_passes += 1;
+            per_style.push(t);
+        }
+        let blended = if per_style.len() == 1 {
+            per_style.pop().unwrap_or_default()
+        } else {
+            // One-time host-side mix (a few Gram matrices, outside the loop).
+            let mut out = vec![];
+            for l in 0..self.settings.style_layers.len() {
+                let shape = per_style[0][l].shape;
+                let mut acc = vec![0.0f32; per_style[0][l].len()];
+                for (k, grams) in per_style.iter().enumerate() {
+                    let g = grams[l].read(&self.ctx)?;
+                    let b = self.blend[k];
+                    for (a, v) in acc.iter_mut().zip(g) {
+                        *a += b * v;
+                    }
+                }
+                out.push(Tensor::from_slice(&self.ctx, shape, &acc, "blended style target")?);
+            }
+            out
+        };
+        if match_to.is_none() {
+            self.cache.insert(longest, blended.clone());
+        }
+        Ok(blended)
+    }
+
+    /// The content at `plan`'s size, the style targets and the initial image: `init` (already at
+    /// the stage's size) or, when None, `o.init`.
+    pub(super) fn stage_inputs(
+        &mut self,
+        o: &RenderOptions,
+        content: &Planar,
+        plan: &StagePlan,
+        init: Option<Vec<f32>>,
+    ) -> Result<StageInputs> {
+        let (w, h) = (plan.width, plan.height);
+        let content = image_io::resize_exact(content, w as u32, h as u32);
+        let style = self.style_targets(plan, o.color_match.then_some(&content))?;
+        let init = match init {
+            Some(v) => v,
+            None => match &o.init {
+                Init::Content => content.data.clone(),
+                Init::Noise => noise(o.seed, 3 * w * h),
+                Init::Image(p) => {
+                    let i = load_input(p, &DecodeLimits::default())?;
+                    image_io::resize_exact(&i, w as u32, h as u32).data
+                }
+            },
+        };
+        Ok(StageInputs { content, style, init })
+    }
+
+    /// An untiled stage for `content` (full resolution) as `plan` says, starting from `init`
+    /// (already at the stage's size) or, when None, from `o.init`.
+    pub fn stage(
+        &mut self,
+        o: &RenderOptions,
+        content: &Planar,
+        plan: &StagePlan,
+        init: Option<Vec<f32>>,
+    ) -> Result<Stage> {
+        let (w, h) = (plan.width, plan.height);
+        check_fits(&self.ctx, w, h)?;
+        let StageInputs { content, style, init } = self.stage_inputs(o, content, plan, init)?;
+        let tc = compute_targets(&self.ctx, &self.net, &self.settings, &content.data, h, w, true, false)?;
+        let targets = Targets { content: tc.content, style };
+        let adam = AdamConfig { lr: o.learning_rate(), clamp: Some((0.0, 1.0)), ..Default::default() };
+        let mut graph = Graph::new(&self.ctx, &self.net, &self.settings, &targets, &init, h, w, adam)?;
+        if o.optimizer == Optimizer::Lbfgs {
+            graph.set_lbfgs(&self.ctx, LbfgsConfig { history: o.lbfgs_history, lr: o.learning_rate() })?;
+        }
+        let ema = if o.avg_decay > 0.0 {
+            // As crowsonkb's EMA: the first value is the initial image itself.
+            let e = Ema::new(&self.ctx, &graph.x, o.avg_decay)?;
+            e.update(&self.ctx)?;
+            Some(e)
+        } else {
+            None
+        };
+        Ok(Stage { graph, ema, width: w, height: h, content })
+    }
+}
+
+/// The device, network and first stage of a render at `--size` for a single content image (for
+/// `stylize evaluate`).
+pub fn prepare(o: &RenderOptions) -> Result<(Engine, Stage)> {
+    validate(o)?;
+    if o.content.is_dir() || !o.content_list.is_empty() {
+        return Err(Error::InvalidArgument("evaluate takes one content image, not a folder or a list".into()));
+    }
+    let content = load_checked(&o.content, &DecodeLimits::default())?;
+    let (mut eng, plans) = Engine::new(o, Some(&content))?;
+    // The last scale is at --size; evaluated untiled (one forward and backward).
+    let Some(plan) = plans.and_then(|p| p.into_iter().last()) else {
+        return Err(Error::InvalidArgument("no scales to evaluate".into()));
+    };
+    let st = eng.stage(o, &content, &plan, None)?;
+    Ok((eng, st))
+}
+
+/// Losses and image gradient at the initial image, without optimising (for comparisons with
+/// other implementations: `stylize evaluate`, tools/torch_compare.py).
+pub fn evaluate(o: &RenderOptions) -> Result<(Losses, Vec<f32>, usize, usize)> {
+    let (eng, st) = prepare(o)?;
+    st.graph.evaluate(&eng.ctx)?;
+    let l = st.graph.read_losses(&eng.ctx)?;
+    let g = st.graph.grad.read(&eng.ctx)?;
+    Ok((l, g, st.width, st.height))
+}

@@ -1,0 +1,323 @@
+//! Every option of a render, its defaults and the cheap checks made before anything slow.
+
+use crate::error::{Error, Result};
+use crate::image_io;
+use crate::model::{Pool, Preprocess, Tap};
+use std::path::{Path, PathBuf};
+
+/// Steps between checks of the losses for NaN/Inf when printing is rarer.
+pub const NAN_CHECK_EVERY: u32 = 25;
+
+/// Smallest input image side accepted.
+pub const MIN_SIDE: u32 = 8;
+
+/// Adam's default learning rate ([0,1]-pixel units; crowsonkb/style-transfer-pytorch's).
+pub const ADAM_LR: f32 = 0.02;
+/// L-BFGS's default step length (jcjohnson/neural-style's and torch.optim.LBFGS's).
+pub const LBFGS_LR: f32 = 1.0;
+
+/// How the image starts.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Init {
+    Content,
+    Noise,
+    Image(PathBuf),
+}
+
+impl Init {
+    pub fn parse(s: &str) -> Init {
+        match s {
+            "content" => Init::Content,
+            "noise" | "random" => Init::Noise,
+            p => Init::Image(PathBuf::from(p)),
+        }
+    }
+}
+
+/// The optimiser.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Optimizer {
+    Adam,
+    /// L-BFGS without line search, as jcjohnson/neural-style (runner::Graph::set_lbfgs).
+    Lbfgs,
+}
+
+/// Where the network weights come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WeightsSource {
+    /// torchvision's VGG19, from the cache, downloaded on first use.
+    Default,
+    File(PathBuf),
+    /// Seeded random weights (for tests and benchmarks; the output is not a real stylisation).
+    Random(u64),
+}
+
+impl WeightsSource {
+    pub fn parse(s: &str) -> Result<WeightsSource> {
+        if s == "random" {
+            return Ok(WeightsSource::Random(0));
+        }
+        if let Some(seed) = s.strip_prefix("random:") {
+            return seed.parse().map(WeightsSource::Random).map_err(|_| {
+                Error::InvalidArgument(format!("--weights {s}: expected random:SEED with an integer seed"))
+            });
+        }
+        Ok(WeightsSource::File(PathBuf::from(s)))
+    }
+}
+
+/// Every option of a render; `main.rs` fills it from the command line.
+#[derive(Clone, Debug)]
+pub struct RenderOptions {
+    /// A content image, or a folder whose .png/.jpg images are rendered in name order (then
+    /// `output` is a folder). Ignored when `content_list` is not empty.
+    pub content: PathBuf,
+    /// Several content images rendered in this order into the folder `output`.
+    pub content_list: Vec<PathBuf>,
+    /// One or more style images.
+    pub styles: Vec<PathBuf>,
+    /// One weight per style image (normalised to sum 1); None: equal weights.
+    pub style_blend_weights: Option<Vec<f32>>,
+    /// The style image's longest side is this times the output's (at every scale).
+    pub style_scale: f32,
+    pub output: PathBuf,
+    /// Longest side of the output (the last scale).
+    pub size: u32,
+    /// Number of scales, spaced geometrically from `initial_size` to `size` (1: just `size`).
+    pub scales: u32,
+    pub initial_size: u32,
+    /// Steps at each scale (one value per scale); None: `steps` at every scale.
+    pub scale_steps: Option<Vec<u32>>,
+    pub steps: u32,
+    pub optimizer: Optimizer,
+    pub lbfgs_history: usize,
+    /// None: [`ADAM_LR`] for Adam, [`LBFGS_LR`] for L-BFGS.
+    pub lr: Option<f32>,
+    /// None: the default of the weights' convention (see [`default_weights_for`]).
+    pub content_weight: Option<f32>,
+    pub style_weight: Option<f32>,
+    pub tv_weight: Option<f32>,
+    pub content_layers: Vec<String>,
+    pub style_layers: Vec<String>,
+    pub style_layer_weights: Option<Vec<f32>>,
+    pub pool: Pool,
+    pub init: Init,
+    pub seed: u64,
+    /// Each frame after the first starts from the previous frame's result.
+    pub temporal_init: bool,
+    /// Keep the content's colours: the output's luminance with the content's chrominance (YIQ).
+    pub original_colors: bool,
+    /// Match the style images' colour mean and covariance to the content's before optimising.
+    pub color_match: bool,
+    /// Decay of the exponential moving average of the iterates that is written out (0: off).
+    pub avg_decay: f64,
+    pub print_every: u32,
+    pub save_every: u32,
+    /// Write the current image here (atomically) every `preview_every` steps.
+    pub preview: Option<PathBuf>,
+    pub preview_every: u32,
+    /// Append one JSON line of losses per printed step here (the file is truncated first).
+    pub log_json: Option<PathBuf>,
+    pub weights: WeightsSource,
+    /// None: recognised from the weights file (torchvision if unknown).
+    pub preprocess: Option<Preprocess>,
+    pub adapter: String,
+    /// Exact tiled rendering for outputs that do not fit the GPU (see src/tiled.rs).
+    pub tile: TileMode,
+    /// GPU memory budget in MiB for `--tile auto` (None: only the adapter's buffer limits).
+    pub max_gpu_memory: Option<u64>,
+    /// Progress output on stderr.
+    pub quiet: bool,
+}
+
+/// `--tile auto|off|N`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TileMode {
+    /// Tile only when the untiled graph would not fit the adapter's limits or the budget.
+    Auto,
+    /// Never tile (a too-large size is refused with the largest size that fits).
+    Off,
+    /// Always tile, with interiors of this many pixels (rounded up to the layers' alignment).
+    Size(usize),
+}
+
+impl TileMode {
+    pub fn parse(s: &str) -> Result<TileMode> {
+        match s {
+            "auto" => Ok(TileMode::Auto),
+            "off" | "none" => Ok(TileMode::Off),
+            n => match n.parse::<usize>() {
+                Ok(v) if v > 0 => Ok(TileMode::Size(v)),
+                _ => Err(Error::InvalidArgument(format!(
+                    "--tile {s}: expected auto, off or a tile size in pixels (> 0)"
+                ))),
+            },
+        }
+    }
+}
+
+impl Default for RenderOptions {
+    fn default() -> Self {
+        RenderOptions {
+            content: PathBuf::new(),
+            content_list: vec![],
+            styles: vec![],
+            style_blend_weights: None,
+            style_scale: 1.0,
+            output: PathBuf::from("out.png"),
+            size: 512,
+            scales: 1,
+            initial_size: 128,
+            scale_steps: None,
+            steps: 500,
+            optimizer: Optimizer::Adam,
+            lbfgs_history: 100,
+            lr: None,
+            content_weight: None,
+            style_weight: None,
+            tv_weight: None,
+            content_layers: vec!["relu4_2".into()],
+            style_layers: ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"].map(String::from).to_vec(),
+            style_layer_weights: None,
+            pool: Pool::Avg,
+            init: Init::Content,
+            seed: 0,
+            temporal_init: false,
+            original_colors: false,
+            color_match: false,
+            avg_decay: 0.0,
+            print_every: 50,
+            save_every: 0,
+            preview: None,
+            preview_every: 10,
+            log_json: None,
+            weights: WeightsSource::Default,
+            preprocess: None,
+            adapter: String::new(),
+            tile: TileMode::Auto,
+            max_gpu_memory: None,
+            quiet: false,
+        }
+    }
+}
+
+impl RenderOptions {
+    /// The learning rate in use (explicit, or the optimiser's default).
+    pub fn learning_rate(&self) -> f32 {
+        self.lr.unwrap_or(match self.optimizer {
+            Optimizer::Adam => ADAM_LR,
+            Optimizer::Lbfgs => LBFGS_LR,
+        })
+    }
+}
+
+/// (content, style, tv) weights the peers use for each input convention, in our normalisation
+/// (content: mean squared error; style: mean squared error of Grams normalised by C*H*W; TV:
+/// mean squared neighbour difference of [0,1] pixels), which is the PyTorch tutorial's and
+/// jcjohnson/neural-style's normalisation for content and style.
+/// - torchvision weights: content 1, style 1e6 (PyTorch's neural style tutorial).
+/// - Caffe weights: content 5 (jcjohnson/neural-style), style 20 and TV 1e5, tuned by eye on
+///   real renders with the Caffe layers available here (style relu1_1..relu3_1, content relu3_2;
+///   with jcjohnson's style weight 100 the content's layout nearly vanished at 128 px).
+/// - TV: see README ("Defaults").
+pub fn default_weights_for(p: Preprocess) -> (f32, f32, f32) {
+    match p {
+        Preprocess::Torch => (1.0, 1e6, 1e2),
+        Preprocess::Caffe => (5.0, 20.0, 1e5),
+    }
+}
+
+pub(super) fn check_finite(name: &str, v: f32, positive: bool) -> Result<()> {
+    if !v.is_finite() || v < 0.0 || (positive && v == 0.0) {
+        let want = if positive { "> 0" } else { ">= 0" };
+        return Err(Error::InvalidArgument(format!("{name} must be a finite number {want}, got {v}")));
+    }
+    Ok(())
+}
+
+pub(super) fn parse_taps(names: &[String]) -> Result<Vec<Tap>> {
+    names.iter().filter(|n| !n.trim().is_empty()).map(|n| Tap::parse(n)).collect::<Result<Vec<_>>>()
+}
+
+/// The cheap checks, before anything slow (images, weights, GPU) happens.
+pub(super) fn validate(o: &RenderOptions) -> Result<()> {
+    if o.size == 0 {
+        return Err(Error::InvalidArgument("--size must be at least 1".into()));
+    }
+    if o.styles.is_empty() {
+        return Err(Error::InvalidArgument("give at least one STYLE image".into()));
+    }
+    check_finite("--lr", o.learning_rate(), true)?;
+    for (n, v) in
+        [("--content-weight", o.content_weight), ("--style-weight", o.style_weight), ("--tv-weight", o.tv_weight)]
+    {
+        if let Some(v) = v {
+            check_finite(n, v, false)?;
+        }
+    }
+    check_finite("--style-scale", o.style_scale, true)?;
+    if let Some(b) = &o.style_blend_weights {
+        if b.len() != o.styles.len() {
+            return Err(Error::InvalidArgument(format!(
+                "--style-blend-weights has {} values for {} style images",
+                b.len(),
+                o.styles.len()
+            )));
+        }
+        for &v in b {
+            check_finite("--style-blend-weights", v, false)?;
+        }
+        if b.iter().sum::<f32>() <= 0.0 {
+            return Err(Error::InvalidArgument("--style-blend-weights must not all be 0".into()));
+        }
+    }
+    if o.scales == 0 {
+        return Err(Error::InvalidArgument("--scales must be at least 1".into()));
+    }
+    if o.scales > 1 && (o.initial_size == 0 || o.initial_size >= o.size) {
+        return Err(Error::InvalidArgument(format!(
+            "--initial-size ({}) must be at least 1 and smaller than --size ({}) with --scales {}",
+            o.initial_size, o.size, o.scales
+        )));
+    }
+    if let Some(s) = &o.scale_steps {
+        if s.len() != o.scales as usize {
+            return Err(Error::InvalidArgument(format!(
+                "--scale-steps has {} values for {} scales",
+                s.len(),
+                o.scales
+            )));
+        }
+    }
+    if !(0.0..1.0).contains(&o.avg_decay) || !o.avg_decay.is_finite() {
+        return Err(Error::InvalidArgument(format!("--avg-decay must be in [0, 1), got {}", o.avg_decay)));
+    }
+    if o.optimizer == Optimizer::Lbfgs && o.lbfgs_history == 0 {
+        return Err(Error::InvalidArgument("--lbfgs-history must be at least 1".into()));
+    }
+    if let Some(p) = &o.preview {
+        if o.preview_every == 0 {
+            return Err(Error::InvalidArgument("--preview-every must be at least 1".into()));
+        }
+        image_io::check_output_path(p)?;
+    }
+    if let Some(p) = &o.log_json {
+        let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if !dir.is_dir() || p.is_dir() {
+            return Err(Error::InvalidArgument(format!(
+                "--log-json {}: the folder {} does not exist",
+                p.display(),
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Steps at each scale.
+pub(super) fn steps_per_scale(o: &RenderOptions) -> Vec<u32> {
+    match &o.scale_steps {
+        Some(s) => s.clone(),
+        None => vec![o.steps; o.scales as usize],
+    }
+}
