@@ -11,6 +11,7 @@ pub mod image_io;
 pub mod model;
 pub mod reference;
 pub mod render;
+pub mod rng;
 pub mod runner;
 pub mod shaders;
 pub mod tiled;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use stylize::model::Pool;
 use stylize::render::{self, Init, Optimizer, RenderOptions, WeightsSource};
 
+mod cli;
 mod plot;
 use stylize::model::Preprocess;
 use stylize::{Error, Result};
@@ -294,7 +295,7 @@ fn run(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Render { args } => {
             let o = options(args)?;
-            let r = render::render(&o)?;
+            let r = render::render_with(&o, &mut cli::progress::CliProgress::new(o.quiet))?;
             if !o.quiet {
                 let what = match r.outputs.as_slice() {
                     [one] => format!("{} ({}x{}", one.display(), r.width, r.height),
@@ -345,8 +346,7 @@ fn run(cmd: Cmd) -> Result<()> {
             no_memory,
             wall_clock,
         } => {
-            let adapter =
-                if adapter.is_empty() { std::env::var("STYLIZE_ADAPTER").unwrap_or_default() } else { adapter };
+            let adapter = adapter_or_env(adapter);
             let o = stylize::bench::BenchOptions {
                 sizes,
                 e2e_sizes,
@@ -365,9 +365,12 @@ fn run(cmd: Cmd) -> Result<()> {
             Ok(())
         }
         Cmd::Check { adapter } => {
-            let adapter =
-                if adapter.is_empty() { std::env::var("STYLIZE_ADAPTER").unwrap_or_default() } else { adapter };
-            stylize::check::check(&adapter)
+            let (table, failed) = stylize::check::check(&adapter_or_env(adapter))?;
+            print!("{table}");
+            if failed > 0 {
+                return Err(Error::Gpu(format!("{failed} numerical checks failed")));
+            }
+            Ok(())
         }
         Cmd::Devices => {
             let all = stylize::gpu::enumerate();
@@ -406,8 +409,17 @@ fn run(cmd: Cmd) -> Result<()> {
     }
 }
 
+/// `--adapter`, or `$STYLIZE_ADAPTER` when it is not given.
+fn adapter_or_env(adapter: String) -> String {
+    if adapter.is_empty() {
+        std::env::var("STYLIZE_ADAPTER").unwrap_or_default()
+    } else {
+        adapter
+    }
+}
+
 fn options(a: RenderArgs) -> Result<RenderOptions> {
-    let adapter = if a.adapter.is_empty() { std::env::var("STYLIZE_ADAPTER").unwrap_or_default() } else { a.adapter };
+    let adapter = adapter_or_env(a.adapter);
     // With --content-list every positional argument is a style image.
     let (content, styles) = if a.content_list.is_empty() {
         (a.content, a.styles)
@@ -471,6 +483,8 @@ fn options(a: RenderArgs) -> Result<RenderOptions> {
         tile: render::TileMode::parse(&a.tile)?,
         max_gpu_memory: a.max_gpu_memory,
         quiet: a.quiet,
+        // Fault injection for the tests of the non-finite guard.
+        fault_nan_at: std::env::var("STYLIZE_FAULT_NAN_AT").ok().and_then(|v| v.parse().ok()),
     })
 }
 

@@ -41,17 +41,7 @@ pub fn args(defaults: Args) -> Args {
 
 /// splitmix64 values in [-0.5, 0.5).
 pub fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            (z >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect()
+    stylize::rng::SplitMix64::new(seed).vec(n, -0.5, 0.5)
 }
 
 fn median(v: &mut [f64]) -> f64 {

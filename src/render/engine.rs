@@ -43,30 +43,26 @@ pub fn load_input(p: &Path, limits: &DecodeLimits) -> Result<Planar> {
     }
 }
 
-pub(super) fn load_checked(p: &Path, limits: &DecodeLimits) -> Result<Planar> {
-    let i = load_input(p, limits)?;
+/// Refuses an image too small to carry content or style, naming it `what`.
+pub(super) fn check_side(what: &str, i: &Planar) -> Result<()> {
     if i.width < MIN_SIDE || i.height < MIN_SIDE {
         return Err(Error::InvalidArgument(format!(
-            "{}: the image is {}x{}, too small to carry content or style (at least {MIN_SIDE}x{MIN_SIDE} pixels)",
-            p.display(),
-            i.width,
-            i.height
+            "{what}: the image is {}x{}, too small to carry content or style (at least {MIN_SIDE}x{MIN_SIDE} pixels)",
+            i.width, i.height
         )));
     }
+    Ok(())
+}
+
+pub(super) fn load_checked(p: &Path, limits: &DecodeLimits) -> Result<Planar> {
+    let i = load_input(p, limits)?;
+    check_side(&p.display().to_string(), &i)?;
     Ok(i)
 }
 
 /// Seeded uniform noise in [0,1) (xorshift64): the same seed gives the same image everywhere.
 pub fn noise(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32
-        })
-        .collect()
+    crate::rng::XorShift64::new(seed.wrapping_mul(crate::rng::GOLDEN) | 1).vec(n, 0.0, 1.0)
 }
 
 /// What a render sets up once: device, network, loss settings, style images and the cache of
@@ -131,18 +127,29 @@ pub(super) struct StageInputs {
 }
 
 impl Engine {
-    /// Validated options -> device, weights, network. Style images are loaded here too. With
-    /// `first_content`, the stages of that image are planned (and so checked against the
-    /// adapter's limits) before the weights are loaded, and returned.
+    /// Validated options -> device, weights, network, the style images loaded from their files.
+    /// With `first_content`, the stages of that image are planned (and so checked against the
+    /// adapter's limits) before the weights are loaded (or downloaded), and returned.
     pub fn new(o: &RenderOptions, first_content: Option<&Planar>) -> Result<(Engine, Option<Vec<StagePlan>>)> {
+        let limits = DecodeLimits::default();
+        let styles = o.styles.iter().map(|p| load_checked(p, &limits)).collect::<Result<Vec<_>>>()?;
+        Self::from_parts(o, styles, first_content, |needed| load_weights(&o.weights, needed, !o.quiet))
+    }
+
+    /// As [`Engine::new`] with the style images given and the weights from `load(needed)`,
+    /// called with the number of conv layers the taps need once the sizes are known to fit.
+    pub fn from_parts(
+        o: &RenderOptions,
+        styles: Vec<Planar>,
+        first_content: Option<&Planar>,
+        load: impl FnOnce(usize) -> Result<(Vec<ConvLayer>, Option<Preprocess>, String)>,
+    ) -> Result<(Engine, Option<Vec<StagePlan>>)> {
         let content_layers = parse_taps(&o.content_layers)?;
         let style_layers = parse_taps(&o.style_layers)?;
         let style_layer_weights = match &o.style_layer_weights {
             Some(w) => w.clone(),
             None => vec![1.0; style_layers.len()],
         };
-        let limits = DecodeLimits::default();
-        let styles = o.styles.iter().map(|p| load_checked(p, &limits)).collect::<Result<Vec<_>>>()?;
         let raw = o.style_blend_weights.clone().unwrap_or_else(|| vec![1.0; styles.len()]);
         let sum: f32 = raw.iter().sum();
         let blend = raw.iter().map(|v| v / sum).collect();
@@ -167,7 +174,7 @@ impl Engine {
             Some(c) => Some(plan_stages(&ctx, &settings, o, (c.width, c.height), &style_dims)?),
             None => None,
         };
-        let (convs, recognised, source) = load_weights(&o.weights, needed, !o.quiet)?;
+        let (convs, recognised, source) = load(needed)?;
         settings.preprocess = o.preprocess.or(recognised).unwrap_or(Preprocess::Torch);
         let (dc, ds, dt) = default_weights_for(settings.preprocess);
         settings.content_weight = o.content_weight.unwrap_or(dc);

@@ -126,8 +126,12 @@ pub struct RenderOptions {
     pub tile: TileMode,
     /// GPU memory budget in MiB for `--tile auto` (None: only the adapter's buffer limits).
     pub max_gpu_memory: Option<u64>,
-    /// Progress output on stderr.
+    /// No progress output (the weights download's progress bar; the command line tool's
+    /// observer reads it too).
     pub quiet: bool,
+    /// For tests of the non-finite guard: poison the image with NaN before this frame step
+    /// (the command line tool reads it from `$STYLIZE_FAULT_NAN_AT`).
+    pub fault_nan_at: Option<u32>,
 }
 
 /// `--tile auto|off|N`.
@@ -197,6 +201,7 @@ impl Default for RenderOptions {
             tile: TileMode::Auto,
             max_gpu_memory: None,
             quiet: false,
+            fault_nan_at: None,
         }
     }
 }
@@ -239,12 +244,12 @@ pub(super) fn parse_taps(names: &[String]) -> Result<Vec<Tap>> {
     names.iter().filter(|n| !n.trim().is_empty()).map(|n| Tap::parse(n)).collect::<Result<Vec<_>>>()
 }
 
-/// The cheap checks, before anything slow (images, weights, GPU) happens.
-pub(super) fn validate(o: &RenderOptions) -> Result<()> {
+/// The checks of the settings alone (no files), for `styles` style images.
+pub(super) fn validate_settings(o: &RenderOptions, styles: usize) -> Result<()> {
     if o.size == 0 {
         return Err(Error::InvalidArgument("--size must be at least 1".into()));
     }
-    if o.styles.is_empty() {
+    if styles == 0 {
         return Err(Error::InvalidArgument("give at least one STYLE image".into()));
     }
     check_finite("--lr", o.learning_rate(), true)?;
@@ -257,11 +262,11 @@ pub(super) fn validate(o: &RenderOptions) -> Result<()> {
     }
     check_finite("--style-scale", o.style_scale, true)?;
     if let Some(b) = &o.style_blend_weights {
-        if b.len() != o.styles.len() {
+        if b.len() != styles {
             return Err(Error::InvalidArgument(format!(
                 "--style-blend-weights has {} values for {} style images",
                 b.len(),
-                o.styles.len()
+                styles
             )));
         }
         for &v in b {
@@ -295,6 +300,12 @@ pub(super) fn validate(o: &RenderOptions) -> Result<()> {
     if o.optimizer == Optimizer::Lbfgs && o.lbfgs_history == 0 {
         return Err(Error::InvalidArgument("--lbfgs-history must be at least 1".into()));
     }
+    Ok(())
+}
+
+/// The cheap checks, before anything slow (images, weights, GPU) happens.
+pub(super) fn validate(o: &RenderOptions) -> Result<()> {
+    validate_settings(o, o.styles.len())?;
     if let Some(p) = &o.preview {
         if o.preview_every == 0 {
             return Err(Error::InvalidArgument("--preview-every must be at least 1".into()));

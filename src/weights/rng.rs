@@ -1,26 +1,21 @@
 //! The deterministic normal random numbers behind `random()`.
 
+use crate::rng::SplitMix64;
+
 /// splitmix64 + Box-Muller, using only +, -, *, / and sqrt (all correctly rounded in IEEE 754),
 /// so every platform produces the same bits.
 pub(super) struct Normal {
-    state: u64,
+    bits: SplitMix64,
     spare: Option<f64>,
 }
 
 impl Normal {
     pub(super) fn new(seed: u64) -> Self {
-        Normal { state: seed, spare: None }
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        Normal { bits: SplitMix64::new(seed), spare: None }
     }
     /// Uniform in (0, 1].
     fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
+        ((self.bits.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
     }
     pub(super) fn next(&mut self) -> f64 {
         if let Some(z) = self.spare.take() {

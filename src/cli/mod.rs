@@ -1,0 +1,4 @@
+//! Parts of the command line tool that are not argument parsing: what it prints while a render
+//! runs, and Ctrl-C.
+
+pub mod progress;

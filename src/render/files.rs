@@ -1,0 +1,299 @@
+//! `stylize render`'s files-to-files driver: frames and outputs planned from the options, every
+//! frame through [`super::run`], results written atomically with the settings that reproduce
+//! them, plus snapshots, previews and the `--log-json` loss log on the way.
+
+use super::engine::{load_checked, Engine};
+use super::log::JsonLog;
+use super::observe::{Control, Observer, RenderInfo, StageInfo, StepInfo};
+use super::plan::plan_frames;
+use super::run::{run_frame, Ended, StageReport};
+use super::{steps_per_scale, validate, Init, Optimizer, RenderOptions};
+use crate::error::{Error, Result};
+use crate::image_io::{self, DecodeLimits, Planar};
+use crate::model::{LossSettings, Pool, Preprocess, Tap};
+use crate::runner::Losses;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// What a finished render reports.
+#[derive(Clone, Debug)]
+pub struct RenderReport {
+    /// The adapter it ran on.
+    pub adapter: String,
+    /// Width of the last output.
+    pub width: usize,
+    /// Height of the last output.
+    pub height: usize,
+    /// Optimiser steps in all, over every scale and frame.
+    pub steps: u32,
+    /// Losses at the start of the first stage.
+    pub first: Losses,
+    /// Losses at the end of the last stage.
+    pub last: Losses,
+    /// Milliseconds per optimiser iteration over every stage (the loops only).
+    pub ms_per_iter: f64,
+    /// Every stage in order (frame-major).
+    pub stages: Vec<StageReport>,
+    /// The images written, one per frame.
+    pub outputs: Vec<PathBuf>,
+    /// Forward passes spent on style targets (one per style image and style size): the targets
+    /// are computed once and reused by every frame unless `--color-match` ties them to a frame.
+    pub style_target_passes: usize,
+}
+
+/// Runs a whole render (every frame, every scale) and writes the outputs atomically, observing
+/// nothing (see [`render_with`]).
+pub fn render(o: &RenderOptions) -> Result<RenderReport> {
+    render_with(o, &mut ())
+}
+
+/// Runs a whole render (every frame, every scale), writes the outputs atomically and reports its
+/// progress to `observer`. When the observer stops it, the current image is saved and
+/// [`Error::Interrupted`] returned; when the losses become NaN or infinite, the last good image
+/// is saved and [`Error::NonFinite`] returned.
+pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<RenderReport> {
+    validate(o)?;
+    let (frames, batch) = plan_frames(o)?;
+    if !batch && !o.output.as_os_str().is_empty() {
+        image_io::check_output_path(&o.output)?;
+    }
+    let limits = DecodeLimits::default();
+    // Check the first content image before the slow setup (a typo should fail at once).
+    let first_content = load_checked(&frames[0].content, &limits)?;
+    if batch {
+        std::fs::create_dir_all(&o.output)
+            .map_err(|e| Error::Io { path: o.output.display().to_string(), source: e })?;
+        image_io::check_output_path(&frames[0].output)?;
+    }
+    let (mut eng, mut first_plans) = Engine::new(o, Some(&first_content))?;
+    let frame_steps: u32 = steps_per_scale(o).iter().sum();
+    let plans0 = first_plans.as_deref().unwrap_or_default();
+    let info = RenderInfo {
+        adapter: eng.ctx.describe(),
+        weights: eng.source.clone(),
+        preprocess: eng.settings.preprocess,
+        size: plans0.last().map_or((0, 0), |p| (p.width, p.height)),
+        scales: plans0.iter().map(|p| p.size).collect(),
+        frame_steps,
+        frames: frames.len(),
+    };
+    let log = match &o.log_json {
+        Some(p) => Some(JsonLog::create(p)?),
+        None => None,
+    };
+    let mut files = FilesObserver { o, log, inner: observer, output: PathBuf::new(), text: vec![], inner_wants: false };
+    files.started(&info);
+    let t0 = Instant::now();
+    let mut stages = vec![];
+    let mut outputs = vec![];
+    let mut previous: Option<Planar> = None;
+    for (fi, frame) in frames.iter().enumerate() {
+        let content = if fi == 0 { first_content.clone() } else { load_checked(&frame.content, &limits)? };
+        // Every stage of this frame, planned once (the first frame's while checking the sizes).
+        let plans = match first_plans.take() {
+            Some(p) => p,
+            None => eng.plan(o, &content)?,
+        };
+        let text = settings_text(o, &eng.settings, &eng.source, batch.then_some(&frame.content));
+        files.output = frame.output.clone();
+        files.text = text.clone();
+        let prev = previous.as_ref().filter(|_| o.temporal_init);
+        let out = run_frame(&mut eng, o, &content, &plans, prev, (fi, frames.len()), t0, &mut files)?;
+        stages.extend(out.stages);
+        match out.ended {
+            Ended::Finished => {}
+            Ended::Stopped { step } => {
+                save(&frame.output, &out.image, &text, step)?;
+                return Err(Error::Interrupted { step, saved: Some(frame.output.display().to_string()) });
+            }
+            Ended::NonFinite { step, good_step } => {
+                save(&frame.output, &out.image, &text, good_step)?;
+                let saved = Some(format!("{} (step {good_step})", frame.output.display()));
+                return Err(Error::NonFinite { step, saved });
+            }
+        }
+        save(&frame.output, &out.image, &text, frame_steps)?;
+        if let Some(p) = &o.preview {
+            save(p, &out.image, &text, frame_steps)?;
+        }
+        outputs.push(frame.output.clone());
+        previous = Some(out.raw);
+    }
+    let total_steps = frame_steps * frames.len() as u32;
+    // Optimisation loops only (not loading, targets or graph building), as for one stage.
+    let ms_per_iter = stages.iter().map(|s| s.ms_per_iter * s.steps as f64).sum::<f64>() / total_steps.max(1) as f64;
+    let (Some(f), Some(l)) = (stages.first(), stages.last()) else {
+        return Err(Error::InvalidArgument("nothing to render".into()));
+    };
+    Ok(RenderReport {
+        adapter: eng.ctx.describe(),
+        width: l.width,
+        height: l.height,
+        steps: total_steps,
+        first: f.first.clone(),
+        last: l.last.clone(),
+        ms_per_iter,
+        outputs,
+        style_target_passes: eng.style_target_passes,
+        stages,
+    })
+}
+
+/// Adds the files a render writes on the way (snapshots, previews, the loss log) to the caller's
+/// observer, which sees every event too.
+struct FilesObserver<'a> {
+    o: &'a RenderOptions,
+    log: Option<JsonLog>,
+    inner: &'a mut dyn Observer,
+    /// The current frame's output and PNG text.
+    output: PathBuf,
+    text: Vec<(String, String)>,
+    /// Whether the inner observer asked for the image being produced.
+    inner_wants: bool,
+}
+
+impl FilesObserver<'_> {
+    fn snapshot_due(&self, stage: &StageInfo, frame_step: u32) -> bool {
+        let every = self.o.save_every;
+        every > 0 && frame_step.is_multiple_of(every) && frame_step != stage.frame_steps
+    }
+
+    fn preview_due(&self, frame_step: u32) -> bool {
+        self.o.preview.is_some() && frame_step.is_multiple_of(self.o.preview_every)
+    }
+}
+
+impl Observer for FilesObserver<'_> {
+    fn started(&mut self, info: &RenderInfo) {
+        self.inner.started(info)
+    }
+
+    fn stage_started(&mut self, stage: &StageInfo, first: &Losses, elapsed_s: f64) -> Result<()> {
+        if let Some(log) = &mut self.log {
+            log.line(stage.frame, stage.scale, stage.width, stage.height, 0, first, elapsed_s)?;
+        }
+        self.inner.stage_started(stage, first, elapsed_s)
+    }
+
+    fn control(&mut self) -> Control {
+        self.inner.control()
+    }
+
+    fn step(&mut self, s: &StepInfo) -> Result<()> {
+        if let (Some(log), Some(l)) = (&mut self.log, s.losses) {
+            if s.print || s.step == s.stage.steps {
+                log.line(s.stage.frame, s.stage.scale, s.stage.width, s.stage.height, s.step, l, s.elapsed_s)?;
+            }
+        }
+        self.inner.step(s)
+    }
+
+    fn wants_image(&mut self, stage: &StageInfo, frame_step: u32) -> bool {
+        self.inner_wants = self.inner.wants_image(stage, frame_step);
+        self.inner_wants || self.snapshot_due(stage, frame_step) || self.preview_due(frame_step)
+    }
+
+    fn image(&mut self, stage: &StageInfo, frame_step: u32, image: &Planar) -> Result<()> {
+        if self.snapshot_due(stage, frame_step) {
+            save(&snapshot_path(&self.output, frame_step), image, &self.text, frame_step)?;
+        }
+        if let (true, Some(p)) = (self.preview_due(frame_step), &self.o.preview) {
+            save(p, image, &self.text, frame_step)?;
+        }
+        if self.inner_wants {
+            self.inner.image(stage, frame_step, image)?;
+        }
+        Ok(())
+    }
+}
+
+fn snapshot_path(out: &Path, step: u32) -> PathBuf {
+    let stem = out.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "out".into());
+    let ext = out.extension().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "png".into());
+    out.with_file_name(format!("{stem}_{step:05}.{ext}"))
+}
+
+fn save(path: &Path, img: &Planar, text: &[(String, String)], step: u32) -> Result<()> {
+    let mut t: Vec<(&str, &str)> = text.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let s = step.to_string();
+    t.push(("stylize:step", &s));
+    let size = format!("{}x{}", img.width, img.height);
+    t.push(("stylize:size", &size));
+    image_io::save_image(path, img, &t)?;
+    Ok(())
+}
+
+/// The settings a PNG records so a result can be reproduced.
+fn settings_text(o: &RenderOptions, s: &LossSettings, source: &str, frame: Option<&PathBuf>) -> Vec<(String, String)> {
+    let q = |p: &Path| format!("{:?}", p.display().to_string());
+    let names = |t: &[Tap]| t.iter().map(|t| t.name()).collect::<Vec<_>>().join(",");
+    let list = |v: &[f32]| v.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",");
+    let mut inputs = vec![];
+    if o.content_list.is_empty() {
+        inputs.push(q(&o.content));
+    }
+    inputs.extend(o.styles.iter().map(|p| q(p)));
+    let mut cmd = format!(
+        "stylize render {} -o {} --size {} --steps {} --lr {} --content-weight {} --style-weight {} \
+         --tv-weight {} --content-layers {} --style-layers {} --style-layer-weights {} --pool {} --init {} \
+         --seed {} --preprocess {}",
+        inputs.join(" "),
+        q(&o.output),
+        o.size,
+        o.steps,
+        o.learning_rate(),
+        s.content_weight,
+        s.style_weight,
+        s.tv_weight,
+        names(&s.content_layers),
+        names(&s.style_layers),
+        list(&s.style_layer_weights),
+        if s.pool == Pool::Avg { "avg" } else { "max" },
+        match &o.init {
+            Init::Content => "content".to_string(),
+            Init::Noise => "noise".to_string(),
+            Init::Image(p) => q(p),
+        },
+        o.seed,
+        if s.preprocess == Preprocess::Torch { "torch" } else { "caffe" },
+    );
+    if !o.content_list.is_empty() {
+        cmd += &format!(" --content-list {}", o.content_list.iter().map(|p| q(p)).collect::<Vec<_>>().join(","));
+    }
+    if let Some(b) = &o.style_blend_weights {
+        cmd += &format!(" --style-blend-weights {}", list(b));
+    }
+    if o.style_scale != 1.0 {
+        cmd += &format!(" --style-scale {}", o.style_scale);
+    }
+    if o.scales > 1 {
+        cmd += &format!(" --scales {} --initial-size {}", o.scales, o.initial_size);
+    }
+    if let Some(st) = &o.scale_steps {
+        cmd += &format!(" --scale-steps {}", st.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","));
+    }
+    if o.optimizer == Optimizer::Lbfgs {
+        cmd += &format!(" --optimizer lbfgs --lbfgs-history {}", o.lbfgs_history);
+    }
+    if o.avg_decay > 0.0 {
+        cmd += &format!(" --avg-decay {}", o.avg_decay);
+    }
+    if o.original_colors {
+        cmd += " --original-colors";
+    }
+    if o.color_match {
+        cmd += " --color-match";
+    }
+    if o.temporal_init {
+        cmd += " --temporal-init";
+    }
+    let mut v = vec![
+        ("Software".into(), format!("stylize {}", env!("CARGO_PKG_VERSION"))),
+        ("stylize:command".into(), cmd),
+        ("stylize:weights".into(), source.to_string()),
+    ];
+    if let Some(f) = frame {
+        v.push(("stylize:frame".into(), f.display().to_string()));
+    }
+    v
+}
