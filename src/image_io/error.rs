@@ -12,39 +12,134 @@ use super::SUPPORTED_OUTPUT_EXTENSIONS;
 #[derive(Debug)]
 pub enum ImageIoError {
     /// The input file does not exist.
-    NotFound { path: PathBuf },
+    NotFound {
+        /// The input file.
+        path: PathBuf,
+    },
     /// The input exists but could not be opened or read (permissions, a directory, I/O error).
-    Read { path: PathBuf, source: io::Error },
+    Read {
+        /// The input file.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: io::Error,
+    },
     /// The input file is empty.
-    Empty { path: PathBuf },
+    Empty {
+        /// The input file.
+        path: PathBuf,
+    },
     /// The content is not a recognisable image.
-    NotAnImage { path: PathBuf },
+    NotAnImage {
+        /// The input file.
+        path: PathBuf,
+    },
     /// `read_png_text` was given something other than a PNG.
-    NotPng { path: PathBuf },
+    NotPng {
+        /// The input file.
+        path: PathBuf,
+    },
     /// A recognised image format that stylize does not decode (e.g. GIF, WebP).
-    UnsupportedFormat { path: PathBuf, format: String },
+    UnsupportedFormat {
+        /// The input file.
+        path: PathBuf,
+        /// The format (or kind of format) found.
+        format: String,
+    },
     /// The header claims more pixels than the limits allow (refused before allocating).
-    TooLarge { path: PathBuf, width: u32, height: u32, max_width: u32, max_height: u32 },
+    TooLarge {
+        /// The input file.
+        path: PathBuf,
+        /// Width in pixels (from the header; 0 when unknown).
+        width: u32,
+        /// Height in pixels (from the header; 0 when unknown).
+        height: u32,
+        /// The width limit.
+        max_width: u32,
+        /// The height limit.
+        max_height: u32,
+    },
     /// Decoding would need more memory than the limit allows (refused before allocating).
-    TooMuchMemory { path: PathBuf, width: u32, height: u32, needed_bytes: u64, max_bytes: u64 },
+    TooMuchMemory {
+        /// The input file.
+        path: PathBuf,
+        /// Width in pixels (from the header; 0 when unknown).
+        width: u32,
+        /// Height in pixels (from the header; 0 when unknown).
+        height: u32,
+        /// Bytes decoding would need (at least).
+        needed_bytes: u64,
+        /// The memory limit in bytes.
+        max_bytes: u64,
+    },
     /// The header says the image has no pixels.
-    ZeroSize { path: PathBuf, width: u32, height: u32 },
+    ZeroSize {
+        /// The input file.
+        path: PathBuf,
+        /// Width from the header.
+        width: u32,
+        /// Height from the header.
+        height: u32,
+    },
     /// The content looked like `format` but could not be decoded (truncated, corrupt, ...).
-    Decode { path: PathBuf, format: String, message: String },
+    Decode {
+        /// The input file.
+        path: PathBuf,
+        /// The format the content looked like.
+        format: String,
+        /// The decoder's message, on one line.
+        message: String,
+    },
     /// The output extension is not one we can write.
-    UnsupportedExtension { path: PathBuf },
+    UnsupportedExtension {
+        /// The output file.
+        path: PathBuf,
+    },
     /// The output's directory does not exist (or is not a directory).
-    OutputDirMissing { path: PathBuf, dir: PathBuf },
+    OutputDirMissing {
+        /// The output file.
+        path: PathBuf,
+        /// The output directory.
+        dir: PathBuf,
+    },
     /// The output's directory exists but we cannot create files in it.
-    OutputDirNotWritable { path: PathBuf, dir: PathBuf, source: io::Error },
+    OutputDirNotWritable {
+        /// The output file.
+        path: PathBuf,
+        /// The output directory.
+        dir: PathBuf,
+        /// The underlying I/O error.
+        source: io::Error,
+    },
     /// Writing, syncing or renaming the output failed.
-    Write { path: PathBuf, source: io::Error },
+    Write {
+        /// The output file.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: io::Error,
+    },
     /// The encoder refused the image or the text (e.g. JPEG larger than 65535 px).
-    Encode { path: PathBuf, message: String },
+    Encode {
+        /// The output file.
+        path: PathBuf,
+        /// The encoder's message, on one line.
+        message: String,
+    },
     /// A (key, value) text pair cannot be stored in a PNG.
-    InvalidText { path: PathBuf, key: String, reason: String },
+    InvalidText {
+        /// The output file.
+        path: PathBuf,
+        /// The offending key.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The `Planar` handed to `save_image` is malformed.
-    InvalidImage { path: PathBuf, reason: String },
+    InvalidImage {
+        /// The output file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl fmt::Display for ImageIoError {
@@ -136,7 +231,9 @@ impl std::error::Error for ImageIoError {
 /// Limits applied while decoding, checked against the header before any pixel buffer exists.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DecodeLimits {
+    /// Widest image accepted, in pixels.
     pub max_width: u32,
+    /// Tallest image accepted, in pixels.
     pub max_height: u32,
     /// Bound on the peak memory of `load_image`: the decoded buffer (plus a rotated copy when EXIF
     /// asks for one) and the f32 planar result.

@@ -31,8 +31,11 @@ pub use samples::{synthetic_painting, synthetic_photo};
 /// whose I and Q channels are signed.)
 #[derive(Clone, Debug, PartialEq)]
 pub struct Planar {
+    /// Width in pixels.
     pub width: u32,
+    /// Height in pixels.
     pub height: u32,
+    /// The three planes, each `width * height` values, row by row.
     pub data: Vec<f32>,
 }
 
