@@ -63,8 +63,11 @@ pub struct BenchOptions {
     pub adapter: String,
     /// Print JSON instead of the table (used by [`print()`]; [`run`] ignores it).
     pub json: bool,
+    /// Measure the peaks and every kernel.
     pub kernels: bool,
+    /// Time whole iterations.
     pub e2e: bool,
+    /// Report GPU memory at `memory_sizes`.
     pub memory: bool,
     /// Seconds one kernel's timed runs may take (runs are cut to fit, at least 3).
     pub kernel_budget_s: f64,
@@ -129,14 +132,19 @@ pub struct KernelRow {
     pub layer: String,
     /// The input size (px) the shape comes from.
     pub size: u32,
+    /// The tensor shape, e.g. `64->64 @ 32x32` (conv) or `64x32x32` (C x H x W).
     pub shape: String,
+    /// Timed runs (after warm-up).
     pub runs: u32,
     /// `gpu` (timestamps) or `wall` (clock around submit + wait, submission overhead included).
     pub timer: &'static str,
+    /// Median time of the runs, ms.
     pub median_ms: f64,
+    /// Fastest run, ms.
     pub min_ms: f64,
     /// FLOPs or bytes per run (see `unit`).
     pub work: f64,
+    /// What `work` counts.
     pub unit: Unit,
     /// GFLOP/s or GB/s at the median time.
     pub rate: f64,
@@ -172,6 +180,7 @@ pub struct Memory {
 }
 
 impl Memory {
+    /// All of it, in bytes.
     pub fn total(&self) -> u64 {
         self.graph_bytes + self.texture_bytes + self.net_bytes + self.target_bytes
     }
@@ -182,28 +191,40 @@ impl Memory {
 pub struct E2eRow {
     /// The size asked for (0: the largest that fits).
     pub requested: u32,
+    /// Width that ran, px.
     pub width: usize,
+    /// Height that ran, px.
     pub height: usize,
+    /// Timed iterations.
     pub iterations: u32,
+    /// Wall-clock milliseconds per iteration.
     pub ms_per_iter: f64,
+    /// GPU memory held at this size.
     pub memory: Memory,
 }
 
 /// One memory-only size: the bytes, or why it does not fit.
 #[derive(Clone, Debug)]
 pub struct MemoryRow {
+    /// The side (px) of the square input.
     pub size: u32,
+    /// The bytes held, or why the graph could not be built here.
     pub memory: std::result::Result<Memory, String>,
     /// `tiled::graph_bytes`: what the graph's buffers come to without allocating (the figure
     /// for sizes this adapter cannot hold; tests/tiled.rs checks it against real graphs).
     pub estimated_graph_bytes: u64,
 }
 
+/// Everything one `stylize bench` measured, with the adapter it ran on.
 #[derive(Clone, Debug)]
 pub struct BenchReport {
+    /// Adapter name.
     pub adapter: String,
+    /// wgpu backend, e.g. `Vulkan`.
     pub backend: String,
+    /// wgpu device type, e.g. `DiscreteGpu` or `Cpu`.
     pub device_type: String,
+    /// Driver name and version.
     pub driver: String,
     /// `gpu-timestamps` or `wall-clock`.
     pub timer: String,
@@ -211,9 +232,13 @@ pub struct BenchReport {
     pub timer_note: String,
     /// UTC date and time of the run (ISO 8601).
     pub date: String,
+    /// The measured ceilings (zero when kernels were not measured).
     pub peak: Peak,
+    /// One row per kernel and shape.
     pub kernels: Vec<KernelRow>,
+    /// One row per end-to-end size.
     pub e2e: Vec<E2eRow>,
+    /// One row per memory-only size.
     pub memory: Vec<MemoryRow>,
     /// Sizes that were skipped, and why.
     pub errors: Vec<String>,
