@@ -2,6 +2,7 @@
 
 use super::kernels::unit_name;
 use super::{BenchReport, KernelRow, Memory, Unit};
+use serde_json::{json, Value};
 use std::fmt::Write as _;
 
 pub(super) fn mib(b: u64) -> f64 {
@@ -120,117 +121,89 @@ pub fn table(r: &BenchReport) -> String {
     o
 }
 
-fn js(s: &str) -> String {
-    let mut o = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            '\n' => o.push_str("\\n"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(o, "\\u{:04x}", c as u32);
-            }
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
+/// Byte counts of one size as a JSON object.
+fn json_memory(m: &Memory) -> Value {
+    json!({
+        "graph_bytes": m.graph_bytes,
+        "texture_bytes": m.texture_bytes,
+        "net_bytes": m.net_bytes,
+        "target_bytes": m.target_bytes,
+        "total_bytes": m.total(),
+    })
 }
 
-fn jn(v: f64) -> String {
-    if v.is_finite() {
-        format!("{v}")
-    } else {
-        "null".into()
-    }
-}
-
-fn json_memory(m: &Memory) -> String {
-    format!(
-        "{{\"graph_bytes\": {}, \"texture_bytes\": {}, \"net_bytes\": {}, \"target_bytes\": {}, \"total_bytes\": {}}}",
-        m.graph_bytes,
-        m.texture_bytes,
-        m.net_bytes,
-        m.target_bytes,
-        m.total()
-    )
-}
-
-/// The report as one JSON object (for scripts: tools/compare_bench.py).
+/// The report as one JSON object (for scripts: tools/compare_bench.py). Non-finite numbers
+/// (e.g. a percentage of an unmeasured peak) have no JSON form and are written as null.
 pub fn to_json(r: &BenchReport) -> String {
-    let mut o = String::from("{\n");
-    let _ = writeln!(
-        o,
-        "  \"adapter\": {}, \"backend\": {}, \"device_type\": {}, \"driver\": {},",
-        js(&r.adapter),
-        js(&r.backend),
-        js(&r.device_type),
-        js(&r.driver)
-    );
-    let _ =
-        writeln!(o, "  \"timer\": {}, \"timer_note\": {}, \"date\": {},", js(&r.timer), js(&r.timer_note), js(&r.date));
-    let _ = writeln!(
-        o,
-        "  \"peak\": {{\"gflops\": {}, \"gbps\": {}, \"copy_bytes\": {}, \"overhead_ms\": {}}},",
-        jn(r.peak.gflops),
-        jn(r.peak.gbps),
-        r.peak.copy_bytes,
-        jn(r.peak.overhead_ms)
-    );
-    o.push_str("  \"kernels\": [");
-    for (i, k) in r.kernels.iter().enumerate() {
-        let _ = write!(
-            o,
-            "{}\n    {{\"size\": {}, \"kernel\": {}, \"variant\": {}, \"layer\": {}, \"shape\": {}, \"runs\": {}, \"timer\": {}, \"median_ms\": {}, \"min_ms\": {}, \"{}\": {}, \"{}\": {}, \"peak_pct\": {}}}",
-            if i > 0 { "," } else { "" },
-            k.size,
-            js(&k.kernel),
-            js(&k.variant),
-            js(&k.layer),
-            js(&k.shape),
-            k.runs,
-            js(k.timer),
-            jn(k.median_ms),
-            jn(k.min_ms),
-            if k.unit == Unit::Flop { "flops" } else { "bytes" },
-            jn(k.work),
-            if k.unit == Unit::Flop { "gflops" } else { "gbps" },
-            jn(k.rate),
-            jn(k.peak_pct)
-        );
-    }
-    o.push_str("\n  ],\n  \"e2e\": [");
-    for (i, e) in r.e2e.iter().enumerate() {
-        let _ = write!(
-            o,
-            "{}\n    {{\"size\": {}, \"requested\": {}, \"width\": {}, \"height\": {}, \"iterations\": {}, \"ms_per_iter\": {}, \"memory\": {}}}",
-            if i > 0 { "," } else { "" },
-            e.width.max(e.height),
-            e.requested,
-            e.width,
-            e.height,
-            e.iterations,
-            jn(e.ms_per_iter),
-            json_memory(&e.memory)
-        );
-    }
-    o.push_str("\n  ],\n  \"memory\": [");
-    for (i, m) in r.memory.iter().enumerate() {
-        let body = match &m.memory {
-            Ok(b) => json_memory(b),
-            Err(e) => format!("{{\"error\": {}}}", js(e)),
-        };
-        let _ = write!(
-            o,
-            "{}\n    {{\"size\": {}, \"estimated_graph_bytes\": {}, \"memory\": {body}}}",
-            if i > 0 { "," } else { "" },
-            m.size,
-            m.estimated_graph_bytes
-        );
-    }
-    o.push_str("\n  ],\n  \"errors\": [");
-    o.push_str(&r.errors.iter().map(|e| js(e)).collect::<Vec<_>>().join(", "));
-    o.push_str("]\n}\n");
+    let kernels: Vec<Value> = r
+        .kernels
+        .iter()
+        .map(|k| {
+            // The work and rate keys name their unit.
+            let (work, rate) = if k.unit == Unit::Flop { ("flops", "gflops") } else { ("bytes", "gbps") };
+            json!({
+                "size": k.size,
+                "kernel": k.kernel,
+                "variant": k.variant,
+                "layer": k.layer,
+                "shape": k.shape,
+                "runs": k.runs,
+                "timer": k.timer,
+                "median_ms": k.median_ms,
+                "min_ms": k.min_ms,
+                work: k.work,
+                rate: k.rate,
+                "peak_pct": k.peak_pct,
+            })
+        })
+        .collect();
+    let e2e: Vec<Value> = r
+        .e2e
+        .iter()
+        .map(|e| {
+            json!({
+                "size": e.width.max(e.height),
+                "requested": e.requested,
+                "width": e.width,
+                "height": e.height,
+                "iterations": e.iterations,
+                "ms_per_iter": e.ms_per_iter,
+                "memory": json_memory(&e.memory),
+            })
+        })
+        .collect();
+    let memory: Vec<Value> = r
+        .memory
+        .iter()
+        .map(|m| {
+            let body = match &m.memory {
+                Ok(b) => json_memory(b),
+                Err(e) => json!({ "error": e }),
+            };
+            json!({ "size": m.size, "estimated_graph_bytes": m.estimated_graph_bytes, "memory": body })
+        })
+        .collect();
+    let report = json!({
+        "adapter": r.adapter,
+        "backend": r.backend,
+        "device_type": r.device_type,
+        "driver": r.driver,
+        "timer": r.timer,
+        "timer_note": r.timer_note,
+        "date": r.date,
+        "peak": {
+            "gflops": r.peak.gflops,
+            "gbps": r.peak.gbps,
+            "copy_bytes": r.peak.copy_bytes,
+            "overhead_ms": r.peak.overhead_ms,
+        },
+        "kernels": kernels,
+        "e2e": e2e,
+        "memory": memory,
+        "errors": r.errors,
+    });
+    let mut o = serde_json::to_string_pretty(&report).expect("a JSON value always serialises");
+    o.push('\n');
     o
 }
 
@@ -264,10 +237,64 @@ pub(super) fn utc_now() -> String {
 mod tests {
     use super::*;
 
+    use crate::bench::{E2eRow, MemoryRow, Peak};
+
     #[test]
-    fn json_strings_and_date() {
-        assert_eq!(js("a\"b\\c\n"), "\"a\\\"b\\\\c\\n\"");
-        assert_eq!(jn(f64::NAN), "null");
+    fn json_names_every_field_and_writes_non_finite_as_null() {
+        let memory = Memory { graph_bytes: 1, texture_bytes: 2, net_bytes: 3, target_bytes: 4 };
+        let r = BenchReport {
+            adapter: "a\"b\\c\n".into(),
+            backend: "Vulkan".into(),
+            device_type: "Cpu".into(),
+            driver: String::new(),
+            timer: "wall-clock".into(),
+            timer_note: String::new(),
+            date: utc_now(),
+            peak: Peak { gflops: 10.0, gbps: f64::INFINITY, copy_bytes: 64, overhead_ms: 0.5 },
+            kernels: vec![KernelRow {
+                kernel: "relu_forward".into(),
+                variant: String::new(),
+                layer: "relu1_1".into(),
+                size: 32,
+                shape: "64x32x32".into(),
+                runs: 3,
+                timer: "wall",
+                median_ms: 0.25,
+                min_ms: 0.125,
+                work: 1e6,
+                unit: Unit::Byte,
+                rate: 4.0,
+                peak_pct: f64::NAN,
+            }],
+            e2e: vec![E2eRow {
+                requested: 0,
+                width: 48,
+                height: 32,
+                iterations: 2,
+                ms_per_iter: 7.5,
+                memory: memory.clone(),
+            }],
+            memory: vec![MemoryRow { size: 64, memory: Err("too large".into()), estimated_graph_bytes: 99 }],
+            errors: vec!["e2e size 9: x".into()],
+        };
+        let text = to_json(&r);
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["adapter"], "a\"b\\c\n");
+        assert_eq!(v["peak"]["gflops"], 10.0);
+        assert!(v["peak"]["gbps"].is_null());
+        let k = &v["kernels"][0];
+        assert_eq!(
+            (k["bytes"].as_f64(), k["gbps"].as_f64(), k["min_ms"].as_f64()),
+            (Some(1e6), Some(4.0), Some(0.125))
+        );
+        assert!(k.get("flops").is_none() && k["peak_pct"].is_null());
+        assert_eq!(v["e2e"][0]["size"], 48);
+        assert_eq!(v["e2e"][0]["memory"]["total_bytes"], 10);
+        assert_eq!(v["memory"][0]["memory"]["error"], "too large");
+        assert_eq!(v["errors"][0], "e2e size 9: x");
+        // Keys in the order written, as before serde_json.
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        assert_eq!(keys[..4], ["adapter", "backend", "device_type", "driver"]);
         assert_eq!(utc_now().len(), 20);
     }
 }
