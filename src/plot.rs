@@ -4,6 +4,7 @@
 //! x = optimisation step, counted on across scales and frames (their boundaries drawn as
 //! dotted vertical lines), one colour per loss term.
 
+use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
 use stylize::image_io::{self, Planar};
@@ -16,83 +17,26 @@ const SERIES: [(&str, [u8; 3]); 4] =
 /// One log line: numbers by key (null and non-numbers are left out).
 type Record = HashMap<String, f64>;
 
-/// Parses one flat JSON object whose values are numbers, strings, booleans or null.
+/// Parses one log line, a flat JSON object: its numbers by key (null, strings and booleans are
+/// left out; nested values are an error).
 fn parse_line(line: &str) -> std::result::Result<Record, String> {
-    let b = line.as_bytes();
-    let mut i = 0;
-    let ws = |i: &mut usize| {
-        while *i < b.len() && (b[*i] as char).is_ascii_whitespace() {
-            *i += 1;
-        }
-    };
-    let string = |i: &mut usize| -> std::result::Result<String, String> {
-        if b.get(*i) != Some(&b'"') {
-            return Err(format!("expected '\"' at column {}", *i + 1));
-        }
-        *i += 1;
-        let mut s = String::new();
-        while *i < b.len() && b[*i] != b'"' {
-            if b[*i] == b'\\' {
-                *i += 1;
-            }
-            if let Some(&c) = b.get(*i) {
-                s.push(c as char);
-            }
-            *i += 1;
-        }
-        if *i >= b.len() {
-            return Err("unterminated string".into());
-        }
-        *i += 1;
-        Ok(s)
+    let map = match serde_json::from_str::<Value>(line).map_err(|e| e.to_string())? {
+        Value::Object(map) => map,
+        _ => return Err("expected a JSON object".into()),
     };
     let mut out = Record::new();
-    ws(&mut i);
-    if b.get(i) != Some(&b'{') {
-        return Err("expected a JSON object".into());
-    }
-    i += 1;
-    ws(&mut i);
-    if b.get(i) == Some(&b'}') {
-        return Ok(out);
-    }
-    loop {
-        ws(&mut i);
-        let key = string(&mut i)?;
-        ws(&mut i);
-        if b.get(i) != Some(&b':') {
-            return Err(format!("expected ':' after \"{key}\""));
-        }
-        i += 1;
-        ws(&mut i);
-        match b.get(i) {
-            Some(b'"') => {
-                string(&mut i)?;
-            }
-            Some(b'{' | b'[') => return Err(format!("\"{key}\": nested values are not expected")),
-            Some(_) => {
-                let start = i;
-                while i < b.len() && !matches!(b[i], b',' | b'}') && !(b[i] as char).is_ascii_whitespace() {
-                    i += 1;
-                }
-                let tok = &line[start..i];
-                match tok {
-                    "null" | "true" | "false" => {}
-                    _ => {
-                        let v: f64 = tok.parse().map_err(|_| format!("\"{key}\": {tok:?} is not a number"))?;
-                        out.insert(key, v);
-                    }
+    for (key, v) in map {
+        match v {
+            Value::Number(n) => {
+                if let Some(x) = n.as_f64() {
+                    out.insert(key, x);
                 }
             }
-            None => return Err("unexpected end of line".into()),
-        }
-        ws(&mut i);
-        match b.get(i) {
-            Some(b',') => i += 1,
-            Some(b'}') => return Ok(out),
-            _ => return Err(format!("expected ',' or '}}' at column {}", i + 1)),
+            Value::Array(_) | Value::Object(_) => return Err(format!("\"{key}\": nested values are not expected")),
+            Value::Null | Value::Bool(_) | Value::String(_) => {}
         }
     }
+    Ok(out)
 }
 
 /// (x, value) points of each series, split into segments at scale/frame boundaries, and the
@@ -371,4 +315,25 @@ pub fn plot_file(log: &Path, out: &Path, w: u32, h: u32) -> Result<()> {
     }
     image_io::save_image(out, &Planar { width: w, height: h, data }, &[("Software", "stylize plot")])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_line_keeps_the_numbers_of_a_log_line() {
+        // The layout render's --log-json writes (numbers in exponent form, null where not finite).
+        let r = parse_line(
+            r#"{"frame":0,"scale":1,"width":24,"height":18,"step":7,"content":1.5e2,"style":null,"tv":3e-1,"total":1.503e2,"elapsed_s":0.1234}"#,
+        )
+        .unwrap();
+        assert_eq!((r["step"], r["content"], r["tv"], r["elapsed_s"]), (7.0, 150.0, 0.3, 0.1234));
+        assert!(!r.contains_key("style"));
+        assert_eq!(parse_line(r#"{"step": 1, "note": "a \"b\"", "ok": true}"#).unwrap().len(), 1);
+        assert!(parse_line("{}").unwrap().is_empty());
+        assert!(parse_line(r#"{"step": [1]}"#).unwrap_err().contains("nested"));
+        assert!(parse_line("[1]").unwrap_err().contains("object"));
+        assert!(parse_line(r#"{"step": oops}"#).is_err());
+    }
 }

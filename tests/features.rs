@@ -285,7 +285,7 @@ fn transfer_luminance_is_exact_in_gamut() {
     for (i, v) in result.data.iter_mut().enumerate() {
         *v = (*v * 0.8 + 0.1 + 0.03 * ((i % 5) as f32)).clamp(0.0, 1.0);
     }
-    let out = render::transfer_luminance(&result, &content);
+    let out = image_io::transfer_luminance(&result, &content);
     let (oy, oiq) = yiq_planes(&out);
     let (ry, _) = yiq_planes(&result);
     let (_, ciq) = yiq_planes(&content);
@@ -294,8 +294,8 @@ fn transfer_luminance_is_exact_in_gamut() {
 }
 
 fn check_stats_match(a: &Planar, b: &Planar, tol: f64) {
-    let (ma, ca) = render::color_stats(a);
-    let (mb, cb) = render::color_stats(b);
+    let (ma, ca) = image_io::color_stats(a);
+    let (mb, cb) = image_io::color_stats(b);
     for k in 0..3 {
         assert!((ma[k] - mb[k]).abs() < tol, "mean {k}: {} vs {}", ma[k], mb[k]);
         for l in 0..3 {
@@ -308,22 +308,22 @@ fn check_stats_match(a: &Planar, b: &Planar, tol: f64) {
 fn color_match_gives_the_style_the_contents_mean_and_covariance() {
     let content = image_io::synthetic_photo(64, 48, 1);
     let style = image_io::synthetic_painting(50, 70, 2);
-    let (ms, _) = render::color_stats(&style);
-    let (mc, _) = render::color_stats(&content);
+    let (ms, _) = image_io::color_stats(&style);
+    let (mc, _) = image_io::color_stats(&content);
     assert!((0..3).any(|k| (ms[k] - mc[k]).abs() > 0.05), "the test images differ in colour");
-    let matched = render::color_match(&style, &content);
+    let matched = image_io::color_match(&style, &content);
     assert_eq!((matched.width, matched.height), (50, 70));
     check_stats_match(&matched, &content, 1e-3);
     // Much tighter than 1e-3 in fact (f32 pixels): the transform is exact up to rounding.
     check_stats_match(&matched, &content, 1e-5);
     // Matching an image to itself changes nothing (to rounding).
-    let same = render::color_match(&content, &content);
+    let same = image_io::color_match(&content, &content);
     assert!(max_diff(&same.data, &content.data) < 1e-4);
     // A flat style (no colour variance) gives a finite image with the content's mean.
     let flat = Planar::filled(20, 20, [0.9, 0.1, 0.2]);
-    let f = render::color_match(&flat, &content);
+    let f = image_io::color_match(&flat, &content);
     assert!(f.data.iter().all(|v| v.is_finite()));
-    let (mf, _) = render::color_stats(&f);
+    let (mf, _) = image_io::color_stats(&f);
     for k in 0..3 {
         assert!((mf[k] - mc[k]).abs() < 1e-4);
     }
@@ -332,7 +332,7 @@ fn color_match_gives_the_style_the_contents_mean_and_covariance() {
 #[test]
 fn symmetric_eigen3_reconstructs_the_matrix() {
     let m = [[0.04, 0.01, -0.02], [0.01, 0.09, 0.005], [-0.02, 0.005, 0.03]];
-    let (l, v) = render::symmetric_eigen3(&m);
+    let (l, v) = image_io::symmetric_eigen3(&m);
     for i in 0..3 {
         for j in 0..3 {
             let r: f64 = (0..3).map(|k| v[i][k] * l[k] * v[j][k]).sum();

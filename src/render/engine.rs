@@ -1,15 +1,12 @@
 //! What a render sets up once (device, weights, network, style targets) and each stage's graph.
 
 use super::plan::{check_fits, plan_stages, StagePlan};
-use super::{
-    colour::color_match, default_weights_for, parse_taps, validate, Init, Optimizer, RenderOptions, WeightsSource,
-    MIN_SIDE,
-};
+use super::{default_weights_for, parse_taps, validate, Init, Optimizer, RenderOptions, WeightsSource, MIN_SIDE};
 use crate::error::{Error, Result};
 use crate::gpu::adam::AdamConfig;
 use crate::gpu::ema::Ema;
 use crate::gpu::{AdapterChoice, Context, Tensor};
-use crate::image_io::{self, DecodeLimits, Planar};
+use crate::image_io::{self, color_match, DecodeLimits, Planar};
 use crate::model::{ConvLayer, LossSettings, Preprocess};
 use crate::runner::{compute_targets, Graph, LbfgsConfig, Losses, Net, Targets};
 use crate::weights;

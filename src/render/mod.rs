@@ -11,7 +11,6 @@
 //! optimisation; `--avg-decay` makes those images the running average of the iterates.
 
 mod api;
-mod colour;
 mod engine;
 mod files;
 mod log;
@@ -21,7 +20,6 @@ mod plan;
 mod run;
 
 pub use api::{stylize, LossRecord, Stylized};
-pub use colour::{color_match, color_stats, symmetric_eigen3, transfer_luminance};
 pub use engine::{evaluate, load_input, load_weights, noise, prepare, Engine, Stage};
 pub use files::{render, render_with, RenderReport};
 pub use observe::{Control, Observer, RenderInfo, StageInfo, StepInfo};

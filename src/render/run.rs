@@ -2,7 +2,6 @@
 //! coarse to fine. Everything the caller sees goes through an [`Observer`]; nothing here touches
 //! files or the terminal.
 
-use super::colour::transfer_luminance;
 use super::engine::{Engine, Stage, StageInputs};
 use super::observe::{Control, Observer, StageInfo, StepInfo};
 use super::plan::StagePlan;
@@ -10,6 +9,7 @@ use super::{Optimizer, RenderOptions, NAN_CHECK_EVERY};
 use crate::error::{Error, Result};
 use crate::gpu::adam::AdamConfig;
 use crate::gpu::{Context, Tensor};
+use crate::image_io::transfer_luminance;
 use crate::image_io::{self, Planar};
 use crate::runner::Losses;
 use std::time::Instant;

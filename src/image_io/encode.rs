@@ -1,0 +1,331 @@
+//! Writing images atomically (temporary file, fsync, rename): PNG with (key, value) text chunks,
+//! or JPEG; checking an output path before a long render; reading a PNG's text chunks back.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::error::one_line;
+use super::{ImageIoError, Planar};
+
+/// The output extensions `save_image` understands (case-insensitive).
+pub const SUPPORTED_OUTPUT_EXTENSIONS: [&str; 3] = [".png", ".jpg", ".jpeg"];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OutputFormat {
+    Png,
+    Jpeg,
+}
+
+fn output_format(path: &Path) -> Result<OutputFormat, ImageIoError> {
+    let ext = path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase());
+    match ext.as_deref() {
+        Some("png") => Ok(OutputFormat::Png),
+        Some("jpg" | "jpeg") => Ok(OutputFormat::Jpeg),
+        _ => Err(ImageIoError::UnsupportedExtension { path: path.to_path_buf() }),
+    }
+}
+
+/// The directory a relative bare file name lives in ("" means the current directory).
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// The parent must exist and be a directory.
+fn existing_parent(path: &Path) -> Result<PathBuf, ImageIoError> {
+    let dir = parent_dir(path);
+    if !dir.is_dir() {
+        return Err(ImageIoError::OutputDirMissing { path: path.to_path_buf(), dir });
+    }
+    Ok(dir)
+}
+
+/// A temporary file next to the final output; removed on drop unless `persist` succeeded.
+struct TempFile {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl TempFile {
+    fn create(target: &Path, dir: &Path) -> Result<TempFile, ImageIoError> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let base = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        // Hidden, recognisable, and unique per process, call and moment; create_new so two
+        // writers never share a temp file.
+        let name =
+            format!(".{base}.stylize-tmp-{}-{}-{nanos}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        let path = dir.join(name);
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(file) => Ok(TempFile { path, file: Some(file) }),
+            Err(source) => {
+                Err(ImageIoError::OutputDirNotWritable { path: target.to_path_buf(), dir: dir.to_path_buf(), source })
+            }
+        }
+    }
+
+    /// fsync, close and rename over `target`.
+    fn persist(mut self, target: &Path) -> io::Result<()> {
+        if let Some(file) = self.file.take() {
+            file.sync_all()?;
+        }
+        fs::rename(&self.path, target)?;
+        // Renamed: nothing left for Drop to clean up.
+        self.path = PathBuf::new();
+        // Make the rename itself durable; best effort, since not every platform or filesystem
+        // lets a directory be opened and synced.
+        if let Some(dir) = target.parent() {
+            let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        self.file.take();
+        if !self.path.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Write `img` as PNG (8-bit RGB, each (key, value) as a tEXt chunk, or iTXt when not Latin-1)
+/// or JPEG (quality 95; the text is not stored), chosen by the extension (.png, .jpg, .jpeg, any
+/// case). Values are clamped to [0,1] and rounded to 8 bits.
+///
+/// Atomic: the image goes to a temporary file in the same directory, is fsynced and renamed over
+/// `path`; on any error the temporary file is removed and an existing `path` is left untouched.
+pub fn save_image(path: &Path, img: &Planar, text: &[(&str, &str)]) -> Result<(), ImageIoError> {
+    save_image_impl(path, img, text, None)
+}
+
+/// Hooks for tests that need failures no real disk gives on demand.
+#[doc(hidden)]
+pub mod testing {
+    use super::*;
+
+    /// `save_image`, but the write to the temporary file fails with an I/O error after
+    /// `fail_after_bytes` bytes: exercises the clean-up path of an interrupted save.
+    pub fn save_image_failing_after(
+        path: &Path,
+        img: &Planar,
+        text: &[(&str, &str)],
+        fail_after_bytes: u64,
+    ) -> Result<(), ImageIoError> {
+        save_image_impl(path, img, text, Some(fail_after_bytes))
+    }
+}
+
+/// A writer that fails once `remaining` bytes have gone through (test hook).
+struct FailingWriter<W> {
+    inner: W,
+    remaining: Option<u64>,
+}
+
+impl<W: Write> Write for FailingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let buf = match self.remaining {
+            None => buf,
+            Some(0) => return Err(io::Error::other("simulated write failure")),
+            Some(left) => &buf[..buf.len().min(left as usize)],
+        };
+        let n = self.inner.write(buf)?;
+        if let Some(left) = self.remaining.as_mut() {
+            *left -= n as u64;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn save_image_impl(
+    path: &Path,
+    img: &Planar,
+    text: &[(&str, &str)],
+    fail_after_bytes: Option<u64>,
+) -> Result<(), ImageIoError> {
+    // Everything that can be checked without touching the disk is checked first.
+    let format = output_format(path)?;
+    img.check_shape().map_err(|reason| ImageIoError::InvalidImage { path: path.to_path_buf(), reason })?;
+    if format == OutputFormat::Png {
+        for (key, value) in text {
+            validate_text(key, value).map_err(|reason| ImageIoError::InvalidText {
+                path: path.to_path_buf(),
+                key: key.to_string(),
+                reason,
+            })?;
+        }
+    }
+    let dir = existing_parent(path)?;
+    let rgb8 = to_rgb8_interleaved(img);
+
+    let tmp = TempFile::create(path, &dir)?;
+    let write_err = |source: io::Error| ImageIoError::Write { path: path.to_path_buf(), source };
+    {
+        let file = tmp.file.as_ref().ok_or_else(|| write_err(io::Error::other("temporary file already closed")))?;
+        let mut out = BufWriter::new(FailingWriter { inner: file, remaining: fail_after_bytes });
+        match format {
+            OutputFormat::Png => encode_png(path, &mut out, img.width, img.height, &rgb8, text)?,
+            OutputFormat::Jpeg => {
+                let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95);
+                enc.encode(&rgb8, img.width, img.height, image::ExtendedColorType::Rgb8)
+                    .map_err(|e| encode_error(path, e))?;
+            }
+        }
+        out.flush().map_err(write_err)?;
+    }
+    // On error `tmp` is dropped here and the temporary file removed.
+    tmp.persist(path).map_err(write_err)
+}
+
+fn encode_error(path: &Path, e: image::ImageError) -> ImageIoError {
+    match e {
+        image::ImageError::IoError(source) => ImageIoError::Write { path: path.to_path_buf(), source },
+        other => ImageIoError::Encode { path: path.to_path_buf(), message: one_line(&other.to_string()) },
+    }
+}
+
+fn encode_png<W: Write>(
+    path: &Path,
+    out: W,
+    width: u32,
+    height: u32,
+    rgb8: &[u8],
+    text: &[(&str, &str)],
+) -> Result<(), ImageIoError> {
+    let png_err = |e: png::EncodingError| match e {
+        png::EncodingError::IoError(source) => ImageIoError::Write { path: path.to_path_buf(), source },
+        other => ImageIoError::Encode { path: path.to_path_buf(), message: one_line(&other.to_string()) },
+    };
+    let mut enc = png::Encoder::new(out, width, height);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    for (key, value) in text {
+        // tEXt is what every tool shows; iTXt (UTF-8) only when the value needs it.
+        let r = if is_latin1(value) {
+            enc.add_text_chunk(key.to_string(), value.to_string())
+        } else {
+            enc.add_itxt_chunk(key.to_string(), value.to_string())
+        };
+        r.map_err(png_err)?;
+    }
+    let mut writer = enc.write_header().map_err(png_err)?;
+    writer.write_image_data(rgb8).map_err(png_err)?;
+    writer.finish().map_err(png_err)
+}
+
+fn is_latin1(s: &str) -> bool {
+    s.chars().all(|c| (c as u32) <= 0xFF)
+}
+
+/// PNG keyword rules (1-79 Latin-1 printable characters, no leading/trailing or double spaces)
+/// and no NUL in the value: checked up front so a bad key fails before any file is created.
+fn validate_text(key: &str, value: &str) -> Result<(), String> {
+    let len = key.chars().count();
+    if len == 0 || len > 79 {
+        return Err(format!("keys must be 1 to 79 characters long, this one has {len}"));
+    }
+    if !key.chars().all(|c| matches!(c as u32, 0x20..=0x7E | 0xA1..=0xFF)) {
+        return Err("keys may only use printable Latin-1 characters".into());
+    }
+    if key.starts_with(' ') || key.ends_with(' ') || key.contains("  ") {
+        return Err("keys may not start or end with a space or contain two spaces in a row".into());
+    }
+    if value.contains('\0') {
+        return Err("values may not contain NUL characters".into());
+    }
+    Ok(())
+}
+
+/// Clamp to [0,1], round to 8 bits, interleave.
+fn to_rgb8_interleaved(img: &Planar) -> Vec<u8> {
+    let n = img.plane_len();
+    let q = |v: f32| {
+        // NaN would otherwise become 0 silently through `as`; map it to 0 explicitly.
+        let v = if v.is_nan() { 0.0 } else { v.clamp(0.0, 1.0) };
+        (v * 255.0).round() as u8
+    };
+    let mut out = Vec::with_capacity(3 * n);
+    for i in 0..n {
+        out.extend_from_slice(&[q(img.data[i]), q(img.data[n + i]), q(img.data[2 * n + i])]);
+    }
+    out
+}
+
+/// Check before a long render that `path` can be written: a known extension, an existing parent
+/// directory, and a directory we can create (and remove) a file in.
+pub fn check_output_path(path: &Path) -> Result<(), ImageIoError> {
+    output_format(path)?;
+    if path.is_dir() {
+        return Err(ImageIoError::Write {
+            path: path.to_path_buf(),
+            source: io::Error::other("a directory with that name exists"),
+        });
+    }
+    let dir = existing_parent(path)?;
+    // Creating a real file is the only reliable test (ACLs, read-only mounts, root...).
+    let tmp = TempFile::create(path, &dir)?;
+    drop(tmp);
+    Ok(())
+}
+
+/// The text chunks (tEXt, zTXt, iTXt) of a PNG as (key, value) pairs, grouped in that order of
+/// chunk type (file order within each type).
+pub fn read_png_text(path: &Path) -> Result<Vec<(String, String)>, ImageIoError> {
+    let read_err = |source: io::Error| {
+        if source.kind() == io::ErrorKind::NotFound {
+            ImageIoError::NotFound { path: path.to_path_buf() }
+        } else {
+            ImageIoError::Read { path: path.to_path_buf(), source }
+        }
+    };
+    let mut file = File::open(path).map_err(read_err)?;
+    // Check the signature first so a JPEG or an empty file gets a precise message.
+    let mut signature = Vec::with_capacity(8);
+    (&mut file).take(8).read_to_end(&mut signature).map_err(read_err)?;
+    if signature.is_empty() {
+        return Err(ImageIoError::Empty { path: path.to_path_buf() });
+    }
+    if signature != b"\x89PNG\r\n\x1a\n" {
+        return Err(ImageIoError::NotPng { path: path.to_path_buf() });
+    }
+    file.seek(SeekFrom::Start(0)).map_err(read_err)?;
+    let decode_err = |e: png::DecodingError| match e {
+        png::DecodingError::IoError(source) if source.kind() != io::ErrorKind::UnexpectedEof => {
+            ImageIoError::Read { path: path.to_path_buf(), source }
+        }
+        other => ImageIoError::Decode {
+            path: path.to_path_buf(),
+            format: "PNG".into(),
+            message: one_line(&other.to_string()),
+        },
+    };
+    let mut decoder = png::Decoder::new(BufReader::new(file));
+    decoder.set_ignore_text_chunk(false);
+    let mut reader = decoder.read_info().map_err(decode_err)?;
+    // Text may also follow the image data; finish() skims to IEND without keeping the pixels.
+    reader.finish().map_err(decode_err)?;
+    let info = reader.info();
+    let mut out = Vec::new();
+    for chunk in &info.uncompressed_latin1_text {
+        out.push((chunk.keyword.clone(), chunk.text.clone()));
+    }
+    for chunk in &info.compressed_latin1_text {
+        out.push((chunk.keyword.clone(), chunk.get_text().map_err(decode_err)?));
+    }
+    for chunk in &info.utf8_text {
+        out.push((chunk.keyword.clone(), chunk.get_text().map_err(decode_err)?));
+    }
+    Ok(out)
+}
