@@ -12,8 +12,11 @@ use crate::runner::{compute_targets, Graph, Net, Targets};
 
 /// One row: what was compared, the normwise relative error, and the tolerance.
 pub struct Row {
+    /// What was compared.
     pub what: String,
+    /// Normwise relative error against the f64 reference.
     pub err: f64,
+    /// The tolerance it must stay within.
     pub tol: f64,
 }
 
@@ -43,6 +46,8 @@ fn poisoned(ctx: &Context, shape: [usize; 3]) -> Result<Tensor> {
     Ok(t)
 }
 
+/// Runs every kernel and one whole iteration on `adapter` (empty: the best one) against the f64
+/// reference: the adapter's description and one row per comparison.
 pub fn run_checks(adapter: &str) -> Result<(String, Vec<Row>)> {
     let ctx = Context::new(&AdapterChoice::parse(adapter))?;
     let mut rows = vec![];

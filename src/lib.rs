@@ -1,7 +1,17 @@
 //! stylize: neural style transfer (Gatys, Ecker & Bethge, CVPR 2016) on any GPU through wgpu.
 //!
-//! Layers: [`gpu`] (context, tensors, one module per WGSL kernel family), [`reference`] (the
-//! plain CPU oracle of every op), [`vgg`] (the VGG19 layer table).
+//! For other programs, [`render::stylize`] is the entry point: content and style images in
+//! memory ([`image_io::Planar`]), weights ([`weights::load`] or [`weights::random`]) and
+//! [`render::RenderOptions`] in, the image and its loss history out, with progress and
+//! cancellation through a [`render::Observer`].
+//!
+//! Layers, bottom up: [`model`] (what the network and the losses are, device-independent),
+//! [`reference`] (the f64 oracle of every op and of a whole step; imports only `model`),
+//! [`gpu`] (context, tensors, one module per WGSL kernel family), [`runner`] and [`tiled`] (the
+//! Gatys graph on the GPU, whole or in exact tiles), [`render`] (plans and runs renders),
+//! with [`weights`], [`image_io`], [`rng`] beside them and [`bench`] / [`check`] on top.
+
+#![warn(missing_docs)]
 
 pub mod bench;
 pub mod check;

@@ -285,9 +285,21 @@ fn main() -> ExitCode {
     match run(cli.cmd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("\nerror: {e}");
+            eprintln!("\nerror: {e}{}", hint(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The command line's advice after an error (the library's messages name no flags).
+fn hint(e: &Error) -> &'static str {
+    match e {
+        Error::AdapterNotFound { .. } => " (choose one with --adapter; see `stylize devices`)",
+        Error::NonFinite { .. } => " (try a smaller --lr)",
+        Error::Gpu(m) if m.contains("out of GPU memory") || m.contains("device was lost") => {
+            " (try a smaller --size or another --adapter)"
+        }
+        _ => "",
     }
 }
 

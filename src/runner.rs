@@ -163,7 +163,7 @@ impl Forward {
                 if hh < 2 || ww < 2 {
                     return Err(Error::InvalidArgument(format!(
                         "the image is too small for the chosen layers: pool{} needs at least 2x2 \
-                         pixels but gets {hh}x{ww}; use a larger --size or shallower layers",
+                         pixels but gets {hh}x{ww}; use a larger image size or shallower layers",
                         block + 1
                     )));
                 }
@@ -200,18 +200,24 @@ impl Forward {
 /// Loss slots in the losses buffer: content taps, then style taps, then TV.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Losses {
+    /// Weighted content loss per content tap.
     pub content: Vec<f32>,
+    /// Weighted style loss per style tap.
     pub style: Vec<f32>,
+    /// Weighted total-variation loss.
     pub tv: f32,
 }
 
 impl Losses {
+    /// Sum of the content terms.
     pub fn content_total(&self) -> f32 {
         self.content.iter().sum()
     }
+    /// Sum of the style terms.
     pub fn style_total(&self) -> f32 {
         self.style.iter().sum()
     }
+    /// Every term summed.
     pub fn total(&self) -> f32 {
         self.content_total() + self.style_total() + self.tv
     }
@@ -376,6 +382,7 @@ pub struct Graph {
     pub grad: Tensor,
     /// weight * loss per slot (see [`Losses`]).
     pub losses: Tensor,
+    /// Adam's state and update (used unless L-BFGS is set).
     pub adam: Adam,
     /// When set, L-BFGS replaces Adam (see [`Graph::set_lbfgs`]).
     pub lbfgs: Option<Lbfgs>,
@@ -391,6 +398,7 @@ pub struct Graph {
 }
 
 impl Graph {
+    /// The graph at (h, w) for `targets`, starting from `init` ((3, h, w), RGB in [0, 1]).
     pub fn new(
         ctx: &Context,
         net: &Net,
@@ -546,6 +554,7 @@ impl Graph {
         Ok(Losses { content: v[..nc].to_vec(), style: v[nc..nc + ns].to_vec(), tv: v[nc + ns] })
     }
 
+    /// The current image, (3, h, w) RGB.
     pub fn read_image(&self, ctx: &Context) -> Result<Vec<f32>> {
         self.x.read(ctx)
     }

@@ -21,6 +21,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("tile.wgsl", include_str!("../shaders/tile.wgsl")),
 ];
 
+/// The WGSL source of `shaders/<file>` (embedded in the binary).
 pub fn source(file: &str) -> &'static str {
     ALL.iter()
         .find(|(f, _)| *f == file)

@@ -12,6 +12,7 @@
 //!    scatter-ADD the whole region's pixel gradient into the image gradient. The interiors
 //!    partition the positions, and every path from an interior position to a pixel stays inside
 //!    the region with exact forward values (halo = receptive radius), so the sum is exact.
+//!
 //! Tile origins and the halo are multiples of 2^pools so every tile pools on the whole image's
 //! grid; image borders keep the network's zero padding, tile borders add none that matters.
 //! The image, its gradient and the optimiser state live in host memory; the TV loss (a cheap
@@ -28,7 +29,9 @@ use std::collections::HashMap;
 /// image), both (y0, x0, y1, x1) in image pixels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tile {
+    /// The positions the tile owns: (y0, x0, y1, x1).
     pub interior: [usize; 4],
+    /// Interior plus halo, clipped to the image: (y0, x0, y1, x1).
     pub region: [usize; 4],
 }
 
@@ -237,8 +240,11 @@ fn tv_host(x: &[f32], h: usize, w: usize, weight: f32, g: &mut [f32]) -> f32 {
 
 /// Everything for exact tiled optimisation of an h x w image.
 pub struct TiledGraph {
+    /// Image height.
     pub h: usize,
+    /// Image width.
     pub w: usize,
+    /// The tiles covering the image.
     pub tiles: Vec<Tile>,
     s: LossSettings,
     graphs: HashMap<(usize, usize), RegionGraph>,
@@ -252,6 +258,7 @@ pub struct TiledGraph {
     content_tiles: Vec<Vec<Vec<f32>>>,
     /// The image (3, h, w) RGB in [0,1], and dLoss/dimage after [`TiledGraph::evaluate`].
     pub image: Vec<f32>,
+    /// dLoss/dImage after [`TiledGraph::evaluate`], (3, h, w).
     pub grad: Vec<f32>,
     tv: f32,
     /// Adam's moments and step count (host side, like the image).
@@ -523,9 +530,8 @@ fn run_tile<'a>(
     let (h, w) = full;
     let [y0, x0, y1, x1] = t.region;
     let (rh, rw) = (y1 - y0, x1 - x0);
-    if !graphs.contains_key(&(rh, rw)) {
-        let g = RegionGraph::new(ctx, net, s, rh, rw, full, g_acc, dgrams, losses, with_backward)?;
-        graphs.insert((rh, rw), g);
+    if let std::collections::hash_map::Entry::Vacant(e) = graphs.entry((rh, rw)) {
+        e.insert(RegionGraph::new(ctx, net, s, rh, rw, full, g_acc, dgrams, losses, with_backward)?);
     }
     let g = &graphs[&(rh, rw)];
     g.x.write(ctx, &crop(image, 3, h, w, t.region));

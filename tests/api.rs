@@ -83,7 +83,7 @@ fn bad_input_is_an_error_not_a_panic() {
     let tiny = Planar::filled(4, 4, [0.5; 3]);
     let style = synthetic_painting(32, 32, 2);
     let weights = stylize::weights::random(1, 4);
-    let e = stylize(&tiny, &[style.clone()], &weights, &options(1), &mut ()).unwrap_err();
+    let e = stylize(&tiny, std::slice::from_ref(&style), &weights, &options(1), &mut ()).unwrap_err();
     assert!(e.to_string().contains("too small"), "{e}");
     let e = stylize(&synthetic_photo(40, 30, 1), &[], &weights, &options(1), &mut ()).unwrap_err();
     assert!(e.to_string().contains("STYLE"), "{e}");

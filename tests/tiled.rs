@@ -148,7 +148,7 @@ fn auto_tiling_decision_and_memory_estimate() {
     assert!(est >= real && (est as f64) < 1.15 * real as f64, "estimate {est} vs {real}");
     assert_eq!(choose_tile(&s, h, w, u64::MAX, u64::MAX).unwrap(), None);
     let t = choose_tile(&s, h, w, est / 2, u64::MAX).unwrap().expect("tiles when over budget");
-    assert!(t % 4 == 0 && t < 70);
+    assert!(t.is_multiple_of(4) && t < 70);
     let side = |full: usize| (t + 32).min(full);
     assert!(graph_bytes(&s, side(h), side(w)).0 <= est / 2);
     assert!(choose_tile(&s, h, w, 1000, u64::MAX).is_err());

@@ -3,8 +3,11 @@
 /// The input transform the weights expect: y[c] = x[src[c]] * a[c] + b[c], x RGB in [0, 1].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Affine {
+    /// Source channel of each output channel (RGB order in, the network's order out).
     pub src: [u32; 3],
+    /// Scale per output channel.
     pub a: [f32; 3],
+    /// Offset per output channel.
     pub b: [f32; 3],
 }
 
@@ -18,6 +21,7 @@ pub enum Preprocess {
 }
 
 impl Preprocess {
+    /// The affine map from RGB in [0, 1] to the network's input.
     pub fn affine(self) -> Affine {
         match self {
             Preprocess::Torch => {

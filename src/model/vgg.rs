@@ -30,8 +30,11 @@ pub const BLOCKS: [usize; 5] = [2, 2, 4, 4, 4];
 /// (`Relu`) its ReLU, or after the pool ending its block (`Pool`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Tap {
+    /// Before the ReLU of conv layer `i` (0-based).
     Conv(usize),
+    /// After the ReLU of conv layer `i`.
     Relu(usize),
+    /// After the pool ending block `b` (0-based).
     Pool(usize),
 }
 
@@ -68,6 +71,7 @@ impl Tap {
         Ok(if kind == 0 { Tap::Conv(idx) } else { Tap::Relu(idx) })
     }
 
+    /// The layer's name, e.g. `relu4_2`.
     pub fn name(&self) -> String {
         match *self {
             Tap::Conv(i) => CONVS[i].0.to_string(),

@@ -73,6 +73,7 @@ pub fn conv3x3_backward_input(dy: &[f64], cout: usize, h: usize, w: usize, weigh
     dx
 }
 
+/// max(x, 0).
 pub fn relu_forward(x: &[f64]) -> Vec<f64> {
     x.iter().map(|&v| v.max(0.0)).collect()
 }
@@ -92,6 +93,7 @@ pub fn pool_out(h: usize, w: usize) -> (usize, usize) {
     (h / 2, w / 2)
 }
 
+/// (c, h, w) -> (c, h/2, w/2): means of 2x2 windows (odd last row/column dropped).
 pub fn avgpool2x2_forward(x: &[f64], c: usize, h: usize, w: usize) -> Vec<f64> {
     let (oh, ow) = pool_out(h, w);
     let mut y = vec![0.0; c * oh * ow];
@@ -106,6 +108,7 @@ pub fn avgpool2x2_forward(x: &[f64], c: usize, h: usize, w: usize) -> Vec<f64> {
     y
 }
 
+/// dx of [`avgpool2x2_forward`]: each dy spread evenly over its window.
 pub fn avgpool2x2_backward(dy: &[f64], c: usize, h: usize, w: usize) -> Vec<f64> {
     let (oh, ow) = pool_out(h, w);
     let mut dx = vec![0.0; c * h * w];
@@ -138,6 +141,7 @@ pub fn maxpool2x2_argmax(x: &[f64], k: usize, i: usize, j: usize, h: usize, w: u
     best
 }
 
+/// (c, h, w) -> (c, h/2, w/2): maxima of 2x2 windows (the first maximum on ties).
 pub fn maxpool2x2_forward(x: &[f64], c: usize, h: usize, w: usize) -> Vec<f64> {
     let (oh, ow) = pool_out(h, w);
     let mut y = vec![0.0; c * oh * ow];
@@ -256,9 +260,13 @@ pub fn tv_backward(x: &[f64], c: usize, h: usize, w: usize, scale: f64) -> Vec<f
 /// Adam hyper-parameters (Kingma & Ba 2015, algorithm 1).
 #[derive(Clone, Copy, Debug)]
 pub struct AdamParams {
+    /// Learning rate.
     pub lr: f64,
+    /// First-moment decay.
     pub beta1: f64,
+    /// Second-moment decay.
     pub beta2: f64,
+    /// Added to the root of the second moment.
     pub eps: f64,
 }
 
@@ -293,7 +301,9 @@ pub fn sum(x: &[f64]) -> f64 {
 /// L-BFGS as torch.optim.LBFGS without line search (jcjohnson/neural-style's optimizer): the
 /// oracle of `gpu::lbfgs`. Call [`Lbfgs::step`] once per iteration with the gradient at x.
 pub struct Lbfgs {
+    /// Curvature pairs kept.
     pub history: usize,
+    /// Step length.
     pub lr: f64,
     s: std::collections::VecDeque<Vec<f64>>,
     y: std::collections::VecDeque<Vec<f64>>,
@@ -310,6 +320,7 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 }
 
 impl Lbfgs {
+    /// An optimiser keeping `history` pairs, step length `lr`.
     pub fn new(history: usize, lr: f64) -> Lbfgs {
         Lbfgs {
             history,
@@ -325,6 +336,7 @@ impl Lbfgs {
         }
     }
 
+    /// One iteration: updates `x` in place from its gradient `g`.
     pub fn step(&mut self, x: &mut [f64], g: &[f64]) {
         self.k += 1;
         if self.k == 1 {

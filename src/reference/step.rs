@@ -33,11 +33,14 @@ use super::*;
 pub struct RefForward {
     /// (c, h, w) of each activation below.
     pub conv: Vec<(Vec<f64>, [usize; 3])>,
+    /// Post-ReLU output of each conv layer.
     pub relu: Vec<Vec<f64>>,
+    /// Pool output after each conv layer, where a pool follows it.
     pub pooled: Vec<Option<(Vec<f64>, [usize; 3])>>,
 }
 
 impl RefForward {
+    /// The activation at tap `t` and its (c, h, w).
     pub fn tap(&self, t: Tap) -> (&[f64], [usize; 3]) {
         match t {
             Tap::Conv(i) => (&self.conv[i].0, self.conv[i].1),

@@ -65,8 +65,11 @@ pub fn noise(seed: u64, n: usize) -> Vec<f32> {
 /// What a render sets up once: device, network, loss settings, style images and the cache of
 /// their (blended) Gram targets by style size.
 pub struct Engine {
+    /// The device.
     pub ctx: Context,
+    /// The network on the device.
     pub net: Net,
+    /// Layers, weights, pooling and input convention of the losses.
     pub settings: LossSettings,
     /// Where the weights came from (for the log and the PNG's settings).
     pub source: String,
@@ -81,9 +84,13 @@ pub struct Engine {
 
 /// One stage: the graph at one size, the optional running average, and the content at that size.
 pub struct Stage {
+    /// The optimisation graph at this stage's size.
     pub graph: Graph,
+    /// The running average of the iterates (`avg_decay` > 0).
     pub ema: Option<Ema>,
+    /// Working width in pixels.
     pub width: usize,
+    /// Working height in pixels.
     pub height: usize,
     /// The content image at this stage's size (for `--original-colors`).
     pub content: Planar,

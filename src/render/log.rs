@@ -11,15 +11,6 @@ pub(super) struct JsonLog {
     file: std::io::BufWriter<std::fs::File>,
 }
 
-/// A number as JSON (non-finite values have no JSON form: null).
-fn json_num(v: f64) -> String {
-    if v.is_finite() {
-        format!("{v:e}")
-    } else {
-        "null".into()
-    }
-}
-
 impl JsonLog {
     pub(super) fn create(path: &Path) -> Result<JsonLog> {
         let file =
@@ -38,13 +29,21 @@ impl JsonLog {
         l: &Losses,
         elapsed: f64,
     ) -> Result<()> {
-        let s = format!(
-            "{{\"frame\":{frame},\"scale\":{scale},\"width\":{w},\"height\":{h},\"step\":{step},\"content\":{},\"style\":{},\"tv\":{},\"total\":{},\"elapsed_s\":{elapsed:.4}}}\n",
-            json_num(l.content_total() as f64),
-            json_num(l.style_total() as f64),
-            json_num(l.tv as f64),
-            json_num(l.total() as f64),
-        );
+        // Non-finite values have no JSON form: serde_json writes them as null.
+        let mut s = serde_json::json!({
+            "frame": frame,
+            "scale": scale,
+            "width": w,
+            "height": h,
+            "step": step,
+            "content": l.content_total(),
+            "style": l.style_total(),
+            "tv": l.tv,
+            "total": l.total(),
+            "elapsed_s": (elapsed * 1e4).round() / 1e4,
+        })
+        .to_string();
+        s.push('\n');
         let io = |e| Error::Io { path: self.path.display().to_string(), source: e };
         self.file.write_all(s.as_bytes()).map_err(io)?;
         self.file.flush().map_err(|e| Error::Io { path: self.path.display().to_string(), source: e })

@@ -19,12 +19,16 @@ pub const LBFGS_LR: f32 = 1.0;
 /// How the image starts.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Init {
+    /// Start from the content image.
     Content,
+    /// Start from seeded uniform noise.
     Noise,
+    /// Start from this image file (resized).
     Image(PathBuf),
 }
 
 impl Init {
+    /// `content`, `noise` (or `random`), or a file path.
     pub fn parse(s: &str) -> Init {
         match s {
             "content" => Init::Content,
@@ -37,6 +41,7 @@ impl Init {
 /// The optimiser.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Optimizer {
+    /// Adam (crowsonkb/style-transfer-pytorch's choice).
     Adam,
     /// L-BFGS without line search, as jcjohnson/neural-style (runner::Graph::set_lbfgs).
     Lbfgs,
@@ -47,12 +52,14 @@ pub enum Optimizer {
 pub enum WeightsSource {
     /// torchvision's VGG19, from the cache, downloaded on first use.
     Default,
+    /// A .pth or .npz file.
     File(PathBuf),
     /// Seeded random weights (for tests and benchmarks; the output is not a real stylisation).
     Random(u64),
 }
 
 impl WeightsSource {
+    /// `random`, `random:SEED`, or a file path.
     pub fn parse(s: &str) -> Result<WeightsSource> {
         if s == "random" {
             return Ok(WeightsSource::Random(0));
@@ -80,28 +87,41 @@ pub struct RenderOptions {
     pub style_blend_weights: Option<Vec<f32>>,
     /// The style image's longest side is this times the output's (at every scale).
     pub style_scale: f32,
+    /// The output image (or folder, for several content images).
     pub output: PathBuf,
     /// Longest side of the output (the last scale).
     pub size: u32,
     /// Number of scales, spaced geometrically from `initial_size` to `size` (1: just `size`).
     pub scales: u32,
+    /// Longest side of the first scale when `scales` > 1.
     pub initial_size: u32,
     /// Steps at each scale (one value per scale); None: `steps` at every scale.
     pub scale_steps: Option<Vec<u32>>,
+    /// Steps at every scale unless `scale_steps` is set.
     pub steps: u32,
+    /// The optimiser.
     pub optimizer: Optimizer,
+    /// L-BFGS curvature pairs kept.
     pub lbfgs_history: usize,
     /// None: [`ADAM_LR`] for Adam, [`LBFGS_LR`] for L-BFGS.
     pub lr: Option<f32>,
     /// None: the default of the weights' convention (see [`default_weights_for`]).
     pub content_weight: Option<f32>,
+    /// None: the default of the weights' convention.
     pub style_weight: Option<f32>,
+    /// None: the default of the weights' convention.
     pub tv_weight: Option<f32>,
+    /// Taps of the content loss, e.g. `relu4_2`.
     pub content_layers: Vec<String>,
+    /// Taps of the style loss.
     pub style_layers: Vec<String>,
+    /// One weight per style layer (None: 1 each).
     pub style_layer_weights: Option<Vec<f32>>,
+    /// Pooling kind of the network.
     pub pool: Pool,
+    /// The initial image.
     pub init: Init,
+    /// Seed of the noise init.
     pub seed: u64,
     /// Each frame after the first starts from the previous frame's result.
     pub temporal_init: bool,
@@ -111,16 +131,21 @@ pub struct RenderOptions {
     pub color_match: bool,
     /// Decay of the exponential moving average of the iterates that is written out (0: off).
     pub avg_decay: f64,
+    /// Print (and log) the losses every this many steps (0: only at the end of a stage).
     pub print_every: u32,
+    /// Write a numbered snapshot every this many steps (0: never).
     pub save_every: u32,
     /// Write the current image here (atomically) every `preview_every` steps.
     pub preview: Option<PathBuf>,
+    /// Steps between previews.
     pub preview_every: u32,
     /// Append one JSON line of losses per printed step here (the file is truncated first).
     pub log_json: Option<PathBuf>,
+    /// Where the network weights come from.
     pub weights: WeightsSource,
     /// None: recognised from the weights file (torchvision if unknown).
     pub preprocess: Option<Preprocess>,
+    /// Adapter choice, `BACKEND:NAME` (empty: the best one).
     pub adapter: String,
     /// Exact tiled rendering for outputs that do not fit the GPU (see src/tiled.rs).
     pub tile: TileMode,
@@ -146,6 +171,7 @@ pub enum TileMode {
 }
 
 impl TileMode {
+    /// `auto`, `off` (or `none`), or a tile size in pixels.
     pub fn parse(s: &str) -> Result<TileMode> {
         match s {
             "auto" => Ok(TileMode::Auto),

@@ -82,7 +82,9 @@ pub fn check_fits(ctx: &Context, w: usize, h: usize) -> Result<()> {
 /// One content image and where its result goes.
 #[derive(Clone, Debug)]
 pub struct Frame {
+    /// The content image.
     pub content: PathBuf,
+    /// Where its result is written.
     pub output: PathBuf,
 }
 
