@@ -381,6 +381,15 @@ impl TiledGraph {
         })
     }
 
+    /// Pass 1 (`second` false) or 2 of tile `i`, its region graph built on first use.
+    fn tile_pass(&mut self, ctx: &Context, net: &Net, i: usize, second: bool) -> Result<&RegionGraph> {
+        let t = self.tiles[i];
+        let content = Some(&self.content_tiles[i]);
+        let full = (self.h, self.w);
+        let (image, g_acc, dgrams, losses) = (&self.image, &self.g_acc, &self.dgrams, &self.losses);
+        run_tile(ctx, net, &self.s, &mut self.graphs, &t, full, image, g_acc, dgrams, losses, content, second, true)
+    }
+
     /// Losses and the image gradient at the current image (two passes over the tiles).
     pub fn evaluate(&mut self, ctx: &Context, net: &Net) -> Result<()> {
         let (h, w) = (self.h, self.w);
@@ -388,46 +397,14 @@ impl TiledGraph {
             g.fill(ctx, 0.0);
         }
         self.losses.fill(ctx, 0.0);
-        let tiles = self.tiles.clone();
-        for (i, t) in tiles.iter().enumerate() {
-            let ct = Some(&self.content_tiles[i]);
-            run_tile(
-                ctx,
-                net,
-                &self.s,
-                &mut self.graphs,
-                t,
-                (h, w),
-                &self.image,
-                &self.g_acc,
-                &self.dgrams,
-                &self.losses,
-                ct,
-                false,
-                true,
-            )?;
+        for i in 0..self.tiles.len() {
+            self.tile_pass(ctx, net, i, false)?;
         }
         ctx.run(&self.between.iter().collect::<Vec<_>>())?;
         self.grad.iter_mut().for_each(|v| *v = 0.0);
-        for (i, t) in tiles.iter().enumerate() {
-            let ct = Some(&self.content_tiles[i]);
-            let g = run_tile(
-                ctx,
-                net,
-                &self.s,
-                &mut self.graphs,
-                t,
-                (h, w),
-                &self.image,
-                &self.g_acc,
-                &self.dgrams,
-                &self.losses,
-                ct,
-                true,
-                true,
-            )?;
-            let rg = g.grad.read(ctx)?;
-            let [y0, x0, y1, x1] = t.region;
+        for i in 0..self.tiles.len() {
+            let rg = self.tile_pass(ctx, net, i, true)?.grad.read(ctx)?;
+            let [y0, x0, y1, x1] = self.tiles[i].region;
             let (rh, rw) = (y1 - y0, x1 - x0);
             for k in 0..3 {
                 for y in 0..rh {

@@ -79,15 +79,7 @@ pub fn stylize(
     };
     let (mut eng, plans) = Engine::from_parts(o, styles.to_vec(), Some(content), load)?;
     let plans = plans.unwrap_or_default();
-    let info = RenderInfo {
-        adapter: eng.ctx.describe(),
-        weights: eng.source.clone(),
-        preprocess: eng.settings.preprocess,
-        size: plans.last().map_or((0, 0), |p| (p.width, p.height)),
-        scales: plans.iter().map(|p| p.size).collect(),
-        frame_steps: plans.iter().map(|p| p.steps).sum(),
-        frames: 1,
-    };
+    let info = eng.info(&plans, 1);
     let mut history = History { inner: observer, records: vec![] };
     history.started(&info);
     let out = run_frame(&mut eng, o, content, &plans, None, (0, 1), Instant::now(), &mut history)?;

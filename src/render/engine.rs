@@ -1,5 +1,6 @@
 //! What a render sets up once (device, weights, network, style targets) and each stage's graph.
 
+use super::observe::RenderInfo;
 use super::plan::{check_fits, plan_stages, StagePlan};
 use super::{default_weights_for, parse_taps, validate, Init, Optimizer, RenderOptions, WeightsSource, MIN_SIDE};
 use crate::error::{Error, Result};
@@ -188,6 +189,19 @@ impl Engine {
         let net = Net::new(&ctx, &convs)?;
         let eng = Engine { ctx, net, settings, source, styles, blend, cache: HashMap::new(), style_target_passes: 0 };
         Ok((eng, plans))
+    }
+
+    /// What a render of `frames` frames with these `plans` (the first frame's) is about to do.
+    pub fn info(&self, plans: &[StagePlan], frames: usize) -> RenderInfo {
+        RenderInfo {
+            adapter: self.ctx.describe(),
+            weights: self.source.clone(),
+            preprocess: self.settings.preprocess,
+            size: plans.last().map_or((0, 0), |p| (p.width, p.height)),
+            scales: plans.iter().map(|p| p.size).collect(),
+            frame_steps: plans.iter().map(|p| p.steps).sum(),
+            frames,
+        }
     }
 
     fn style_dims(&self) -> Vec<(u32, u32)> {

@@ -67,16 +67,7 @@ pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<Ren
     }
     let (mut eng, mut first_plans) = Engine::new(o, Some(&first_content))?;
     let frame_steps: u32 = steps_per_scale(o).iter().sum();
-    let plans0 = first_plans.as_deref().unwrap_or_default();
-    let info = RenderInfo {
-        adapter: eng.ctx.describe(),
-        weights: eng.source.clone(),
-        preprocess: eng.settings.preprocess,
-        size: plans0.last().map_or((0, 0), |p| (p.width, p.height)),
-        scales: plans0.iter().map(|p| p.size).collect(),
-        frame_steps,
-        frames: frames.len(),
-    };
+    let info = eng.info(first_plans.as_deref().unwrap_or_default(), frames.len());
     let log = match &o.log_json {
         Some(p) => Some(JsonLog::create(p)?),
         None => None,

@@ -38,6 +38,13 @@ pub struct StageReport {
     pub tiles: usize,
 }
 
+impl StageReport {
+    fn new(info: &StageInfo, first: Losses, last: Losses, ms_per_iter: f64, tiles: usize) -> StageReport {
+        let (frame, scale, width, height, steps) = (info.frame, info.scale, info.width, info.height, info.steps);
+        StageReport { frame, scale, width, height, steps, first, last, ms_per_iter, tiles }
+    }
+}
+
 /// How a stage, a frame or a render ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ended {
@@ -210,17 +217,7 @@ fn run_tiled_stage(
         tg.evaluate(ctx, &eng.net)?;
         last = tg.read_losses(ctx)?;
     }
-    let report = StageReport {
-        frame: info.frame,
-        scale: info.scale,
-        width: w,
-        height: h,
-        steps,
-        first,
-        last,
-        ms_per_iter,
-        tiles: tg.tiles.len(),
-    };
+    let report = StageReport::new(&info, first, last, ms_per_iter, tg.tiles.len());
     Ok(StageOut { report: Some(report), image: tg.image, content, ended: Ended::Finished })
 }
 
@@ -233,7 +230,7 @@ fn run_stage(
     t0: Instant,
     obs: &mut dyn Observer,
 ) -> Result<StageOut> {
-    let (w, h, steps) = (st.width, st.height, info.steps);
+    let steps = info.steps;
     let graph = &st.graph;
     let init_copy = graph.read_image(ctx)?;
     graph.evaluate(ctx)?;
@@ -297,16 +294,6 @@ fn run_stage(
         last = graph.read_losses(ctx)?;
     }
     let image = st.read_output(ctx)?;
-    let report = StageReport {
-        frame: info.frame,
-        scale: info.scale,
-        width: w,
-        height: h,
-        steps,
-        first,
-        last,
-        ms_per_iter,
-        tiles: 1,
-    };
+    let report = StageReport::new(&info, first, last, ms_per_iter, 1);
     Ok(StageOut { report: Some(report), image, content: st.content.clone(), ended: Ended::Finished })
 }
