@@ -7,7 +7,6 @@ use stylize::model::Pool;
 use stylize::render::{self, Init, Optimizer, RenderOptions, WeightsSource};
 
 mod cli;
-mod plot;
 use stylize::model::Preprocess;
 use stylize::{Error, Result};
 
@@ -325,7 +324,7 @@ fn run(cmd: Cmd) -> Result<()> {
             Ok(())
         }
         Cmd::Plot { log, output, width, height } => {
-            plot::plot_file(&log, &output, width, height)?;
+            cli::plot::plot_file(&log, &output, width, height)?;
             println!("{}", output.display());
             Ok(())
         }

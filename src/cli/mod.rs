@@ -1,4 +1,5 @@
 //! Parts of the command line tool that are not argument parsing: what it prints while a render
-//! runs, and Ctrl-C.
+//! runs and Ctrl-C (progress), and `stylize plot` (plot).
 
+pub mod plot;
 pub mod progress;
