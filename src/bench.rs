@@ -25,7 +25,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::adam::{Adam, AdamConfig};
 use crate::gpu::pool::Pool;
-use crate::gpu::{conv, gram, image, pool, reduce, relu, AdapterChoice, Context, Op, Params, Tensor};
+use crate::gpu::{conv, gram, image, pool, reduce, relu, AdapterChoice, Context, Op, Tensor};
 use crate::runner::{ConvWeights, Graph, LossSettings, Net, Targets};
 use crate::vgg::{self, Preprocess, Tap};
 use crate::weights;
@@ -545,18 +545,17 @@ fn measure_peak(ctx: &Context, meter: &Meter, cpu: bool, check_timer: bool) -> R
     let groups: u32 = if cpu { 256 } else { 16384 };
     let n = groups * 64;
     let out = Tensor::new(ctx, [n as usize * 4, 1, 1], "peak out")?;
-    let dummy = Tensor::new(ctx, [4, 1, 1], "peak in")?;
     let (gx, gy) = ctx.grid(groups);
     let fma = |iters: u32| {
-        let p = Params::new().u(0, n).u(1, gx).u(2, iters);
-        ctx.op(ctx.dispatch(PEAK_FILE, "peak_fma", p, &[&dummy.buf, &out.buf], (gx, gy, 1)))
+        let p = crate::gpu::peak::PeakParams { n, gx, iters, ..Default::default() };
+        ctx.op(ctx.dispatch(PEAK_FILE, "peak_fma", &p, &[("Out", &out.buf)], (gx, gy, 1)))
     };
     // Submission overhead: one workgroup doing nothing.
     let empty = ctx.op(ctx.dispatch(
         PEAK_FILE,
         "peak_fma",
-        Params::new().u(0, 64).u(1, 1).u(2, 0),
-        &[&dummy.buf, &out.buf],
+        &crate::gpu::peak::PeakParams { n: 64, gx: 1, iters: 0, ..Default::default() },
+        &[("Out", &out.buf)],
         (1, 1, 1),
     ));
     meter.run_once(&empty)?;
@@ -588,8 +587,8 @@ fn measure_peak(ctx: &Context, meter: &Meter, cpu: bool, check_timer: bool) -> R
     let a = Tensor::new(ctx, [bytes as usize / 4, 1, 1], "peak copy in")?;
     let b = Tensor::new(ctx, [bytes as usize / 4, 1, 1], "peak copy out")?;
     let (gx, gy) = ctx.grid(nv.div_ceil(256));
-    let copy =
-        ctx.op(ctx.dispatch(PEAK_FILE, "peak_copy", Params::new().u(0, nv).u(1, gx), &[&a.buf, &b.buf], (gx, gy, 1)));
+    let p = crate::gpu::peak::PeakParams { n: nv, gx, ..Default::default() };
+    let copy = ctx.op(ctx.dispatch(PEAK_FILE, "peak_copy", &p, &[("In", &a.buf), ("Out", &b.buf)], (gx, gy, 1)));
     let t = min(&meter.measure(&copy)?.0);
     let gbps = 2.0 * bytes as f64 / (t * 1e6);
     Ok(Peak { gflops, gbps, copy_bytes: bytes, overhead_ms: meter.overhead_ms.get() })

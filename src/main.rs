@@ -281,6 +281,7 @@ enum WeightsCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    stylize::gpu::set_default_overrides(kernel_overrides_from_env());
     match run(cli.cmd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -288,6 +289,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Kernel choices forced by $STYLIZE_CONV, $STYLIZE_GRAM, $STYLIZE_WINO_TUNE and
+/// $STYLIZE_WINO4_TUNE, for every GPU context the commands create; an invalid value is reported
+/// and ignored.
+fn kernel_overrides_from_env() -> stylize::gpu::KernelOverrides {
+    let mut o = stylize::gpu::KernelOverrides::default();
+    for (var, key) in [("CONV", "conv"), ("GRAM", "gram"), ("WINO_TUNE", "wino_tune"), ("WINO4_TUNE", "wino4_tune")] {
+        if let Ok(v) = std::env::var(format!("STYLIZE_{var}")) {
+            if let Err(e) = o.set(key, &v) {
+                eprintln!("warning: STYLIZE_{var}={e}; ignored");
+            }
+        }
+    }
+    o
 }
 
 fn run(cmd: Cmd) -> Result<()> {
