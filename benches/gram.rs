@@ -13,7 +13,7 @@
 
 mod common;
 use common::{args, print_split, rand_vec, time_op, Args};
-use stylize::gpu::{conv, gram, AdapterChoice, Context, Tensor};
+use stylize::gpu::{conv, gram, Tensor};
 
 fn main() {
     let a = args(Args {
@@ -24,7 +24,7 @@ fn main() {
         filter: None,
         split: false,
     });
-    let ctx = Context::new(&AdapterChoice::from_env()).unwrap_or_else(|e| panic!("no GPU adapter: {e}"));
+    let ctx = common::context();
     println!("adapter: {}", ctx.describe());
     println!(
         "{:<28} {:<5} {:<6} {:>10} {:>9} {:>10} {:>5}",

@@ -12,7 +12,8 @@ use stylize::tiled::{graph_bytes, style_targets, TiledGraph};
 fn main() {
     let sizes: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let sizes = if sizes.is_empty() { vec![128, 256] } else { sizes };
-    let ctx = Context::new(&AdapterChoice::from_env()).expect("adapter");
+    let ctx =
+        Context::new(&AdapterChoice::parse(&std::env::var("STYLIZE_ADAPTER").unwrap_or_default())).expect("adapter");
     let taps = |v: &[&str]| v.iter().map(|n| Tap::parse(n).unwrap()).collect::<Vec<_>>();
     let s = LossSettings {
         content_layers: taps(&["relu3_2"]),

@@ -3,15 +3,15 @@
 // textureLoad is vectorised and storage-buffer loads are not.
 //   conv3x3_tex_pack_input: CHW activations -> rgba32float 2-D array texture, 4 channels per
 //                           texel, one layer per 4 channels, with a 1-texel zero border:
-//                           texel (x + 1, y + 1, c / 4)[c % 4] = x[c][y][x] (times its mask bit when
-//                           use_mask: the fused ReLU-backward mask of conv3x3_backward_input);
-//                           the border ring and the channels past `c` are 0 (the conv's padding).
+//                           texel (x + 1, y + 1, c / 4)[c % 4] = x[c][y][x]; the border ring and
+//                           the channels past `c` are 0 (the conv's padding).
+//   conv3x3_tex_pack_input_masked: the same times each value's mask bit (the fused ReLU-backward
+//                           mask of conv3x3_backward_input); only this entry point binds M.
 // The weights are packed once by conv3x3_tex_weights.wgsl.
 // Checked through the conv tests in tests/kernels.rs (Variant::Tex against the CPU reference).
 
 struct Params {
-    c: u32, h: u32, w: u32,
-    use_mask: u32,  // 1: multiply each value by its mask bit
+    c: u32, h: u32, w: u32, _p0: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -19,26 +19,51 @@ struct Params {
 @group(0) @binding(2) var<storage, read> M: array<u32>;  // m: (c, h, w) bits, 32 per word (relu_mask_pack)
 @group(0) @binding(3) var Xp: texture_storage_2d_array<rgba32float, write>; // (w + 2, h + 2) x ceil(c / 4)
 
+// Flat index of channel g.z * 4 + k at texel g, or -1 in the border or past c.
+fn index_at(g: vec3<u32>, k: u32) -> i32 {
+    let c = g.z * 4u + k;
+    if (g.x < 1u || g.x > P.w || g.y < 1u || g.y > P.h || c >= P.c) {
+        return -1;
+    }
+    return i32(c * P.h * P.w + (g.y - 1u) * P.w + (g.x - 1u));
+}
+
+fn texel(g: vec3<u32>) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    for (var k = 0u; k < 4u; k++) {
+        let i = index_at(g, k);
+        if (i >= 0) {
+            v[k] = X[u32(i)];
+        }
+    }
+    return v;
+}
+
+// The mask bits of texel g's 4 values (true where there is no value).
+fn texel_mask(g: vec3<u32>) -> vec4<bool> {
+    var m = vec4<bool>(true);
+    for (var k = 0u; k < 4u; k++) {
+        let i = index_at(g, k);
+        if (i >= 0) {
+            let u = u32(i);
+            m[k] = ((M[u >> 5u] >> (u & 31u)) & 1u) != 0u;
+        }
+    }
+    return m;
+}
+
 @compute @workgroup_size(8, 8, 1)
 fn conv3x3_tex_pack_input(@builtin(global_invocation_id) g: vec3<u32>) {
     if (g.x >= P.w + 2u || g.y >= P.h + 2u) {
         return;
     }
-    var v = vec4<f32>(0.0);
-    if (g.x >= 1u && g.x <= P.w && g.y >= 1u && g.y <= P.h) {
-        let plane = P.h * P.w;
-        let pix = (g.y - 1u) * P.w + (g.x - 1u);
-        for (var k = 0u; k < 4u; k++) {
-            let c = g.z * 4u + k;
-            if (c < P.c) {
-                let i = c * plane + pix;
-                var e = X[i];
-                if (P.use_mask != 0u) {
-                    e = select(0.0, e, ((M[i >> 5u] >> (i & 31u)) & 1u) != 0u);
-                }
-                v[k] = e;
-            }
-        }
+    textureStore(Xp, vec2<u32>(g.x, g.y), g.z, texel(g));
+}
+
+@compute @workgroup_size(8, 8, 1)
+fn conv3x3_tex_pack_input_masked(@builtin(global_invocation_id) g: vec3<u32>) {
+    if (g.x >= P.w + 2u || g.y >= P.h + 2u) {
+        return;
     }
-    textureStore(Xp, vec2<u32>(g.x, g.y), g.z, v);
+    textureStore(Xp, vec2<u32>(g.x, g.y), g.z, select(vec4<f32>(0.0), texel(g), texel_mask(g)));
 }

@@ -2,12 +2,15 @@
 // (gpu::conv, Variant::Tex, Wino and Wino4), run once when the op is built.
 //   conv3x3_tex_pack_weights: OIHW weights and the bias -> rgba32float 2-D texture of
 //                             (cout_pad, cin4 * 9 + 1) texels: texel (o, (c / 4) * 9 + t)[c % 4] =
-//                             w[o][c][t]; row cin4 * 9 holds (b[o], 0, 0, 0); zero past cout/cin.
+//                             w[o][c][t]; zero past cout/cin. Row cin4 * 9 is the bias row.
 //   conv3x3_wino_pack_weights, conv3x3_wino4_pack_weights: the Winograd variants' weights
 //                             (Wino: F(2x2, 3x3), tiles of t = 4; Wino4: F(4x4, 3x3), t = 6):
 //                             U = G g G^T per (output, input) channel, into a (cout_pad,
 //                             cin4 * t^2 + 1) texture: texel (o, (c / 4) * t^2 + xi)[c % 4] =
 //                             U[o][c][xi] (xi = t i + j: row i, column j of U); bias row last.
+//   conv3x3_tex_pack_bias:    the bias row: texel (o, bias_row) = (b[o], 0, 0, 0). Without a bias
+//                             it is not run and the row stays zero as created (WebGPU
+//                             zero-initialises textures), so the weights entry points never bind B.
 //                             G as in Lavin & Gray, "Fast Algorithms for Convolutional Neural
 //                             Networks" (2016).
 // Checked through the conv tests in tests/kernels.rs (every variant against the CPU reference).
@@ -16,7 +19,7 @@ struct Params {
     cout: u32, cin: u32,
     cout_pad: u32,  // texture width: output channels rounded up to the kernel's channel block
     cin4: u32,      // ceil(cin / 4)
-    has_bias: u32,  // 0 leaves the bias row zero
+    bias_row: u32,  // cin4 * rows per 4 channels: the last row
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -59,32 +62,26 @@ fn wino_u(o: u32, c: u32, xi: u32, t: u32) -> f32 {
 }
 
 // Texel (o, row) of a packed weights texture with `per` rows per 4 input channels (9 taps, or
-// 16 / 36 Winograd points) and the bias row last.
+// 16 / 36 Winograd points); the bias row last is conv3x3_tex_pack_bias's.
 fn pack_weights(g: vec3<u32>, per: u32) {
     let o = g.x;
     let row = g.y;
-    if (o >= P.cout_pad || row > P.cin4 * per) {
+    if (o >= P.cout_pad || row >= P.cin4 * per) {
         return;
     }
     var v = vec4<f32>(0.0);
     if (o < P.cout) {
-        if (row == P.cin4 * per) {
-            if (P.has_bias != 0u) {
-                v.x = B[o];
-            }
-        } else {
-            let c4 = row / per;
-            let t = row % per;
-            for (var k = 0u; k < 4u; k++) {
-                let c = c4 * 4u + k;
-                if (c < P.cin) {
-                    if (per == 16u) {
-                        v[k] = wino_u(o, c, t, 4u);
-                    } else if (per == 36u) {
-                        v[k] = wino_u(o, c, t, 6u);
-                    } else {
-                        v[k] = Wt[(o * P.cin + c) * 9u + t];
-                    }
+        let c4 = row / per;
+        let t = row % per;
+        for (var k = 0u; k < 4u; k++) {
+            let c = c4 * 4u + k;
+            if (c < P.cin) {
+                if (per == 16u) {
+                    v[k] = wino_u(o, c, t, 4u);
+                } else if (per == 36u) {
+                    v[k] = wino_u(o, c, t, 6u);
+                } else {
+                    v[k] = Wt[(o * P.cin + c) * 9u + t];
                 }
             }
         }
@@ -105,4 +102,17 @@ fn conv3x3_wino_pack_weights(@builtin(global_invocation_id) g: vec3<u32>) {
 @compute @workgroup_size(8, 8, 1)
 fn conv3x3_wino4_pack_weights(@builtin(global_invocation_id) g: vec3<u32>) {
     pack_weights(g, 36u);
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn conv3x3_tex_pack_bias(@builtin(global_invocation_id) g: vec3<u32>) {
+    let o = g.x;
+    if (o >= P.cout_pad) {
+        return;
+    }
+    var v = vec4<f32>(0.0);
+    if (o < P.cout) {
+        v.x = B[o];
+    }
+    textureStore(Wp, vec2<u32>(o, P.bias_row), v);
 }

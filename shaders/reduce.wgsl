@@ -58,41 +58,54 @@ fn tv_term(i: u32) -> f32 {
     return s;
 }
 
-// Sum of (x - t)^2 over this lane's grid-stride share; with `grad`, also dx (+)= gscale (x - t).
-fn mse_terms(wid: vec3<u32>, li: u32, grad: bool) -> f32 {
+// Sum of (x - t)^2 over this lane's grid-stride share.
+fn mse_terms(wid: vec3<u32>, li: u32) -> f32 {
     let n4 = P.n / 4u;
     var s = 0.0;
     for (var q = wid.x * 256u + li; q < n4; q += P.groups * 256u) {
         let d = X4[q] - T4[q];
         s += dot(d, d);
-        if (grad) {
-            var g = P.gscale * d;
-            if (P.gaccumulate != 0u) { g += D4[q]; }
-            D4[q] = g;
-        }
     }
     let i = n4 * 4u + li;
     if (wid.x == 0u && i < P.n) {
         let d = X[i] - Tg[i];
         s += d * d;
-        if (grad) {
-            var g = P.gscale * d;
-            if (P.gaccumulate != 0u) { g += D[i]; }
-            D[i] = g;
-        }
+    }
+    return s;
+}
+
+// mse_terms, and dx (+)= gscale (x - t). A function of its own so that only mse_partial_grad
+// uses (and binds) D and D4.
+fn mse_terms_grad(wid: vec3<u32>, li: u32) -> f32 {
+    let n4 = P.n / 4u;
+    var s = 0.0;
+    for (var q = wid.x * 256u + li; q < n4; q += P.groups * 256u) {
+        let d = X4[q] - T4[q];
+        s += dot(d, d);
+        var g = P.gscale * d;
+        if (P.gaccumulate != 0u) { g += D4[q]; }
+        D4[q] = g;
+    }
+    let i = n4 * 4u + li;
+    if (wid.x == 0u && i < P.n) {
+        let d = X[i] - Tg[i];
+        s += d * d;
+        var g = P.gscale * d;
+        if (P.gaccumulate != 0u) { g += D[i]; }
+        D[i] = g;
     }
     return s;
 }
 
 @compute @workgroup_size(256)
 fn mse_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let t = tree_sum(li, mse_terms(wid, li, false));
+    let t = tree_sum(li, mse_terms(wid, li));
     if (li == 0u) { Out[wid.x] = t; }
 }
 
 @compute @workgroup_size(256)
 fn mse_partial_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let t = tree_sum(li, mse_terms(wid, li, true));
+    let t = tree_sum(li, mse_terms_grad(wid, li));
     if (li == 0u) { Out[wid.x] = t; }
 }
 

@@ -5,7 +5,7 @@
 use crate::error::Result;
 use crate::gpu::adam::AdamConfig;
 use crate::gpu::relu::{self, Mask};
-use crate::gpu::{conv, gram, pool, reduce, AdapterChoice, Context, Op, Tensor};
+use crate::gpu::{conv, gram, pool, reduce, AdapterChoice, Context, KernelOverrides, Op, Tensor};
 use crate::model::{ConvLayer, LossSettings, Pool, Preprocess, Tap, CONVS};
 use crate::reference as r;
 use crate::runner::{compute_targets, Graph, Net, Targets};
@@ -48,8 +48,9 @@ fn poisoned(ctx: &Context, shape: [usize; 3]) -> Result<Tensor> {
 
 /// Runs every kernel and one whole iteration on `adapter` (empty: the best one) against the f64
 /// reference: the adapter's description and one row per comparison.
-pub fn run_checks(adapter: &str) -> Result<(String, Vec<Row>)> {
-    let ctx = Context::new(&AdapterChoice::parse(adapter))?;
+pub fn run_checks(adapter: &str, kernels: KernelOverrides) -> Result<(String, Vec<Row>)> {
+    let mut ctx = Context::new(&AdapterChoice::parse(adapter))?;
+    ctx.set_overrides(kernels);
     let mut rows = vec![];
     let mut rng = Rng::new(0x5eed);
     let up = |ctx: &Context, shape: [usize; 3], v: &[f32]| Tensor::from_slice(ctx, shape, v, "check input");
@@ -182,9 +183,9 @@ pub fn run_checks(adapter: &str) -> Result<(String, Vec<Row>)> {
 }
 
 /// Runs every check on `adapter` and returns the table as text and the number of failed rows.
-pub fn check(adapter: &str) -> Result<(String, usize)> {
+pub fn check(adapter: &str, kernels: KernelOverrides) -> Result<(String, usize)> {
     use std::fmt::Write as _;
-    let (name, rows) = run_checks(adapter)?;
+    let (name, rows) = run_checks(adapter, kernels)?;
     let mut out = format!("numerical check on {name} (normwise relative error against the f64 reference)\n");
     let mut failed = 0;
     for r in &rows {

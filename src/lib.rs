@@ -6,10 +6,10 @@
 //! cancellation through a [`render::Observer`].
 //!
 //! Layers, bottom up: [`model`] (what the network and the losses are, device-independent),
-//! [`reference`] (the f64 oracle of every op and of a whole step; imports only `model`),
+//! [`reference`](mod@reference) (the f64 oracle of every op and of a whole step; imports only `model`),
 //! [`gpu`] (context, tensors, one module per WGSL kernel family), [`runner`] and [`tiled`] (the
 //! Gatys graph on the GPU, whole or in exact tiles), [`render`] (plans and runs renders),
-//! with [`weights`], [`image_io`], [`rng`] beside them and [`bench`] / [`check`] on top.
+//! with [`weights`](mod@weights), [`image_io`](mod@image_io), [`rng`](mod@rng) beside them and [`bench`](mod@bench) / [`check`](mod@check) on top.
 
 #![warn(missing_docs)]
 
@@ -25,10 +25,6 @@ pub mod rng;
 pub mod runner;
 pub mod shaders;
 pub mod tiled;
-/// Old path of [`model`]'s VGG table, kept while the modules move (to be removed).
-pub mod vgg {
-    pub use crate::model::{block_of, conv_size, Affine, Preprocess, Tap, BLOCKS, CONVS};
-}
 pub mod weights;
 
 pub use error::{Error, Result};

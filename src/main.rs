@@ -302,6 +302,20 @@ fn hint(e: &Error) -> &'static str {
     }
 }
 
+/// Kernel choices forced by $STYLIZE_CONV, $STYLIZE_GRAM, $STYLIZE_WINO_TUNE and
+/// $STYLIZE_WINO4_TUNE, passed to the command's options; an invalid value is reported and ignored.
+fn kernel_overrides_from_env() -> stylize::gpu::KernelOverrides {
+    let mut o = stylize::gpu::KernelOverrides::default();
+    for (var, key) in [("CONV", "conv"), ("GRAM", "gram"), ("WINO_TUNE", "wino_tune"), ("WINO4_TUNE", "wino4_tune")] {
+        if let Ok(v) = std::env::var(format!("STYLIZE_{var}")) {
+            if let Err(e) = o.set(key, &v) {
+                eprintln!("warning: STYLIZE_{var}={e}; ignored");
+            }
+        }
+    }
+    o
+}
+
 fn run(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Render { args } => {
@@ -369,6 +383,7 @@ fn run(cmd: Cmd) -> Result<()> {
                 e2e: !no_e2e,
                 memory: !no_memory,
                 wall_clock,
+                overrides: kernel_overrides_from_env(),
                 ..Default::default()
             };
             let r = stylize::bench::run(&o)?;
@@ -376,7 +391,7 @@ fn run(cmd: Cmd) -> Result<()> {
             Ok(())
         }
         Cmd::Check { adapter } => {
-            let (table, failed) = stylize::check::check(&adapter_or_env(adapter))?;
+            let (table, failed) = stylize::check::check(&adapter_or_env(adapter), kernel_overrides_from_env())?;
             print!("{table}");
             if failed > 0 {
                 return Err(Error::Gpu(format!("{failed} numerical checks failed")));
@@ -495,6 +510,7 @@ fn options(a: RenderArgs) -> Result<RenderOptions> {
         max_gpu_memory: a.max_gpu_memory,
         quiet: a.quiet,
         // Fault injection for the tests of the non-finite guard.
+        kernels: kernel_overrides_from_env(),
         fault_nan_at: std::env::var("STYLIZE_FAULT_NAN_AT").ok().and_then(|v| v.parse().ok()),
     })
 }

@@ -231,7 +231,7 @@ pub struct Targets {
     pub style: Vec<Tensor>,
 }
 
-/// Runs a forward pass of `pixels` ((3, h, w), RGB in [0,1]) and returns the activations at
+/// Runs a forward pass of `pixels` ((3, h, w), RGB in \[0,1\]) and returns the activations at
 /// `content` taps and the Gram matrices at `style` taps.
 pub fn compute_targets(
     ctx: &Context,
@@ -376,7 +376,7 @@ pub(crate) fn backward(
 
 /// The whole optimisation state at one image size: image, graph, losses, gradient, optimiser.
 pub struct Graph {
-    /// The image being optimised: (3, h, w) RGB in [0,1].
+    /// The image being optimised: (3, h, w) RGB in \[0,1\].
     pub x: Tensor,
     /// dLoss/dx after a backward pass.
     pub grad: Tensor,

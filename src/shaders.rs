@@ -1,4 +1,7 @@
-//! The WGSL sources, embedded in the binary so it runs from anywhere.
+//! The WGSL sources, embedded in the binary so it runs from anywhere, and the list of the
+//! sources generated at run time.
+
+use crate::gpu::kernel::{Uniform, UniformLayout};
 
 /// (file name, source) of every shader in `shaders/`.
 pub const ALL: &[(&str, &str)] = &[
@@ -21,7 +24,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("tile.wgsl", include_str!("../shaders/tile.wgsl")),
 ];
 
-/// The WGSL source of `shaders/<file>` (embedded in the binary).
+/// The source of `shaders/<file>`; panics on a name not in [`ALL`].
 pub fn source(file: &str) -> &'static str {
     ALL.iter()
         .find(|(f, _)| *f == file)
@@ -29,71 +32,66 @@ pub fn source(file: &str) -> &'static str {
         .unwrap_or_else(|| panic!("no shader named {file} is embedded (add it to shaders::ALL)"))
 }
 
-/// The bind group layout a shader file declares (group 0), read from the WGSL with naga, so that
-/// every entry point of a file shares one layout and a wrapper binds every declared buffer
-/// (wgpu's automatic layouts would keep only the bindings each entry point uses).
-pub fn layout_entries(src: &str) -> Vec<wgpu::BindGroupLayoutEntry> {
-    let module = naga::front::wgsl::parse_str(src).expect("embedded shaders are validated by tests/shaders.rs");
-    let mut out: Vec<wgpu::BindGroupLayoutEntry> = module
-        .global_variables
-        .iter()
-        .filter_map(|(_, var)| {
-            let b = var.binding.as_ref()?;
-            let ty = match var.space {
-                naga::AddressSpace::Uniform => wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Uniform,
-                    has_dynamic_offset: false,
-                    min_binding_size: None,
-                },
-                naga::AddressSpace::Storage { access } => wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Storage { read_only: !access.contains(naga::StorageAccess::STORE) },
-                    has_dynamic_offset: false,
-                    min_binding_size: None,
-                },
-                naga::AddressSpace::Handle => match module.types[var.ty].inner {
-                    naga::TypeInner::Image {
-                        dim: naga::ImageDimension::D2,
-                        arrayed,
-                        class: naga::ImageClass::Storage { format, access },
-                    } => wgpu::BindingType::StorageTexture {
-                        access: if access.contains(naga::StorageAccess::LOAD) {
-                            wgpu::StorageTextureAccess::ReadWrite
-                        } else {
-                            wgpu::StorageTextureAccess::WriteOnly
-                        },
-                        format: match format {
-                            naga::StorageFormat::Rgba32Float => wgpu::TextureFormat::Rgba32Float,
-                            f => panic!("unsupported storage texture format {f:?} in a shader"),
-                        },
-                        view_dimension: if arrayed {
-                            wgpu::TextureViewDimension::D2Array
-                        } else {
-                            wgpu::TextureViewDimension::D2
-                        },
-                    },
-                    naga::TypeInner::Image { dim: naga::ImageDimension::D2, arrayed, .. } => {
-                        wgpu::BindingType::Texture {
-                            sample_type: wgpu::TextureSampleType::Float { filterable: false },
-                            view_dimension: if arrayed {
-                                wgpu::TextureViewDimension::D2Array
-                            } else {
-                                wgpu::TextureViewDimension::D2
-                            },
-                            multisampled: false,
-                        }
-                    }
-                    _ => panic!("unsupported handle binding in a shader"),
-                },
-                _ => return None,
-            };
-            Some(wgpu::BindGroupLayoutEntry {
-                binding: b.binding,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty,
-                count: None,
-            })
-        })
-        .collect();
-    out.sort_by_key(|e| e.binding);
-    out
+/// The Rust uniform struct of each file in [`ALL`] that declares one (tests/shaders.rs checks each
+/// against the WGSL struct, field by field).
+pub fn uniforms() -> Vec<(&'static str, UniformLayout)> {
+    use crate::gpu::*;
+    vec![
+        ("adam.wgsl", adam::AdamParams::LAYOUT),
+        ("conv3x3.wgsl", conv::ConvParams::LAYOUT),
+        ("conv3x3_tex_pack.wgsl", conv::TexPackParams::LAYOUT),
+        ("conv3x3_tex_pack4.wgsl", conv::TexPack4Params::LAYOUT),
+        ("conv3x3_tex_weights.wgsl", conv::TexWeightsParams::LAYOUT),
+        ("ema.wgsl", ema::EmaParams::LAYOUT),
+        ("gram.wgsl", gram::GramParams::LAYOUT),
+        ("gram_tex_finish.wgsl", gram::GramTexFinishParams::LAYOUT),
+        ("gram_tex_pack.wgsl", gram::GramTexPackParams::LAYOUT),
+        ("gram_tex_pack4.wgsl", gram::GramTexPackParams::LAYOUT),
+        ("image.wgsl", image::ImageParams::LAYOUT),
+        ("lbfgs.wgsl", lbfgs::LbfgsParams::LAYOUT),
+        ("peak.wgsl", peak::PeakParams::LAYOUT),
+        ("pool.wgsl", pool::PoolParams::LAYOUT),
+        ("reduce.wgsl", reduce::ReduceParams::LAYOUT),
+        ("relu.wgsl", relu::ReluParams::LAYOUT),
+        ("tile.wgsl", tile::TileParams::LAYOUT),
+    ]
+}
+
+/// One WGSL source generated at run time: its pipeline-cache key, entry point, text and uniform.
+pub struct Generated {
+    /// The cache key, also the snapshot's file name (`shaders/generated/<key>.wgsl`).
+    pub key: String,
+    /// The entry point.
+    pub entry: &'static str,
+    /// The WGSL.
+    pub source: String,
+    /// The Rust struct of its uniform block.
+    pub uniform: UniformLayout,
+    /// The subgroup size it is specialised for.
+    pub subgroup: u32,
+}
+
+/// Every generated source the wrappers can select (with the default tuning): the texture conv
+/// kernels and the texture Gram kernels.
+pub fn generated() -> Vec<Generated> {
+    use crate::gpu::{conv_gen, gram_gen};
+    let conv = conv_gen::variants().into_iter().map(|(key, entry, source, subgroup)| Generated {
+        key,
+        entry,
+        source,
+        uniform: conv_gen::TexConvParams::LAYOUT,
+        subgroup,
+    });
+    let gram = gram_gen::variants().into_iter().map(|(key, entry, source, subgroup)| Generated {
+        uniform: if entry == "gram_tex_forward" {
+            gram_gen::GramTexForwardParams::LAYOUT
+        } else {
+            gram_gen::GramTexBackwardParams::LAYOUT
+        },
+        key,
+        entry,
+        source,
+        subgroup,
+    });
+    conv.chain(gram).collect()
 }

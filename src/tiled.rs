@@ -256,7 +256,7 @@ pub struct TiledGraph {
     between: Vec<Op>,
     /// Per tile, per content tap: the masked content target of the tile's region.
     content_tiles: Vec<Vec<Vec<f32>>>,
-    /// The image (3, h, w) RGB in [0,1], and dLoss/dimage after [`TiledGraph::evaluate`].
+    /// The image (3, h, w) RGB in \[0,1\], and dLoss/dimage after [`TiledGraph::evaluate`].
     pub image: Vec<f32>,
     /// dLoss/dImage after [`TiledGraph::evaluate`], (3, h, w).
     pub grad: Vec<f32>,

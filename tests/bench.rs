@@ -6,7 +6,8 @@ use stylize::gpu::{AdapterChoice, Context};
 
 #[test]
 fn bench_runs_at_a_tiny_size() {
-    let ctx = Context::new(&AdapterChoice::from_env()).expect("a GPU adapter (lavapipe in CI)");
+    let ctx = Context::new(&AdapterChoice::parse(&std::env::var("STYLIZE_ADAPTER").unwrap_or_default()))
+        .expect("a GPU adapter (lavapipe in CI)");
     let o = BenchOptions {
         sizes: vec![32],
         e2e_sizes: vec![32],

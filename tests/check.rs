@@ -3,7 +3,7 @@
 #[test]
 fn every_check_passes_on_the_test_adapter() {
     let adapter = std::env::var("STYLIZE_ADAPTER").unwrap_or_default();
-    let (name, rows) = stylize::check::run_checks(&adapter).expect("checks run");
+    let (name, rows) = stylize::check::run_checks(&adapter, Default::default()).expect("checks run");
     assert!(rows.len() >= 12, "{} rows", rows.len());
     for r in &rows {
         println!("{name}: {:<52} {:.2e} (tol {:.0e})", r.what, r.err, r.tol);

@@ -440,7 +440,7 @@ fn pools_forward_backward() {
         for kind in [pool::Pool::Avg, pool::Pool::Max] {
             let y = poisoned([c, oh, ow]);
             run(&pool::pool_forward(ctx(), kind, &tx, &y));
-            let (want_y, want_dx, fwd): (Vec<f64>, Vec<f64>, Box<dyn Fn(&[f64]) -> Vec<f64>>) = match kind {
+            let (want_y, want_dx, fwd): (Vec<f64>, Vec<f64>, RefFn) = match kind {
                 pool::Pool::Avg => (
                     r::avgpool2x2_forward(&xd, c, h, w),
                     r::avgpool2x2_backward(&dyd, c, h, w),
@@ -462,10 +462,13 @@ fn pools_forward_backward() {
     }
 }
 
+/// An f64 reference function of one input, boxed so either pool kind's fits one variable.
+type RefFn = Box<dyn Fn(&[f64]) -> Vec<f64>>;
+
 #[test]
 fn maxpool_ties_route_to_first_maximum() {
     // After a ReLU whole windows are 0: the gradient must go to the first element, as PyTorch.
-    let x = vec![0.0f32, 0.0, 0.0, 0.0, /* second window */ 0.5, 0.5, 0.0, 0.5];
+    let x = [0.0f32, 0.0, 0.0, 0.0, /* second window */ 0.5, 0.5, 0.0, 0.5];
     // (1, 2, 4): windows at columns 0-1 and 2-3.
     let x = vec![x[0], x[1], x[4], x[5], x[2], x[3], x[6], x[7]];
     let tx = upload([1, 2, 4], &x);

@@ -2,7 +2,25 @@
 //! command line, seeded inputs, the timer and the per-dispatch split.
 
 use std::time::Instant;
-use stylize::gpu::{Context, Op, Variant};
+use stylize::gpu::{AdapterChoice, Context, KernelOverrides, Op, Variant};
+
+/// The GPU context of a study: `$STYLIZE_ADAPTER` picks the adapter, and `$STYLIZE_CONV`,
+/// `$STYLIZE_GRAM`, `$STYLIZE_WINO_TUNE`, `$STYLIZE_WINO4_TUNE` set its kernel overrides as for
+/// the CLI (an invalid value is reported and ignored).
+pub fn context() -> Context {
+    let adapter = std::env::var("STYLIZE_ADAPTER").unwrap_or_default();
+    let mut ctx = Context::new(&AdapterChoice::parse(&adapter)).unwrap_or_else(|e| panic!("no GPU adapter: {e}"));
+    let mut o = KernelOverrides::default();
+    for (var, key) in [("CONV", "conv"), ("GRAM", "gram"), ("WINO_TUNE", "wino_tune"), ("WINO4_TUNE", "wino4_tune")] {
+        if let Ok(v) = std::env::var(format!("STYLIZE_{var}")) {
+            if let Err(e) = o.set(key, &v) {
+                eprintln!("warning: STYLIZE_{var}={e}; ignored");
+            }
+        }
+    }
+    ctx.set_overrides(o);
+    ctx
+}
 
 pub struct Args {
     pub variants: Vec<Variant>,

@@ -59,8 +59,10 @@ pub struct BenchOptions {
     /// Timed runs per kernel (the median is reported) and iterations per end-to-end size, at
     /// most; fewer run when a time budget is reached. 0: 10.
     pub iterations: u32,
-    /// Adapter, as `--adapter` (empty: the best one, or `$STYLIZE_ADAPTER`).
+    /// Adapter, as `--adapter` (empty: the best one).
     pub adapter: String,
+    /// Kernel choices forced instead of the adapter's defaults.
+    pub overrides: crate::gpu::KernelOverrides,
     /// Print JSON instead of the table (used by [`print()`]; [`run`] ignores it).
     pub json: bool,
     /// Measure the peaks and every kernel.
@@ -88,6 +90,7 @@ impl Default for BenchOptions {
             memory_sizes: vec![],
             iterations: 0,
             adapter: String::new(),
+            overrides: Default::default(),
             json: false,
             kernels: true,
             e2e: true,
@@ -246,8 +249,8 @@ pub struct BenchReport {
 
 /// Runs the benchmarks `opts` asks for on its adapter.
 pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
-    let choice = if opts.adapter.is_empty() { AdapterChoice::from_env() } else { AdapterChoice::parse(&opts.adapter) };
-    let ctx = Context::new(&choice)?;
+    let mut ctx = Context::new(&AdapterChoice::parse(&opts.adapter))?;
+    ctx.set_overrides(opts.overrides);
     run_on(&ctx, opts)
 }
 

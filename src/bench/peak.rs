@@ -4,7 +4,8 @@
 use super::meter::{median, min, Meter};
 use super::Peak;
 use crate::error::Result;
-use crate::gpu::{Context, Params, Tensor};
+use crate::gpu::peak::PeakParams;
+use crate::gpu::{Context, Tensor};
 
 const PEAK_FILE: &str = "peak.wgsl";
 
@@ -13,18 +14,17 @@ pub(super) fn measure_peak(ctx: &Context, meter: &Meter, cpu: bool, check_timer:
     let groups: u32 = if cpu { 256 } else { 16384 };
     let n = groups * 64;
     let out = Tensor::new(ctx, [n as usize * 4, 1, 1], "peak out")?;
-    let dummy = Tensor::new(ctx, [4, 1, 1], "peak in")?;
     let (gx, gy) = ctx.grid(groups);
     let fma = |iters: u32| {
-        let p = Params::new().u(0, n).u(1, gx).u(2, iters);
-        ctx.op(ctx.dispatch(PEAK_FILE, "peak_fma", p, &[&dummy.buf, &out.buf], (gx, gy, 1)))
+        let p = PeakParams { n, gx, iters, ..Default::default() };
+        ctx.op(ctx.dispatch(PEAK_FILE, "peak_fma", &p, &[("Out", &out.buf)], (gx, gy, 1)))
     };
     // Submission overhead: one workgroup doing nothing.
     let empty = ctx.op(ctx.dispatch(
         PEAK_FILE,
         "peak_fma",
-        Params::new().u(0, 64).u(1, 1).u(2, 0),
-        &[&dummy.buf, &out.buf],
+        &PeakParams { n: 64, gx: 1, iters: 0, ..Default::default() },
+        &[("Out", &out.buf)],
         (1, 1, 1),
     ));
     meter.run_once(&empty)?;
@@ -56,8 +56,8 @@ pub(super) fn measure_peak(ctx: &Context, meter: &Meter, cpu: bool, check_timer:
     let a = Tensor::new(ctx, [bytes as usize / 4, 1, 1], "peak copy in")?;
     let b = Tensor::new(ctx, [bytes as usize / 4, 1, 1], "peak copy out")?;
     let (gx, gy) = ctx.grid(nv.div_ceil(256));
-    let copy =
-        ctx.op(ctx.dispatch(PEAK_FILE, "peak_copy", Params::new().u(0, nv).u(1, gx), &[&a.buf, &b.buf], (gx, gy, 1)));
+    let p = PeakParams { n: nv, gx, ..Default::default() };
+    let copy = ctx.op(ctx.dispatch(PEAK_FILE, "peak_copy", &p, &[("In", &a.buf), ("Out", &b.buf)], (gx, gy, 1)));
     let t = min(&meter.measure(&copy)?.0);
     let gbps = 2.0 * bytes as f64 / (t * 1e6);
     Ok(Peak { gflops, gbps, copy_bytes: bytes, overhead_ms: meter.overhead_ms.get() })

@@ -3,11 +3,17 @@
 //! crowsonkb/style-transfer-pytorch): the rendered image is the bias-corrected average of the
 //! iterates rather than the last one, which removes the high-frequency jitter Adam leaves.
 
+use super::kernel::uniform;
 use super::relu::grid;
-use super::{Context, Op, Params, Tensor};
+use super::{Context, Op, Tensor};
 use crate::error::Result;
 
 const FILE: &str = "ema.wgsl";
+
+uniform! {
+    /// `shaders/ema.wgsl`'s `Params`.
+    pub struct EmaParams { n: u32, gx: u32, decay: f32, one_minus_decay: f32 }
+}
 
 /// A = d A + (1 - d) X over `x.len()` elements, and state S = [t, 1 - d^t] advanced by one.
 /// x, avg: same length; state: 2 elements.
@@ -16,12 +22,13 @@ pub fn ema_update(ctx: &Context, x: &Tensor, avg: &Tensor, state: &Tensor, decay
     assert!(state.len() >= 2);
     let n = x.len();
     let (gx, gy) = grid(ctx, n);
-    let p = Params::new().u(0, n as u32).u(1, gx).f(2, decay as f32).f(3, (1.0 - decay) as f32);
-    ctx.op(ctx.dispatch(FILE, "ema_update", p, &[&state.buf, &x.buf, &avg.buf], (gx, gy, 1)))
+    let p = EmaParams { n: n as u32, gx, decay: decay as f32, one_minus_decay: (1.0 - decay) as f32 };
+    ctx.op(ctx.dispatch(FILE, "ema_update", &p, &[("S", state), ("X", x), ("A", avg)], (gx, gy, 1)))
 }
 
 /// The running average of one tensor with its bias-correction state, both on the GPU.
 pub struct Ema {
+    /// d, the weight of the previous average.
     pub decay: f64,
     /// d-weighted sum of the iterates (not yet bias-corrected).
     pub avg: Tensor,

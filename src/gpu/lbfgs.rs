@@ -7,12 +7,23 @@
 //! rho = 0, so it contributes nothing) rather than being dropped, because deciding that would
 //! need a readback. Such pairs are rare in practice (none in our tests).
 
+use super::kernel::{uniform, Bindings};
 use super::relu::grid;
-use super::{reduce, Context, Op, Params, Tensor};
+use super::{reduce, Context, Op, Tensor};
 use crate::error::Result;
 
 const FILE: &str = "lbfgs.wgsl";
 
+uniform! {
+    /// `shaders/lbfgs.wgsl`'s `Params`.
+    pub struct LbfgsParams {
+        n: u32, gx: u32, mode: u32, slot: u32,
+        ia: u32, ib: u32, fa: f32, fb: f32,
+        lr: f32, hist: u32, _p0: u32, _p1: u32,
+    }
+}
+
+/// L-BFGS settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LbfgsConfig {
     /// Curvature pairs remembered (jcjohnson: 100).
@@ -45,8 +56,10 @@ struct Slot {
     second: Op,
 }
 
+/// L-BFGS state on the GPU and the ops that advance it.
 pub struct Lbfgs {
     cfg: LbfgsConfig,
+    /// Scalar slots (step length, dots, rho and alpha per pair; see shaders/lbfgs.wgsl).
     pub scalars: Tensor,
     /// d: the search direction (q / r of the two-loop recursion).
     pub dir: Tensor,
@@ -59,7 +72,6 @@ pub struct Lbfgs {
     scale_dir: Op,
     later_t: Op,
     step: Op,
-    _dummies: Vec<Tensor>,
 }
 
 impl Lbfgs {
@@ -79,35 +91,26 @@ impl Lbfgs {
             hist_s.push(Tensor::new(ctx, shape, "lbfgs s")?);
             hist_y.push(Tensor::new(ctx, shape, "lbfgs y")?);
         }
-        // Distinct dummies for unused read-write bindings (a buffer may not be bound twice
-        // writable in one dispatch).
-        let dummies: Vec<Tensor> = (0..3).map(|_| Tensor::new(ctx, [1, 1, 1], "lbfgs dummy")).collect::<Result<_>>()?;
         let (gx, gy) = grid(ctx, n);
         let vec_groups = (gx, gy, 1);
-        let base = Params::new().u(0, n as u32).u(1, gx).f(8, cfg.lr).u(9, m as u32);
-        let (d0, d1, d2) = (&dummies[0].buf, &dummies[1].buf, &dummies[2].buf);
-        let vec_op = |entry: &'static str, p: Params, bufs: [&wgpu::Buffer; 5]| {
-            ctx.op(ctx.dispatch(
-                FILE,
-                entry,
-                p,
-                &[&scalars.buf, bufs[0], bufs[1], bufs[2], bufs[3], bufs[4]],
-                vec_groups,
-            ))
+        let base = LbfgsParams { n: n as u32, gx, lr: cfg.lr, hist: m as u32, ..Default::default() };
+        let vec_op = |entry: &'static str, p: LbfgsParams, binds: &Bindings<'_>| {
+            ctx.op(ctx.dispatch(FILE, entry, &p, binds, vec_groups))
         };
         let scalar_op = |mode: u32, slot: usize| {
-            let p = base.u(2, mode).u(3, slot as u32);
-            ctx.op(ctx.dispatch(FILE, "lbfgs_scalar", p, &[&scalars.buf, &g.buf, d0, d1, d2, &g.buf], (1, 1, 1)))
+            let p = LbfgsParams { mode, slot: slot as u32, ..base };
+            ctx.op(ctx.dispatch(FILE, "lbfgs_scalar", &p, &[("S", &scalars)], (1, 1, 1)))
         };
         // d += (fa S[ia] + fb S[ib]) v
         let axpy = |v: &Tensor, ia: usize, fa: f32, ib: usize, fb: f32| {
-            let p = base.u(4, ia as u32).u(5, ib as u32).f(6, fa).f(7, fb);
-            vec_op("lbfgs_axpy", p, [&v.buf, &dir.buf, d1, d2, &v.buf])
+            let p = LbfgsParams { ia: ia as u32, ib: ib as u32, fa, fb, ..base };
+            vec_op("lbfgs_axpy", p, &[("S", &scalars), ("G", v), ("A", &dir)])
         };
         let mut slots = vec![];
         for k in 0..m {
             let (s, y) = (&hist_s[k], &hist_y[k]);
-            let push = vec_op("lbfgs_pair", base, [&g.buf, &prev_grad.buf, &y.buf, &s.buf, &dir.buf])
+            let pair: &Bindings<'_> = &[("S", &scalars), ("G", g), ("A", &prev_grad), ("B", y), ("C", s), ("D", &dir)];
+            let push = vec_op("lbfgs_pair", base, pair)
                 .then(reduce::dot_forward(ctx, y, s, &scalars, S_YS, 1.0))
                 .then(reduce::dot_forward(ctx, y, y, &scalars, S_YY, 1.0))
                 .then(scalar_op(1, k));
@@ -120,15 +123,15 @@ impl Lbfgs {
                 .then(axpy(s, al, 1.0, S_BE, -1.0));
             slots.push(Slot { push, first, second });
         }
-        let start_dir = vec_op("lbfgs_neg", base, [&g.buf, &dir.buf, d1, d2, &g.buf]);
+        let start_dir = vec_op("lbfgs_neg", base, &[("G", g), ("A", &dir)]);
         let first_iter = reduce::abs_sum_forward(ctx, g, &scalars, S_L1, 1.0).then(scalar_op(0, 0)).then(vec_op(
             "lbfgs_copy",
             base,
-            [&g.buf, &prev_grad.buf, d1, d2, &g.buf],
+            &[("G", g), ("A", &prev_grad)],
         ));
-        let scale_dir = vec_op("lbfgs_scale", base, [&g.buf, &dir.buf, d1, d2, &g.buf]);
+        let scale_dir = vec_op("lbfgs_scale", base, &[("S", &scalars), ("A", &dir)]);
         let later_t = scalar_op(4, 0);
-        let step = vec_op("lbfgs_step", base, [&g.buf, &dir.buf, &x.buf, d2, &g.buf]);
+        let step = vec_op("lbfgs_step", base, &[("S", &scalars), ("A", &dir), ("B", x)]);
         Ok(Lbfgs {
             cfg,
             scalars,
@@ -142,7 +145,6 @@ impl Lbfgs {
             scale_dir,
             later_t,
             step,
-            _dummies: dummies,
         })
     }
 
@@ -170,6 +172,7 @@ impl Lbfgs {
         self.step.record(pass);
     }
 
+    /// Bytes of the curvature-pair history.
     pub fn history_bytes(&self) -> u64 {
         self.hist_s.iter().chain(&self.hist_y).map(|t| t.bytes()).sum()
     }

@@ -6,18 +6,25 @@
 
 pub mod adam;
 pub mod conv;
+pub mod conv_gen;
 pub mod ema;
 pub mod gram;
+pub mod gram_gen;
 pub mod image;
+pub mod kernel;
 pub mod lbfgs;
 pub mod op;
+pub mod overrides;
+pub mod peak;
 pub mod pool;
 pub mod reduce;
 pub mod relu;
 pub mod tensor;
 pub mod tile;
 
-pub use op::{Op, Params};
+pub use kernel::{Bindable, Source, Uniform};
+pub use op::Op;
+pub use overrides::KernelOverrides;
 pub use tensor::Tensor;
 
 use crate::error::{Error, Result};
@@ -50,29 +57,15 @@ impl Variant {
             _ => None,
         }
     }
-
-    /// The variant forced by the environment variable `var` (e.g. `STYLIZE_CONV`), if set; an
-    /// unknown name is reported once per variable and ignored.
-    pub fn from_env(var: &'static str) -> Option<Variant> {
-        let s = std::env::var(var).ok()?;
-        let v = Variant::parse(&s);
-        if v.is_none() && !s.trim().is_empty() {
-            static WARNED: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
-            let mut w = WARNED.lock().unwrap_or_else(|e| e.into_inner());
-            if !w.contains(&var) {
-                w.push(var);
-                eprintln!("warning: {var}={s:?} is none of `tiled`, `tex`, `wino`, `wino4`; ignored");
-            }
-        }
-        v
-    }
 }
 
 /// Which adapter the user asked for: a name substring and/or a backend.
 /// Parsed from strings like `vulkan`, `llvmpipe`, `vulkan:nvidia`, `metal`, `gl:intel`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct AdapterChoice {
+    /// The backend, if one was named.
     pub backend: Option<wgpu::Backend>,
+    /// A substring of the adapter name (any case), if given.
     pub name: Option<String>,
 }
 
@@ -105,11 +98,6 @@ impl AdapterChoice {
         }
     }
 
-    /// The choice from `$STYLIZE_ADAPTER`, if set (lets tests and benches target a GPU).
-    pub fn from_env() -> AdapterChoice {
-        std::env::var("STYLIZE_ADAPTER").map(|s| AdapterChoice::parse(&s)).unwrap_or_default()
-    }
-
     fn matches(&self, info: &wgpu::AdapterInfo) -> bool {
         self.backend.is_none_or(|b| b == info.backend)
             && self.name.as_ref().is_none_or(|n| info.name.to_lowercase().contains(&n.to_lowercase()))
@@ -130,6 +118,7 @@ fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
     (t, b)
 }
 
+/// `name (backend, type)` of an adapter.
 pub fn describe(info: &wgpu::AdapterInfo) -> String {
     format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type)
 }
@@ -159,16 +148,22 @@ fn no_adapter_hint() -> String {
 
 /// Adapter, device and queue, with the adapter's real limits, plus a pipeline cache.
 pub struct Context {
+    /// The adapter.
     pub adapter: wgpu::Adapter,
+    /// The device.
     pub device: wgpu::Device,
+    /// Its queue.
     pub queue: wgpu::Queue,
+    /// The adapter's description.
     pub info: wgpu::AdapterInfo,
+    /// The adapter's limits (all requested).
     pub limits: wgpu::Limits,
+    /// The features enabled (those used that the adapter has).
     pub features: wgpu::Features,
-    pipelines: Mutex<HashMap<(&'static str, &'static str), wgpu::ComputePipeline>>,
-    modules: Mutex<HashMap<&'static str, (wgpu::ShaderModule, wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
-    /// Pipelines built from sources generated at run time, by key (see [`Context::pipeline_from_source`]).
-    generated: Mutex<HashMap<String, (wgpu::ComputePipeline, wgpu::BindGroupLayout)>>,
+    /// Every kernel built so far, files and generated sources alike (see [`Context::kernel`]).
+    kernels: Mutex<kernel::Kernels>,
+    /// Kernel choices forced from outside (see [`Context::set_overrides`]).
+    overrides: KernelOverrides,
     /// Scratch textures shared by key (see [`Context::scratch_texture`]).
     scratch_textures: Mutex<HashMap<String, wgpu::Texture>>,
     /// Set by the device-lost callback; checked after each submission.
@@ -176,6 +171,7 @@ pub struct Context {
 }
 
 impl Context {
+    /// A context on the best adapter matching `choice`.
     pub fn new(choice: &AdapterChoice) -> Result<Context> {
         let all = enumerate();
         if all.is_empty() {
@@ -193,6 +189,7 @@ impl Context {
         Self::from_adapter(adapter)
     }
 
+    /// A context on `adapter`.
     pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Context> {
         let info = adapter.get_info();
         let limits = adapter.limits();
@@ -224,98 +221,26 @@ impl Context {
             info,
             limits,
             features,
-            pipelines: Mutex::new(HashMap::new()),
-            modules: Mutex::new(HashMap::new()),
-            generated: Mutex::new(HashMap::new()),
+            kernels: Mutex::new(kernel::Kernels::default()),
+            overrides: KernelOverrides::default(),
             scratch_textures: Mutex::new(HashMap::new()),
             lost,
         })
     }
 
+    /// The adapter, as [`describe`] writes it.
     pub fn describe(&self) -> String {
         describe(&self.info)
     }
 
-    /// The compute pipeline for `entry` in `shaders/<file>`, built once per context, and the
-    /// bind group layout shared by every entry point of the file.
-    pub fn pipeline(&self, file: &'static str, entry: &'static str) -> (wgpu::ComputePipeline, wgpu::BindGroupLayout) {
-        let mut mods = self.modules.lock().unwrap_or_else(|e| e.into_inner());
-        let (module, bgl, layout) = mods
-            .entry(file)
-            .or_insert_with(|| {
-                let src = crate::shaders::source(file);
-                let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(file),
-                    source: wgpu::ShaderSource::Wgsl(src.into()),
-                });
-                let entries = crate::shaders::layout_entries(src);
-                let bgl = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                    label: Some(file),
-                    entries: &entries,
-                });
-                let layout = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                    label: Some(file),
-                    bind_group_layouts: &[Some(&bgl)],
-                    immediate_size: 0,
-                });
-                (module, bgl, layout)
-            })
-            .clone();
-        drop(mods);
-        let mut pipes = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = pipes.get(&(file, entry)) {
-            return (p.clone(), bgl);
-        }
-        let p = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(entry),
-            layout: Some(&layout),
-            module: &module,
-            entry_point: Some(entry),
-            compilation_options: wgpu::PipelineCompilationOptions::default(),
-            cache: None,
-        });
-        pipes.insert((file, entry), p.clone());
-        (p, bgl)
+    /// The kernel choices forced on this context (none unless set).
+    pub fn overrides(&self) -> &KernelOverrides {
+        &self.overrides
     }
 
-    /// The compute pipeline for `entry` in a WGSL source generated at run time (e.g. a kernel
-    /// specialised for a tile shape), built once per context and cached under `key`, which must
-    /// identify the source; `src` is only called on a cache miss. The bind group layout is read
-    /// from the source like [`Context::pipeline`]'s.
-    pub fn pipeline_from_source(
-        &self,
-        key: &str,
-        src: impl FnOnce() -> String,
-        entry: &'static str,
-    ) -> (wgpu::ComputePipeline, wgpu::BindGroupLayout) {
-        let mut gen = self.generated.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((p, l)) = gen.get(key) {
-            return (p.clone(), l.clone());
-        }
-        let src = src();
-        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(key),
-            source: wgpu::ShaderSource::Wgsl(src.as_str().into()),
-        });
-        let entries = crate::shaders::layout_entries(&src);
-        let bgl = self
-            .device
-            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(key), entries: &entries });
-        let layout = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some(key),
-            bind_group_layouts: &[Some(&bgl)],
-            immediate_size: 0,
-        });
-        let p = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(key),
-            layout: Some(&layout),
-            module: &module,
-            entry_point: Some(entry),
-            compilation_options: wgpu::PipelineCompilationOptions::default(),
-            cache: None,
-        });
-        gen.insert(key.to_string(), (p.clone(), bgl.clone()));
-        (p, bgl)
+    /// Forces kernel choices for the ops built from now on (ops already built keep theirs).
+    pub fn set_overrides(&mut self, o: KernelOverrides) {
+        self.overrides = o;
     }
 
     /// The texture for `key`, created from `desc` on first use and shared by every later caller
@@ -335,10 +260,11 @@ impl Context {
         self.check_lost()
     }
 
+    /// An error if the device was lost.
     pub fn check_lost(&self) -> Result<()> {
         match self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone() {
             Some(m) => {
-                Err(Error::Gpu(format!("the GPU device was lost ({m}); try a smaller --size or another --adapter")))
+                Err(Error::Gpu(format!("the GPU device was lost ({m}); the work may be too large for this adapter")))
             }
             None => Ok(()),
         }
@@ -354,7 +280,7 @@ impl Context {
         let o = pollster::block_on(oom.pop());
         if let Some(e) = o {
             return Err(Error::Gpu(format!(
-                "out of GPU memory while {what} ({e}); try a smaller --size or another --adapter"
+                "out of GPU memory while {what} ({e}); the work is too large for this adapter"
             )));
         }
         if let Some(e) = v {

@@ -2,22 +2,33 @@
 //! `reference::{mse_*, tv_*, sum}`. Forward ops write `weight * loss` into one slot of a small
 //! losses buffer, so all loss terms are read back together, and only when asked.
 
+use super::kernel::{uniform, Bindings};
 use super::relu::grid;
-use super::{Context, Op, Params, Tensor};
+use super::{Context, Op, Tensor};
 
 const FILE: &str = "reduce.wgsl";
 
+uniform! {
+    /// `shaders/reduce.wgsl`'s `Params`.
+    pub struct ReduceParams {
+        n: u32, groups: u32, h: u32, w: u32,
+        scale: f32, slot: u32, accumulate: u32, gx: u32,
+        gscale: f32, gaccumulate: u32,
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
+/// Stage 1 `entry` over `x` (binding `inputs` and the partial sums as `Out`), then
+/// `reduce_finish` into `out[slot]`; `p` holds the entry's own fields.
 fn two_stage(
     ctx: &Context,
     entry: &'static str,
     x: &Tensor,
-    t: &wgpu::Buffer,
-    p: Params,
+    inputs: &Bindings<'_>,
+    p: ReduceParams,
     out: &Tensor,
     slot: usize,
     scale: f32,
-    dx: Option<&Tensor>,
 ) -> Op {
     assert!(slot < out.len(), "loss slot {slot} outside a buffer of {}", out.len());
     let n = x.len();
@@ -30,27 +41,23 @@ fn two_stage(
         usage: wgpu::BufferUsages::STORAGE,
         mapped_at_creation: false,
     });
-    let p = p.u(0, n as u32).u(1, groups).f(4, scale).u(5, slot as u32);
-    // Without a gradient the read-write D, D4 bindings take the partial sums (never written).
-    let d = dx.map_or(&parts, |d| &d.buf);
-    let d1 = ctx.dispatch(FILE, entry, p, &[&x.buf, t, &parts, &x.buf, t, d, d], (groups, 1, 1));
-    let d2 = ctx.dispatch(
-        FILE,
-        "reduce_finish",
-        p,
-        &[&parts, &parts, &out.buf, &parts, &parts, &out.buf, &out.buf],
-        (1, 1, 1),
-    );
+    let p = ReduceParams { n: n as u32, groups, scale, slot: slot as u32, ..p };
+    let mut binds: Vec<(&str, &dyn super::Bindable)> = inputs.to_vec();
+    binds.push(("Out", &parts));
+    let d1 = ctx.dispatch(FILE, entry, &p, &binds, (groups, 1, 1));
+    let d2 = ctx.dispatch(FILE, "reduce_finish", &p, &[("X", &parts), ("Out", out)], (1, 1, 1));
     Op { dispatches: vec![d1, d2], scratch: vec![parts], textures: vec![] }
 }
 
-/// out[slot] = weight * mean((x - t)^2).
+/// out\[slot\] = weight * mean((x - t)^2).
 pub fn mse_forward(ctx: &Context, x: &Tensor, t: &Tensor, out: &Tensor, slot: usize, weight: f32) -> Op {
     assert_eq!(x.len(), t.len());
-    two_stage(ctx, "mse_partial", x, &t.buf, Params::new(), out, slot, weight / x.len() as f32, None)
+    let inputs: &Bindings<'_> = &[("X", x), ("X4", x), ("Tg", t), ("T4", t)];
+    two_stage(ctx, "mse_partial", x, inputs, ReduceParams::default(), out, slot, weight / x.len() as f32)
 }
 
-/// [`mse_forward`] and [`mse_backward`] in one pass over x and t: out[slot] = weight *
+#[allow(clippy::too_many_arguments)]
+/// [`mse_forward`] and [`mse_backward`] in one pass over x and t: out\[slot\] = weight *
 /// mean((x - t)^2) and dx (+)= weight * 2 (x - t) / n.
 pub fn mse_forward_backward(
     ctx: &Context,
@@ -65,11 +72,12 @@ pub fn mse_forward_backward(
     assert_eq!(x.len(), t.len());
     assert_eq!(x.len(), dx.len());
     let n = x.len() as f32;
-    let p = Params::new().f(8, 2.0 * weight / n).u(9, accumulate as u32);
-    two_stage(ctx, "mse_partial_grad", x, &t.buf, p, out, slot, weight / n, Some(dx))
+    let p = ReduceParams { gscale: 2.0 * weight / n, gaccumulate: accumulate as u32, ..Default::default() };
+    let inputs: &Bindings<'_> = &[("X", x), ("X4", x), ("Tg", t), ("T4", t), ("D", dx), ("D4", dx)];
+    two_stage(ctx, "mse_partial_grad", x, inputs, p, out, slot, weight / n)
 }
 
-/// out[slot] (+)= scale * sum((x - t)^2): tiles add their share with the whole image's scale.
+/// out\[slot\] (+)= scale * sum((x - t)^2): tiles add their share with the whole image's scale.
 pub fn mse_sum_forward(
     ctx: &Context,
     x: &Tensor,
@@ -80,7 +88,9 @@ pub fn mse_sum_forward(
     accumulate: bool,
 ) -> Op {
     assert_eq!(x.len(), t.len());
-    two_stage(ctx, "mse_partial", x, &t.buf, Params::new().u(6, accumulate as u32), out, slot, scale, None)
+    let p = ReduceParams { accumulate: accumulate as u32, ..Default::default() };
+    let inputs: &Bindings<'_> = &[("X", x), ("X4", x), ("Tg", t), ("T4", t)];
+    two_stage(ctx, "mse_partial", x, inputs, p, out, slot, scale)
 }
 
 /// dx (+)= weight * 2 (x - t) / n.
@@ -89,22 +99,22 @@ pub fn mse_backward(ctx: &Context, x: &Tensor, t: &Tensor, dx: &Tensor, weight: 
     assert_eq!(x.len(), dx.len());
     let n = x.len();
     let (gx, gy) = grid(ctx, n);
-    let p = Params::new().u(0, n as u32).f(4, 2.0 * weight / n as f32).u(6, accumulate as u32).u(7, gx);
-    ctx.op(ctx.dispatch(
-        FILE,
-        "mse_backward",
-        p,
-        &[&x.buf, &t.buf, &dx.buf, &x.buf, &t.buf, &dx.buf, &dx.buf],
-        (gx, gy, 1),
-    ))
+    let p = ReduceParams {
+        n: n as u32,
+        scale: 2.0 * weight / n as f32,
+        accumulate: accumulate as u32,
+        gx,
+        ..Default::default()
+    };
+    ctx.op(ctx.dispatch(FILE, "mse_backward", &p, &[("X", x), ("Tg", t), ("Out", dx)], (gx, gy, 1)))
 }
 
-/// out[slot] = weight * tv(x), tv = (sum of squared horizontal and vertical neighbour
+/// out\[slot\] = weight * tv(x), tv = (sum of squared horizontal and vertical neighbour
 /// differences) / (c h w). x: (c, h, w).
 pub fn tv_forward(ctx: &Context, x: &Tensor, out: &Tensor, slot: usize, weight: f32) -> Op {
     let [_, h, w] = x.shape;
-    let p = Params::new().u(2, h as u32).u(3, w as u32);
-    two_stage(ctx, "tv_partial", x, &x.buf, p, out, slot, weight / x.len() as f32, None)
+    let p = ReduceParams { h: h as u32, w: w as u32, ..Default::default() };
+    two_stage(ctx, "tv_partial", x, &[("X", x)], p, out, slot, weight / x.len() as f32)
 }
 
 /// dx (+)= d(weight * tv)/dx.
@@ -113,34 +123,31 @@ pub fn tv_backward(ctx: &Context, x: &Tensor, dx: &Tensor, weight: f32, accumula
     assert_eq!(dx.shape, x.shape);
     let n = x.len();
     let (gx, gy) = grid(ctx, n);
-    let p = Params::new()
-        .u(0, n as u32)
-        .u(2, h as u32)
-        .u(3, w as u32)
-        .f(4, 2.0 * weight / n as f32)
-        .u(6, accumulate as u32)
-        .u(7, gx);
-    ctx.op(ctx.dispatch(
-        FILE,
-        "tv_backward",
-        p,
-        &[&x.buf, &x.buf, &dx.buf, &x.buf, &x.buf, &dx.buf, &dx.buf],
-        (gx, gy, 1),
-    ))
+    let p = ReduceParams {
+        n: n as u32,
+        h: h as u32,
+        w: w as u32,
+        scale: 2.0 * weight / n as f32,
+        accumulate: accumulate as u32,
+        gx,
+        ..Default::default()
+    };
+    ctx.op(ctx.dispatch(FILE, "tv_backward", &p, &[("X", x), ("Out", dx)], (gx, gy, 1)))
 }
 
-/// out[slot] = scale * sum(x).
+/// out\[slot\] = scale * sum(x).
 pub fn sum_forward(ctx: &Context, x: &Tensor, out: &Tensor, slot: usize, scale: f32) -> Op {
-    two_stage(ctx, "sum_partial", x, &x.buf, Params::new(), out, slot, scale, None)
+    two_stage(ctx, "sum_partial", x, &[("X", x), ("X4", x)], ReduceParams::default(), out, slot, scale)
 }
 
-/// out[slot] = scale * (a . b).
+/// out\[slot\] = scale * (a . b).
 pub fn dot_forward(ctx: &Context, a: &Tensor, b: &Tensor, out: &Tensor, slot: usize, scale: f32) -> Op {
     assert_eq!(a.len(), b.len());
-    two_stage(ctx, "dot_partial", a, &b.buf, Params::new(), out, slot, scale, None)
+    let inputs: &Bindings<'_> = &[("X", a), ("X4", a), ("Tg", b), ("T4", b)];
+    two_stage(ctx, "dot_partial", a, inputs, ReduceParams::default(), out, slot, scale)
 }
 
-/// out[slot] = scale * sum(|x|).
+/// out\[slot\] = scale * sum(|x|).
 pub fn abs_sum_forward(ctx: &Context, x: &Tensor, out: &Tensor, slot: usize, scale: f32) -> Op {
-    two_stage(ctx, "abs_sum_partial", x, &x.buf, Params::new(), out, slot, scale, None)
+    two_stage(ctx, "abs_sum_partial", x, &[("X", x), ("X4", x)], ReduceParams::default(), out, slot, scale)
 }

@@ -1,8 +1,14 @@
 //! ReLU wrappers (`shaders/relu.wgsl`); CPU twins in `reference::relu_*`.
 
-use super::{Context, Op, Params, Tensor};
+use super::kernel::uniform;
+use super::{Context, Op, Tensor};
 
 const FILE: &str = "relu.wgsl";
+
+uniform! {
+    /// `shaders/relu.wgsl`'s `Params`.
+    pub struct ReluParams { n: u32, gx: u32, _p0: u32, _p1: u32 }
+}
 
 /// (workgroups along x, y) for n elements in 256-wide workgroups.
 pub(crate) fn grid(ctx: &Context, n: usize) -> (u32, u32) {
@@ -13,8 +19,8 @@ pub(crate) fn grid(ctx: &Context, n: usize) -> (u32, u32) {
 pub fn relu_forward(ctx: &Context, x: &Tensor, y: &Tensor) -> Op {
     assert_eq!(x.len(), y.len());
     let (gx, gy) = grid(ctx, x.len());
-    let p = Params::new().u(0, x.len() as u32).u(1, gx);
-    ctx.op(ctx.dispatch(FILE, "relu_forward", p, &[&x.buf, &x.buf, &y.buf, &x.buf], (gx, gy, 1)))
+    let p = ReluParams { n: x.len() as u32, gx, ..Default::default() };
+    ctx.op(ctx.dispatch(FILE, "relu_forward", &p, &[("A", x), ("Out", y)], (gx, gy, 1)))
 }
 
 /// dx = dy * (y > 0), y the forward output.
@@ -22,8 +28,8 @@ pub fn relu_backward(ctx: &Context, y: &Tensor, dy: &Tensor, dx: &Tensor) -> Op 
     assert_eq!(y.len(), dy.len());
     assert_eq!(y.len(), dx.len());
     let (gx, gy) = grid(ctx, y.len());
-    let p = Params::new().u(0, y.len() as u32).u(1, gx);
-    ctx.op(ctx.dispatch(FILE, "relu_backward", p, &[&y.buf, &dy.buf, &dx.buf, &y.buf], (gx, gy, 1)))
+    let p = ReluParams { n: y.len() as u32, gx, ..Default::default() };
+    ctx.op(ctx.dispatch(FILE, "relu_backward", &p, &[("A", y), ("G", dy), ("Out", dx)], (gx, gy, 1)))
 }
 
 /// A ReLU-backward mask at one bit per element (bit k of word j: element 32 j + k was > 0),
@@ -38,6 +44,7 @@ pub struct Mask {
 }
 
 impl Mask {
+    /// A zeroed mask for an activation of `shape`.
     pub fn new(ctx: &Context, shape: [usize; 3], label: &str) -> crate::error::Result<Mask> {
         let n: usize = shape.iter().product();
         Ok(Mask { words: Tensor::new(ctx, [n.div_ceil(32).max(1), 1, 1], label)?, shape })
@@ -54,9 +61,11 @@ impl Mask {
         };
         Ok(Mask { words, shape })
     }
+    /// Elements covered.
     pub fn len(&self) -> usize {
         self.shape.iter().product()
     }
+    /// Whether it covers no element.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -71,6 +80,6 @@ pub fn relu_mask_pack(ctx: &Context, y: &Tensor, mask: &Mask) -> Op {
     assert_eq!(y.len(), mask.len());
     // One invocation per 32-element word.
     let (gx, gy) = ctx.grid((y.len() as u32).div_ceil(32 * 256));
-    let p = Params::new().u(0, y.len() as u32).u(1, gx);
-    ctx.op(ctx.dispatch(FILE, "relu_mask_pack", p, &[&y.buf, &y.buf, &mask.words.buf, &y.buf], (gx, gy, 1)))
+    let p = ReluParams { n: y.len() as u32, gx, ..Default::default() };
+    ctx.op(ctx.dispatch(FILE, "relu_mask_pack", &p, &[("A", y), ("A4", y), ("Out", &mask.words)], (gx, gy, 1)))
 }

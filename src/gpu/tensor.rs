@@ -4,8 +4,10 @@ use super::Context;
 use crate::error::{Error, Result};
 use wgpu::util::DeviceExt;
 
+/// A GPU tensor.
 #[derive(Clone, Debug)]
 pub struct Tensor {
+    /// The storage buffer (rounded up to 16 bytes).
     pub buf: wgpu::Buffer,
     /// (channels, height, width); a flat vector is (n, 1, 1).
     pub shape: [usize; 3],
@@ -15,12 +17,15 @@ const USAGE: wgpu::BufferUsages =
     wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
 
 impl Tensor {
+    /// Elements.
     pub fn len(&self) -> usize {
         self.shape.iter().product()
     }
+    /// Whether it has no element.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Bytes of the elements (4 each).
     pub fn bytes(&self) -> u64 {
         self.len() as u64 * 4
     }
@@ -32,8 +37,7 @@ impl Tensor {
         let max = ctx.limits.max_storage_buffer_binding_size.min(ctx.limits.max_buffer_size);
         if bytes > max {
             return Err(Error::TooLarge(format!(
-                "tensor {label} {:?} needs {} MiB in one GPU buffer but {} allows {} MiB; \
-                 use a smaller --size",
+                "tensor {label} {:?} needs {} MiB in one GPU buffer but {} allows {} MiB",
                 shape,
                 bytes >> 20,
                 describe_short(ctx),
@@ -57,6 +61,7 @@ impl Tensor {
         Ok(Tensor { buf, shape })
     }
 
+    /// A tensor holding `data` (its length must match `shape`).
     pub fn from_slice(ctx: &Context, shape: [usize; 3], data: &[f32], label: &str) -> Result<Tensor> {
         assert_eq!(data.len(), shape.iter().product::<usize>(), "data length vs shape for {label}");
         let size = Self::check_fits(ctx, shape, label)?;

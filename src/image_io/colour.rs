@@ -45,7 +45,7 @@ fn apply_color_matrix(img: &Planar, m: &[[f64; 3]; 3]) -> Planar {
     Planar { width: img.width, height: img.height, data }
 }
 
-/// RGB planes to Y, I, Q planes (Y in [0,1]; I in about [-0.6, 0.6]; Q in about [-0.52, 0.52]).
+/// RGB planes to Y, I, Q planes (Y in \[0,1\]; I in about \[-0.6, 0.6\]; Q in about \[-0.52, 0.52\]).
 pub fn rgb_to_yiq(img: &Planar) -> Planar {
     apply_color_matrix(img, &RGB_TO_YIQ)
 }
@@ -57,7 +57,7 @@ pub fn yiq_to_rgb(img: &Planar) -> Planar {
 
 /// `--original-colors` (jcjohnson/neural-style's `-original_colors 1`): the luminance (Y of YIQ)
 /// of `result` with the chrominance (I, Q) of `content` (same size), back to RGB, clamped to
-/// [0,1] (a bright luminance under a saturated colour can leave the RGB gamut).
+/// \[0,1\] (a bright luminance under a saturated colour can leave the RGB gamut).
 pub fn transfer_luminance(result: &Planar, content: &Planar) -> Planar {
     assert_eq!((result.width, result.height), (content.width, content.height), "transfer_luminance: sizes differ");
     let n = result.plane_len();

@@ -10,7 +10,7 @@ use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 use super::error::one_line;
 use super::{DecodeLimits, ImageIoError, Planar};
 
-/// Decode a PNG or JPEG (recognised by content, not extension) into planar RGB in [0,1].
+/// Decode a PNG or JPEG (recognised by content, not extension) into planar RGB in \[0,1\].
 ///
 /// Applies the EXIF orientation, converts gray / gray+alpha / 16-bit / RGBA (alpha composited over
 /// white) / CMYK JPEG to RGB, and refuses images over `limits` before allocating their pixels.

@@ -100,7 +100,7 @@ impl Drop for TempFile {
 
 /// Write `img` as PNG (8-bit RGB, each (key, value) as a tEXt chunk, or iTXt when not Latin-1)
 /// or JPEG (quality 95; the text is not stored), chosen by the extension (.png, .jpg, .jpeg, any
-/// case). Values are clamped to [0,1] and rounded to 8 bits.
+/// case). Values are clamped to \[0,1\] and rounded to 8 bits.
 ///
 /// Atomic: the image goes to a temporary file in the same directory, is fsynced and renamed over
 /// `path`; on any error the temporary file is removed and an existing `path` is left untouched.

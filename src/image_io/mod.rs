@@ -25,7 +25,7 @@ pub use error::{DecodeLimits, ImageIoError};
 pub use resize::{resize_exact, resize_longest};
 pub use samples::{synthetic_painting, synthetic_photo};
 
-/// An RGB image as planar f32 (CHW: all R, then all G, then all B), values in [0,1].
+/// An RGB image as planar f32 (CHW: all R, then all G, then all B), values in \[0,1\].
 ///
 /// `data.len()` must be `3 * width * height`. (The YIQ helpers reuse the type for YIQ planes,
 /// whose I and Q channels are signed.)

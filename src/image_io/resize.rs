@@ -17,7 +17,7 @@ pub fn resize_longest(img: &Planar, longest: u32) -> Planar {
 }
 
 /// Resize to exactly `width` x `height` (each at least 1) with Lanczos3; values are clamped to
-/// [0,1] because Lanczos rings slightly past sharp edges.
+/// \[0,1\] because Lanczos rings slightly past sharp edges.
 ///
 /// # Panics
 /// When `img.data.len()` is not `3 * width * height` or a side is 0 (a programming error, not

@@ -1,6 +1,6 @@
 //! The input conventions of VGG weights (torchvision or Caffe) as one affine map per channel.
 
-/// The input transform the weights expect: y[c] = x[src[c]] * a[c] + b[c], x RGB in [0, 1].
+/// The input transform the weights expect: y\[c\] = x\[src\[c\]\] * a\[c\] + b\[c\], x RGB in \[0, 1\].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Affine {
     /// Source channel of each output channel (RGB order in, the network's order out).

@@ -6,7 +6,7 @@
 
 pub mod step;
 
-/// y[o, i, j] = b[o] + sum_{c, dy, dx} w[o, c, dy, dx] * x[c, i + dy - 1, j + dx - 1]
+/// y\[o, i, j\] = b\[o\] + sum_{c, dy, dx} w\[o, c, dy, dx\] * x\[c, i + dy - 1, j + dx - 1\]
 /// (zero padding 1, stride 1), then max(0, .) when `relu`.
 pub fn conv3x3_forward(
     x: &[f64],

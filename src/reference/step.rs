@@ -3,7 +3,7 @@
 
 use crate::model::{self, Affine, ConvLayer, LossSettings, Pool, Tap};
 
-/// y[c] = x[src[c]] * a[c] + b[c] on a (3, h, w) image.
+/// y\[c\] = x\[src\[c\]\] * a\[c\] + b\[c\] on a (3, h, w) image.
 pub fn preprocess_forward(x: &[f64], t: &Affine) -> Vec<f64> {
     let plane = x.len() / 3;
     let mut y = vec![0.0; x.len()];
@@ -57,7 +57,7 @@ fn w64(c: &ConvLayer) -> (Vec<f64>, Vec<f64>) {
     (c.weight.iter().map(|&v| v as f64).collect(), c.bias.iter().map(|&v| v as f64).collect())
 }
 
-/// The network forward pass on pixels x (3, h, w) in [0,1], truncated after `n` convs.
+/// The network forward pass on pixels x (3, h, w) in \[0,1\], truncated after `n` convs.
 pub fn forward(net: &[ConvLayer], s: &LossSettings, x: &[f64], h: usize, w: usize, n: usize) -> RefForward {
     let taps: Vec<Tap> = s.content_layers.iter().chain(&s.style_layers).copied().collect();
     let mut cur = preprocess_forward(x, &s.preprocess.affine());

@@ -171,7 +171,8 @@ impl Engine {
         };
         settings.validate_layers()?;
         let needed = settings.convs_needed();
-        let ctx = Context::new(&AdapterChoice::parse(&o.adapter))?;
+        let mut ctx = Context::new(&AdapterChoice::parse(&o.adapter))?;
+        ctx.set_overrides(o.kernels);
         // The adapter's limits decide the largest size: refuse before loading (or downloading)
         // the weights. The plan depends only on the layers, not on the weights.
         let style_dims: Vec<(u32, u32)> = styles.iter().map(|s| (s.width, s.height)).collect();

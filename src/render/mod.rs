@@ -2,7 +2,7 @@
 //!
 //! A render is a list of *frames* (one content image, or every image of a folder / list) times a
 //! list of *scales* (coarse to fine, `--scales`); each (frame, scale) pair is a *stage*: a
-//! [`Graph`] at that size, optimised for that scale's steps, initialised from the previous
+//! [`Graph`](crate::runner::Graph) at that size, optimised for that scale's steps, initialised from the previous
 //! scale's result upsampled (or, for a frame's first scale, from `--init` or, with
 //! `--temporal-init`, from the previous frame's result). The network is uploaded once per render
 //! and the (blended) style targets once per style size, then reused by every frame.

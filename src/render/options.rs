@@ -1,6 +1,7 @@
 //! Every option of a render, its defaults and the cheap checks made before anything slow.
 
 use crate::error::{Error, Result};
+use crate::gpu::KernelOverrides;
 use crate::image_io;
 use crate::model::{Pool, Preprocess, Tap};
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ pub const NAN_CHECK_EVERY: u32 = 25;
 /// Smallest input image side accepted.
 pub const MIN_SIDE: u32 = 8;
 
-/// Adam's default learning rate ([0,1]-pixel units; crowsonkb/style-transfer-pytorch's).
+/// Adam's default learning rate (\[0,1\]-pixel units; crowsonkb/style-transfer-pytorch's).
 pub const ADAM_LR: f32 = 0.02;
 /// L-BFGS's default step length (jcjohnson/neural-style's and torch.optim.LBFGS's).
 pub const LBFGS_LR: f32 = 1.0;
@@ -154,6 +155,9 @@ pub struct RenderOptions {
     /// No progress output (the weights download's progress bar; the command line tool's
     /// observer reads it too).
     pub quiet: bool,
+    /// Kernel choices forced instead of the adapter's defaults (the command line tool reads them
+    /// from `$STYLIZE_CONV`, `$STYLIZE_GRAM`, `$STYLIZE_WINO_TUNE`, `$STYLIZE_WINO4_TUNE`).
+    pub kernels: KernelOverrides,
     /// For tests of the non-finite guard: poison the image with NaN before this frame step
     /// (the command line tool reads it from `$STYLIZE_FAULT_NAN_AT`).
     pub fault_nan_at: Option<u32>,
@@ -227,6 +231,7 @@ impl Default for RenderOptions {
             tile: TileMode::Auto,
             max_gpu_memory: None,
             quiet: false,
+            kernels: KernelOverrides::default(),
             fault_nan_at: None,
         }
     }
@@ -244,7 +249,7 @@ impl RenderOptions {
 
 /// (content, style, tv) weights the peers use for each input convention, in our normalisation
 /// (content: mean squared error; style: mean squared error of Grams normalised by C*H*W; TV:
-/// mean squared neighbour difference of [0,1] pixels), which is the PyTorch tutorial's and
+/// mean squared neighbour difference of \[0,1\] pixels), which is the PyTorch tutorial's and
 /// jcjohnson/neural-style's normalisation for content and style.
 /// - torchvision weights: content 1, style 1e6 (PyTorch's neural style tutorial).
 /// - Caffe weights: content 5 (jcjohnson/neural-style), style 20 and TV 1e5, tuned by eye on

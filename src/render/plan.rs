@@ -96,7 +96,7 @@ fn is_image_name(p: &Path) -> bool {
 }
 
 /// The frames of a render: one (CONTENT -> OUT), or every image of a folder / of
-/// `--content-list` -> OUT/<same file name>. The second value says whether it is a batch.
+/// `--content-list` -> `OUT/<same file name>`. The second value says whether it is a batch.
 pub fn plan_frames(o: &RenderOptions) -> Result<(Vec<Frame>, bool)> {
     let contents: Vec<PathBuf> = if !o.content_list.is_empty() {
         o.content_list.clone()

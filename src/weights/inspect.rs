@@ -109,7 +109,7 @@ const KNOWN_FILES: [(&str, Preprocess, &str); 2] = [
 /// Which preprocessing a weights file expects, and why we think so (see weights/README.md):
 /// 1. the file name: contains "caffe" or jcjohnson's Caffe conversion `vgg19-d01eb7cb`
 ///    => Caffe; contains torchvision's `vgg19-dcbb9e9d` => Torch;
-/// 2. otherwise the file's SHA-256 against [`KNOWN_FILES`] (costs one read of the file);
+/// 2. otherwise the file's SHA-256 against `KNOWN_FILES` (costs one read of the file);
 /// 3. otherwise `None`: the caller picks (torch is the usual default).
 pub fn recognise_convention(path: &Path) -> Result<(Option<Preprocess>, String)> {
     if let (Some(c), reason) = recognise_by_name(path) {

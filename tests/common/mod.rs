@@ -9,12 +9,14 @@ use stylize::gpu::{AdapterChoice, Context, Op, Tensor};
 /// setup.
 pub fn ctx() -> &'static Context {
     static CTX: OnceLock<Context> = OnceLock::new();
-    CTX.get_or_init(|| match Context::new(&AdapterChoice::from_env()) {
-        Ok(c) => {
-            eprintln!("test adapter: {}", c.describe());
-            c
+    CTX.get_or_init(|| {
+        match Context::new(&AdapterChoice::parse(&std::env::var("STYLIZE_ADAPTER").unwrap_or_default())) {
+            Ok(c) => {
+                eprintln!("test adapter: {}", c.describe());
+                c
+            }
+            Err(e) => panic!("no usable GPU adapter for the tests: {e}"),
         }
-        Err(e) => panic!("no usable GPU adapter for the tests: {e}"),
     })
 }
 

@@ -1,0 +1,63 @@
+//! Kernel choices forced from outside the library (the CLI and the benches read them from the
+//! environment): a conv or Gram variant, and the Winograd kernels' tuning.
+
+use super::Variant;
+
+/// Kernel choices a [`super::Context`] honours instead of its own selection; none by default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOverrides {
+    /// The conv3x3 variant (it still falls back where it cannot run).
+    pub conv: Option<Variant>,
+    /// The Gram variant (it still falls back where it cannot run).
+    pub gram: Option<Variant>,
+    /// (channels, tiles) per invocation of the Winograd F(2x2) kernel.
+    pub wino_tune: Option<(u32, u32)>,
+    /// (channels, tiles) per invocation of the Winograd F(4x4) kernel.
+    pub wino4_tune: Option<(u32, u32)>,
+}
+
+/// `tiled`, `tex`, `wino` or `wino4`; empty: none.
+fn parse_variant(s: &str) -> Result<Option<Variant>, String> {
+    if s.trim().is_empty() {
+        return Ok(None);
+    }
+    Variant::parse(s).map(Some).ok_or_else(|| format!("{s:?} is none of `tiled`, `tex`, `wino`, `wino4`"))
+}
+
+/// `CO,TILES`, both positive; empty: none.
+fn parse_tune(s: &str) -> Result<Option<(u32, u32)>, String> {
+    if s.trim().is_empty() {
+        return Ok(None);
+    }
+    let t = s.split_once(',').and_then(|(a, b)| Some((a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?)));
+    match t {
+        Some((co, tiles)) if co > 0 && tiles > 0 => Ok(Some((co, tiles))),
+        _ => Err(format!("{s:?} is not CHANNELS,TILES (two positive integers)")),
+    }
+}
+
+impl KernelOverrides {
+    /// Sets one override from its string form: `key` is `conv` or `gram` (`tiled`, `tex`, `wino`,
+    /// `wino4`) or `wino_tune` or `wino4_tune` (`CHANNELS,TILES`); an empty value clears it. On
+    /// an invalid value nothing changes and the error says why.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        match key {
+            "conv" => self.conv = parse_variant(value)?,
+            "gram" => self.gram = parse_variant(value)?,
+            "wino_tune" => self.wino_tune = parse_tune(value)?,
+            "wino4_tune" => self.wino4_tune = parse_tune(value)?,
+            _ => return Err(format!("unknown kernel override {key:?}")),
+        }
+        Ok(())
+    }
+
+    /// Overrides from `(key, value)` pairs as for [`KernelOverrides::set`]; the first invalid
+    /// one is an error.
+    pub fn parse<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<KernelOverrides, String> {
+        let mut o = KernelOverrides::default();
+        for (k, v) in pairs {
+            o.set(k, v).map_err(|e| format!("{k}: {e}"))?;
+        }
+        Ok(o)
+    }
+}
