@@ -101,11 +101,7 @@ pub fn tex_forward_source(sg: u32) -> String {
             line(format!("  let cb{} = i32(bq{k} * 4u + {e}u);", 4 * k + e));
         }
     }
-    for r in 0..t {
-        for j in 0..cols {
-            line(format!("  var a{r}_{j} = 0.0;"));
-        }
-    }
+    zero_accumulators(&mut line, t, cols);
     line("  for (var x = 0u; x < P.chunk4; x++) {".into());
     line("    let xi = i32(x);".into());
     for g in 0..t / sg {
@@ -114,12 +110,7 @@ pub fn tex_forward_source(sg: u32) -> String {
     for j in 0..cols {
         line(format!("    let f{j} = textureLoad(Ft, vec2<i32>(xi, cb{j}), zl, 0);"));
     }
-    for r in 0..t {
-        line(format!("    let s{r} = subgroupBroadcast(w{}, {}u);", r / sg, r % sg));
-        for j in 0..cols {
-            line(format!("    a{r}_{j} += dot(s{r}, f{j});"));
-        }
-    }
+    broadcast_dots(&mut line, t, sg, cols);
     line("  }".into());
     for r in 0..t {
         for k in 0..q {
@@ -204,11 +195,7 @@ pub fn tex_backward_source(sg: u32, out4: bool) -> String {
             line(format!("  let l{j} = i32(pc{j} / P.w);"));
         }
     }
-    for r in 0..t {
-        for j in 0..cols {
-            line(format!("  var a{r}_{j} = 0.0;"));
-        }
-    }
+    zero_accumulators(&mut line, t, cols);
     line("  for (var b4 = 0u; b4 < P.c4; b4++) {".into());
     line("    let bi = i32(b4);".into());
     for g in 0..t / sg {
@@ -217,12 +204,7 @@ pub fn tex_backward_source(sg: u32, out4: bool) -> String {
     for j in 0..cols {
         line(format!("    let f{j} = textureLoad(Fc, vec2<i32>(x{j}, bi), l{j}, 0);"));
     }
-    for r in 0..t {
-        line(format!("    let s{r} = subgroupBroadcast(w{}, {}u);", r / sg, r % sg));
-        for j in 0..cols {
-            line(format!("    a{r}_{j} += dot(s{r}, f{j});"));
-        }
-    }
+    broadcast_dots(&mut line, t, sg, cols);
     line("  }".into());
     line("  let acc = P.accumulate != 0u;".into());
     for r in 0..t {
@@ -257,4 +239,24 @@ pub fn tex_backward_source(sg: u32, out4: bool) -> String {
     }
     line("}".into());
     s
+}
+
+/// Declares the T x cols accumulators `a{r}_{j}` of a block, zeroed.
+fn zero_accumulators(line: &mut impl FnMut(String), t: u32, cols: u32) {
+    for r in 0..t {
+        for j in 0..cols {
+            line(format!("  var a{r}_{j} = 0.0;"));
+        }
+    }
+}
+
+/// Inside the reduction loop: row r's texel `s{r}` broadcast from the lane that loaded it, then
+/// `a{r}_{j} += dot(s{r}, f{j})` for every column.
+fn broadcast_dots(line: &mut impl FnMut(String), t: u32, sg: u32, cols: u32) {
+    for r in 0..t {
+        line(format!("    let s{r} = subgroupBroadcast(w{}, {}u);", r / sg, r % sg));
+        for j in 0..cols {
+            line(format!("    a{r}_{j} += dot(s{r}, f{j});"));
+        }
+    }
 }
