@@ -42,10 +42,7 @@ pub fn variants() -> Vec<(String, &'static str, String, u32)> {
 /// WGSL of the texture Gram forward kernel (entry point `gram_tex_forward`) for subgroup size
 /// `sg` (4, 8 or 16), fully unrolled over a T x T block (T = `tile`).
 pub fn tex_forward_source(sg: u32) -> String {
-    let t = tile(sg);
-    let q = t / (4 * sg);
-    let cols = 4 * q;
-    let per = WG / sg;
+    let (t, q, cols, per) = geometry(sg);
     let mut s = String::new();
     let mut line = |l: String| {
         s.push_str(&l);
@@ -101,17 +98,14 @@ pub fn tex_forward_source(sg: u32) -> String {
             line(format!("  let cb{} = i32(bq{k} * 4u + {e}u);", 4 * k + e));
         }
     }
-    zero_accumulators(&mut line, t, cols);
-    line("  for (var x = 0u; x < P.chunk4; x++) {".into());
-    line("    let xi = i32(x);".into());
-    for g in 0..t / sg {
-        line(format!("    let w{g} = textureLoad(Ft, vec2<i32>(xi, ra{g}), zl, 0);"));
-    }
-    for j in 0..cols {
-        line(format!("    let f{j} = textureLoad(Ft, vec2<i32>(xi, cb{j}), zl, 0);"));
-    }
-    broadcast_dots(&mut line, t, sg, cols);
-    line("  }".into());
+    let head = ["  for (var x = 0u; x < P.chunk4; x++) {", "    let xi = i32(x);"];
+    reduction_loop(
+        &mut line,
+        (t, sg, cols),
+        head,
+        |g| format!("textureLoad(Ft, vec2<i32>(xi, ra{g}), zl, 0)"),
+        |j| format!("textureLoad(Ft, vec2<i32>(xi, cb{j}), zl, 0)"),
+    );
     for r in 0..t {
         for k in 0..q {
             line(format!(
@@ -143,10 +137,7 @@ pub fn tex_forward_source(sg: u32) -> String {
 /// WGSL of the texture Gram backward kernel (entry point `gram_tex_backward`) for subgroup size
 /// `sg` (4, 8 or 16); `out4`: dF bound as vec4s (n % 4 == 0).
 pub fn tex_backward_source(sg: u32, out4: bool) -> String {
-    let t = tile(sg);
-    let q = t / (4 * sg);
-    let cols = 4 * q;
-    let per = WG / sg;
+    let (t, q, cols, per) = geometry(sg);
     let mut s = String::new();
     let mut line = |l: String| {
         s.push_str(&l);
@@ -195,17 +186,14 @@ pub fn tex_backward_source(sg: u32, out4: bool) -> String {
             line(format!("  let l{j} = i32(pc{j} / P.w);"));
         }
     }
-    zero_accumulators(&mut line, t, cols);
-    line("  for (var b4 = 0u; b4 < P.c4; b4++) {".into());
-    line("    let bi = i32(b4);".into());
-    for g in 0..t / sg {
-        line(format!("    let w{g} = textureLoad(St, vec2<i32>(bi, ra{g}), 0, 0);"));
-    }
-    for j in 0..cols {
-        line(format!("    let f{j} = textureLoad(Fc, vec2<i32>(x{j}, bi), l{j}, 0);"));
-    }
-    broadcast_dots(&mut line, t, sg, cols);
-    line("  }".into());
+    let head = ["  for (var b4 = 0u; b4 < P.c4; b4++) {", "    let bi = i32(b4);"];
+    reduction_loop(
+        &mut line,
+        (t, sg, cols),
+        head,
+        |g| format!("textureLoad(St, vec2<i32>(bi, ra{g}), 0, 0)"),
+        |j| format!("textureLoad(Fc, vec2<i32>(x{j}, bi), l{j}, 0)"),
+    );
     line("  let acc = P.accumulate != 0u;".into());
     for r in 0..t {
         line(format!("  if (a0 + {r}u < P.c) {{"));
@@ -241,22 +229,43 @@ pub fn tex_backward_source(sg: u32, out4: bool) -> String {
     s
 }
 
-/// Declares the T x cols accumulators `a{r}_{j}` of a block, zeroed.
-fn zero_accumulators(line: &mut impl FnMut(String), t: u32, cols: u32) {
+/// The block geometry both kernels share: T, the column groups q per lane, the columns 4q a lane
+/// owns, and the tasks per workgroup.
+fn geometry(sg: u32) -> (u32, u32, u32, u32) {
+    let t = tile(sg);
+    let q = t / (4 * sg);
+    (t, q, 4 * q, WG / sg)
+}
+
+/// The T x cols accumulators `a{r}_{j}` zeroed, then the reduction loop (`head`: its first two
+/// lines): per step the lanes load the T / SG row texels `w{g}` and the cols column texels `f{j}`
+/// (WGSL expressions from `w` and `f`), broadcast each row texel from the lane that loaded it and
+/// accumulate `a{r}_{j} += dot(s{r}, f{j})`.
+fn reduction_loop(
+    line: &mut impl FnMut(String),
+    (t, sg, cols): (u32, u32, u32),
+    head: [&str; 2],
+    w: impl Fn(u32) -> String,
+    f: impl Fn(u32) -> String,
+) {
     for r in 0..t {
         for j in 0..cols {
             line(format!("  var a{r}_{j} = 0.0;"));
         }
     }
-}
-
-/// Inside the reduction loop: row r's texel `s{r}` broadcast from the lane that loaded it, then
-/// `a{r}_{j} += dot(s{r}, f{j})` for every column.
-fn broadcast_dots(line: &mut impl FnMut(String), t: u32, sg: u32, cols: u32) {
+    line(head[0].into());
+    line(head[1].into());
+    for g in 0..t / sg {
+        line(format!("    let w{g} = {};", w(g)));
+    }
+    for j in 0..cols {
+        line(format!("    let f{j} = {};", f(j)));
+    }
     for r in 0..t {
         line(format!("    let s{r} = subgroupBroadcast(w{}, {}u);", r / sg, r % sg));
         for j in 0..cols {
             line(format!("    a{r}_{j} += dot(s{r}, f{j});"));
         }
     }
+    line("  }".into());
 }
