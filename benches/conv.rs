@@ -1,7 +1,7 @@
 //! conv3x3 forward (bias + fused ReLU) and backward-data (with the fused ReLU mask), each
 //! variant (`gpu::conv::Variant`) at the VGG19 layer shapes of a 128 px and a 64 px input.
 //!
-//!     cargo bench --bench conv [-- [--variant tiled,tex,wino,wino4] [--size 128] [--runs N] [--budget S] [--split] [FILTER]]
+//!     cargo bench --bench conv [-- [--variant tiled,gemm,tex,wino,wino4] [--size 128] [--runs N] [--budget S] [--split] [FILTER]]
 //!
 //! (`cargo build --bench conv` then `target/debug/deps/conv-*` skips the release build; the
 //! kernels run on the GPU either way.) FILTER keeps the rows whose name contains it (e.g.
@@ -18,7 +18,13 @@ use stylize::gpu::{conv, Tensor};
 
 fn main() {
     let a = args(Args {
-        variants: vec![conv::Variant::Tiled, conv::Variant::Tex, conv::Variant::Wino, conv::Variant::Wino4],
+        variants: vec![
+            conv::Variant::Tiled,
+            conv::Variant::Gemm,
+            conv::Variant::Tex,
+            conv::Variant::Wino,
+            conv::Variant::Wino4,
+        ],
         sizes: vec![128, 64],
         runs: 9,
         budget_s: 4.0,

@@ -7,6 +7,7 @@ use crate::gpu::kernel::{Uniform, UniformLayout};
 pub const ALL: &[(&str, &str)] = &[
     ("adam.wgsl", include_str!("../shaders/adam.wgsl")),
     ("conv3x3.wgsl", include_str!("../shaders/conv3x3.wgsl")),
+    ("conv3x3_gemm.wgsl", include_str!("../shaders/conv3x3_gemm.wgsl")),
     ("conv3x3_tex_pack.wgsl", include_str!("../shaders/conv3x3_tex_pack.wgsl")),
     ("conv3x3_tex_pack4.wgsl", include_str!("../shaders/conv3x3_tex_pack4.wgsl")),
     ("conv3x3_tex_weights.wgsl", include_str!("../shaders/conv3x3_tex_weights.wgsl")),
@@ -39,6 +40,7 @@ pub fn uniforms() -> Vec<(&'static str, UniformLayout)> {
     vec![
         ("adam.wgsl", adam::AdamParams::LAYOUT),
         ("conv3x3.wgsl", conv::ConvParams::LAYOUT),
+        ("conv3x3_gemm.wgsl", conv::GemmParams::LAYOUT),
         ("conv3x3_tex_pack.wgsl", conv::TexPackParams::LAYOUT),
         ("conv3x3_tex_pack4.wgsl", conv::TexPack4Params::LAYOUT),
         ("conv3x3_tex_weights.wgsl", conv::TexWeightsParams::LAYOUT),

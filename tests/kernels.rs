@@ -154,11 +154,45 @@ fn conv_variants(cin: usize, cout: usize, h: usize, w: usize) -> Vec<conv::Varia
             assert!(why.is_none(), "{v:?} conv unavailable where the texture conv runs: {why:?}");
         }
     }
-    variants_with(
+    let mut v = variants_with(
         &format!("conv {cin}->{cout} {h}x{w}"),
         tex,
         &[conv::Variant::Tex, conv::Variant::Wino, conv::Variant::Wino4],
-    )
+    );
+    // The register-blocked GEMM kernel runs wherever storage buffers do.
+    v.insert(1, conv::Variant::Gemm);
+    v
+}
+
+/// The GEMM variant across its block edges: more than one 64-channel block, K = 9 cin not a
+/// multiple of its 16-deep chunks, and a pixel count that is not a multiple of 64 or of 4.
+#[test]
+fn conv3x3_gemm_crosses_its_block_edges() {
+    let mut rng = Rng::new(14);
+    let (cin, cout, h, w) = (67, 70, 9, 11);
+    let x = rng.vec(cin * h * w, -1.0, 1.0);
+    let wt = rng.vec(cout * cin * 9, -0.5, 0.5);
+    let b = rng.vec(cout, -0.5, 0.5);
+    let dy = rng.vec(cout * h * w, -1.0, 1.0);
+    let (xd, wd, bd, dyd) = (f64s(&x), f64s(&wt), f64s(&b), f64s(&dy));
+    let (tx, tw, tb) = (upload([cin, h, w], &x), upload([cout, cin, 9], &wt), upload([cout, 1, 1], &b));
+    let y = poisoned([cout, h, w]);
+    run(&conv::conv3x3_forward_with(ctx(), conv::Variant::Gemm, &tx, &tw, &tb, &y, true));
+    let want = r::conv3x3_forward(&xd, cin, h, w, &wd, &bd, cout, true);
+    assert_close(&format!("conv3x3_forward Gemm {cin}->{cout} {h}x{w}"), &read(&y), &want, TOL_DOT);
+    let mask = relu::Mask::from_words(ctx(), [cout, h, w], &r::relu_mask_pack(&want), "mask").unwrap();
+    let tflip = upload([cin, cout, 9], &conv::transpose_flip(&wt, cout, cin));
+    let dx = poisoned([cin, h, w]);
+    run(&conv::conv3x3_backward_input_with(
+        ctx(),
+        conv::Variant::Gemm,
+        &upload([cout, h, w], &dy),
+        Some(&mask),
+        &tflip,
+        &dx,
+    ));
+    let want = r::conv3x3_backward_input(&r::relu_backward(&want, &dyd), cout, h, w, &wd, cin);
+    assert_close(&format!("conv3x3_backward_input+mask Gemm {cout}->{cin} {h}x{w}"), &read(&dx), &want, TOL_DOT);
 }
 
 #[test]

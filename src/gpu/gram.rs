@@ -158,7 +158,7 @@ pub fn gram_forward_scaled_with(ctx: &Context, v: Variant, f: &Tensor, g: &Tenso
     assert_eq!(g.len(), c * c);
     let caps = TexCaps::of(ctx);
     match choose_variant(&caps, Some(v), c, n) {
-        Variant::Tiled => forward_tiled(ctx, f, g, scale, accumulate),
+        Variant::Tiled | Variant::Gemm => forward_tiled(ctx, f, g, scale, accumulate),
         Variant::Tex | Variant::Wino | Variant::Wino4 => forward_tex(ctx, &caps, f, g, scale, accumulate),
     }
 }
@@ -179,7 +179,7 @@ pub fn gram_backward_scaled_with(
     assert_eq!(df.shape, f.shape);
     let caps = TexCaps::of(ctx);
     match choose_variant(&caps, Some(v), c, n) {
-        Variant::Tiled => backward_tiled(ctx, f, dg, df, scale, accumulate),
+        Variant::Tiled | Variant::Gemm => backward_tiled(ctx, f, dg, df, scale, accumulate),
         Variant::Tex | Variant::Wino | Variant::Wino4 => backward_tex(ctx, &caps, f, dg, df, scale, accumulate),
     }
 }

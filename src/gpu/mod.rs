@@ -44,16 +44,21 @@ pub enum Variant {
     Wino,
     /// conv3x3 only: `Tex` computing Winograd F(4x4, 3x3) (4x fewer multiplies).
     Wino4,
+    /// conv3x3 only: storage buffers, implicit GEMM with 4x4 register blocks
+    /// (`shaders/conv3x3_gemm.wgsl`), for real GPUs; chosen only when forced until it has been
+    /// measured on one. The Gram treats it as `Tiled`.
+    Gemm,
 }
 
 impl Variant {
-    /// `tiled`, `tex`, `wino` or `wino4`.
+    /// `tiled`, `tex`, `wino`, `wino4` or `gemm`.
     pub fn parse(s: &str) -> Option<Variant> {
         match s.trim().to_ascii_lowercase().as_str() {
             "tiled" => Some(Variant::Tiled),
             "tex" => Some(Variant::Tex),
             "wino" => Some(Variant::Wino),
             "wino4" => Some(Variant::Wino4),
+            "gemm" => Some(Variant::Gemm),
             _ => None,
         }
     }

@@ -21,7 +21,7 @@ fn parse_variant(s: &str) -> Result<Option<Variant>, String> {
     if s.trim().is_empty() {
         return Ok(None);
     }
-    Variant::parse(s).map(Some).ok_or_else(|| format!("{s:?} is none of `tiled`, `tex`, `wino`, `wino4`"))
+    Variant::parse(s).map(Some).ok_or_else(|| format!("{s:?} is none of `tiled`, `tex`, `wino`, `wino4`, `gemm`"))
 }
 
 /// `CO,TILES`, both positive; empty: none.
