@@ -181,6 +181,15 @@ struct RenderArgs {
     /// adapter's limits].
     #[arg(long)]
     max_gpu_memory: Option<u64>,
+    /// How conv kernels are chosen: off (fixed rules), cached (a table from earlier runs or
+    /// `stylize tune`, fixed rules elsewhere), full (also measure shapes the table lacks, within
+    /// --tune-budget, and save them), auto (full on GPUs, cached on CPU adapters). Tables live
+    /// in the cache folder, one per adapter and driver.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "off", "cached", "full"])]
+    tune: String,
+    /// Seconds a render may spend measuring kernels (--tune full).
+    #[arg(long, default_value_t = 3.0)]
+    tune_budget: f64,
     /// No progress output.
     #[arg(short, long)]
     quiet: bool,
@@ -225,6 +234,19 @@ enum Cmd {
         /// GPU to check (as for render; default the best one, or $STYLIZE_ADAPTER).
         #[arg(long, default_value = "")]
         adapter: String,
+    },
+    /// Measure which conv kernel is fastest for every VGG19 layer shape at the given sizes on a
+    /// GPU and save the table that renders then use (see render --tune).
+    Tune {
+        /// Input sizes (longest side, px) whose layer shapes are tuned.
+        #[arg(long, value_delimiter = ',', default_value = "256,512,1024")]
+        sizes: Vec<u32>,
+        /// GPU to tune (as for render; default the best one, or $STYLIZE_ADAPTER).
+        #[arg(long, default_value = "")]
+        adapter: String,
+        /// Seconds it may spend measuring at most.
+        #[arg(long, default_value_t = 120.0)]
+        budget: f64,
     },
     /// Benchmark every kernel at the VGG19 layer shapes (median time, GFLOP/s or GB/s, % of the
     /// adapter's measured FMA and copy peaks), end-to-end ms per iteration, and GPU memory.
@@ -326,6 +348,9 @@ fn run(cmd: Cmd) -> Result<()> {
                     [one] => format!("{} ({}x{}", one.display(), r.width, r.height),
                     many => format!("{} images to {} (last {}x{}", many.len(), o.output.display(), r.width, r.height),
                 };
+                if r.tuning.1 > 0 {
+                    eprintln!("tuned {} conv shapes in {:.1} s (saved for later runs)", r.tuning.1, r.tuning.0);
+                }
                 eprintln!(
                     "wrote {what}, {} steps, {:.1} ms/iteration on {}); loss {:.4e} -> {:.4e}",
                     r.steps,
@@ -396,6 +421,36 @@ fn run(cmd: Cmd) -> Result<()> {
             if failed > 0 {
                 return Err(Error::Gpu(format!("{failed} numerical checks failed")));
             }
+            Ok(())
+        }
+        Cmd::Tune { sizes, adapter, budget } => {
+            use stylize::gpu::tune::{table_path, tune_vgg19, TuneMode, Tuner};
+            if !budget.is_finite() || budget < 0.0 {
+                return Err(Error::InvalidArgument(format!("--budget must be a number of seconds >= 0, got {budget}")));
+            }
+            let mut ctx = stylize::gpu::Context::new(&stylize::gpu::AdapterChoice::parse(&adapter_or_env(adapter)))?;
+            let path = table_path(&stylize::weights::cache_dir().join("tune"), &ctx.info);
+            let budget = std::time::Duration::from_secs_f64(budget);
+            ctx.set_tuner(Tuner::new(&ctx, TuneMode::Full, Some(path.clone()), budget));
+            let tuner_warnings = ctx.tuner().map(|t| t.warnings()).unwrap_or_default();
+            for w in tuner_warnings {
+                eprintln!("warning: {w}");
+            }
+            eprintln!("tuning conv3x3 on {} at {sizes:?} px ...", ctx.describe());
+            let shapes = tune_vgg19(&ctx, &sizes);
+            let t = ctx.tuner().expect("set above");
+            for (shape, v) in t.entries() {
+                println!("{shape:<28} {v}");
+            }
+            let (spent, measured) = t.spent();
+            for w in t.warnings() {
+                eprintln!("warning: {w}");
+            }
+            eprintln!(
+                "{shapes} shapes, {measured} measured in {:.1} s; table: {}",
+                spent.as_secs_f64(),
+                path.display()
+            );
             Ok(())
         }
         Cmd::Devices => {
@@ -510,6 +565,9 @@ fn options(a: RenderArgs) -> Result<RenderOptions> {
         max_gpu_memory: a.max_gpu_memory,
         quiet: a.quiet,
         // Fault injection for the tests of the non-finite guard.
+        tune: stylize::gpu::tune::TuneMode::parse(&a.tune),
+        tune_budget_s: a.tune_budget,
+        tune_dir: None,
         kernels: kernel_overrides_from_env(),
         fault_nan_at: std::env::var("STYLIZE_FAULT_NAN_AT").ok().and_then(|v| v.parse().ok()),
     })

@@ -76,6 +76,9 @@ impl CliProgress {
 
 impl Observer for CliProgress {
     fn started(&mut self, info: &RenderInfo) {
+        for w in &info.tune_warnings {
+            eprintln!("warning: {w}");
+        }
         if !self.quiet {
             let scales = if info.scales.len() > 1 {
                 format!(" | scales {}", info.scales.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(" -> "))

@@ -238,10 +238,15 @@ fn choose_variant_with(
     }
 }
 
-/// [`choose_variant`] for this context, honouring its overrides ([`Context::overrides`]).
+/// The variant for this context: its override ([`Context::overrides`]) if one forces it, else its
+/// tuner's choice ([`Context::set_tuner`]) where it has one, else [`choose_variant`]'s rules.
 pub fn select_variant(ctx: &Context, cin: usize, cout: usize, h: usize, w: usize) -> Variant {
     let o = ctx.overrides();
-    choose_variant_with(&TexCaps::of(ctx), o, o.conv, cin, cout, h, w)
+    let tuned = match (o.conv, ctx.tuner()) {
+        (None, Some(t)) => t.choose(ctx, cin, cout, h, w),
+        _ => None,
+    };
+    choose_variant_with(&TexCaps::of(ctx), o, o.conv.or(tuned), cin, cout, h, w)
 }
 
 // ------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ pub mod reduce;
 pub mod relu;
 pub mod tensor;
 pub mod tile;
+pub mod tune;
 
 pub use kernel::{Bindable, Source, Uniform};
 pub use op::Op;
@@ -169,6 +170,8 @@ pub struct Context {
     kernels: Mutex<kernel::Kernels>,
     /// Kernel choices forced from outside (see [`Context::set_overrides`]).
     overrides: KernelOverrides,
+    /// Conv variants chosen by measurement (see [`Context::set_tuner`]).
+    tuner: Option<Arc<tune::Tuner>>,
     /// Scratch textures shared by key (see [`Context::scratch_texture`]).
     scratch_textures: Mutex<HashMap<String, wgpu::Texture>>,
     /// Set by the device-lost callback; checked after each submission.
@@ -228,6 +231,7 @@ impl Context {
             features,
             kernels: Mutex::new(kernel::Kernels::default()),
             overrides: KernelOverrides::default(),
+            tuner: None,
             scratch_textures: Mutex::new(HashMap::new()),
             lost,
         })
@@ -246,6 +250,17 @@ impl Context {
     /// Forces kernel choices for the ops built from now on (ops already built keep theirs).
     pub fn set_overrides(&mut self, o: KernelOverrides) {
         self.overrides = o;
+    }
+
+    /// Chooses conv variants with `t` (by measurement or its table) for the ops built from now
+    /// on, where no override forces one.
+    pub fn set_tuner(&mut self, t: tune::Tuner) {
+        self.tuner = Some(Arc::new(t));
+    }
+
+    /// The tuner, if one is set.
+    pub fn tuner(&self) -> Option<&tune::Tuner> {
+        self.tuner.as_deref()
     }
 
     /// The texture for `key`, created from `desc` on first use and shared by every later caller

@@ -6,6 +6,7 @@ use super::{default_weights_for, parse_taps, validate, Init, Optimizer, RenderOp
 use crate::error::{Error, Result};
 use crate::gpu::adam::AdamConfig;
 use crate::gpu::ema::Ema;
+use crate::gpu::tune::{self, TuneMode, Tuner};
 use crate::gpu::{AdapterChoice, Context, Tensor};
 use crate::image_io::{self, color_match, DecodeLimits, Planar};
 use crate::model::{ConvLayer, LossSettings, Preprocess};
@@ -13,6 +14,7 @@ use crate::runner::{compute_targets, Graph, LbfgsConfig, Losses, Net, Targets};
 use crate::weights;
 use std::collections::HashMap;
 use std::path::Path;
+use std::time::Duration;
 
 /// Loads the weights the layers need and decides the input convention.
 pub fn load_weights(
@@ -173,6 +175,14 @@ impl Engine {
         let needed = settings.convs_needed();
         let mut ctx = Context::new(&AdapterChoice::parse(&o.adapter))?;
         ctx.set_overrides(o.kernels);
+        let cpu = ctx.info.device_type == wgpu::DeviceType::Cpu;
+        let mode = o.tune.unwrap_or(if cpu { TuneMode::Cached } else { TuneMode::Full });
+        if mode != TuneMode::Off {
+            let dir = o.tune_dir.clone().unwrap_or_else(|| weights::cache_dir().join("tune"));
+            let path = tune::table_path(&dir, &ctx.info);
+            let budget = Duration::from_secs_f64(o.tune_budget_s.max(0.0));
+            ctx.set_tuner(Tuner::new(&ctx, mode, Some(path), budget));
+        }
         // The adapter's limits decide the largest size: refuse before loading (or downloading)
         // the weights. The plan depends only on the layers, not on the weights.
         let style_dims: Vec<(u32, u32)> = styles.iter().map(|s| (s.width, s.height)).collect();
@@ -202,6 +212,7 @@ impl Engine {
             scales: plans.iter().map(|p| p.size).collect(),
             frame_steps: plans.iter().map(|p| p.steps).sum(),
             frames,
+            tune_warnings: self.ctx.tuner().map(|t| t.warnings()).unwrap_or_default(),
         }
     }
 

@@ -36,6 +36,8 @@ pub struct RenderReport {
     pub stages: Vec<StageReport>,
     /// The images written, one per frame.
     pub outputs: Vec<PathBuf>,
+    /// Seconds spent measuring conv variants, and the shapes measured.
+    pub tuning: (f64, usize),
     /// Forward passes spent on style targets (one per style image and style size): the targets
     /// are computed once and reused by every frame unless `--color-match` ties them to a frame.
     pub style_target_passes: usize,
@@ -126,6 +128,10 @@ pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<Ren
         ms_per_iter,
         outputs,
         style_target_passes: eng.style_target_passes,
+        tuning: eng.ctx.tuner().map_or((0.0, 0), |t| {
+            let (d, n) = t.spent();
+            (d.as_secs_f64(), n)
+        }),
         stages,
     })
 }

@@ -24,6 +24,8 @@ pub struct RenderInfo {
     pub frame_steps: u32,
     /// Number of frames (content images).
     pub frames: usize,
+    /// Problems with the conv tuning table (unreadable, corrupt, another adapter's), one line each.
+    pub tune_warnings: Vec<String>,
 }
 
 /// Where a stage (one scale of one frame) sits in a render.

@@ -1,6 +1,7 @@
 //! Every option of a render, its defaults and the cheap checks made before anything slow.
 
 use crate::error::{Error, Result};
+use crate::gpu::tune::TuneMode;
 use crate::gpu::KernelOverrides;
 use crate::image_io;
 use crate::model::{Pool, Preprocess, Tap};
@@ -155,6 +156,13 @@ pub struct RenderOptions {
     /// No progress output (the weights download's progress bar; the command line tool's
     /// observer reads it too).
     pub quiet: bool,
+    /// How conv variants are chosen: None (auto) measures new shapes on GPUs ([`TuneMode::Full`])
+    /// and uses only an existing table on CPU adapters ([`TuneMode::Cached`]).
+    pub tune: Option<TuneMode>,
+    /// Seconds a render may spend measuring conv variants.
+    pub tune_budget_s: f64,
+    /// Folder of the tuning tables (None: `tune/` in [`crate::weights::cache_dir`]).
+    pub tune_dir: Option<PathBuf>,
     /// Kernel choices forced instead of the adapter's defaults (the command line tool reads them
     /// from `$STYLIZE_CONV`, `$STYLIZE_GRAM`, `$STYLIZE_WINO_TUNE`, `$STYLIZE_WINO4_TUNE`).
     pub kernels: KernelOverrides,
@@ -231,6 +239,9 @@ impl Default for RenderOptions {
             tile: TileMode::Auto,
             max_gpu_memory: None,
             quiet: false,
+            tune: None,
+            tune_budget_s: 3.0,
+            tune_dir: None,
             kernels: KernelOverrides::default(),
             fault_nan_at: None,
         }
@@ -292,6 +303,12 @@ pub(super) fn validate_settings(o: &RenderOptions, styles: usize) -> Result<()> 
         }
     }
     check_finite("--style-scale", o.style_scale, true)?;
+    if !o.tune_budget_s.is_finite() || o.tune_budget_s < 0.0 {
+        return Err(Error::InvalidArgument(format!(
+            "--tune-budget must be a number of seconds >= 0, got {}",
+            o.tune_budget_s
+        )));
+    }
     if let Some(b) = &o.style_blend_weights {
         if b.len() != styles {
             return Err(Error::InvalidArgument(format!(

@@ -1,0 +1,240 @@
+//! Choosing conv3x3 variants by measurement on the user's own adapter (as cuDNN's benchmark mode):
+//! the first time a shape is met, every variant that can run it is timed on random data and the
+//! fastest kept, within a time budget; the table is stored per adapter and driver in a JSON file
+//! (written atomically) that later runs read. A corrupt or foreign file is reported in
+//! [`Tuner::warnings`] and rebuilt, never trusted.
+
+use super::conv::{self, Variant};
+use super::{Context, Tensor};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How the conv variants are chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TuneMode {
+    /// The fixed rules ([`conv::choose_variant`]).
+    Off,
+    /// A tuned table's choices where it has one, the fixed rules elsewhere; never measures.
+    Cached,
+    /// As `Cached`, and shapes the table lacks are measured (within the budget) and added.
+    Full,
+}
+
+impl TuneMode {
+    /// `off`, `cached` or `full`.
+    pub fn parse(s: &str) -> Option<TuneMode> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "off" => Some(TuneMode::Off),
+            "cached" => Some(TuneMode::Cached),
+            "full" => Some(TuneMode::Full),
+            _ => None,
+        }
+    }
+}
+
+/// Identifies an adapter and its driver: a table measured on one is not used on another.
+pub fn adapter_key(info: &wgpu::AdapterInfo) -> String {
+    format!(
+        "{:?} {} {} {} {:04x}:{:04x}",
+        info.backend, info.name, info.driver, info.driver_info, info.vendor, info.device
+    )
+}
+
+/// The table's file for an adapter under `dir`: its key with every character outside
+/// [A-Za-z0-9._-] replaced, so any adapter name makes a valid file name.
+pub fn table_path(dir: &Path, info: &wgpu::AdapterInfo) -> PathBuf {
+    let name: String = adapter_key(info)
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || ".-_".contains(c) { c } else { '_' })
+        .collect();
+    dir.join(format!("{name}.json"))
+}
+
+fn shape_key(cin: usize, cout: usize, h: usize, w: usize) -> String {
+    format!("conv3x3 {cin}x{cout} {h}x{w}")
+}
+
+fn variant_name(v: Variant) -> String {
+    format!("{v:?}").to_ascii_lowercase()
+}
+
+/// The measured choices of one adapter, and the budget left for new measurements.
+pub struct Tuner {
+    mode: TuneMode,
+    /// Where the table is read from and written to (None: kept in memory only).
+    path: Option<PathBuf>,
+    key: String,
+    state: Mutex<State>,
+}
+
+struct State {
+    table: BTreeMap<String, Variant>,
+    budget: Duration,
+    spent: Duration,
+    measured: usize,
+    warnings: Vec<String>,
+}
+
+impl Tuner {
+    /// A tuner for `ctx`'s adapter in `mode`, reading (and, in `Full` mode, writing) the table at
+    /// `path`, measuring for at most `budget` in all.
+    pub fn new(ctx: &Context, mode: TuneMode, path: Option<PathBuf>, budget: Duration) -> Tuner {
+        let key = adapter_key(&ctx.info);
+        let mut st = State { table: BTreeMap::new(), budget, spent: Duration::ZERO, measured: 0, warnings: vec![] };
+        if let (Some(p), true) = (&path, mode != TuneMode::Off) {
+            match std::fs::read_to_string(p) {
+                Ok(text) => match parse_table(&text, &key) {
+                    Ok(t) => st.table = t,
+                    Err(why) => st.warnings.push(format!("{}: {why}; the tuning table will be rebuilt", p.display())),
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => st.warnings.push(format!("{}: {e}; tuning without it", p.display())),
+            }
+        }
+        Tuner { mode, path, key, state: Mutex::new(st) }
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> TuneMode {
+        self.mode
+    }
+
+    /// Time spent measuring so far, and how many shapes were measured.
+    pub fn spent(&self) -> (Duration, usize) {
+        let st = self.lock();
+        (st.spent, st.measured)
+    }
+
+    /// The problems met (unreadable, corrupt or foreign table, failed write), one line each.
+    pub fn warnings(&self) -> Vec<String> {
+        self.lock().warnings.clone()
+    }
+
+    /// The table: (shape, variant name), sorted.
+    pub fn entries(&self) -> Vec<(String, String)> {
+        self.lock().table.iter().map(|(k, v)| (k.clone(), variant_name(*v))).collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The variant for a `cin -> cout` conv at h x w: the table's, else (in `Full` mode, budget
+    /// left) the fastest of the candidates measured now, else None (the fixed rules apply).
+    pub(crate) fn choose(&self, ctx: &Context, cin: usize, cout: usize, h: usize, w: usize) -> Option<Variant> {
+        if self.mode == TuneMode::Off {
+            return None;
+        }
+        let key = shape_key(cin, cout, h, w);
+        if let Some(v) = self.lock().table.get(&key) {
+            return Some(*v);
+        }
+        if self.mode != TuneMode::Full {
+            return None;
+        }
+        {
+            let st = self.lock();
+            if st.spent >= st.budget {
+                return None;
+            }
+        }
+        let t0 = Instant::now();
+        let best = measure(ctx, cin, cout, h, w);
+        let mut st = self.lock();
+        st.spent += t0.elapsed();
+        let best = best.ok()?;
+        st.measured += 1;
+        st.table.insert(key, best);
+        if let Some(p) = &self.path {
+            if let Err(e) = write_table(p, &self.key, &st.table) {
+                st.warnings.push(format!("{}: could not save the tuning table: {e}", p.display()));
+            }
+        }
+        Some(best)
+    }
+}
+
+/// Every variant that runs the shape (those that would fall back are skipped), timed on random
+/// data: the best of 3 runs after a warm-up each; the fastest wins.
+fn measure(ctx: &Context, cin: usize, cout: usize, h: usize, w: usize) -> crate::error::Result<Variant> {
+    let mut rng = crate::rng::SplitMix64::new(0x7E57);
+    let x = Tensor::from_slice(ctx, [cin, h, w], &rng.vec(cin * h * w, -1.0, 1.0), "tune x")?;
+    let wt = Tensor::from_slice(ctx, [cout, cin, 9], &rng.vec(cout * cin * 9, -0.1, 0.1), "tune w")?;
+    let b = Tensor::from_slice(ctx, [cout, 1, 1], &rng.vec(cout, -0.1, 0.1), "tune b")?;
+    let y = Tensor::new(ctx, [cout, h, w], "tune y")?;
+    let caps = conv::TexCaps::of(ctx);
+    let mut best: Option<(f64, Variant)> = None;
+    for v in [Variant::Tiled, Variant::Gemm, Variant::Tex, Variant::Wino, Variant::Wino4] {
+        // Skip what would fall back to another variant (it is timed under its own name).
+        if conv::choose_variant(&caps, Some(v), cin, cout, h, w) != v {
+            continue;
+        }
+        let op = conv::conv3x3_forward_with(ctx, v, &x, &wt, &b, &y, true);
+        ctx.run(&[&op])?;
+        ctx.wait()?;
+        let mut t = f64::INFINITY;
+        for _ in 0..3 {
+            let t0 = Instant::now();
+            ctx.run(&[&op])?;
+            ctx.wait()?;
+            t = t.min(t0.elapsed().as_secs_f64());
+        }
+        if best.is_none_or(|(bt, _)| t < bt) {
+            best = Some((t, v));
+        }
+    }
+    Ok(best.map_or(Variant::Tiled, |(_, v)| v))
+}
+
+/// The table in `text` if it is well-formed and was measured on the adapter `key`.
+fn parse_table(text: &str, key: &str) -> Result<BTreeMap<String, Variant>, String> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not a tuning table ({e})"))?;
+    let adapter = v.get("adapter").and_then(|a| a.as_str()).ok_or("not a tuning table (no adapter)")?;
+    if adapter != key {
+        return Err(format!("measured on another adapter or driver ({adapter})"));
+    }
+    let entries = v.get("conv3x3").and_then(|e| e.as_object()).ok_or("not a tuning table (no conv3x3 entries)")?;
+    let mut table = BTreeMap::new();
+    for (shape, name) in entries {
+        let variant = name.as_str().and_then(Variant::parse).ok_or(format!("unknown variant for {shape}"))?;
+        table.insert(shape.clone(), variant);
+    }
+    Ok(table)
+}
+
+/// Writes the table atomically (a temporary file renamed over the old one), so two processes
+/// tuning at once each leave a whole table.
+fn write_table(path: &Path, key: &str, table: &BTreeMap<String, Variant>) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let entries: serde_json::Map<String, serde_json::Value> =
+        table.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(variant_name(*v)))).collect();
+    let text = serde_json::json!({ "adapter": key, "conv3x3": entries }).to_string();
+    let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+/// Tunes ahead: every conv3x3 shape (forward and backward-input) of VGG19's layers at each of
+/// `sizes` (square inputs, longest side), through `ctx`'s tuner (which must be in `Full` mode).
+/// Returns how many shapes were visited.
+pub fn tune_vgg19(ctx: &Context, sizes: &[u32]) -> usize {
+    let mut n = 0;
+    for &s in sizes {
+        for (i, &(_, cin, cout)) in crate::model::CONVS.iter().enumerate() {
+            let (h, w) = crate::model::conv_size(i, s as usize, s as usize);
+            if h == 0 || w == 0 {
+                continue;
+            }
+            conv::select_variant(ctx, cin, cout, h, w);
+            conv::select_variant(ctx, cout, cin, h, w);
+            n += 2;
+        }
+    }
+    n
+}

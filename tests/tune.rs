@@ -1,0 +1,108 @@
+//! Conv variants chosen by measurement: the table is written, read back by a later context
+//! without measuring, kept per adapter, and a corrupt or foreign table is reported and rebuilt.
+
+use std::path::PathBuf;
+use std::time::Duration;
+use stylize::gpu::conv::{self, Variant};
+use stylize::gpu::tune::{adapter_key, table_path, TuneMode, Tuner};
+use stylize::gpu::{AdapterChoice, Context};
+
+fn context() -> Context {
+    Context::new(&AdapterChoice::parse(&std::env::var("STYLIZE_ADAPTER").unwrap_or_default())).expect("an adapter")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("stylize-tune-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+const SHAPE: (usize, usize, usize, usize) = (16, 32, 12, 12);
+const RUNNABLE: [Variant; 5] = [Variant::Tiled, Variant::Gemm, Variant::Tex, Variant::Wino, Variant::Wino4];
+
+#[test]
+fn full_mode_measures_saves_and_a_later_run_reuses_the_table() {
+    let dir = scratch("full");
+    let (cin, cout, h, w) = SHAPE;
+    let mut ctx = context();
+    let path = table_path(&dir, &ctx.info);
+    ctx.set_tuner(Tuner::new(&ctx, TuneMode::Full, Some(path.clone()), Duration::from_secs(60)));
+    let chosen = conv::select_variant(&ctx, cin, cout, h, w);
+    assert!(RUNNABLE.contains(&chosen));
+    let t = ctx.tuner().unwrap();
+    assert_eq!(t.spent().1, 1, "one shape measured");
+    assert!(t.warnings().is_empty(), "{:?}", t.warnings());
+    // Asking again measures nothing more.
+    assert_eq!(conv::select_variant(&ctx, cin, cout, h, w), chosen);
+    assert_eq!(t.spent().1, 1);
+    let text = std::fs::read_to_string(&path).expect("table written");
+    assert!(text.contains(&adapter_key(&ctx.info)) && text.contains("conv3x3 16x32 12x12"), "{text}");
+
+    // A later process: cached mode reads the table and measures nothing.
+    let mut ctx2 = context();
+    ctx2.set_tuner(Tuner::new(&ctx2, TuneMode::Cached, Some(path.clone()), Duration::from_secs(60)));
+    assert_eq!(conv::select_variant(&ctx2, cin, cout, h, w), chosen);
+    let t2 = ctx2.tuner().unwrap();
+    assert_eq!(t2.spent(), (Duration::ZERO, 0));
+    // Cached mode leaves unknown shapes to the fixed rules.
+    let caps = conv::TexCaps::of(&ctx2);
+    assert_eq!(conv::select_variant(&ctx2, 8, 8, 5, 7), conv::choose_variant(&caps, None, 8, 8, 5, 7));
+    assert_eq!(t2.spent().1, 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_spent_budget_falls_back_to_the_fixed_rules() {
+    let (cin, cout, h, w) = SHAPE;
+    let mut ctx = context();
+    ctx.set_tuner(Tuner::new(&ctx, TuneMode::Full, None, Duration::ZERO));
+    let caps = conv::TexCaps::of(&ctx);
+    assert_eq!(conv::select_variant(&ctx, cin, cout, h, w), conv::choose_variant(&caps, None, cin, cout, h, w));
+    assert_eq!(ctx.tuner().unwrap().spent().1, 0);
+}
+
+#[test]
+fn corrupt_or_foreign_tables_are_reported_and_rebuilt() {
+    let dir = scratch("bad");
+    let (cin, cout, h, w) = SHAPE;
+    let probe = context();
+    let path = table_path(&dir, &probe.info);
+    let foreign = r#"{"adapter":"Vulkan Some Other GPU 1.0 0000:0000","conv3x3":{"conv3x3 16x32 12x12":"tiled"}}"#;
+    for (what, text) in [("corrupt", "{not json"), ("foreign", foreign), ("bad variant", "")] {
+        let text = if what == "bad variant" {
+            format!(r#"{{"adapter":{:?},"conv3x3":{{"conv3x3 16x32 12x12":"fastest"}}}}"#, adapter_key(&probe.info))
+        } else {
+            text.to_string()
+        };
+        std::fs::write(&path, &text).unwrap();
+        let mut ctx = context();
+        ctx.set_tuner(Tuner::new(&ctx, TuneMode::Full, Some(path.clone()), Duration::from_secs(60)));
+        let t = ctx.tuner().unwrap();
+        let warnings = t.warnings();
+        assert_eq!(warnings.len(), 1, "{what}: {warnings:?}");
+        assert!(warnings[0].contains("rebuilt"), "{what}: {}", warnings[0]);
+        assert!(t.entries().is_empty(), "{what}: nothing trusted");
+        // Tuning replaces the file with a good table for this adapter.
+        assert!(RUNNABLE.contains(&conv::select_variant(&ctx, cin, cout, h, w)));
+        let again = Tuner::new(&ctx, TuneMode::Cached, Some(path.clone()), Duration::ZERO);
+        assert!(again.warnings().is_empty(), "{what}: {:?}", again.warnings());
+        assert_eq!(again.entries().len(), 1, "{what}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn off_mode_and_overrides_win_over_the_table() {
+    let (cin, cout, h, w) = SHAPE;
+    let mut ctx = context();
+    ctx.set_tuner(Tuner::new(&ctx, TuneMode::Off, None, Duration::from_secs(60)));
+    let caps = conv::TexCaps::of(&ctx);
+    assert_eq!(conv::select_variant(&ctx, cin, cout, h, w), conv::choose_variant(&caps, None, cin, cout, h, w));
+    let mut o = stylize::gpu::KernelOverrides::default();
+    o.set("conv", "gemm").unwrap();
+    ctx.set_overrides(o);
+    ctx.set_tuner(Tuner::new(&ctx, TuneMode::Full, None, Duration::from_secs(60)));
+    assert_eq!(conv::select_variant(&ctx, cin, cout, h, w), Variant::Gemm);
+    assert_eq!(ctx.tuner().unwrap().spent().1, 0, "a forced variant is not measured");
+}
