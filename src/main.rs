@@ -564,11 +564,11 @@ fn options(a: RenderArgs) -> Result<RenderOptions> {
         tile: render::TileMode::parse(&a.tile)?,
         max_gpu_memory: a.max_gpu_memory,
         quiet: a.quiet,
-        // Fault injection for the tests of the non-finite guard.
         tune: stylize::gpu::tune::TuneMode::parse(&a.tune),
         tune_budget_s: a.tune_budget,
         tune_dir: None,
         kernels: kernel_overrides_from_env(),
+        // Fault injection for the tests of the non-finite guard.
         fault_nan_at: std::env::var("STYLIZE_FAULT_NAN_AT").ok().and_then(|v| v.parse().ok()),
     })
 }

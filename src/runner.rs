@@ -91,6 +91,13 @@ impl Forward {
         n: usize,
         backward: bool,
     ) -> Result<Forward> {
+        if net.layers.len() < n {
+            return Err(Error::InvalidArgument(format!(
+                "the chosen layers need {} but the weights hold only {} conv layers",
+                model::CONVS[n - 1].0,
+                net.layers.len()
+            )));
+        }
         let [_, h, w] = x.shape;
         let taps: Vec<Tap> = s.content_layers.iter().chain(&s.style_layers).copied().collect();
         // The largest activation (and the backward's image-sized gradient) sizes the scratch.
@@ -411,13 +418,6 @@ impl Graph {
     ) -> Result<Graph> {
         s.validate()?;
         let n = s.convs_needed();
-        if net.layers.len() < n {
-            return Err(Error::InvalidArgument(format!(
-                "the chosen layers need {} but the weights hold only {} conv layers",
-                model::CONVS[n - 1].0,
-                net.layers.len()
-            )));
-        }
         let x = Tensor::from_slice(ctx, [3, h, w], init, "image")?;
         let grad = Tensor::new(ctx, [3, h, w], "image gradient")?;
         let (nc, ns) = (s.content_layers.len(), s.style_layers.len());

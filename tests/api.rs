@@ -87,4 +87,8 @@ fn bad_input_is_an_error_not_a_panic() {
     assert!(e.to_string().contains("too small"), "{e}");
     let e = stylize(&synthetic_photo(40, 30, 1), &[], &weights, &options(1), &mut ()).unwrap_err();
     assert!(e.to_string().contains("STYLE"), "{e}");
+    // relu2_1 needs three conv layers.
+    let short = stylize::weights::random(1, 2);
+    let e = stylize(&synthetic_photo(40, 30, 1), &[style], &short, &options(1), &mut ()).unwrap_err();
+    assert!(e.to_string().contains("weights hold only 2"), "{e}");
 }

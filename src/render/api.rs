@@ -1,6 +1,10 @@
 //! The library entry point for other Rust programs: images and weights in memory in, the
 //! stylised image and its loss history out, with progress and cancellation through an
-//! [`Observer`]. No files, no printing, no signal handlers, no environment variables.
+//! [`Observer`]. No printing and no signal handlers; the only file it touches is the conv tuning
+//! table in the cache folder (see [`RenderOptions::tune`]; `Some(TuneMode::Off)` leaves it
+//! alone).
+//!
+//! [`RenderOptions::tune`]: super::RenderOptions::tune
 
 use super::engine::{check_side, Engine};
 use super::observe::{Control, Observer, RenderInfo, StageInfo, StepInfo};
@@ -30,7 +34,8 @@ pub struct LossRecord {
 /// What [`stylize`] returns.
 #[derive(Clone, Debug)]
 pub struct Stylized {
-    /// The result at the last scale's size (colour post-processing applied). When the render
+    /// The result at the size of the last stage that ran (colour post-processing applied); the
+    /// last scale's size unless the render ended early. When the render
     /// was stopped it is the current image; when the losses became non-finite, the last good one.
     pub image: Planar,
     /// The losses of every stage's initial image and of every step where they were read back
