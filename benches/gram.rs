@@ -1,7 +1,7 @@
 //! Gram forward (G = scale F F^T) and backward (dF = scale (dG + dG^T) F), each variant
 //! (`gpu::gram::Variant`) at the VGG19 style-tap shapes of a 128 px and a 256 px input.
 //!
-//!     cargo bench --bench gram [-- [--variant tiled|tex] [--size 128,256] [--runs N] [--budget S] [--split] [FILTER]]
+//!     cargo bench --bench gram [-- [--variant tiled,gemm,tex] [--size 128,256] [--runs N] [--budget S] [--split] [FILTER]]
 //!
 //! (`cargo build --bench gram` then `target/debug/deps/gram-*` skips the release build; the
 //! kernels run on the GPU either way.) FILTER keeps the rows whose name contains it (e.g.
@@ -17,7 +17,7 @@ use stylize::gpu::{conv, gram, Tensor};
 
 fn main() {
     let a = args(Args {
-        variants: vec![gram::Variant::Tiled, gram::Variant::Tex],
+        variants: vec![gram::Variant::Tiled, gram::Variant::Gemm, gram::Variant::Tex],
         sizes: vec![128, 256],
         runs: 7,
         budget_s: 3.0,

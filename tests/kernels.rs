@@ -561,7 +561,10 @@ const GRAM_PLANES: &[(usize, usize)] = &[(1, 1), (1, 15), (5, 3), (64, 80), (25,
 /// Both Gram variants where the texture one can run the shape.
 fn gram_variants(c: usize, n: usize) -> Vec<gram::Variant> {
     let tex = gram::tex_unsupported(&conv::TexCaps::of(ctx()), c, n);
-    variants_with(&format!("gram {c}x{n}"), tex, &[gram::Variant::Tex])
+    let mut v = variants_with(&format!("gram {c}x{n}"), tex, &[gram::Variant::Tex]);
+    // The register-blocked GEMM kernels run wherever storage buffers do.
+    v.insert(1, gram::Variant::Gemm);
+    v
 }
 
 #[test]

@@ -19,6 +19,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 const SHAPE: (usize, usize, usize, usize) = (16, 32, 12, 12);
+const GRAM: (usize, usize) = (24, 100);
 const RUNNABLE: [Variant; 5] = [Variant::Tiled, Variant::Gemm, Variant::Tex, Variant::Wino, Variant::Wino4];
 
 #[test]
@@ -36,13 +37,20 @@ fn full_mode_measures_saves_and_a_later_run_reuses_the_table() {
     // Asking again measures nothing more.
     assert_eq!(conv::select_variant(&ctx, cin, cout, h, w), chosen);
     assert_eq!(t.spent().1, 1);
+    // Gram matrices are tuned the same way, under their own key.
+    let (gc, gn) = GRAM;
+    let gram_chosen = stylize::gpu::gram::select_variant(&ctx, gc, gn);
+    assert!([Variant::Tiled, Variant::Gemm, Variant::Tex].contains(&gram_chosen));
+    assert_eq!(t.spent().1, 2);
     let text = std::fs::read_to_string(&path).expect("table written");
     assert!(text.contains(&adapter_key(&ctx.info)) && text.contains("conv3x3 16x32 12x12"), "{text}");
+    assert!(text.contains("gram 24x100"), "{text}");
 
     // A later process: cached mode reads the table and measures nothing.
     let mut ctx2 = context();
     ctx2.set_tuner(Tuner::new(&ctx2, TuneMode::Cached, Some(path.clone()), Duration::from_secs(60)));
     assert_eq!(conv::select_variant(&ctx2, cin, cout, h, w), chosen);
+    assert_eq!(stylize::gpu::gram::select_variant(&ctx2, gc, gn), gram_chosen);
     let t2 = ctx2.tuner().unwrap();
     assert_eq!(t2.spent(), (Duration::ZERO, 0));
     // Cached mode leaves unknown shapes to the fixed rules.
@@ -68,10 +76,10 @@ fn corrupt_or_foreign_tables_are_reported_and_rebuilt() {
     let (cin, cout, h, w) = SHAPE;
     let probe = context();
     let path = table_path(&dir, &probe.info);
-    let foreign = r#"{"adapter":"Vulkan Some Other GPU 1.0 0000:0000","conv3x3":{"conv3x3 16x32 12x12":"tiled"}}"#;
+    let foreign = r#"{"adapter":"Vulkan Some Other GPU 1.0 0000:0000","kernels":{"conv3x3 16x32 12x12":"tiled"}}"#;
     for (what, text) in [("corrupt", "{not json"), ("foreign", foreign), ("bad variant", "")] {
         let text = if what == "bad variant" {
-            format!(r#"{{"adapter":{:?},"conv3x3":{{"conv3x3 16x32 12x12":"fastest"}}}}"#, adapter_key(&probe.info))
+            format!(r#"{{"adapter":{:?},"kernels":{{"conv3x3 16x32 12x12":"fastest"}}}}"#, adapter_key(&probe.info))
         } else {
             text.to_string()
         };

@@ -1,8 +1,11 @@
 //! Gram matrix wrappers; CPU twins in `reference::gram_*`.
 //!
-//! Two variants compute the same thing (checked against the reference by tests/kernels.rs):
+//! Three variants compute the same thing (checked against the reference by tests/kernels.rs):
 //! - [`Variant::Tiled`] (`shaders/gram.wgsl`): storage buffers + workgroup-memory tiles, the
 //!   portable kernels for real GPUs.
+//! - [`Variant::Gemm`] (`shaders/gram_gemm.wgsl`, then `gram_finish`): the same split-K
+//!   forward and the backward as GEMMs with 4x4 register blocks over 64x64 tiles; chosen when
+//!   forced (`STYLIZE_GRAM=gemm`) or measured fastest by the tuner ([`super::tune`]).
 //! - [`Variant::Tex`]: for CPU Vulkan drivers (lavapipe), where every storage-buffer or
 //!   workgroup-memory load is a per-lane loop but `textureLoad` is vectorised (see
 //!   `gpu::conv`'s texture variant, same technique). All dispatches are in the caller's pass:
@@ -23,10 +26,11 @@
 //!   On lavapipe (2 Zen 4 cores) it runs 13-67 GFLOP/s at the VGG style taps of 128 and
 //!   256 px images vs 0.3-0.6 for `Tiled` (`cargo bench --bench gram`).
 //!
-//! [`select_variant`] picks one per adapter and shape: `Tex` on a CPU adapter with a fixed
-//! subgroup size of 4, 8 or 16 when the shape fits the texture limits, else `Tiled`;
-//! the context's Gram override ([`Context::overrides`]; the CLI reads `STYLIZE_GRAM=tiled|tex`)
-//! forces one (a forced `tex` still falls back where it cannot run).
+//! [`select_variant`] picks one per adapter and shape: the context's Gram override
+//! ([`Context::overrides`]; the CLI reads `STYLIZE_GRAM=tiled|gemm|tex`) if set (a forced `tex`
+//! still falls back where it cannot run), else the tuner's choice where it has one, else `Tex`
+//! on a CPU adapter with a fixed subgroup size of 4, 8 or 16 when the shape fits the texture
+//! limits, and `Tiled` elsewhere.
 
 use super::gram_gen::{backward_key, forward_key, GramTexBackwardParams, GramTexForwardParams};
 use super::kernel::{uniform, Source};
@@ -35,6 +39,7 @@ use super::{conv::TexCaps, op::Dispatch, Context, Op, Tensor};
 pub use super::gram_gen::{tex_backward_source, tex_forward_source};
 
 const FILE: &str = "gram.wgsl";
+const GEMM_FILE: &str = "gram_gemm.wgsl";
 const PACK_FILE: &str = "gram_tex_pack.wgsl";
 const PACK4_FILE: &str = "gram_tex_pack4.wgsl";
 const FINISH_FILE: &str = "gram_tex_finish.wgsl";
@@ -42,6 +47,13 @@ const FINISH_FILE: &str = "gram_tex_finish.wgsl";
 uniform! {
     /// `shaders/gram.wgsl`'s `Params`.
     pub struct GramParams { c: u32, n: u32, chunk: u32, splits: u32, scale: f32, accumulate: u32, _p0: u32, _p1: u32 }
+}
+
+uniform! {
+    /// `shaders/gram_gemm.wgsl`'s `Params`.
+    pub struct GramGemmParams {
+        c: u32, n: u32, chunk: u32, splits: u32, scale: f32, accumulate: u32, gx: u32, _p0: u32
+    }
 }
 
 uniform! {
@@ -115,13 +127,20 @@ pub fn choose_variant(caps: &TexCaps, forced: Option<Variant>, c: usize, n: usiz
     });
     match wanted {
         Variant::Tex | Variant::Wino | Variant::Wino4 if tex_unsupported(caps, c, n).is_none() => Variant::Tex,
+        Variant::Gemm => Variant::Gemm,
         _ => Variant::Tiled,
     }
 }
 
-/// [`choose_variant`] for this context, honouring its Gram override ([`Context::overrides`]).
+/// The variant for this context: its Gram override ([`Context::overrides`]) if one forces it,
+/// else its tuner's choice ([`Context::set_tuner`]) where it has one, else [`choose_variant`]'s.
 pub fn select_variant(ctx: &Context, c: usize, n: usize) -> Variant {
-    choose_variant(&TexCaps::of(ctx), ctx.overrides().gram, c, n)
+    let forced = ctx.overrides().gram;
+    let tuned = match (forced, ctx.tuner()) {
+        (None, Some(t)) => t.choose_gram(ctx, c, n),
+        _ => None,
+    };
+    choose_variant(&TexCaps::of(ctx), forced.or(tuned), c, n)
 }
 
 // ------------------------------------------------------------------------------------------
@@ -158,7 +177,8 @@ pub fn gram_forward_scaled_with(ctx: &Context, v: Variant, f: &Tensor, g: &Tenso
     assert_eq!(g.len(), c * c);
     let caps = TexCaps::of(ctx);
     match choose_variant(&caps, Some(v), c, n) {
-        Variant::Tiled | Variant::Gemm => forward_tiled(ctx, f, g, scale, accumulate),
+        Variant::Tiled => forward_tiled(ctx, f, g, scale, accumulate),
+        Variant::Gemm => forward_gemm(ctx, f, g, scale, accumulate),
         Variant::Tex | Variant::Wino | Variant::Wino4 => forward_tex(ctx, &caps, f, g, scale, accumulate),
     }
 }
@@ -179,7 +199,8 @@ pub fn gram_backward_scaled_with(
     assert_eq!(df.shape, f.shape);
     let caps = TexCaps::of(ctx);
     match choose_variant(&caps, Some(v), c, n) {
-        Variant::Tiled | Variant::Gemm => backward_tiled(ctx, f, dg, df, scale, accumulate),
+        Variant::Tiled => backward_tiled(ctx, f, dg, df, scale, accumulate),
+        Variant::Gemm => backward_gemm(ctx, f, dg, df, scale, accumulate),
         Variant::Tex | Variant::Wino | Variant::Wino4 => backward_tex(ctx, &caps, f, dg, df, scale, accumulate),
     }
 }
@@ -228,6 +249,36 @@ fn backward_tiled(ctx: &Context, f: &Tensor, dg: &Tensor, df: &Tensor, scale: f3
     let p = GramParams { c: c as u32, n: n as u32, scale, accumulate: accumulate as u32, ..Default::default() };
     let groups = ((n as u32).div_ceil(16), (c as u32).div_ceil(16), 1);
     ctx.op(ctx.dispatch(FILE, "gram_backward", &p, &[("F", f), ("In", dg), ("Out", df)], groups))
+}
+
+/// [`forward_tiled`] with the register-blocked partial kernel (64x64 output tiles).
+fn forward_gemm(ctx: &Context, f: &Tensor, g: &Tensor, scale: f32, accumulate: bool) -> Op {
+    let [c, h, w] = f.shape;
+    let n = h * w;
+    let (chunk, splits) = chunking(c, n);
+    let parts = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("gram partials"),
+        size: (splits as u64) * (c * c) as u64 * 4,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    let (c32, n32, acc) = (c as u32, n as u32, accumulate as u32);
+    let pg = GramGemmParams { c: c32, n: n32, chunk, splits, scale, accumulate: acc, ..Default::default() };
+    let t = c32.div_ceil(64);
+    let d1 = ctx.dispatch(GEMM_FILE, "gram_gemm_partial", &pg, &[("F", f), ("Out", &parts)], (t, t, splits));
+    let p = GramParams { c: c32, n: n32, chunk, splits, scale, accumulate: acc, ..Default::default() };
+    let d2 = ctx.dispatch(FILE, "gram_finish", &p, &[("In", &parts), ("Out", g)], ((c32 * c32).div_ceil(256), 1, 1));
+    Op { dispatches: vec![d1, d2], scratch: vec![parts], textures: vec![] }
+}
+
+/// dF (+)= scale (dG + dG^T) F with the register-blocked kernel (64 channels x 64 positions).
+fn backward_gemm(ctx: &Context, f: &Tensor, dg: &Tensor, df: &Tensor, scale: f32, accumulate: bool) -> Op {
+    let [c, h, w] = f.shape;
+    let n = h * w;
+    let (gx, gy) = ctx.grid((n as u32).div_ceil(64));
+    let p = GramGemmParams { c: c as u32, n: n as u32, scale, accumulate: accumulate as u32, gx, ..Default::default() };
+    let groups = (gx, gy, (c as u32).div_ceil(64));
+    ctx.op(ctx.dispatch(GEMM_FILE, "gram_gemm_backward", &p, &[("F", f), ("In", dg), ("Out", df)], groups))
 }
 
 // ------------------------------------------------------------------------------------------

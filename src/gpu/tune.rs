@@ -1,4 +1,4 @@
-//! Choosing conv3x3 variants by measurement on the user's own adapter (as cuDNN's benchmark mode):
+//! Choosing conv3x3 and Gram variants by measurement on the user's own adapter (as cuDNN's benchmark mode):
 //! the first time a shape is met, every variant that can run it is timed on random data and the
 //! fastest kept, within a time budget; the table is stored per adapter and driver in a JSON file
 //! (written atomically) that later runs read. A corrupt or foreign file is reported in
@@ -54,6 +54,10 @@ pub fn table_path(dir: &Path, info: &wgpu::AdapterInfo) -> PathBuf {
 
 fn shape_key(cin: usize, cout: usize, h: usize, w: usize) -> String {
     format!("conv3x3 {cin}x{cout} {h}x{w}")
+}
+
+fn gram_key(c: usize, n: usize) -> String {
+    format!("gram {c}x{n}")
 }
 
 fn variant_name(v: Variant) -> String {
@@ -124,10 +128,18 @@ impl Tuner {
     /// The variant for a `cin -> cout` conv at h x w: the table's, else (in `Full` mode, budget
     /// left) the fastest of the candidates measured now, else None (the fixed rules apply).
     pub(crate) fn choose(&self, ctx: &Context, cin: usize, cout: usize, h: usize, w: usize) -> Option<Variant> {
+        self.choose_by(shape_key(cin, cout, h, w), || measure(ctx, cin, cout, h, w))
+    }
+
+    /// The same for the Gram matrix (forward and backward) of a `c` x `n` feature map.
+    pub(crate) fn choose_gram(&self, ctx: &Context, c: usize, n: usize) -> Option<Variant> {
+        self.choose_by(gram_key(c, n), || measure_gram(ctx, c, n))
+    }
+
+    fn choose_by(&self, key: String, measure: impl FnOnce() -> crate::error::Result<Variant>) -> Option<Variant> {
         if self.mode == TuneMode::Off {
             return None;
         }
-        let key = shape_key(cin, cout, h, w);
         if let Some(v) = self.lock().table.get(&key) {
             return Some(*v);
         }
@@ -141,7 +153,7 @@ impl Tuner {
             }
         }
         let t0 = Instant::now();
-        let best = measure(ctx, cin, cout, h, w);
+        let best = measure();
         let mut st = self.lock();
         st.spent += t0.elapsed();
         let best = best.ok()?;
@@ -188,6 +200,38 @@ fn measure(ctx: &Context, cin: usize, cout: usize, h: usize, w: usize) -> crate:
     Ok(best.map_or(Variant::Tiled, |(_, v)| v))
 }
 
+/// Every Gram variant that runs a `c` x `n` feature map, timed on one forward and one backward
+/// (best of 3 after a warm-up); the fastest wins.
+fn measure_gram(ctx: &Context, c: usize, n: usize) -> crate::error::Result<Variant> {
+    use super::gram;
+    let mut rng = crate::rng::SplitMix64::new(0x7E58);
+    let f = Tensor::from_slice(ctx, [c, n, 1], &rng.vec(c * n, -1.0, 1.0), "tune f")?;
+    let dg = Tensor::from_slice(ctx, [c, c, 1], &rng.vec(c * c, -1.0, 1.0), "tune dg")?;
+    let (g, df) = (Tensor::new(ctx, [c, c, 1], "tune g")?, Tensor::new(ctx, [c, n, 1], "tune df")?);
+    let caps = conv::TexCaps::of(ctx);
+    let mut best: Option<(f64, Variant)> = None;
+    for v in [Variant::Tiled, Variant::Gemm, Variant::Tex] {
+        if gram::choose_variant(&caps, Some(v), c, n) != v {
+            continue;
+        }
+        let fwd = gram::gram_forward_scaled_with(ctx, v, &f, &g, 1.0, false);
+        let bwd = gram::gram_backward_scaled_with(ctx, v, &f, &dg, &df, 1.0, false);
+        ctx.run(&[&fwd, &bwd])?;
+        ctx.wait()?;
+        let mut t = f64::INFINITY;
+        for _ in 0..3 {
+            let t0 = Instant::now();
+            ctx.run(&[&fwd, &bwd])?;
+            ctx.wait()?;
+            t = t.min(t0.elapsed().as_secs_f64());
+        }
+        if best.is_none_or(|(bt, _)| t < bt) {
+            best = Some((t, v));
+        }
+    }
+    Ok(best.map_or(Variant::Tiled, |(_, v)| v))
+}
+
 /// The table in `text` if it is well-formed and was measured on the adapter `key`.
 fn parse_table(text: &str, key: &str) -> Result<BTreeMap<String, Variant>, String> {
     let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not a tuning table ({e})"))?;
@@ -195,7 +239,7 @@ fn parse_table(text: &str, key: &str) -> Result<BTreeMap<String, Variant>, Strin
     if adapter != key {
         return Err(format!("measured on another adapter or driver ({adapter})"));
     }
-    let entries = v.get("conv3x3").and_then(|e| e.as_object()).ok_or("not a tuning table (no conv3x3 entries)")?;
+    let entries = v.get("kernels").and_then(|e| e.as_object()).ok_or("not a tuning table (no kernel entries)")?;
     let mut table = BTreeMap::new();
     for (shape, name) in entries {
         let variant = name.as_str().and_then(Variant::parse).ok_or(format!("unknown variant for {shape}"))?;
@@ -212,7 +256,7 @@ fn write_table(path: &Path, key: &str, table: &BTreeMap<String, Variant>) -> std
     }
     let entries: serde_json::Map<String, serde_json::Value> =
         table.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(variant_name(*v)))).collect();
-    let text = serde_json::json!({ "adapter": key, "conv3x3": entries }).to_string();
+    let text = serde_json::json!({ "adapter": key, "kernels": entries }).to_string();
     let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path).inspect_err(|_| {
@@ -220,9 +264,9 @@ fn write_table(path: &Path, key: &str, table: &BTreeMap<String, Variant>) -> std
     })
 }
 
-/// Tunes ahead: every conv3x3 shape (forward and backward-input) of VGG19's layers at each of
-/// `sizes` (square inputs, longest side), through `ctx`'s tuner (which must be in `Full` mode).
-/// Returns how many shapes were visited.
+/// Tunes ahead: every conv3x3 shape (forward and backward-input) and every Gram shape of VGG19's
+/// layers at each of `sizes` (square inputs, longest side), through `ctx`'s tuner (which must be
+/// in `Full` mode). Returns how many shapes were visited.
 pub fn tune_vgg19(ctx: &Context, sizes: &[u32]) -> usize {
     let mut n = 0;
     for &s in sizes {
@@ -233,7 +277,8 @@ pub fn tune_vgg19(ctx: &Context, sizes: &[u32]) -> usize {
             }
             conv::select_variant(ctx, cin, cout, h, w);
             conv::select_variant(ctx, cout, cin, h, w);
-            n += 2;
+            super::gram::select_variant(ctx, cout, h * w);
+            n += 3;
         }
     }
     n

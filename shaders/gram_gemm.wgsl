@@ -1,0 +1,144 @@
+// gram_gemm: the Gram matrix of a feature map F (c, n), n = h*w, and its gradient, as GEMMs with
+// register blocking (the design of shaders/conv3x3_gemm.wgsl):
+//   gram_gemm_partial:  Part[z] = F[:, chunk z] F[:, chunk z]^T   (M = N = c, K = the chunk)
+//                       (gram.wgsl's gram_finish then sums the splits: G (+)= scale * sum_z Part[z])
+//   gram_gemm_backward: dF (+)= scale * S F, S = dG + dG^T          (M = c, N = n, K = c)
+// A workgroup of 16x16 invocations owns a 64x64 output tile; each invocation accumulates a 4x4
+// block in registers; K is staged 16 deep, one vec4 of each operand per invocation, so 16 FMAs
+// cost 2 vec4 workgroup loads. Checked by tests/kernels.rs against reference::gram_forward /
+// gram_backward like every Gram variant.
+
+struct Params {
+    c: u32, n: u32,
+    chunk: u32,      // partial: positions per split (multiple of 16)
+    splits: u32,
+    scale: f32,
+    accumulate: u32, // backward: 1 adds into dF instead of overwriting
+    gx: u32,         // backward: workgroups along x (position blocks are wid.y * gx + wid.x)
+    _p0: u32,
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> F: array<f32>;          // f: (c, n)
+@group(0) @binding(2) var<storage, read> In: array<f32>;         // backward: dG (c, c)
+@group(0) @binding(3) var<storage, read_write> Out: array<f32>;  // partial: parts (splits, c, c); backward: dF (c, n)
+
+const KT: u32 = 16u;
+
+// As[kk * 16 + g]: rows 4g .. 4g + 3 of the output block's left operand at k0 + kk.
+var<workgroup> As: array<vec4<f32>, 256>;
+// Bs[kk * 16 + g]: columns 4g .. 4g + 3 of the output block's right operand at k0 + kk.
+var<workgroup> Bs: array<vec4<f32>, 256>;
+
+// F[r0 + i][p] for i < 4 (zero past c or past `end`).
+fn f_rows4(r0: u32, p: u32, end: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    if (p < end) {
+        for (var i = 0u; i < 4u; i++) {
+            if (r0 + i < P.c) {
+                v[i] = F[(r0 + i) * P.n + p];
+            }
+        }
+    }
+    return v;
+}
+
+// acc[i] += As[.., ty][i] * Bs[.., tx] over the staged chunk.
+fn accumulate(lid: vec3<u32>, acc: ptr<function, array<vec4<f32>, 4>>) {
+    for (var kk = 0u; kk < KT; kk++) {
+        let a = As[kk * 16u + lid.y];
+        let b = Bs[kk * 16u + lid.x];
+        (*acc)[0] = fma(vec4<f32>(a.x), b, (*acc)[0]);
+        (*acc)[1] = fma(vec4<f32>(a.y), b, (*acc)[1]);
+        (*acc)[2] = fma(vec4<f32>(a.z), b, (*acc)[2]);
+        (*acc)[3] = fma(vec4<f32>(a.w), b, (*acc)[3]);
+    }
+}
+
+@compute @workgroup_size(16, 16, 1)
+fn gram_gemm_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+                     @builtin(local_invocation_index) li: u32) {
+    let a0 = wid.y * 64u;
+    let b0 = wid.x * 64u;
+    let p_begin = wid.z * P.chunk;
+    let p_end = min(P.n, p_begin + P.chunk);
+    // Consecutive invocations stage consecutive positions of one row group.
+    let kk = li % KT;
+    let g = li / KT;
+    var acc: array<vec4<f32>, 4>;
+    for (var p0 = p_begin; p0 < p_end; p0 += KT) {
+        As[kk * 16u + g] = f_rows4(a0 + 4u * g, p0 + kk, p_end);
+        Bs[kk * 16u + g] = f_rows4(b0 + 4u * g, p0 + kk, p_end);
+        workgroupBarrier();
+        accumulate(lid, &acc);
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let a = a0 + 4u * lid.y + i;
+        for (var j = 0u; j < 4u; j++) {
+            let b = b0 + 4u * lid.x + j;
+            if (a < P.c && b < P.c) {
+                Out[(wid.z * P.c + a) * P.c + b] = acc[i][j];
+            }
+        }
+    }
+}
+
+// S[a][k] = dG[a][k] + dG[k][a] (zero past c).
+fn s_at(a: u32, k: u32) -> f32 {
+    if (a < P.c && k < P.c) {
+        return In[a * P.c + k] + In[k * P.c + a];
+    }
+    return 0.0;
+}
+
+@compute @workgroup_size(16, 16, 1)
+fn gram_gemm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+                      @builtin(local_invocation_index) li: u32) {
+    let a0 = wid.z * 64u;
+    let q0 = (wid.y * P.gx + wid.x) * 64u;
+    var acc: array<vec4<f32>, 4>;
+    for (var k0 = 0u; k0 < P.c; k0 += KT) {
+        // S: consecutive invocations read consecutive k of one row group.
+        let ka = li % KT;
+        let ga = li / KT;
+        var s = vec4<f32>(0.0);
+        for (var i = 0u; i < 4u; i++) {
+            s[i] = s_at(a0 + 4u * ga + i, k0 + ka);
+        }
+        As[ka * 16u + ga] = s;
+        // F: consecutive invocations read consecutive positions of one k.
+        let kb = li / 16u;
+        let gb = li % 16u;
+        var f = vec4<f32>(0.0);
+        if (k0 + kb < P.c) {
+            for (var j = 0u; j < 4u; j++) {
+                let p = q0 + 4u * gb + j;
+                if (p < P.n) {
+                    f[j] = F[(k0 + kb) * P.n + p];
+                }
+            }
+        }
+        Bs[kb * 16u + gb] = f;
+        workgroupBarrier();
+        accumulate(lid, &acc);
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let a = a0 + 4u * lid.y + i;
+        if (a >= P.c) {
+            return;
+        }
+        for (var j = 0u; j < 4u; j++) {
+            let p = q0 + 4u * lid.x + j;
+            if (p < P.n) {
+                let o = a * P.n + p;
+                var v = P.scale * acc[i][j];
+                if (P.accumulate != 0u) {
+                    v += Out[o];
+                }
+                Out[o] = v;
+            }
+        }
+    }
+}
