@@ -284,3 +284,34 @@ fn check_command_passes_on_the_test_adapter() {
     assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
     assert!(out.contains("checks passed") && out.contains("conv3x3_forward"), "{out}");
 }
+
+#[test]
+fn tune_command_measures_and_saves_a_table_a_render_then_reads() {
+    let d = tmpdir("tune");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_stylize")).args(args).env("STYLIZE_CACHE", &d).output().expect("run")
+    };
+    // A small size and budget keep it short on lavapipe (pipelines compile slowly there).
+    let o = run(&["tune", "--sizes", "8", "--budget", "2"]);
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains("conv3x3 ") && err.contains("measured in"), "{out}{err}");
+    let tables: Vec<_> = std::fs::read_dir(d.join("tune")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(tables.len(), 1, "{tables:?}");
+    let text = std::fs::read_to_string(&tables[0]).unwrap();
+    assert!(text.contains("\"adapter\"") && text.contains("\"kernels\"") && text.contains("conv3x3 "), "{text}");
+    // A render reads it without complaint; a corrupt table is one warning line, and the render works.
+    let (c, s) = images(&d);
+    let out_png = d.join("out.png");
+    let (c, s, o_path) = (c.to_str().unwrap(), s.to_str().unwrap(), out_png.to_str().unwrap());
+    let args = [&["render", c, s, "-o", o_path, "--tune", "cached"], FAST].concat();
+    let o = run(&args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && !err.contains("warning"), "{err}");
+    std::fs::write(&tables[0], "{oops").unwrap();
+    let o = run(&args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(err.lines().filter(|l| l.contains("warning") && l.contains("rebuilt")).count(), 1, "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -85,7 +85,11 @@ impl Tuner {
     /// A tuner for `ctx`'s adapter in `mode`, reading (and, in `Full` mode, writing) the table at
     /// `path`, measuring for at most `budget` in all.
     pub fn new(ctx: &Context, mode: TuneMode, path: Option<PathBuf>, budget: Duration) -> Tuner {
-        let key = adapter_key(&ctx.info);
+        Tuner::for_adapter(adapter_key(&ctx.info), mode, path, budget)
+    }
+
+    /// [`Tuner::new`] for the adapter whose [`adapter_key`] is `key`.
+    fn for_adapter(key: String, mode: TuneMode, path: Option<PathBuf>, budget: Duration) -> Tuner {
         let mut st = State { table: BTreeMap::new(), budget, spent: Duration::ZERO, measured: 0, warnings: vec![] };
         if let (Some(p), true) = (&path, mode != TuneMode::Off) {
             match std::fs::read_to_string(p) {
@@ -128,15 +132,17 @@ impl Tuner {
     /// The variant for a `cin -> cout` conv at h x w: the table's, else (in `Full` mode, budget
     /// left) the fastest of the candidates measured now, else None (the fixed rules apply).
     pub(crate) fn choose(&self, ctx: &Context, cin: usize, cout: usize, h: usize, w: usize) -> Option<Variant> {
-        self.choose_by(shape_key(cin, cout, h, w), || measure(ctx, cin, cout, h, w))
+        self.choose_by(shape_key(cin, cout, h, w), || time_conv(ctx, cin, cout, h, w))
     }
 
     /// The same for the Gram matrix (forward and backward) of a `c` x `n` feature map.
     pub(crate) fn choose_gram(&self, ctx: &Context, c: usize, n: usize) -> Option<Variant> {
-        self.choose_by(gram_key(c, n), || measure_gram(ctx, c, n))
+        self.choose_by(gram_key(c, n), || time_gram(ctx, c, n))
     }
 
-    fn choose_by(&self, key: String, measure: impl FnOnce() -> crate::error::Result<Variant>) -> Option<Variant> {
+    /// The table's variant for `key`, else (in `Full` mode, budget left) the fastest of the
+    /// timings `measure` returns, recorded and saved; else None.
+    fn choose_by(&self, key: String, measure: impl FnOnce() -> crate::error::Result<Timings>) -> Option<Variant> {
         if self.mode == TuneMode::Off {
             return None;
         }
@@ -156,7 +162,7 @@ impl Tuner {
         let best = measure();
         let mut st = self.lock();
         st.spent += t0.elapsed();
-        let best = best.ok()?;
+        let best = fastest(&best.ok()?)?;
         st.measured += 1;
         st.table.insert(key, best);
         if let Some(p) = &self.path {
@@ -168,68 +174,67 @@ impl Tuner {
     }
 }
 
-/// Every variant that runs the shape (those that would fall back are skipped), timed on random
-/// data: the best of 3 runs after a warm-up each; the fastest wins.
-fn measure(ctx: &Context, cin: usize, cout: usize, h: usize, w: usize) -> crate::error::Result<Variant> {
+/// (variant, seconds) for each variant timed.
+type Timings = Vec<(Variant, f64)>;
+
+/// The fastest variant of `t` (the first of equals); None when nothing was timed.
+fn fastest(t: &[(Variant, f64)]) -> Option<Variant> {
+    t.iter().filter(|(_, s)| s.is_finite()).min_by(|a, b| a.1.total_cmp(&b.1)).map(|(v, _)| *v)
+}
+
+/// The best of 3 runs of `ops` after a warm-up, in seconds.
+fn time_ops(ctx: &Context, ops: &[&super::Op]) -> crate::error::Result<f64> {
+    ctx.run(ops)?;
+    ctx.wait()?;
+    let mut t = f64::INFINITY;
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        ctx.run(ops)?;
+        ctx.wait()?;
+        t = t.min(t0.elapsed().as_secs_f64());
+    }
+    Ok(t)
+}
+
+/// Every conv variant that runs the shape (those that would fall back are skipped), timed on
+/// random data.
+fn time_conv(ctx: &Context, cin: usize, cout: usize, h: usize, w: usize) -> crate::error::Result<Timings> {
     let mut rng = crate::rng::SplitMix64::new(0x7E57);
     let x = Tensor::from_slice(ctx, [cin, h, w], &rng.vec(cin * h * w, -1.0, 1.0), "tune x")?;
     let wt = Tensor::from_slice(ctx, [cout, cin, 9], &rng.vec(cout * cin * 9, -0.1, 0.1), "tune w")?;
     let b = Tensor::from_slice(ctx, [cout, 1, 1], &rng.vec(cout, -0.1, 0.1), "tune b")?;
     let y = Tensor::new(ctx, [cout, h, w], "tune y")?;
     let caps = conv::TexCaps::of(ctx);
-    let mut best: Option<(f64, Variant)> = None;
+    let mut out = vec![];
     for v in [Variant::Tiled, Variant::Gemm, Variant::Tex, Variant::Wino, Variant::Wino4] {
         // Skip what would fall back to another variant (it is timed under its own name).
         if conv::choose_variant(&caps, Some(v), cin, cout, h, w) != v {
             continue;
         }
         let op = conv::conv3x3_forward_with(ctx, v, &x, &wt, &b, &y, true);
-        ctx.run(&[&op])?;
-        ctx.wait()?;
-        let mut t = f64::INFINITY;
-        for _ in 0..3 {
-            let t0 = Instant::now();
-            ctx.run(&[&op])?;
-            ctx.wait()?;
-            t = t.min(t0.elapsed().as_secs_f64());
-        }
-        if best.is_none_or(|(bt, _)| t < bt) {
-            best = Some((t, v));
-        }
+        out.push((v, time_ops(ctx, &[&op])?));
     }
-    Ok(best.map_or(Variant::Tiled, |(_, v)| v))
+    Ok(out)
 }
 
-/// Every Gram variant that runs a `c` x `n` feature map, timed on one forward and one backward
-/// (best of 3 after a warm-up); the fastest wins.
-fn measure_gram(ctx: &Context, c: usize, n: usize) -> crate::error::Result<Variant> {
+/// Every Gram variant that runs a `c` x `n` feature map, timed on one forward and one backward.
+fn time_gram(ctx: &Context, c: usize, n: usize) -> crate::error::Result<Timings> {
     use super::gram;
     let mut rng = crate::rng::SplitMix64::new(0x7E58);
     let f = Tensor::from_slice(ctx, [c, n, 1], &rng.vec(c * n, -1.0, 1.0), "tune f")?;
     let dg = Tensor::from_slice(ctx, [c, c, 1], &rng.vec(c * c, -1.0, 1.0), "tune dg")?;
     let (g, df) = (Tensor::new(ctx, [c, c, 1], "tune g")?, Tensor::new(ctx, [c, n, 1], "tune df")?);
     let caps = conv::TexCaps::of(ctx);
-    let mut best: Option<(f64, Variant)> = None;
+    let mut out = vec![];
     for v in [Variant::Tiled, Variant::Gemm, Variant::Tex] {
         if gram::choose_variant(&caps, Some(v), c, n) != v {
             continue;
         }
         let fwd = gram::gram_forward_scaled_with(ctx, v, &f, &g, 1.0, false);
         let bwd = gram::gram_backward_scaled_with(ctx, v, &f, &dg, &df, 1.0, false);
-        ctx.run(&[&fwd, &bwd])?;
-        ctx.wait()?;
-        let mut t = f64::INFINITY;
-        for _ in 0..3 {
-            let t0 = Instant::now();
-            ctx.run(&[&fwd, &bwd])?;
-            ctx.wait()?;
-            t = t.min(t0.elapsed().as_secs_f64());
-        }
-        if best.is_none_or(|(bt, _)| t < bt) {
-            best = Some((t, v));
-        }
+        out.push((v, time_ops(ctx, &[&fwd, &bwd])?));
     }
-    Ok(best.map_or(Variant::Tiled, |(_, v)| v))
+    Ok(out)
 }
 
 /// The table in `text` if it is well-formed and was measured on the adapter `key`.
@@ -282,4 +287,53 @@ pub fn tune_vgg19(ctx: &Context, sizes: &[u32]) -> usize {
         }
     }
     n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    fn tuner(mode: TuneMode, path: Option<PathBuf>, budget_s: u64) -> Tuner {
+        Tuner::for_adapter("Test GPU 1.0".into(), mode, path, Duration::from_secs(budget_s))
+    }
+
+    #[test]
+    fn the_fastest_timing_wins_and_is_remembered() {
+        let t = tuner(TuneMode::Full, None, 60);
+        let calls = Cell::new(0);
+        let timings = || {
+            calls.set(calls.get() + 1);
+            Ok(vec![(Variant::Tiled, 3e-3), (Variant::Gemm, 1e-3), (Variant::Tex, 2e-3), (Variant::Wino, f64::NAN)])
+        };
+        assert_eq!(t.choose_by("k".into(), timings), Some(Variant::Gemm));
+        assert_eq!(t.choose_by("k".into(), timings), Some(Variant::Gemm));
+        assert_eq!(calls.get(), 1, "measured once");
+        assert_eq!(t.spent().1, 1);
+        assert_eq!(t.choose_by("none".into(), || Ok(vec![])), None, "nothing timed: the fixed rules");
+        assert_eq!(t.choose_by("failed".into(), || Err(crate::Error::Gpu("lost".into()))), None);
+    }
+
+    #[test]
+    fn cached_off_and_spent_budget_never_measure() {
+        let never = || -> crate::error::Result<Timings> { panic!("measured") };
+        assert_eq!(tuner(TuneMode::Cached, None, 60).choose_by("k".into(), never), None);
+        assert_eq!(tuner(TuneMode::Off, None, 60).choose_by("k".into(), never), None);
+        assert_eq!(tuner(TuneMode::Full, None, 0).choose_by("k".into(), never), None);
+    }
+
+    #[test]
+    fn a_saved_table_is_read_back_for_the_same_adapter_only() {
+        let dir = std::env::temp_dir().join(format!("stylize-tune-unit-{}", std::process::id()));
+        let path = dir.join("t.json");
+        let t = tuner(TuneMode::Full, Some(path.clone()), 60);
+        let timings = || Ok(vec![(Variant::Tiled, 2.0), (Variant::Tex, 1.0)]);
+        assert_eq!(t.choose_by("conv3x3 1x2 3x4".into(), timings), Some(Variant::Tex));
+        let back = tuner(TuneMode::Cached, Some(path.clone()), 60);
+        assert!(back.warnings().is_empty());
+        assert_eq!(back.entries(), vec![("conv3x3 1x2 3x4".to_string(), "tex".to_string())]);
+        let other = Tuner::for_adapter("Other GPU".into(), TuneMode::Cached, Some(path), Duration::ZERO);
+        assert!(other.entries().is_empty() && other.warnings()[0].contains("another adapter"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
