@@ -409,6 +409,8 @@ fn run(cmd: Cmd) -> Result<()> {
                 memory: !no_memory,
                 wall_clock,
                 overrides: kernel_overrides_from_env(),
+                // The kernels a render would use: those of the adapter's tuning table, if any.
+                tune_dir: Some(stylize::weights::cache_dir().join("tune")),
                 ..Default::default()
             };
             let r = stylize::bench::run(&o)?;

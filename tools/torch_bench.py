@@ -52,9 +52,12 @@ def child(a):
     dev = torch.device(a.device)
     cuda = dev.type == "cuda"
     if cuda:
-        if a.mode == "tf32-off":
+        if a.mode in ("tf32-off", "benchmark"):
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
+        if a.mode == "benchmark":
+            # cuDNN's own autotuning (as our --tune), fp32 with TF32 off.
+            torch.backends.cudnn.benchmark = True
         torch.cuda.init()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
@@ -152,7 +155,8 @@ def main():
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default, all cores)")
-    p.add_argument("--modes", default="", help="CUDA modes to run: tf32-off,default (default: both)")
+    p.add_argument("--modes", default="",
+                   help="CUDA modes to run: tf32-off, default, benchmark (TF32 off, cudnn.benchmark on); default: all")
     p.add_argument("--pool", default="avg", choices=["avg", "max"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--per-iteration-sync", action="store_true",
@@ -170,7 +174,7 @@ def main():
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     cuda = device.startswith("cuda")
-    modes = [m for m in a.modes.split(",") if m] or (["tf32-off", "default"] if cuda else ["cpu"])
+    modes = [m for m in a.modes.split(",") if m] or (["tf32-off", "default", "benchmark"] if cuda else ["cpu"])
     sizes = [int(v) for v in a.sizes.split(",") if v]
     results = []
     for s in sizes:

@@ -61,6 +61,9 @@ pub struct BenchOptions {
     pub iterations: u32,
     /// Adapter, as `--adapter` (empty: the best one).
     pub adapter: String,
+    /// Folder of the tuning tables: when set, the kernels are those a tuned render would use
+    /// (the adapter's table, read only), else the fixed rules.
+    pub tune_dir: Option<std::path::PathBuf>,
     /// Kernel choices forced instead of the adapter's defaults.
     pub overrides: crate::gpu::KernelOverrides,
     /// Print JSON instead of the table (used by [`print()`]; [`run`] ignores it).
@@ -90,6 +93,7 @@ impl Default for BenchOptions {
             memory_sizes: vec![],
             iterations: 0,
             adapter: String::new(),
+            tune_dir: None,
             overrides: Default::default(),
             json: false,
             kernels: true,
@@ -251,6 +255,11 @@ pub struct BenchReport {
 pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     let mut ctx = Context::new(&AdapterChoice::parse(&opts.adapter))?;
     ctx.set_overrides(opts.overrides);
+    if let Some(dir) = &opts.tune_dir {
+        use crate::gpu::tune::{table_path, TuneMode, Tuner};
+        let t = Tuner::new(&ctx, TuneMode::Cached, Some(table_path(dir, &ctx.info)), std::time::Duration::ZERO);
+        ctx.set_tuner(t);
+    }
     run_on(&ctx, opts)
 }
 
