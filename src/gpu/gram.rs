@@ -217,16 +217,21 @@ fn chunking(c: usize, n: usize) -> (u32, u32) {
     (chunk as u32, n.div_ceil(chunk).max(1) as u32)
 }
 
-fn forward_tiled(ctx: &Context, f: &Tensor, g: &Tensor, scale: f32, accumulate: bool) -> Op {
-    let [c, h, w] = f.shape;
-    let n = h * w;
-    let (chunk, splits) = chunking(c, n);
-    let parts = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+/// The split-K partial Grams' buffer: `splits` c x c matrices.
+fn partials(ctx: &Context, c: usize, splits: u32) -> wgpu::Buffer {
+    ctx.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some("gram partials"),
         size: (splits as u64) * (c * c) as u64 * 4,
         usage: wgpu::BufferUsages::STORAGE,
         mapped_at_creation: false,
-    });
+    })
+}
+
+fn forward_tiled(ctx: &Context, f: &Tensor, g: &Tensor, scale: f32, accumulate: bool) -> Op {
+    let [c, h, w] = f.shape;
+    let n = h * w;
+    let (chunk, splits) = chunking(c, n);
+    let parts = partials(ctx, c, splits);
     let p = GramParams {
         c: c as u32,
         n: n as u32,
@@ -256,12 +261,7 @@ fn forward_gemm(ctx: &Context, f: &Tensor, g: &Tensor, scale: f32, accumulate: b
     let [c, h, w] = f.shape;
     let n = h * w;
     let (chunk, splits) = chunking(c, n);
-    let parts = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("gram partials"),
-        size: (splits as u64) * (c * c) as u64 * 4,
-        usage: wgpu::BufferUsages::STORAGE,
-        mapped_at_creation: false,
-    });
+    let parts = partials(ctx, c, splits);
     let (c32, n32, acc) = (c as u32, n as u32, accumulate as u32);
     let pg = GramGemmParams { c: c32, n: n32, chunk, splits, scale, accumulate: acc, ..Default::default() };
     let t = c32.div_ceil(64);
