@@ -342,14 +342,21 @@ fn run(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Render { args } => {
             let o = options(args)?;
-            let r = render::render_with(&o, &mut cli::progress::CliProgress::new(o.quiet))?;
+            let mut progress = cli::progress::CliProgress::new(o.quiet);
+            let r = render::render_with(&o, &mut progress)?;
+            // Problems met while tuning (e.g. the table could not be saved), beyond those shown at the start.
+            for w in r.tune_warnings.iter().skip(progress.warnings_shown()) {
+                eprintln!("warning: {w}");
+            }
             if !o.quiet {
                 let what = match r.outputs.as_slice() {
                     [one] => format!("{} ({}x{}", one.display(), r.width, r.height),
                     many => format!("{} images to {} (last {}x{}", many.len(), o.output.display(), r.width, r.height),
                 };
                 if r.tuning.1 > 0 {
-                    eprintln!("tuned {} conv shapes in {:.1} s (saved for later runs)", r.tuning.1, r.tuning.0);
+                    let saved = !r.tune_warnings.iter().any(|w| w.contains("could not save"));
+                    let note = if saved { " (saved for later runs)" } else { "" };
+                    eprintln!("tuned {} kernel shapes in {:.1} s{note}", r.tuning.1, r.tuning.0);
                 }
                 eprintln!(
                     "wrote {what}, {} steps, {:.1} ms/iteration on {}); loss {:.4e} -> {:.4e}",
@@ -438,7 +445,7 @@ fn run(cmd: Cmd) -> Result<()> {
             for w in tuner_warnings {
                 eprintln!("warning: {w}");
             }
-            eprintln!("tuning conv3x3 on {} at {sizes:?} px ...", ctx.describe());
+            eprintln!("tuning the conv3x3 and Gram kernels on {} at {sizes:?} px ...", ctx.describe());
             let shapes = tune_vgg19(&ctx, &sizes);
             let t = ctx.tuner().expect("set above");
             for (shape, v) in t.entries() {

@@ -33,13 +33,20 @@ pub struct CliProgress {
     label: String,
     start: Instant,
     total: u32,
+    /// Tuning warnings printed at the start.
+    warned: usize,
 }
 
 impl CliProgress {
     /// A reporter for a render; `quiet` prints nothing (Ctrl-C still stops the render).
     pub fn new(quiet: bool) -> CliProgress {
         let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-        CliProgress { quiet, tty, label: String::new(), start: Instant::now(), total: 0 }
+        CliProgress { quiet, tty, label: String::new(), start: Instant::now(), total: 0, warned: 0 }
+    }
+
+    /// How many tuning warnings [`Observer::started`] printed.
+    pub fn warnings_shown(&self) -> usize {
+        self.warned
     }
 
     fn line(&self, step: u32, losses: Option<&Losses>) {
@@ -79,6 +86,7 @@ impl Observer for CliProgress {
         for w in &info.tune_warnings {
             eprintln!("warning: {w}");
         }
+        self.warned = info.tune_warnings.len();
         if !self.quiet {
             let scales = if info.scales.len() > 1 {
                 format!(" | scales {}", info.scales.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(" -> "))

@@ -167,7 +167,11 @@ impl Tuner {
         st.table.insert(key, best);
         if let Some(p) = &self.path {
             if let Err(e) = write_table(p, &self.key, &st.table) {
-                st.warnings.push(format!("{}: could not save the tuning table: {e}", p.display()));
+                let w = format!("{}: could not save the tuning table: {e}", p.display());
+                // Once, not once per shape measured.
+                if !st.warnings.contains(&w) {
+                    st.warnings.push(w);
+                }
             }
         }
         Some(best)

@@ -38,6 +38,9 @@ pub struct RenderReport {
     pub outputs: Vec<PathBuf>,
     /// Seconds spent measuring conv variants, and the shapes measured.
     pub tuning: (f64, usize),
+    /// Every problem the kernel tuner met (its table unreadable, corrupt or foreign, or not
+    /// saved), one line each; those known at the start were also in [`RenderInfo`].
+    pub tune_warnings: Vec<String>,
     /// Forward passes spent on style targets (one per style image and style size): the targets
     /// are computed once and reused by every frame unless `--color-match` ties them to a frame.
     pub style_target_passes: usize,
@@ -128,6 +131,7 @@ pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<Ren
         ms_per_iter,
         outputs,
         style_target_passes: eng.style_target_passes,
+        tune_warnings: eng.ctx.tuner().map(|t| t.warnings()).unwrap_or_default(),
         tuning: eng.ctx.tuner().map_or((0.0, 0), |t| {
             let (d, n) = t.spent();
             (d.as_secs_f64(), n)
