@@ -1,7 +1,7 @@
 //! conv3x3 forward (bias + fused ReLU) and backward-data (with the fused ReLU mask), each
 //! variant (`gpu::conv::Variant`) at the VGG19 layer shapes of a 128 px and a 64 px input.
 //!
-//!     cargo bench --bench conv [-- [--variant tiled,gemm,tex,wino,wino4] [--size 128] [--runs N] [--budget S] [--split] [FILTER]]
+//!     cargo bench --bench conv [-- [--variant tiled,gemm,gemm:all,gemm:r8x8w16x16k8,tex,wino,wino4] [--size 128] [--runs N] [--budget S] [--split] [FILTER]]
 //!
 //! (`cargo build --bench conv` then `target/debug/deps/conv-*` skips the release build; the
 //! kernels run on the GPU either way.) FILTER keeps the rows whose name contains it (e.g.
@@ -20,7 +20,7 @@ fn main() {
     let a = args(Args {
         variants: vec![
             conv::Variant::Tiled,
-            conv::Variant::Gemm,
+            conv::Variant::GEMM,
             conv::Variant::Tex,
             conv::Variant::Wino,
             conv::Variant::Wino4,
@@ -34,7 +34,7 @@ fn main() {
     let ctx = common::context();
     println!("adapter: {}", ctx.describe());
     println!(
-        "{:<26} {:<5} {:<6} {:>10} {:>9} {:>10} {:>5}",
+        "{:<26} {:<5} {:<21} {:>10} {:>9} {:>10} {:>5}",
         "layer (cin->cout @ HxW)", "dir", "var", "median ms", "GFLOP/s", "min ms", "runs"
     );
     for &size in &a.sizes {
@@ -82,8 +82,8 @@ fn main() {
                     let (ci, co) = if dir == "fwd" { (cin, cout) } else { (cout, cin) };
                     let ran = conv::choose_variant(&conv::TexCaps::of(&ctx), Some(v), ci, co, s, s);
                     println!(
-                        "{label:<26} {dir:<5} {:<6} {ms:>10.3} {:>9.2} {min:>10.3} {:>5}",
-                        format!("{ran:?}").to_lowercase(),
+                        "{label:<26} {dir:<5} {:<21} {ms:>10.3} {:>9.2} {min:>10.3} {:>5}",
+                        ran.name(),
                         flops / (ms * 1e-3) / 1e9,
                         n
                     );

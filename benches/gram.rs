@@ -17,7 +17,7 @@ use stylize::gpu::{conv, gram, Tensor};
 
 fn main() {
     let a = args(Args {
-        variants: vec![gram::Variant::Tiled, gram::Variant::Gemm, gram::Variant::Tex],
+        variants: vec![gram::Variant::Tiled, gram::Variant::GEMM, gram::Variant::Tex],
         sizes: vec![128, 256],
         runs: 7,
         budget_s: 3.0,
@@ -27,7 +27,7 @@ fn main() {
     let ctx = common::context();
     println!("adapter: {}", ctx.describe());
     println!(
-        "{:<28} {:<5} {:<6} {:>10} {:>9} {:>10} {:>5}",
+        "{:<28} {:<5} {:<21} {:>10} {:>9} {:>10} {:>5}",
         "tap (c x h*w)", "dir", "var", "median ms", "GFLOP/s", "min ms", "runs"
     );
     for &size in &a.sizes {
@@ -64,8 +64,8 @@ fn main() {
                     // What really ran (a forced `tex` falls back to `tiled` where it cannot).
                     let ran = gram::choose_variant(&conv::TexCaps::of(&ctx), Some(v), c, n);
                     println!(
-                        "{label:<28} {dir:<5} {:<6} {ms:>10.3} {:>9.2} {min:>10.3} {runs:>5}",
-                        format!("{ran:?}").to_lowercase(),
+                        "{label:<28} {dir:<5} {:<21} {ms:>10.3} {:>9.2} {min:>10.3} {runs:>5}",
+                        ran.name(),
                         flops / (ms * 1e-3) / 1e9
                     );
                     print_split(&ctx, &a, op, 28);

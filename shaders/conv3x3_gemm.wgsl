@@ -5,12 +5,13 @@
 //   conv3x3_gemm_forward:                y = conv(x, w) + b, then max(0, .) if relu.
 //   conv3x3_gemm_backward_input:         dx = conv(dy, w~) (w~: gpu::conv::transpose_flip).
 //   conv3x3_gemm_backward_input_masked:  the same with dy times the ReLU mask bits of its input.
-// Tiling: a workgroup of 16x16 invocations owns 64 output channels x 64 pixels (consecutive in
-// row-major order); each invocation accumulates a 4x4 block (4 channels x 4 pixels) in registers.
-// Per K-chunk of 16, every invocation stages one vec4 of weights and one vec4 of gathered inputs,
-// then does 16 x 16 FMAs from 2 x 16 vec4 workgroup loads: 8 FMAs per vec4 load, against one
-// scalar load per FMA in conv3x3.wgsl. Checked by tests/kernels.rs against
-// reference::conv3x3_forward / conv3x3_backward_input like every variant.
+// Tiling: a workgroup of WX x WY invocations owns TM = RM WY output channels x TN = RN WX pixels
+// (consecutive in row-major order); each invocation accumulates RM channels x RN pixels in
+// registers. Per K-chunk of KT, the workgroup stages KT x TM weights and KT x TN gathered inputs
+// as vec4s, then every invocation does KT RM RN FMAs from KT (RM + RN) / 4 vec4 workgroup loads.
+// The default (RM = RN = 4, 16 x 16 invocations, 64 x 64 tiles, KT = 16) does 8 FMAs per vec4
+// load, against one scalar load per FMA in conv3x3.wgsl; 8 x 8 blocks do 16. Checked by
+// tests/kernels.rs against reference::conv3x3_forward / conv3x3_backward_input like every variant.
 
 struct Params {
     cin: u32, cout: u32, h: u32, w: u32,
@@ -26,14 +27,26 @@ struct Params {
 @group(0) @binding(4) var<storage, read> M: array<u32>;        // m: (cin, h, w) bits, 32 per word
 @group(0) @binding(5) var<storage, read_write> Y: array<f32>;  // y: (cout, h, w)
 
-const TM: u32 = 64u;  // output channels per workgroup
-const TN: u32 = 64u;  // pixels per workgroup
-const KT: u32 = 16u;  // K per chunk
+// The tile. This file as written is the default variant; gpu::conv_gen::gemm_source writes the
+// others (GemmTile: the autotuner's candidates) by replacing these five lines.
+const RM: u32 = 4u;   // output channels per invocation (a multiple of 4)
+const RN: u32 = 4u;   // pixels per invocation (a multiple of 4)
+const WX: u32 = 16u;  // invocations along pixels
+const WY: u32 = 16u;  // invocations along channels
+const KT: u32 = 16u;  // K per staged chunk
 
-// As[kk * 16 + g]: the weights of channels co0 + 4g .. + 3 at k0 + kk.
-var<workgroup> As: array<vec4<f32>, 256>; // KT * TM / 4
-// Bs[kk * 16 + g]: Xcol at k0 + kk for pixels p0 + 4g .. + 3.
-var<workgroup> Bs: array<vec4<f32>, 256>; // KT * TN / 4
+const TM: u32 = RM * WY;  // output channels per workgroup
+const TN: u32 = RN * WX;  // pixels per workgroup
+const NT: u32 = WX * WY;  // invocations per workgroup
+const RM4: u32 = RM / 4u;
+const RN4: u32 = RN / 4u;
+const TM4: u32 = TM / 4u;
+const TN4: u32 = TN / 4u;
+
+// As[kk * TM4 + g]: the weights of channels co0 + 4g .. + 3 at k0 + kk.
+var<workgroup> As: array<vec4<f32>, KT * TM4>;
+// Bs[kk * TN4 + g]: Xcol at k0 + kk for pixels p0 + 4g .. + 3.
+var<workgroup> Bs: array<vec4<f32>, KT * TN4>;
 
 // Flat index of x[ci][y + dy][x + dx] for pixel p and tap t, or -1 outside the image, past the
 // pixels or past cin.
@@ -87,91 +100,104 @@ fn block(wid: vec3<u32>) -> vec2<u32> {
     return vec2<u32>(wid.z * TM, (wid.y * P.gx + wid.x) * TN);
 }
 
-// acc[i] += the staged chunk's contribution to channels co0 + 4 ty + i, pixels p0 + 4 tx .. + 3.
-fn accumulate(lid: vec3<u32>, acc: ptr<function, array<vec4<f32>, 4>>) {
+// Invocation (tx, ty) owns channel groups ty + i4 WY (4 channels each, i4 < RM4) and pixel
+// groups tx + j WX (4 pixels each, j < RN4): strided, so neighbouring invocations read
+// neighbouring vec4s of As and Bs and write neighbouring pixels.
+// acc[(4 i4 + c) RN4 + j]: channel co0 + 4 (ty + i4 WY) + c, pixels p0 + 4 (tx + j WX) .. + 3.
+fn accumulate(lid: vec3<u32>, acc: ptr<function, array<vec4<f32>, RM * RN4>>) {
     for (var kk = 0u; kk < KT; kk++) {
-        let a = As[kk * 16u + lid.y];
-        let b = Bs[kk * 16u + lid.x];
-        (*acc)[0] = fma(vec4<f32>(a.x), b, (*acc)[0]);
-        (*acc)[1] = fma(vec4<f32>(a.y), b, (*acc)[1]);
-        (*acc)[2] = fma(vec4<f32>(a.z), b, (*acc)[2]);
-        (*acc)[3] = fma(vec4<f32>(a.w), b, (*acc)[3]);
-    }
-}
-
-// Y at channels co0 + 4 ty + i, pixels p0 + 4 tx + j (+ bias[i]; max(0, .) if relu).
-fn store(blk: vec2<u32>, lid: vec3<u32>, acc: array<vec4<f32>, 4>, bias: vec4<f32>) {
-    let n = P.h * P.w;
-    for (var i = 0u; i < 4u; i++) {
-        let co = blk.x + 4u * lid.y + i;
-        if (co >= P.cout) {
-            return;
+        var b: array<vec4<f32>, RN4>;
+        for (var j = 0u; j < RN4; j++) {
+            b[j] = Bs[kk * TN4 + lid.x + j * WX];
         }
-        for (var j = 0u; j < 4u; j++) {
-            let p = blk.y + 4u * lid.x + j;
-            if (p < n) {
-                var v = acc[i][j] + bias[i];
-                if (P.relu != 0u) {
-                    v = max(v, 0.0);
-                }
-                Y[co * n + p] = v;
+        for (var i4 = 0u; i4 < RM4; i4++) {
+            let a = As[kk * TM4 + lid.y + i4 * WY];
+            for (var j = 0u; j < RN4; j++) {
+                let r = 4u * i4 * RN4 + j;
+                (*acc)[r] = fma(vec4<f32>(a.x), b[j], (*acc)[r]);
+                (*acc)[r + RN4] = fma(vec4<f32>(a.y), b[j], (*acc)[r + RN4]);
+                (*acc)[r + 2u * RN4] = fma(vec4<f32>(a.z), b[j], (*acc)[r + 2u * RN4]);
+                (*acc)[r + 3u * RN4] = fma(vec4<f32>(a.w), b[j], (*acc)[r + 3u * RN4]);
             }
         }
     }
 }
 
-// Chunk k0's weights: one vec4 per invocation; consecutive invocations read consecutive k of one
-// channel group.
-fn stage_weights(blk: vec2<u32>, li: u32, k0: u32) {
-    As[(li % KT) * 16u + li / KT] = load_w4(blk.x, li / KT, k0 + li % KT);
+// Channel i (< RM) of this invocation.
+fn channel(blk: vec2<u32>, lid: vec3<u32>, i: u32) -> u32 {
+    return blk.x + 4u * (lid.y + (i / 4u) * WY) + i % 4u;
 }
 
-// Which gathered vec4 an invocation stages: Bs[kk * 16 + g] holds k = k0 + kk, pixels
-// p0 + 4g .. + 3 (consecutive invocations read consecutive pixels of one k).
-fn gather_slot(li: u32) -> vec2<u32> {
-    return vec2<u32>(li / 16u, li % 16u);
-}
-
-fn stage_inputs(blk: vec2<u32>, li: u32, k0: u32) {
-    let s = gather_slot(li);
-    let k = k0 + s.x;
-    var v = vec4<f32>(0.0);
-    for (var j = 0u; j < 4u; j++) {
-        v[j] = load_x(k / 9u, k % 9u, blk.y + 4u * s.y + j);
+// Y at the invocation's channels and pixels (+ bias; max(0, .) if relu).
+fn store(blk: vec2<u32>, lid: vec3<u32>, acc: array<vec4<f32>, RM * RN4>, bias: array<f32, RM>) {
+    let n = P.h * P.w;
+    for (var i = 0u; i < RM; i++) {
+        let co = channel(blk, lid, i);
+        if (co >= P.cout) {
+            continue;
+        }
+        for (var j = 0u; j < RN4; j++) {
+            let v4 = acc[i * RN4 + j];
+            for (var e = 0u; e < 4u; e++) {
+                let p = blk.y + 4u * (lid.x + j * WX) + e;
+                if (p < n) {
+                    var v = v4[e] + bias[i];
+                    if (P.relu != 0u) {
+                        v = max(v, 0.0);
+                    }
+                    Y[co * n + p] = v;
+                }
+            }
+        }
     }
-    Bs[s.x * 16u + s.y] = v;
+}
+
+// Chunk k0's weights; consecutive invocations read consecutive k of one channel group.
+fn stage_weights(blk: vec2<u32>, li: u32, k0: u32) {
+    for (var s = li; s < KT * TM4; s += NT) {
+        As[(s % KT) * TM4 + s / KT] = load_w4(blk.x, s / KT, k0 + s % KT);
+    }
+}
+
+// Chunk k0's gathered inputs; consecutive invocations read consecutive pixels of one k.
+fn stage_inputs(blk: vec2<u32>, li: u32, k0: u32) {
+    for (var s = li; s < KT * TN4; s += NT) {
+        let k = k0 + s / TN4;
+        let p = blk.y + 4u * (s % TN4);
+        Bs[s] = vec4<f32>(load_x(k / 9u, k % 9u, p), load_x(k / 9u, k % 9u, p + 1u),
+                          load_x(k / 9u, k % 9u, p + 2u), load_x(k / 9u, k % 9u, p + 3u));
+    }
 }
 
 fn stage_inputs_masked(blk: vec2<u32>, li: u32, k0: u32) {
-    let s = gather_slot(li);
-    let k = k0 + s.x;
-    var v = vec4<f32>(0.0);
-    for (var j = 0u; j < 4u; j++) {
-        v[j] = load_x_masked(k / 9u, k % 9u, blk.y + 4u * s.y + j);
+    for (var s = li; s < KT * TN4; s += NT) {
+        let k = k0 + s / TN4;
+        let p = blk.y + 4u * (s % TN4);
+        Bs[s] = vec4<f32>(load_x_masked(k / 9u, k % 9u, p), load_x_masked(k / 9u, k % 9u, p + 1u),
+                          load_x_masked(k / 9u, k % 9u, p + 2u), load_x_masked(k / 9u, k % 9u, p + 3u));
     }
-    Bs[s.x * 16u + s.y] = v;
 }
 
 // The staged chunk: wait for it, accumulate it, and let the next one be staged.
-fn run_chunk(lid: vec3<u32>, acc: ptr<function, array<vec4<f32>, 4>>) {
+fn run_chunk(lid: vec3<u32>, acc: ptr<function, array<vec4<f32>, RM * RN4>>) {
     workgroupBarrier();
     accumulate(lid, acc);
     workgroupBarrier();
 }
 
-@compute @workgroup_size(16, 16, 1)
+@compute @workgroup_size(WX, WY, 1)
 fn conv3x3_gemm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
                         @builtin(local_invocation_index) li: u32) {
     let blk = block(wid);
-    var acc: array<vec4<f32>, 4>;
+    var acc: array<vec4<f32>, RM * RN4>;
     for (var k0 = 0u; k0 < P.cin * 9u; k0 += KT) {
         stage_weights(blk, li, k0);
         stage_inputs(blk, li, k0);
         run_chunk(lid, &acc);
     }
-    var bias = vec4<f32>(0.0);
-    for (var i = 0u; i < 4u; i++) {
-        let co = blk.x + 4u * lid.y + i;
+    var bias: array<f32, RM>;
+    for (var i = 0u; i < RM; i++) {
+        let co = channel(blk, lid, i);
         if (co < P.cout) {
             bias[i] = B[co];
         }
@@ -179,29 +205,29 @@ fn conv3x3_gemm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
     store(blk, lid, acc, bias);
 }
 
-@compute @workgroup_size(16, 16, 1)
+@compute @workgroup_size(WX, WY, 1)
 fn conv3x3_gemm_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
                                @builtin(local_invocation_index) li: u32) {
     let blk = block(wid);
-    var acc: array<vec4<f32>, 4>;
+    var acc: array<vec4<f32>, RM * RN4>;
     for (var k0 = 0u; k0 < P.cin * 9u; k0 += KT) {
         stage_weights(blk, li, k0);
         stage_inputs(blk, li, k0);
         run_chunk(lid, &acc);
     }
-    store(blk, lid, acc, vec4<f32>(0.0));
+    store(blk, lid, acc, array<f32, RM>());
 }
 
-@compute @workgroup_size(16, 16, 1)
+@compute @workgroup_size(WX, WY, 1)
 fn conv3x3_gemm_backward_input_masked(@builtin(workgroup_id) wid: vec3<u32>,
                                       @builtin(local_invocation_id) lid: vec3<u32>,
                                       @builtin(local_invocation_index) li: u32) {
     let blk = block(wid);
-    var acc: array<vec4<f32>, 4>;
+    var acc: array<vec4<f32>, RM * RN4>;
     for (var k0 = 0u; k0 < P.cin * 9u; k0 += KT) {
         stage_weights(blk, li, k0);
         stage_inputs_masked(blk, li, k0);
         run_chunk(lid, &acc);
     }
-    store(blk, lid, acc, vec4<f32>(0.0));
+    store(blk, lid, acc, array<f32, RM>());
 }

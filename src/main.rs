@@ -262,7 +262,7 @@ enum Cmd {
         /// Sizes whose GPU memory is reported [default: 512,1024,2048].
         #[arg(long, value_delimiter = ',', value_parser = stylize::bench::parse_size)]
         memory_sizes: Vec<u32>,
-        /// Timed runs per kernel / iterations per end-to-end size, at most [default: 10].
+        /// Timed runs per kernel / iterations per end-to-end size, at most (0: the default, 10).
         #[arg(long, default_value_t = 0)]
         iterations: u32,
         /// GPU to benchmark (as for render).

@@ -71,12 +71,12 @@ pub struct Generated {
     pub source: String,
     /// The Rust struct of its uniform block.
     pub uniform: UniformLayout,
-    /// The subgroup size it is specialised for.
+    /// The subgroup size it is specialised for (0: none).
     pub subgroup: u32,
 }
 
 /// Every generated source the wrappers can select (with the default tuning): the texture conv
-/// kernels and the texture Gram kernels.
+/// kernels, the texture Gram kernels and the GEMM conv tiles.
 pub fn generated() -> Vec<Generated> {
     use crate::gpu::{conv_gen, gram_gen};
     let conv = conv_gen::variants().into_iter().map(|(key, entry, source, subgroup)| Generated {
@@ -97,5 +97,13 @@ pub fn generated() -> Vec<Generated> {
         source,
         subgroup,
     });
-    conv.chain(gram).collect()
+    // The GEMM tiles do not use subgroups: listed under 0.
+    let gemm = conv_gen::gemm_variants().into_iter().map(|(key, source)| Generated {
+        key,
+        entry: "conv3x3_gemm_forward",
+        source,
+        uniform: crate::gpu::conv::GemmParams::LAYOUT,
+        subgroup: 0,
+    });
+    conv.chain(gram).chain(gemm).collect()
 }

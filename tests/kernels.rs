@@ -160,14 +160,15 @@ fn conv_variants(cin: usize, cout: usize, h: usize, w: usize) -> Vec<conv::Varia
         &[conv::Variant::Tex, conv::Variant::Wino, conv::Variant::Wino4],
     );
     // The register-blocked GEMM kernel runs wherever storage buffers do.
-    v.insert(1, conv::Variant::Gemm);
+    v.insert(1, conv::Variant::GEMM);
     v
 }
 
-/// The GEMM variant across its block edges: more than one 64-channel block, K = 9 cin not a
-/// multiple of its 16-deep chunks, and a pixel count that is not a multiple of 64 or of 4.
+/// Every GEMM tile the tuner may choose, across its block edges: more than one channel block
+/// (70 > 64; 67 input channels for the backward), K = 9 cin not a multiple of any K-chunk, and a
+/// pixel count (99) that is not a multiple of 4 or of any tile's pixel count.
 #[test]
-fn conv3x3_gemm_crosses_its_block_edges() {
+fn conv3x3_gemm_tiles_cross_their_block_edges() {
     let mut rng = Rng::new(14);
     let (cin, cout, h, w) = (67, 70, 9, 11);
     let x = rng.vec(cin * h * w, -1.0, 1.0);
@@ -176,23 +177,52 @@ fn conv3x3_gemm_crosses_its_block_edges() {
     let dy = rng.vec(cout * h * w, -1.0, 1.0);
     let (xd, wd, bd, dyd) = (f64s(&x), f64s(&wt), f64s(&b), f64s(&dy));
     let (tx, tw, tb) = (upload([cin, h, w], &x), upload([cout, cin, 9], &wt), upload([cout, 1, 1], &b));
-    let y = poisoned([cout, h, w]);
-    run(&conv::conv3x3_forward_with(ctx(), conv::Variant::Gemm, &tx, &tw, &tb, &y, true));
-    let want = r::conv3x3_forward(&xd, cin, h, w, &wd, &bd, cout, true);
-    assert_close(&format!("conv3x3_forward Gemm {cin}->{cout} {h}x{w}"), &read(&y), &want, TOL_DOT);
-    let mask = relu::Mask::from_words(ctx(), [cout, h, w], &r::relu_mask_pack(&want), "mask").unwrap();
+    let want_y = r::conv3x3_forward(&xd, cin, h, w, &wd, &bd, cout, true);
+    let mask = relu::Mask::from_words(ctx(), [cout, h, w], &r::relu_mask_pack(&want_y), "mask").unwrap();
     let tflip = upload([cin, cout, 9], &conv::transpose_flip(&wt, cout, cin));
-    let dx = poisoned([cin, h, w]);
-    run(&conv::conv3x3_backward_input_with(
-        ctx(),
-        conv::Variant::Gemm,
-        &upload([cout, h, w], &dy),
-        Some(&mask),
-        &tflip,
-        &dx,
-    ));
-    let want = r::conv3x3_backward_input(&r::relu_backward(&want, &dyd), cout, h, w, &wd, cin);
-    assert_close(&format!("conv3x3_backward_input+mask Gemm {cout}->{cin} {h}x{w}"), &read(&dx), &want, TOL_DOT);
+    let tdy = upload([cout, h, w], &dy);
+    let want_dx = r::conv3x3_backward_input(&r::relu_backward(&want_y, &dyd), cout, h, w, &wd, cin);
+    let want_dx_unmasked = r::conv3x3_backward_input(&dyd, cout, h, w, &wd, cin);
+    for t in conv::GemmTile::CANDIDATES {
+        assert!(t.unsupported(&ctx().limits).is_none(), "{} does not run here", t.name());
+        let v = conv::Variant::Gemm(t);
+        let y = poisoned([cout, h, w]);
+        run(&conv::conv3x3_forward_with(ctx(), v, &tx, &tw, &tb, &y, true));
+        assert_close(&format!("conv3x3_forward {v} {cin}->{cout} {h}x{w}"), &read(&y), &want_y, TOL_DOT);
+        let dx = poisoned([cin, h, w]);
+        run(&conv::conv3x3_backward_input_with(ctx(), v, &tdy, Some(&mask), &tflip, &dx));
+        assert_close(&format!("conv3x3_backward_input+mask {v} {cout}->{cin} {h}x{w}"), &read(&dx), &want_dx, TOL_DOT);
+        let dx = poisoned([cin, h, w]);
+        run(&conv::conv3x3_backward_input_with(ctx(), v, &tdy, None, &tflip, &dx));
+        assert_close(
+            &format!("conv3x3_backward_input {v} {cout}->{cin} {h}x{w}"),
+            &read(&dx),
+            &want_dx_unmasked,
+            TOL_DOT,
+        );
+    }
+}
+
+/// Tile names read back, invalid tiles are refused, and the figures of merit are what the
+/// design says (benches/README.md quotes them).
+#[test]
+fn gemm_tiles_parse_and_report_their_work_per_load() {
+    for t in conv::GemmTile::CANDIDATES {
+        assert!(t.valid(), "{t:?}");
+        assert_eq!(conv::GemmTile::parse(&t.name()), Some(t));
+        assert_eq!(conv::Variant::parse(&t.name()), Some(conv::Variant::Gemm(t)));
+    }
+    assert_eq!(conv::Variant::parse("GEMM"), Some(conv::Variant::GEMM));
+    for bad in ["gemm:r3x4w16x16k16", "gemm:r4x4w64x64k16", "gemm:r4x4w16x16k2", "gemm:r4x4", "gemmx"] {
+        assert_eq!(conv::GemmTile::parse(bad), None, "{bad}");
+    }
+    let d = conv::GemmTile::DEFAULT;
+    assert_eq!((d.tile(), d.fmas_per_workgroup_load(), d.fmas_per_global_load()), ((64, 64), 8.0, 32.0));
+    let big = conv::GemmTile::parse("gemm:r8x8w16x16k8").unwrap();
+    assert_eq!((big.tile(), big.fmas_per_workgroup_load(), big.fmas_per_global_load()), ((128, 128), 16.0, 64.0));
+    assert_eq!(big.workgroup_bytes(), 8192);
+    let small = wgpu::Limits { max_compute_workgroup_storage_size: 4096, ..wgpu::Limits::default() };
+    assert!(big.unsupported(&small).is_some() && big.unsupported(&wgpu::Limits::default()).is_none());
 }
 
 #[test]
@@ -563,7 +593,7 @@ fn gram_variants(c: usize, n: usize) -> Vec<gram::Variant> {
     let tex = gram::tex_unsupported(&conv::TexCaps::of(ctx()), c, n);
     let mut v = variants_with(&format!("gram {c}x{n}"), tex, &[gram::Variant::Tex]);
     // The register-blocked GEMM kernels run wherever storage buffers do.
-    v.insert(1, gram::Variant::Gemm);
+    v.insert(1, gram::Variant::GEMM);
     v
 }
 

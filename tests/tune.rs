@@ -20,7 +20,7 @@ fn scratch(name: &str) -> PathBuf {
 
 const SHAPE: (usize, usize, usize, usize) = (16, 32, 12, 12);
 const GRAM: (usize, usize) = (24, 100);
-const RUNNABLE: [Variant; 5] = [Variant::Tiled, Variant::Gemm, Variant::Tex, Variant::Wino, Variant::Wino4];
+const RUNNABLE: [Variant; 5] = [Variant::Tiled, Variant::GEMM, Variant::Tex, Variant::Wino, Variant::Wino4];
 
 #[test]
 fn full_mode_measures_saves_and_a_later_run_reuses_the_table() {
@@ -30,7 +30,7 @@ fn full_mode_measures_saves_and_a_later_run_reuses_the_table() {
     let path = table_path(&dir, &ctx.info);
     ctx.set_tuner(Tuner::new(&ctx, TuneMode::Full, Some(path.clone()), Duration::from_secs(60)));
     let chosen = conv::select_variant(&ctx, cin, cout, h, w);
-    assert!(RUNNABLE.contains(&chosen));
+    assert!(RUNNABLE.contains(&chosen) || matches!(chosen, Variant::Gemm(_)), "{chosen}");
     let t = ctx.tuner().unwrap();
     assert_eq!(t.spent().1, 1, "one shape measured");
     assert!(t.warnings().is_empty(), "{:?}", t.warnings());
@@ -40,7 +40,7 @@ fn full_mode_measures_saves_and_a_later_run_reuses_the_table() {
     // Gram matrices are tuned the same way, under their own key.
     let (gc, gn) = GRAM;
     let gram_chosen = stylize::gpu::gram::select_variant(&ctx, gc, gn);
-    assert!([Variant::Tiled, Variant::Gemm, Variant::Tex].contains(&gram_chosen));
+    assert!([Variant::Tiled, Variant::GEMM, Variant::Tex].contains(&gram_chosen));
     assert_eq!(t.spent().1, 2);
     let text = std::fs::read_to_string(&path).expect("table written");
     assert!(text.contains(&adapter_key(&ctx.info)) && text.contains("conv3x3 16x32 12x12"), "{text}");
@@ -111,6 +111,6 @@ fn off_mode_and_overrides_win_over_the_table() {
     o.set("conv", "gemm").unwrap();
     ctx.set_overrides(o);
     ctx.set_tuner(Tuner::new(&ctx, TuneMode::Full, None, Duration::from_secs(60)));
-    assert_eq!(conv::select_variant(&ctx, cin, cout, h, w), Variant::Gemm);
+    assert_eq!(conv::select_variant(&ctx, cin, cout, h, w), Variant::GEMM);
     assert_eq!(ctx.tuner().unwrap().spent().1, 0, "a forced variant is not measured");
 }

@@ -40,8 +40,14 @@ pub fn args(defaults: Args) -> Args {
         match s.as_str() {
             "--variant" => {
                 let v = it.next().unwrap_or_default();
-                a.variants =
-                    v.split(',').map(|s| Variant::parse(s).unwrap_or_else(|| panic!("unknown variant {s}"))).collect();
+                // `gemm:all`: every GEMM tile the tuner times.
+                a.variants = v
+                    .split(',')
+                    .flat_map(|s| match s {
+                        "gemm:all" => stylize::gpu::conv::GemmTile::CANDIDATES.map(Variant::Gemm).to_vec(),
+                        _ => vec![Variant::parse(s).unwrap_or_else(|| panic!("unknown variant {s}"))],
+                    })
+                    .collect();
             }
             "--size" => {
                 a.sizes = it.next().unwrap_or_default().split(',').map(|s| s.parse().expect("--size N")).collect()

@@ -92,7 +92,7 @@ pub(super) fn unit_name(u: Unit) -> &'static str {
 
 /// The conv3x3 variant the public wrappers select for a shape (see `gpu::conv`).
 fn variant_name(v: conv::Variant) -> String {
-    format!("{v:?}").to_ascii_lowercase()
+    v.name()
 }
 
 fn chw(c: usize, h: usize, w: usize) -> String {

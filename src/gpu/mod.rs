@@ -45,23 +45,44 @@ pub enum Variant {
     Wino,
     /// conv3x3 only: `Tex` computing Winograd F(4x4, 3x3) (4x fewer multiplies).
     Wino4,
-    /// conv3x3 only: storage buffers, implicit GEMM with 4x4 register blocks
-    /// (`shaders/conv3x3_gemm.wgsl`), for real GPUs; chosen only when forced until it has been
-    /// measured on one. The Gram treats it as `Tiled`.
-    Gemm,
+    /// Storage buffers, implicit GEMM with register blocks (`shaders/conv3x3_gemm.wgsl` and
+    /// the variants [`conv::gemm_source`] generates from it, one per [`conv::GemmTile`]), for
+    /// real GPUs, chosen by measurement (`gpu::tune`) or when forced. The Gram has one tile
+    /// (`shaders/gram_gemm.wgsl`) and treats every tile as it.
+    Gemm(conv::GemmTile),
 }
 
 impl Variant {
-    /// `tiled`, `tex`, `wino`, `wino4` or `gemm`.
+    /// The GEMM variant with its default tile.
+    pub const GEMM: Variant = Variant::Gemm(conv::GemmTile::DEFAULT);
+
+    /// `tiled`, `tex`, `wino`, `wino4`, `gemm` (the default tile) or a GEMM tile by its name
+    /// ([`conv::GemmTile::parse`], e.g. `gemm:r8x8w16x16k8`).
     pub fn parse(s: &str) -> Option<Variant> {
         match s.trim().to_ascii_lowercase().as_str() {
             "tiled" => Some(Variant::Tiled),
             "tex" => Some(Variant::Tex),
             "wino" => Some(Variant::Wino),
             "wino4" => Some(Variant::Wino4),
-            "gemm" => Some(Variant::Gemm),
-            _ => None,
+            other => conv::GemmTile::parse(other).map(Variant::Gemm),
         }
+    }
+
+    /// The name [`Variant::parse`] reads back.
+    pub fn name(&self) -> String {
+        match self {
+            Variant::Tiled => "tiled".into(),
+            Variant::Tex => "tex".into(),
+            Variant::Wino => "wino".into(),
+            Variant::Wino4 => "wino4".into(),
+            Variant::Gemm(t) => t.name(),
+        }
+    }
+}
+
+impl std::fmt::Display for Variant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
     }
 }
 

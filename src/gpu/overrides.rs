@@ -21,7 +21,12 @@ fn parse_variant(s: &str) -> Result<Option<Variant>, String> {
     if s.trim().is_empty() {
         return Ok(None);
     }
-    Variant::parse(s).map(Some).ok_or_else(|| format!("{s:?} is none of `tiled`, `tex`, `wino`, `wino4`, `gemm`"))
+    Variant::parse(s).map(Some).ok_or_else(|| {
+        format!(
+            "{s:?} is none of `tiled`, `tex`, `wino`, `wino4`, `gemm` or `gemm:rMxNwXxYkK` (a GEMM tile: \
+             M x N outputs per invocation, multiples of 4 up to 8; X x Y invocations; K-chunk K)"
+        )
+    })
 }
 
 /// `CO,TILES`, both positive; empty: none.

@@ -61,7 +61,7 @@ fn gram_key(c: usize, n: usize) -> String {
 }
 
 fn variant_name(v: Variant) -> String {
-    format!("{v:?}").to_ascii_lowercase()
+    v.name()
 }
 
 /// The measured choices of one adapter, and the budget left for new measurements.
@@ -210,7 +210,9 @@ fn time_conv(ctx: &Context, cin: usize, cout: usize, h: usize, w: usize) -> crat
     let y = Tensor::new(ctx, [cout, h, w], "tune y")?;
     let caps = conv::TexCaps::of(ctx);
     let mut out = vec![];
-    for v in [Variant::Tiled, Variant::Gemm, Variant::Tex, Variant::Wino, Variant::Wino4] {
+    let gemm = conv::GemmTile::CANDIDATES.into_iter().filter(|t| t.unsupported(&ctx.limits).is_none());
+    let candidates = [Variant::Tiled].into_iter().chain(gemm.map(Variant::Gemm));
+    for v in candidates.chain([Variant::Tex, Variant::Wino, Variant::Wino4]) {
         // Skip what would fall back to another variant (it is timed under its own name).
         if conv::choose_variant(&caps, Some(v), cin, cout, h, w) != v {
             continue;
@@ -230,7 +232,7 @@ fn time_gram(ctx: &Context, c: usize, n: usize) -> crate::error::Result<Timings>
     let (g, df) = (Tensor::new(ctx, [c, c, 1], "tune g")?, Tensor::new(ctx, [c, n, 1], "tune df")?);
     let caps = conv::TexCaps::of(ctx);
     let mut out = vec![];
-    for v in [Variant::Tiled, Variant::Gemm, Variant::Tex] {
+    for v in [Variant::Tiled, Variant::GEMM, Variant::Tex] {
         if gram::choose_variant(&caps, Some(v), c, n) != v {
             continue;
         }
@@ -308,10 +310,10 @@ mod tests {
         let calls = Cell::new(0);
         let timings = || {
             calls.set(calls.get() + 1);
-            Ok(vec![(Variant::Tiled, 3e-3), (Variant::Gemm, 1e-3), (Variant::Tex, 2e-3), (Variant::Wino, f64::NAN)])
+            Ok(vec![(Variant::Tiled, 3e-3), (Variant::GEMM, 1e-3), (Variant::Tex, 2e-3), (Variant::Wino, f64::NAN)])
         };
-        assert_eq!(t.choose_by("k".into(), timings), Some(Variant::Gemm));
-        assert_eq!(t.choose_by("k".into(), timings), Some(Variant::Gemm));
+        assert_eq!(t.choose_by("k".into(), timings), Some(Variant::GEMM));
+        assert_eq!(t.choose_by("k".into(), timings), Some(Variant::GEMM));
         assert_eq!(calls.get(), 1, "measured once");
         assert_eq!(t.spent().1, 1);
         assert_eq!(t.choose_by("none".into(), || Ok(vec![])), None, "nothing timed: the fixed rules");
