@@ -22,16 +22,21 @@
 //! (see `Meter::new`). Runs are cut to fit a time budget per kernel (at least 3, or
 //! `iterations` if fewer), so CPU drivers finish in minutes; each row says how many ran.
 //!
-//! One job per file: `meter` (timing), `peak` (the adapter's ceilings), `kernels` (the kernel
-//! rows), `e2e` (whole iterations and memory), `report` (table and JSON); the public items are
+//! With the kernels it lists the GPU kernel designs by construction (`designs`: work per
+//! invocation, FMAs per workgroup-memory and per global load, workgroup memory, registers).
+//!
+//! One job per file: `designs` (the designs table), `meter` (timing), `peak` (the adapter's
+//! ceilings), `kernels` (the kernel rows), `e2e` (whole iterations and memory), `report` (table and JSON); the public items are
 //! re-exported here.
 
+mod designs;
 mod e2e;
 mod kernels;
 mod meter;
 mod peak;
 mod report;
 
+pub use designs::{designs, designs_table, DesignRow};
 pub use report::{print, table, to_json};
 
 use crate::error::{Error, Result};
@@ -241,6 +246,8 @@ pub struct BenchReport {
     pub date: String,
     /// The measured ceilings (zero when kernels were not measured).
     pub peak: Peak,
+    /// The storage-buffer kernel designs by construction (listed when kernels are measured).
+    pub designs: Vec<DesignRow>,
     /// One row per kernel and shape.
     pub kernels: Vec<KernelRow>,
     /// One row per end-to-end size.
@@ -283,6 +290,7 @@ pub fn run_on(ctx: &Context, opts: &BenchOptions) -> Result<BenchReport> {
         timer_note: String::new(),
         date: utc_now(),
         peak: Peak::default(),
+        designs: vec![],
         kernels: vec![],
         e2e: vec![],
         memory: vec![],
@@ -290,6 +298,7 @@ pub fn run_on(ctx: &Context, opts: &BenchOptions) -> Result<BenchReport> {
     };
 
     if opts.kernels {
+        report.designs = designs();
         report.peak = measure_peak(ctx, &meter, cpu, true)?;
         report.timer = meter.timer_name().to_string();
         report.timer_note = meter.note.borrow().clone();

@@ -18,6 +18,11 @@ pub fn table(r: &BenchReport) -> String {
         let note = if r.timer_note.is_empty() { String::new() } else { format!(" ({})", r.timer_note) };
         let _ = writeln!(o, "kernel timer: {}{note}", r.timer);
     }
+    if !r.designs.is_empty() {
+        let _ = writeln!(o, "\nGPU kernel designs, counted from the WGSL (per invocation; loads of workgroup memory and storage buffers):");
+        o.push_str(&super::designs_table(&r.designs));
+        o.push('\n');
+    }
     if !r.kernels.is_empty() {
         let _ = writeln!(
             o,
@@ -29,13 +34,13 @@ pub fn table(r: &BenchReport) -> String {
         );
         let _ = writeln!(
             o,
-            "{:>5}  {:<22} {:<10} {:<13} {:<20} {:>4} {:<5} {:>11} {:>10} {:<7} {:>7}",
+            "{:>5}  {:<22} {:<26} {:<13} {:<20} {:>4} {:<5} {:>11} {:>10} {:<7} {:>7}",
             "size", "kernel", "notes", "layer", "shape", "runs", "timer", "median ms", "rate", "", "% peak"
         );
         for k in &r.kernels {
             let _ = writeln!(
                 o,
-                "{:>5}  {:<22} {:<10} {:<13} {:<20} {:>4} {:<5} {:>11.4} {:>10.2} {:<7} {:>6.1}%",
+                "{:>5}  {:<22} {:<26} {:<13} {:<20} {:>4} {:<5} {:>11.4} {:>10.2} {:<7} {:>6.1}%",
                 k.size,
                 k.kernel,
                 k.variant,
@@ -157,6 +162,25 @@ pub fn to_json(r: &BenchReport) -> String {
             })
         })
         .collect();
+    let designs: Vec<Value> = r
+        .designs
+        .iter()
+        .map(|d| {
+            json!({
+                "kernel": d.kernel,
+                "workgroup": d.workgroup,
+                "per_invocation": d.outputs,
+                "per_workgroup": d.tile,
+                "fmas_per_wg_load": d.fmas_per_wg_load,
+                "wg_load": d.wg_load,
+                "fmas_per_global_load": d.fmas_per_global_load,
+                "wg_bytes": d.wg_bytes,
+                "accumulators": d.accumulators,
+                "registers_estimate": d.registers,
+                "source": d.source,
+            })
+        })
+        .collect();
     let e2e: Vec<Value> = r
         .e2e
         .iter()
@@ -197,6 +221,7 @@ pub fn to_json(r: &BenchReport) -> String {
             "copy_bytes": r.peak.copy_bytes,
             "overhead_ms": r.peak.overhead_ms,
         },
+        "designs": designs,
         "kernels": kernels,
         "e2e": e2e,
         "memory": memory,
@@ -251,6 +276,7 @@ mod tests {
             timer_note: String::new(),
             date: utc_now(),
             peak: Peak { gflops: 10.0, gbps: f64::INFINITY, copy_bytes: 64, overhead_ms: 0.5 },
+            designs: crate::bench::designs(),
             kernels: vec![KernelRow {
                 kernel: "relu_forward".into(),
                 variant: String::new(),
@@ -292,6 +318,10 @@ mod tests {
         assert_eq!(v["e2e"][0]["memory"]["total_bytes"], 10);
         assert_eq!(v["memory"][0]["memory"]["error"], "too large");
         assert_eq!(v["errors"][0], "e2e size 9: x");
+        let gemm = v["designs"].as_array().unwrap().iter().find(|d| d["kernel"] == "conv3x3 gemm").unwrap();
+        assert_eq!((gemm["fmas_per_wg_load"].as_f64(), gemm["wg_bytes"].as_u64()), (Some(8.0), Some(8192)));
+        assert!(v["designs"].as_array().unwrap().iter().any(|d| d["wg_bytes"].is_null()), "unpublished is null");
+        assert!(table(&r).contains("FMA/wg load"));
         // Keys in the order written, as before serde_json.
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
         assert_eq!(keys[..4], ["adapter", "backend", "device_type", "driver"]);
