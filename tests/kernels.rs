@@ -159,14 +159,20 @@ fn conv_variants(cin: usize, cout: usize, h: usize, w: usize) -> Vec<conv::Varia
         tex,
         &[conv::Variant::Tex, conv::Variant::Wino, conv::Variant::Wino4],
     );
-    // The register-blocked GEMM kernel runs wherever storage buffers do.
+    // The register-blocked GEMM kernels run wherever storage buffers do (Winograd on buffers
+    // where its scratch fits, as at every test shape).
+    for (i, m) in [2, 4].into_iter().enumerate() {
+        assert!(conv::wino_gemm_unsupported(&ctx().limits, m, cin, cout, h, w).is_none());
+        v.insert(1 + i, conv::Variant::GemmWino(m, conv::GemmTile::DEFAULT));
+    }
     v.insert(1, conv::Variant::GEMM);
     v
 }
 
-/// Every GEMM tile the tuner may choose, across its block edges: more than one channel block
-/// (70 > 64; 67 input channels for the backward), K = 9 cin not a multiple of any K-chunk, and a
-/// pixel count (99) that is not a multiple of 4 or of any tile's pixel count.
+/// Every GEMM tile the tuner may choose, and Winograd on buffers with two of them, across their
+/// block edges: more than one channel block (70 > 64; 67 input channels for the backward), K = 9
+/// cin (or cin) not a multiple of any K-chunk, a pixel count (99) that is not a multiple of 4 or
+/// of any tile's pixel count, and 9 x 11 pixels that are not whole 2x2 or 4x4 Winograd tiles.
 #[test]
 fn conv3x3_gemm_tiles_cross_their_block_edges() {
     let mut rng = Rng::new(14);
@@ -183,9 +189,12 @@ fn conv3x3_gemm_tiles_cross_their_block_edges() {
     let tdy = upload([cout, h, w], &dy);
     let want_dx = r::conv3x3_backward_input(&r::relu_backward(&want_y, &dyd), cout, h, w, &wd, cin);
     let want_dx_unmasked = r::conv3x3_backward_input(&dyd, cout, h, w, &wd, cin);
-    for t in conv::GemmTile::CANDIDATES {
+    let wino = [conv::GemmTile::DEFAULT, conv::GemmTile::parse("gemm:r8x8w16x16k8").unwrap()]
+        .into_iter()
+        .flat_map(|t| [conv::Variant::GemmWino(2, t), conv::Variant::GemmWino(4, t)]);
+    for v in conv::GemmTile::CANDIDATES.map(conv::Variant::Gemm).into_iter().chain(wino) {
+        let (conv::Variant::Gemm(t) | conv::Variant::GemmWino(_, t)) = v else { unreachable!() };
         assert!(t.unsupported(&ctx().limits).is_none(), "{} does not run here", t.name());
-        let v = conv::Variant::Gemm(t);
         let y = poisoned([cout, h, w]);
         run(&conv::conv3x3_forward_with(ctx(), v, &tx, &tw, &tb, &y, true));
         assert_close(&format!("conv3x3_forward {v} {cin}->{cout} {h}x{w}"), &read(&y), &want_y, TOL_DOT);
@@ -215,6 +224,16 @@ fn gemm_tiles_parse_and_report_their_work_per_load() {
     assert_eq!(conv::Variant::parse("GEMM"), Some(conv::Variant::GEMM));
     for bad in ["gemm:r3x4w16x16k16", "gemm:r4x4w64x64k16", "gemm:r4x4w16x16k2", "gemm:r4x4", "gemmx"] {
         assert_eq!(conv::GemmTile::parse(bad), None, "{bad}");
+    }
+    for m in [2, 4] {
+        for t in conv::GemmTile::CANDIDATES {
+            let v = conv::Variant::GemmWino(m, t);
+            assert_eq!(conv::Variant::parse(&v.name()), Some(v), "{v}");
+        }
+    }
+    assert_eq!(conv::Variant::parse("gemm-wino4").unwrap().name(), "gemm-wino4");
+    for bad in ["gemm-wino3", "gemm-wino2x", "gemm-wino4:r3x3w8x8k16"] {
+        assert_eq!(conv::Variant::parse(bad), None, "{bad}");
     }
     let d = conv::GemmTile::DEFAULT;
     assert_eq!((d.tile(), d.fmas_per_workgroup_load(), d.fmas_per_global_load()), ((64, 64), 8.0, 32.0));

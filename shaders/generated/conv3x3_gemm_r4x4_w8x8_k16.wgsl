@@ -6,6 +6,8 @@
 //   conv3x3_gemm_forward:                y = conv(x, w) + b, then max(0, .) if relu.
 //   conv3x3_gemm_backward_input:         dx = conv(dy, w~) (w~: gpu::conv::transpose_flip).
 //   conv3x3_gemm_backward_input_masked:  the same with dy times the ReLU mask bits of its input.
+//   conv3x3_gemm_batched:                a plain batched GEMM on the same core (the products of the
+//                                        Winograd kernels, conv3x3_wino_gemm.wgsl).
 // Tiling: a workgroup of WX x WY invocations owns TM = RM WY output channels x TN = RN WX pixels
 // (consecutive in row-major order); each invocation accumulates RM channels x RN pixels in
 // registers. Per K-chunk of KT, the workgroup stages KT x TM weights and KT x TN gathered inputs
@@ -129,8 +131,8 @@ fn channel(blk: vec2<u32>, lid: vec3<u32>, i: u32) -> u32 {
     return blk.x + 4u * (lid.y + (i / 4u) * WY) + i % 4u;
 }
 
-// Y at the invocation's channels and pixels (+ bias; max(0, .) if relu).
-fn store(blk: vec2<u32>, lid: vec3<u32>, acc: array<vec4<f32>, RM * RN4>, bias: array<f32, RM>) {
+// Y[ybase + co n + p] at the invocation's channels co and pixels p (+ bias; max(0, .) if relu).
+fn store(blk: vec2<u32>, lid: vec3<u32>, acc: array<vec4<f32>, RM * RN4>, bias: array<f32, RM>, ybase: u32) {
     let n = P.h * P.w;
     for (var i = 0u; i < RM; i++) {
         let co = channel(blk, lid, i);
@@ -146,7 +148,7 @@ fn store(blk: vec2<u32>, lid: vec3<u32>, acc: array<vec4<f32>, RM * RN4>, bias: 
                     if (P.relu != 0u) {
                         v = max(v, 0.0);
                     }
-                    Y[co * n + p] = v;
+                    Y[ybase + co * n + p] = v;
                 }
             }
         }
@@ -179,6 +181,42 @@ fn stage_inputs_masked(blk: vec2<u32>, li: u32, k0: u32) {
     }
 }
 
+// conv3x3_gemm_batched's operands: batch b's A = Wt[b cout cin ..] (cout x cin, row-major) and
+// B = X[b cin n ..] (cin x n), n = h w; zero past their edges.
+fn load_a4(base: u32, co0: u32, g: u32, k: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    if (k < P.cin) {
+        for (var i = 0u; i < 4u; i++) {
+            let co = co0 + 4u * g + i;
+            if (co < P.cout) {
+                v[i] = Wt[base + co * P.cin + k];
+            }
+        }
+    }
+    return v;
+}
+
+fn load_b(base: u32, k: u32, p: u32) -> f32 {
+    if (k >= P.cin || p >= P.h * P.w) {
+        return 0.0;
+    }
+    return X[base + k * P.h * P.w + p];
+}
+
+fn stage_a(base: u32, blk: vec2<u32>, li: u32, k0: u32) {
+    for (var s = li; s < KT * TM4; s += NT) {
+        As[(s % KT) * TM4 + s / KT] = load_a4(base, blk.x, s / KT, k0 + s % KT);
+    }
+}
+
+fn stage_b(base: u32, blk: vec2<u32>, li: u32, k0: u32) {
+    for (var s = li; s < KT * TN4; s += NT) {
+        let k = k0 + s / TN4;
+        let p = blk.y + 4u * (s % TN4);
+        Bs[s] = vec4<f32>(load_b(base, k, p), load_b(base, k, p + 1u), load_b(base, k, p + 2u), load_b(base, k, p + 3u));
+    }
+}
+
 // The staged chunk: wait for it, accumulate it, and let the next one be staged.
 fn run_chunk(lid: vec3<u32>, acc: ptr<function, array<vec4<f32>, RM * RN4>>) {
     workgroupBarrier();
@@ -203,7 +241,7 @@ fn conv3x3_gemm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
             bias[i] = B[co];
         }
     }
-    store(blk, lid, acc, bias);
+    store(blk, lid, acc, bias, 0u);
 }
 
 @compute @workgroup_size(WX, WY, 1)
@@ -216,7 +254,7 @@ fn conv3x3_gemm_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(l
         stage_inputs(blk, li, k0);
         run_chunk(lid, &acc);
     }
-    store(blk, lid, acc, array<f32, RM>());
+    store(blk, lid, acc, array<f32, RM>(), 0u);
 }
 
 @compute @workgroup_size(WX, WY, 1)
@@ -230,5 +268,24 @@ fn conv3x3_gemm_backward_input_masked(@builtin(workgroup_id) wid: vec3<u32>,
         stage_inputs_masked(blk, li, k0);
         run_chunk(lid, &acc);
     }
-    store(blk, lid, acc, array<f32, RM>());
+    store(blk, lid, acc, array<f32, RM>(), 0u);
+}
+
+// C[b] = A[b] B[b] for every batch b (the Winograd points of conv3x3_wino_gemm.wgsl): A = Wt
+// (batches, cout, cin), B = X (batches, cin, h w), C = Y (batches, cout, h w); wid.z = b * (channel
+// blocks) + block.
+@compute @workgroup_size(WX, WY, 1)
+fn conv3x3_gemm_batched(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+                        @builtin(local_invocation_index) li: u32) {
+    let blocks = (P.cout + TM - 1u) / TM;
+    let b = wid.z / blocks;
+    let n = P.h * P.w;
+    let blk = vec2<u32>((wid.z % blocks) * TM, (wid.y * P.gx + wid.x) * TN);
+    var acc: array<vec4<f32>, RM * RN4>;
+    for (var k0 = 0u; k0 < P.cin; k0 += KT) {
+        stage_a(b * P.cout * P.cin, blk, li, k0);
+        stage_b(b * P.cin * n, blk, li, k0);
+        run_chunk(lid, &acc);
+    }
+    store(blk, lid, acc, array<f32, RM>(), b * P.cout * n);
 }

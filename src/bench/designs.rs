@@ -29,6 +29,10 @@ pub struct DesignRow {
     /// Estimated 32-bit registers per invocation (accumulators, one step's operands, ~24 for
     /// indices); None where not derived.
     pub registers: Option<u32>,
+    /// Direct-convolution multiply-adds each of its FMAs stands for: 1, or 2.25 / 4 for the
+    /// products of Winograd F(2x2) / F(4x4) (whose transforms add loads and stores not counted
+    /// here).
+    pub conv_fmas_per_fma: f64,
     /// Where it comes from.
     pub source: String,
 }
@@ -50,6 +54,7 @@ pub fn designs() -> Vec<DesignRow> {
         wg_bytes: Some(4 * (800 + 576)),
         accumulators: 8,
         registers: Some(8 + 2 + 24),
+        conv_fmas_per_fma: 1.0,
         source: "shaders/conv3x3.wgsl".into(),
     }];
     for t in GemmTile::CANDIDATES {
@@ -65,12 +70,35 @@ pub fn designs() -> Vec<DesignRow> {
             wg_bytes: Some(t.workgroup_bytes()),
             accumulators: t.rm * t.rn,
             registers: Some(t.registers()),
+            conv_fmas_per_fma: 1.0,
             source: if t == GemmTile::DEFAULT {
                 "shaders/conv3x3_gemm.wgsl".into()
             } else {
                 format!("shaders/generated/{}.wgsl", t.key())
             },
         });
+    }
+    // Winograd on buffers: the products run on any tile (here the default and the largest); the
+    // transforms are streaming kernels (shaders/conv3x3_wino_gemm.wgsl).
+    for (m, gain) in [(2, 2.25), (4, 4.0)] {
+        for t in [GemmTile::DEFAULT, GemmTile::CANDIDATES[4]] {
+            let v = crate::gpu::Variant::GemmWino(m, t);
+            let (tm, tn) = t.tile();
+            rows.push(DesignRow {
+                kernel: format!("conv3x3 {v}"),
+                workgroup: format!("{}x{}", t.wx, t.wy),
+                outputs: format!("{} ch x {} tl", t.rm, t.rn),
+                tile: format!("{tm} ch x {tn} tiles, K {}", t.kt),
+                fmas_per_wg_load: Some(t.fmas_per_workgroup_load()),
+                wg_load: "vec4",
+                fmas_per_global_load: t.fmas_per_global_load(),
+                wg_bytes: Some(t.workgroup_bytes()),
+                accumulators: t.rm * t.rn,
+                registers: Some(t.registers()),
+                conv_fmas_per_fma: gain,
+                source: "shaders/conv3x3_wino_gemm.wgsl + conv3x3_gemm_batched".into(),
+            });
+        }
     }
     rows.push(DesignRow {
         kernel: "gram tiled".into(),
@@ -84,6 +112,7 @@ pub fn designs() -> Vec<DesignRow> {
         wg_bytes: Some(2176),
         accumulators: 1,
         registers: Some(1 + 2 + 24),
+        conv_fmas_per_fma: 1.0,
         source: "shaders/gram.wgsl".into(),
     });
     rows.push(DesignRow {
@@ -97,6 +126,7 @@ pub fn designs() -> Vec<DesignRow> {
         wg_bytes: Some(8192),
         accumulators: 16,
         registers: Some(16 + 8 + 24),
+        conv_fmas_per_fma: 1.0,
         source: "shaders/gram_gemm.wgsl".into(),
     });
     // TensorFlow.js / ONNX Runtime Web conv2d_mm (read, not copied): 8x8 invocations of 4x4
@@ -113,6 +143,7 @@ pub fn designs() -> Vec<DesignRow> {
         wg_bytes: None,
         accumulators: 16,
         registers: None,
+        conv_fmas_per_fma: 1.0,
         source: "published".into(),
     });
     rows.push(DesignRow {
@@ -126,6 +157,7 @@ pub fn designs() -> Vec<DesignRow> {
         wg_bytes: None,
         accumulators: 8,
         registers: None,
+        conv_fmas_per_fma: 1.0,
         source: "published".into(),
     });
     rows
@@ -137,14 +169,23 @@ pub fn designs_table(rows: &[DesignRow]) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "{:<28} {:<6} {:<14} {:<22} {:>13} {:>15} {:>9} {:>5} {:>5}  source",
-        "design", "wg", "per invocation", "per workgroup", "FMA/wg load", "FMA/global load", "wg bytes", "acc", "regs"
+        "{:<38} {:<6} {:<14} {:<26} {:>13} {:>15} {:>9} {:>5} {:>5} {:>9}  source",
+        "design",
+        "wg",
+        "per invocation",
+        "per workgroup",
+        "FMA/wg load",
+        "FMA/global load",
+        "wg bytes",
+        "acc",
+        "regs",
+        "conv/FMA"
     );
     let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     for r in rows {
         let _ = writeln!(
             o,
-            "{:<28} {:<6} {:<14} {:<22} {:>13} {:>15.1} {:>9} {:>5} {:>5}  {}",
+            "{:<38} {:<6} {:<14} {:<26} {:>13} {:>15.1} {:>9} {:>5} {:>5} {:>9.2}  {}",
             r.kernel,
             r.workgroup,
             r.outputs,
@@ -154,6 +195,7 @@ pub fn designs_table(rows: &[DesignRow]) -> String {
             opt(r.wg_bytes.map(|b| b.to_string())),
             r.accumulators,
             opt(r.registers.map(|b| b.to_string())),
+            r.conv_fmas_per_fma,
             r.source
         );
     }

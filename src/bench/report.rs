@@ -177,6 +177,7 @@ pub fn to_json(r: &BenchReport) -> String {
                 "wg_bytes": d.wg_bytes,
                 "accumulators": d.accumulators,
                 "registers_estimate": d.registers,
+                "conv_fmas_per_fma": d.conv_fmas_per_fma,
                 "source": d.source,
             })
         })

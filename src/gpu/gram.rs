@@ -127,7 +127,7 @@ pub fn choose_variant(caps: &TexCaps, forced: Option<Variant>, c: usize, n: usiz
     });
     match wanted {
         Variant::Tex | Variant::Wino | Variant::Wino4 if tex_unsupported(caps, c, n).is_none() => Variant::Tex,
-        Variant::Gemm(_) => Variant::GEMM,
+        Variant::Gemm(_) | Variant::GemmWino(..) => Variant::GEMM,
         _ => Variant::Tiled,
     }
 }
@@ -178,7 +178,7 @@ pub fn gram_forward_scaled_with(ctx: &Context, v: Variant, f: &Tensor, g: &Tenso
     let caps = TexCaps::of(ctx);
     match choose_variant(&caps, Some(v), c, n) {
         Variant::Tiled => forward_tiled(ctx, f, g, scale, accumulate),
-        Variant::Gemm(_) => forward_gemm(ctx, f, g, scale, accumulate),
+        Variant::Gemm(_) | Variant::GemmWino(..) => forward_gemm(ctx, f, g, scale, accumulate),
         Variant::Tex | Variant::Wino | Variant::Wino4 => forward_tex(ctx, &caps, f, g, scale, accumulate),
     }
 }
@@ -200,7 +200,7 @@ pub fn gram_backward_scaled_with(
     let caps = TexCaps::of(ctx);
     match choose_variant(&caps, Some(v), c, n) {
         Variant::Tiled => backward_tiled(ctx, f, dg, df, scale, accumulate),
-        Variant::Gemm(_) => backward_gemm(ctx, f, dg, df, scale, accumulate),
+        Variant::Gemm(_) | Variant::GemmWino(..) => backward_gemm(ctx, f, dg, df, scale, accumulate),
         Variant::Tex | Variant::Wino | Variant::Wino4 => backward_tex(ctx, &caps, f, dg, df, scale, accumulate),
     }
 }

@@ -7,6 +7,7 @@
 pub mod adam;
 pub mod conv;
 pub mod conv_gen;
+pub mod conv_wino_gemm;
 pub mod ema;
 pub mod gram;
 pub mod gram_gen;
@@ -50,21 +51,40 @@ pub enum Variant {
     /// real GPUs, chosen by measurement (`gpu::tune`) or when forced. The Gram has one tile
     /// (`shaders/gram_gemm.wgsl`) and treats every tile as it.
     Gemm(conv::GemmTile),
+    /// conv3x3 only: Winograd F(m x m, 3x3), m = 2 or 4, on storage buffers for real GPUs
+    /// (`shaders/conv3x3_wino_gemm.wgsl`: input and output transforms), its products a batched
+    /// GEMM on the register-blocked core with the given tile. The Gram treats it as `Gemm`.
+    GemmWino(u32, conv::GemmTile),
 }
 
 impl Variant {
     /// The GEMM variant with its default tile.
     pub const GEMM: Variant = Variant::Gemm(conv::GemmTile::DEFAULT);
 
-    /// `tiled`, `tex`, `wino`, `wino4`, `gemm` (the default tile) or a GEMM tile by its name
-    /// ([`conv::GemmTile::parse`], e.g. `gemm:r8x8w16x16k8`).
+    /// `tiled`, `tex`, `wino`, `wino4`, `gemm` (the default tile), a GEMM tile by its name
+    /// ([`conv::GemmTile::parse`], e.g. `gemm:r8x8w16x16k8`), `gemm-wino2` or `gemm-wino4`
+    /// (the default tile) or with a tile (`gemm-wino4:r8x8w16x16k8`).
     pub fn parse(s: &str) -> Option<Variant> {
         match s.trim().to_ascii_lowercase().as_str() {
             "tiled" => Some(Variant::Tiled),
             "tex" => Some(Variant::Tex),
             "wino" => Some(Variant::Wino),
             "wino4" => Some(Variant::Wino4),
-            other => conv::GemmTile::parse(other).map(Variant::Gemm),
+            other => {
+                for m in [2, 4] {
+                    if let Some(rest) = other.strip_prefix(&format!("gemm-wino{m}")) {
+                        let tile = if rest.is_empty() {
+                            Some(conv::GemmTile::DEFAULT)
+                        } else {
+                            conv::GemmTile::parse(&format!("gemm{rest}"))
+                        };
+                        return tile
+                            .filter(|_| rest.is_empty() || rest.starts_with(':'))
+                            .map(|t| Variant::GemmWino(m, t));
+                    }
+                }
+                conv::GemmTile::parse(other).map(Variant::Gemm)
+            }
         }
     }
 
@@ -76,6 +96,7 @@ impl Variant {
             Variant::Wino => "wino".into(),
             Variant::Wino4 => "wino4".into(),
             Variant::Gemm(t) => t.name(),
+            Variant::GemmWino(m, t) => format!("gemm-wino{m}{}", t.name().strip_prefix("gemm").unwrap_or_default()),
         }
     }
 }
@@ -195,6 +216,8 @@ pub struct Context {
     tuner: Option<Arc<tune::Tuner>>,
     /// Scratch textures shared by key (see [`Context::scratch_texture`]).
     scratch_textures: Mutex<HashMap<String, wgpu::Texture>>,
+    /// Scratch buffers shared by key (see [`Context::scratch_buffer`]).
+    scratch_buffers: Mutex<HashMap<String, wgpu::Buffer>>,
     /// Set by the device-lost callback; checked after each submission.
     lost: Arc<Mutex<Option<String>>>,
 }
@@ -254,6 +277,7 @@ impl Context {
             overrides: KernelOverrides::default(),
             tuner: None,
             scratch_textures: Mutex::new(HashMap::new()),
+            scratch_buffers: Mutex::new(HashMap::new()),
             lost,
         })
     }
@@ -291,6 +315,23 @@ impl Context {
     pub fn scratch_texture(&self, key: &str, desc: &wgpu::TextureDescriptor) -> wgpu::Texture {
         let mut m = self.scratch_textures.lock().unwrap_or_else(|e| e.into_inner());
         m.entry(key.to_string()).or_insert_with(|| self.device.create_texture(desc)).clone()
+    }
+
+    /// The storage buffer of `bytes` shared under `key`, created on first use: scratch that lives
+    /// only from one dispatch of an op to a later one of the same op (ops run one after another),
+    /// so every op of one shape can share it.
+    pub fn scratch_buffer(&self, key: &str, bytes: u64) -> wgpu::Buffer {
+        let mut m = self.scratch_buffers.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(key.to_string())
+            .or_insert_with(|| {
+                self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(key),
+                    size: bytes.next_multiple_of(16).max(16),
+                    usage: wgpu::BufferUsages::STORAGE,
+                    mapped_at_creation: false,
+                })
+            })
+            .clone()
     }
 
     /// Blocks until the GPU is idle; reports device loss as an error.

@@ -23,8 +23,9 @@ fn parse_variant(s: &str) -> Result<Option<Variant>, String> {
     }
     Variant::parse(s).map(Some).ok_or_else(|| {
         format!(
-            "{s:?} is none of `tiled`, `tex`, `wino`, `wino4`, `gemm` or `gemm:rMxNwXxYkK` (a GEMM tile: \
-             M x N outputs per invocation, multiples of 4 up to 8; X x Y invocations; K-chunk K)"
+            "{s:?} is none of `tiled`, `tex`, `wino`, `wino4`, `gemm`, `gemm-wino2`, `gemm-wino4`, or one of \
+             the last three with a tile `:rMxNwXxYkK` (M x N outputs per invocation, 4 or 8; X x Y \
+             invocations; K-chunk K)"
         )
     })
 }

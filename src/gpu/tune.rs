@@ -210,9 +210,16 @@ fn time_conv(ctx: &Context, cin: usize, cout: usize, h: usize, w: usize) -> crat
     let y = Tensor::new(ctx, [cout, h, w], "tune y")?;
     let caps = conv::TexCaps::of(ctx);
     let mut out = vec![];
-    let gemm = conv::GemmTile::CANDIDATES.into_iter().filter(|t| t.unsupported(&ctx.limits).is_none());
-    let candidates = [Variant::Tiled].into_iter().chain(gemm.map(Variant::Gemm));
-    for v in candidates.chain([Variant::Tex, Variant::Wino, Variant::Wino4]) {
+    let tiles: Vec<conv::GemmTile> =
+        conv::GemmTile::CANDIDATES.into_iter().filter(|t| t.unsupported(&ctx.limits).is_none()).collect();
+    let mut candidates = vec![Variant::Tiled];
+    candidates.extend(tiles.iter().map(|&t| Variant::Gemm(t)));
+    for m in [2, 4] {
+        if conv::wino_gemm_unsupported(&ctx.limits, m, cin, cout, h, w).is_none() {
+            candidates.extend(tiles.iter().map(|&t| Variant::GemmWino(m, t)));
+        }
+    }
+    for v in candidates.into_iter().chain([Variant::Tex, Variant::Wino, Variant::Wino4]) {
         // Skip what would fall back to another variant (it is timed under its own name).
         if conv::choose_variant(&caps, Some(v), cin, cout, h, w) != v {
             continue;
