@@ -38,7 +38,7 @@ pub fn wino_gemm_unsupported(
     let pts = ((m + 2) * (m + 2)) as u64;
     let (_, t) = tiles(m as usize, h, w);
     let bytes = 4 * pts * cin.max(cout) as u64 * t as u64;
-    let max = (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size);
+    let max = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
     (bytes > max).then(|| {
         format!(
             "Winograd F({m}x{m}) on buffers needs {} MiB of scratch in one binding (the adapter allows {})",
