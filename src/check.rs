@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::gpu::adam::AdamConfig;
 use crate::gpu::relu::{self, Mask};
 use crate::gpu::{conv, gram, pool, reduce, AdapterChoice, Context, KernelOverrides, Op, Tensor};
-use crate::model::{ConvLayer, LossSettings, Pool, Preprocess, Tap, CONVS};
+use crate::model::{ConvLayer, LossSettings, Model, Pool, Preprocess, Tap};
 use crate::reference as r;
 use crate::runner::{compute_targets, Graph, Net, Targets};
 
@@ -131,11 +131,13 @@ pub fn run_checks(adapter: &str, kernels: KernelOverrides) -> Result<(String, Ve
     });
 
     // One whole iteration, default layers, random weights, against the f64 pipeline.
+    let m = Model::Vgg19;
     let s = LossSettings {
-        content_layers: vec![Tap::parse("relu4_2")?],
+        model: m,
+        content_layers: vec![Tap::parse(m, "relu4_2")?],
         style_layers: ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
             .iter()
-            .map(|n| Tap::parse(n))
+            .map(|n| Tap::parse(m, n))
             .collect::<Result<_>>()?,
         style_layer_weights: vec![1.0; 5],
         content_weight: 1.0,
@@ -145,12 +147,12 @@ pub fn run_checks(adapter: &str, kernels: KernelOverrides) -> Result<(String, Ve
         preprocess: Preprocess::Torch,
     };
     let (h, w) = (40, 32);
-    let convs: Vec<ConvLayer> = CONVS[..s.convs_needed()]
+    let convs: Vec<ConvLayer> = m.convs()[..s.convs_needed()]
         .iter()
         .enumerate()
         .map(|(i, &(_, cin, cout))| {
             let a = (6.0 / (cin * 9) as f32).sqrt();
-            ConvLayer::new(i, rng.vec(cout * cin * 9, -a, a), rng.vec(cout, -0.05, 0.05))
+            ConvLayer::new(m, i, rng.vec(cout * cin * 9, -a, a), rng.vec(cout, -0.05, 0.05))
         })
         .collect();
     let net = Net::new(&ctx, &convs)?;

@@ -6,7 +6,7 @@ use common::*;
 use stylize::gpu::adam::AdamConfig;
 use stylize::gpu::tile;
 use stylize::model::Pool;
-use stylize::model::{ConvLayer, LossSettings, Preprocess, Tap, CONVS};
+use stylize::model::{ConvLayer, LossSettings, Model, Preprocess, Tap};
 use stylize::reference as r;
 use stylize::runner::{compute_targets, Graph, Net, Targets};
 use stylize::tiled::{halo_and_align, plan, TiledGraph};
@@ -31,7 +31,7 @@ fn mask_rect_matches_reference() {
 }
 
 fn taps(v: &[&str]) -> Vec<Tap> {
-    v.iter().map(|n| Tap::parse(n).unwrap()).collect()
+    v.iter().map(|n| Tap::parse(Model::Vgg19, n).unwrap()).collect()
 }
 
 #[test]
@@ -62,6 +62,7 @@ fn plan_halo_and_alignment() {
 
 fn settings(pool: Pool) -> LossSettings {
     LossSettings {
+        model: Model::Vgg19,
         content_layers: taps(&["relu2_2"]),
         style_layers: taps(&["relu1_1", "pool1", "relu2_1", "relu3_1"]),
         style_layer_weights: vec![1.0, 0.5, 1.0, 2.0],
@@ -132,10 +133,10 @@ fn auto_tiling_decision_and_memory_estimate() {
     assert_eq!(largest, 64 * 53 * 70 * 4);
     // The estimate tracks what a real graph allocates.
     let mut rng = Rng::new(23);
-    let convs: Vec<ConvLayer> = CONVS[..s.convs_needed()]
+    let convs: Vec<ConvLayer> = s.model.convs()[..s.convs_needed()]
         .iter()
         .enumerate()
-        .map(|(i, &(_, cin, cout))| ConvLayer::new(i, rng.vec(cout * cin * 9, -0.1, 0.1), vec![0.0; cout]))
+        .map(|(i, &(_, cin, cout))| ConvLayer::new(s.model, i, rng.vec(cout * cin * 9, -0.1, 0.1), vec![0.0; cout]))
         .collect();
     let net = Net::new(ctx(), &convs).unwrap();
     let px = rng.vec(3 * h * w, 0.0, 1.0);
