@@ -257,6 +257,9 @@ enum Cmd {
         /// GPU to check (as for render; default the best one, or $STYLIZE_ADAPTER).
         #[arg(long, default_value = "")]
         adapter: String,
+        /// The network of the whole-iteration check (random weights, default layers).
+        #[arg(long, value_enum, default_value = "vgg19")]
+        model: ModelArg,
     },
     /// Measure which conv kernel is fastest for every VGG19 layer shape at the given sizes on a
     /// GPU and save the table that renders then use (see render --tune).
@@ -452,8 +455,9 @@ fn run(cmd: Cmd) -> Result<()> {
             stylize::bench::print(&r, json);
             Ok(())
         }
-        Cmd::Check { adapter } => {
-            let (table, failed) = stylize::check::check(&adapter_or_env(adapter), kernel_overrides_from_env())?;
+        Cmd::Check { adapter, model } => {
+            let (table, failed) =
+                stylize::check::check(&adapter_or_env(adapter), kernel_overrides_from_env(), model.into())?;
             print!("{table}");
             if failed > 0 {
                 return Err(Error::Gpu(format!("{failed} numerical checks failed")));

@@ -32,7 +32,7 @@ pub struct Net {
 impl Net {
     /// Uploads `convs` (conv1_1 onwards, of either model): each layer's tensors must match its
     /// channel counts, which must chain from 3 input channels. Which model's table they follow
-    /// is checked against the loss settings' model when a graph is built ([`Forward`]).
+    /// is checked against the loss settings' model when a graph is built.
     pub fn new(ctx: &Context, convs: &[ConvLayer]) -> Result<Net> {
         let mut layers = vec![];
         let mut prev = 3;

@@ -315,10 +315,12 @@ fn sigint_saves_the_current_image_and_exits_nonzero() {
 
 #[test]
 fn check_command_passes_on_the_test_adapter() {
-    let o = stylize(&["check"]);
+    // VGG19's whole iteration is tests/check.rs's; here the command line with VGG16's.
+    let o = stylize(&["check", "--model", "vgg16"]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
     assert!(out.contains("checks passed") && out.contains("conv3x3_forward"), "{out}");
+    assert!(out.contains("whole vgg16 iteration 32x40: image gradient"), "{out}");
 }
 
 #[test]

@@ -44,6 +44,15 @@ fn plan_halo_and_alignment() {
     d.style_layer_weights = vec![1.0];
     // relu5_1: receptive radius 85 -> 96 at alignment 16.
     assert_eq!(halo_and_align(&d), (96, 16));
+    // VGG16 (3 convs in blocks 3-5): relu5_1's radius 2+1 +4+2 +12+4 +24+8 +16 = 73 -> 80, and
+    // relu5_3 (its deepest layer) 73+32 = 105 -> 112.
+    let mut v = d.clone();
+    v.model = Model::Vgg16;
+    v.content_layers = vec![Tap::parse(Model::Vgg16, "relu4_2").unwrap()];
+    v.style_layers = vec![Tap::parse(Model::Vgg16, "relu5_1").unwrap()];
+    assert_eq!(halo_and_align(&v), (80, 16));
+    v.style_layers = vec![Tap::parse(Model::Vgg16, "relu5_3").unwrap()];
+    assert_eq!(halo_and_align(&v), (112, 16));
     let tiles = plan(&s, 50, 37, 20);
     assert_eq!(tiles.len(), 3 * 2);
     // Interiors partition the image.
