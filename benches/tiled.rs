@@ -5,7 +5,7 @@
 use std::time::Instant;
 use stylize::gpu::adam::AdamConfig;
 use stylize::gpu::{AdapterChoice, Context};
-use stylize::model::{LossSettings, Pool, Preprocess, Tap};
+use stylize::model::{LossSettings, Model, Pool, Preprocess, Tap};
 use stylize::runner::{compute_targets, Graph, Net, Targets};
 use stylize::tiled::{graph_bytes, style_targets, TiledGraph};
 
@@ -14,8 +14,9 @@ fn main() {
     let sizes = if sizes.is_empty() { vec![128, 256] } else { sizes };
     let ctx =
         Context::new(&AdapterChoice::parse(&std::env::var("STYLIZE_ADAPTER").unwrap_or_default())).expect("adapter");
-    let taps = |v: &[&str]| v.iter().map(|n| Tap::parse(n).unwrap()).collect::<Vec<_>>();
+    let taps = |v: &[&str]| v.iter().map(|n| Tap::parse(Model::Vgg19, n).unwrap()).collect::<Vec<_>>();
     let s = LossSettings {
+        model: Model::Vgg19,
         content_layers: taps(&["relu3_2"]),
         style_layers: taps(&["relu1_1", "relu2_1", "relu3_1"]),
         style_layer_weights: vec![1.0; 3],

@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::gpu::adam::AdamConfig;
 use crate::gpu::relu::{self, Mask};
 use crate::gpu::{conv, gram, pool, reduce, AdapterChoice, Context, KernelOverrides, Op, Tensor};
-use crate::model::{ConvLayer, LossSettings, Pool, Preprocess, Tap, CONVS};
+use crate::model::{ConvLayer, LossSettings, Model, Pool, Preprocess, Tap};
 use crate::reference as r;
 use crate::runner::{compute_targets, Graph, Net, Targets};
 
@@ -46,9 +46,14 @@ fn poisoned(ctx: &Context, shape: [usize; 3]) -> Result<Tensor> {
     Ok(t)
 }
 
-/// Runs every kernel and one whole iteration on `adapter` (empty: the best one) against the f64
-/// reference: the adapter's description and one row per comparison.
+/// Runs every kernel and one whole VGG19 iteration on `adapter` (empty: the best one) against
+/// the f64 reference: the adapter's description and one row per comparison.
 pub fn run_checks(adapter: &str, kernels: KernelOverrides) -> Result<(String, Vec<Row>)> {
+    run_checks_for(adapter, kernels, Model::Vgg19)
+}
+
+/// As [`run_checks`], the whole iteration through `model`'s layers (default taps, random weights).
+pub fn run_checks_for(adapter: &str, kernels: KernelOverrides, model: Model) -> Result<(String, Vec<Row>)> {
     let mut ctx = Context::new(&AdapterChoice::parse(adapter))?;
     ctx.set_overrides(kernels);
     let mut rows = vec![];
@@ -131,11 +136,13 @@ pub fn run_checks(adapter: &str, kernels: KernelOverrides) -> Result<(String, Ve
     });
 
     // One whole iteration, default layers, random weights, against the f64 pipeline.
+    let m = model;
     let s = LossSettings {
-        content_layers: vec![Tap::parse("relu4_2")?],
+        model: m,
+        content_layers: vec![Tap::parse(m, "relu4_2")?],
         style_layers: ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
             .iter()
-            .map(|n| Tap::parse(n))
+            .map(|n| Tap::parse(m, n))
             .collect::<Result<_>>()?,
         style_layer_weights: vec![1.0; 5],
         content_weight: 1.0,
@@ -145,12 +152,12 @@ pub fn run_checks(adapter: &str, kernels: KernelOverrides) -> Result<(String, Ve
         preprocess: Preprocess::Torch,
     };
     let (h, w) = (40, 32);
-    let convs: Vec<ConvLayer> = CONVS[..s.convs_needed()]
+    let convs: Vec<ConvLayer> = m.convs()[..s.convs_needed()]
         .iter()
         .enumerate()
         .map(|(i, &(_, cin, cout))| {
             let a = (6.0 / (cin * 9) as f32).sqrt();
-            ConvLayer::new(i, rng.vec(cout * cin * 9, -a, a), rng.vec(cout, -0.05, 0.05))
+            ConvLayer::new(m, i, rng.vec(cout * cin * 9, -a, a), rng.vec(cout, -0.05, 0.05))
         })
         .collect();
     let net = Net::new(&ctx, &convs)?;
@@ -177,15 +184,17 @@ pub fn run_checks(adapter: &str, kernels: KernelOverrides) -> Result<(String, Ve
     let gl: Vec<f32> = l.content.iter().chain(&l.style).chain([&l.tv]).copied().collect();
     let rl: Vec<f64> = lc.iter().chain(&ls).chain([&tv]).copied().collect();
     let worst = gl.iter().zip(&rl).map(|(g, r)| err(&[*g], &[*r])).fold(0.0, f64::max);
-    rows.push(Row { what: format!("whole iteration {w}x{h}: every loss term"), err: worst, tol: 5e-5 });
-    rows.push(Row { what: format!("whole iteration {w}x{h}: image gradient"), err: err(&gpu_grad, &dx), tol: 5e-5 });
+    let what = |t: &str| format!("whole {} iteration {w}x{h}: {t}", m.name());
+    rows.push(Row { what: what("every loss term"), err: worst, tol: 5e-5 });
+    rows.push(Row { what: what("image gradient"), err: err(&gpu_grad, &dx), tol: 5e-5 });
     Ok((ctx.describe(), rows))
 }
 
-/// Runs every check on `adapter` and returns the table as text and the number of failed rows.
-pub fn check(adapter: &str, kernels: KernelOverrides) -> Result<(String, usize)> {
+/// Runs every check on `adapter` (the whole iteration through `model`) and returns the table as
+/// text and the number of failed rows.
+pub fn check(adapter: &str, kernels: KernelOverrides, model: Model) -> Result<(String, usize)> {
     use std::fmt::Write as _;
-    let (name, rows) = run_checks(adapter, kernels)?;
+    let (name, rows) = run_checks_for(adapter, kernels, model)?;
     let mut out = format!("numerical check on {name} (normwise relative error against the f64 reference)\n");
     let mut failed = 0;
     for r in &rows {

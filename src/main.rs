@@ -3,7 +3,7 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use stylize::model::Pool;
+use stylize::model::{Model, Pool};
 use stylize::render::{self, Init, Optimizer, RenderOptions, WeightsSource};
 
 mod cli;
@@ -21,6 +21,23 @@ struct Cli {
 enum PoolArg {
     Avg,
     Max,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModelArg {
+    /// VGG16: 13 conv layers (conv1_1..conv5_3, 2, 2, 3, 3, 3 per block).
+    Vgg16,
+    /// VGG19: 16 conv layers (conv1_1..conv5_4, 2, 2, 4, 4, 4 per block).
+    Vgg19,
+}
+
+impl From<ModelArg> for Model {
+    fn from(m: ModelArg) -> Model {
+        match m {
+            ModelArg::Vgg16 => Model::Vgg16,
+            ModelArg::Vgg19 => Model::Vgg19,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -103,7 +120,8 @@ struct RenderArgs {
     #[arg(long)]
     tv_weight: Option<f32>,
     /// Layers whose activations the content loss compares (comma-separated; conv1_1..conv5_4,
-    /// relu1_1..relu5_4, pool1..pool5).
+    /// relu1_1..relu5_4, pool1..pool5 for VGG19; up to conv5_3/relu5_3 for VGG16, which has
+    /// 3 layers in blocks 3-5).
     #[arg(long, value_delimiter = ',', default_value = "relu4_2")]
     content_layers: Vec<String>,
     /// Layers whose Gram matrices the style loss compares (comma-separated).
@@ -160,10 +178,15 @@ struct RenderArgs {
     /// `stylize plot PATH -o curve.png` draws it.
     #[arg(long, value_name = "PATH")]
     log_json: Option<PathBuf>,
-    /// VGG19 weights: a .pth (torchvision) or .npz file, or random:SEED for random weights.
-    /// Default: torchvision's vgg19-dcbb9e9d.pth from the cache, downloaded on first use.
+    /// VGG16 or VGG19 weights: a .pth (torchvision) or .npz file, or random:SEED for random
+    /// weights. Default: torchvision's vgg19-dcbb9e9d.pth (vgg16-397923af.pth with --model
+    /// vgg16) from the cache, downloaded on first use.
     #[arg(long)]
     weights: Option<String>,
+    /// The network [default: the one the weights file holds, recognised from its tensor names
+    /// and shapes; vgg19 for random or default weights]. Given, it must agree with the file.
+    #[arg(long, value_enum)]
+    model: Option<ModelArg>,
     /// Input convention of the weights.
     #[arg(long, value_enum, default_value = "auto")]
     preprocess: PreprocessArg,
@@ -234,6 +257,9 @@ enum Cmd {
         /// GPU to check (as for render; default the best one, or $STYLIZE_ADAPTER).
         #[arg(long, default_value = "")]
         adapter: String,
+        /// The network of the whole-iteration check (random weights, default layers).
+        #[arg(long, value_enum, default_value = "vgg19")]
+        model: ModelArg,
     },
     /// Measure which conv kernel is fastest for every VGG19 layer shape at the given sizes on a
     /// GPU and save the table that renders then use (see render --tune).
@@ -286,7 +312,7 @@ enum Cmd {
     },
     /// List the GPU adapters wgpu can use, best first, with their key limits.
     Devices,
-    /// VGG19 weights: download them, or describe a file.
+    /// VGG16/VGG19 weights: download them, or describe a file.
     Weights {
         #[command(subcommand)]
         cmd: WeightsCmd,
@@ -295,9 +321,14 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum WeightsCmd {
-    /// Download torchvision's VGG19 weights into the cache (verifies the SHA-256).
-    Fetch,
-    /// Describe a weights file: format, layers, shapes, input convention, SHA-256.
+    /// Download torchvision's VGG19 (or VGG16) weights into the cache (verifies the SHA-256).
+    Fetch {
+        /// Which network's weights: vgg19 (vgg19-dcbb9e9d.pth, 548 MB) or vgg16
+        /// (vgg16-397923af.pth, 553 MB).
+        #[arg(long, value_enum, default_value = "vgg19")]
+        model: ModelArg,
+    },
+    /// Describe a weights file: format, model, layers, shapes, input convention, SHA-256.
     Info { path: PathBuf },
 }
 
@@ -424,8 +455,9 @@ fn run(cmd: Cmd) -> Result<()> {
             stylize::bench::print(&r, json);
             Ok(())
         }
-        Cmd::Check { adapter } => {
-            let (table, failed) = stylize::check::check(&adapter_or_env(adapter), kernel_overrides_from_env())?;
+        Cmd::Check { adapter, model } => {
+            let (table, failed) =
+                stylize::check::check(&adapter_or_env(adapter), kernel_overrides_from_env(), model.into())?;
             print!("{table}");
             if failed > 0 {
                 return Err(Error::Gpu(format!("{failed} numerical checks failed")));
@@ -486,8 +518,8 @@ fn run(cmd: Cmd) -> Result<()> {
             Ok(())
         }
         Cmd::Weights { cmd } => match cmd {
-            WeightsCmd::Fetch => {
-                let p = stylize::weights::default_weights(true)?;
+            WeightsCmd::Fetch { model } => {
+                let p = stylize::weights::default_weights_of(model.into(), true)?;
                 println!("{}", p.display());
                 Ok(())
             }
@@ -564,6 +596,7 @@ fn options(a: RenderArgs) -> Result<RenderOptions> {
             Some(w) => WeightsSource::parse(&w)?,
             None => WeightsSource::Default,
         },
+        model: a.model.map(Model::from),
         preprocess: match a.preprocess {
             PreprocessArg::Auto => None,
             PreprocessArg::Torch => Some(Preprocess::Torch),

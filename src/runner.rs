@@ -1,4 +1,4 @@
-//! The Gatys graph on the GPU: VGG19 truncated after the deepest tap, content/style/TV losses,
+//! The Gatys graph on the GPU: VGG16 or VGG19 truncated after the deepest tap, content/style/TV losses,
 //! the backward pass to the image, and the optimiser step, all recorded once as [`Op`]s and
 //! replayed every iteration in one command buffer with no readback.
 
@@ -7,7 +7,7 @@ use crate::gpu::adam::{Adam, AdamConfig};
 use crate::gpu::lbfgs::Lbfgs;
 pub use crate::gpu::lbfgs::LbfgsConfig;
 use crate::gpu::{conv, gram, image, pool, reduce, relu, Context, Op, Tensor};
-use crate::model::{self, ConvLayer, LossSettings, Pool, Tap};
+use crate::model::{ConvLayer, LossSettings, Pool, Tap};
 
 /// One conv layer on the GPU.
 pub struct NetLayer {
@@ -30,14 +30,18 @@ pub struct Net {
 }
 
 impl Net {
-    /// Uploads `convs` (conv1_1 onwards); each must have its VGG table shape.
+    /// Uploads `convs` (conv1_1 onwards, of either model): each layer's tensors must match its
+    /// channel counts, which must chain from 3 input channels. Which model's table they follow
+    /// is checked against the loss settings' model when a graph is built.
     pub fn new(ctx: &Context, convs: &[ConvLayer]) -> Result<Net> {
         let mut layers = vec![];
-        for (i, c) in convs.iter().enumerate() {
-            let (name, cin, cout) = model::CONVS[i];
-            if c.cin != cin || c.cout != cout || c.weight.len() != cin * cout * 9 || c.bias.len() != cout {
+        let mut prev = 3;
+        for c in convs {
+            let (name, cin, cout) = (c.name.as_str(), c.cin, c.cout);
+            if cin != prev || c.weight.len() != cin * cout * 9 || c.bias.len() != cout {
                 return Err(Error::InvalidArgument(format!("weights of {name} have the wrong shape")));
             }
+            prev = cout;
             layers.push(NetLayer {
                 weight: Tensor::from_slice(ctx, [cout, cin, 9], &c.weight, name)?,
                 bias: Tensor::from_slice(ctx, [cout, 1, 1], &c.bias, name)?,
@@ -94,17 +98,28 @@ impl Forward {
         if net.layers.len() < n {
             return Err(Error::InvalidArgument(format!(
                 "the chosen layers need {} but the weights hold only {} conv layers",
-                model::CONVS[n - 1].0,
+                s.model.convs()[n - 1].0,
                 net.layers.len()
             )));
+        }
+        for (i, (l, &(name, cin, cout))) in net.layers.iter().zip(s.model.convs()).take(n).enumerate() {
+            if (l.cin, l.cout) != (cin, cout) {
+                return Err(Error::InvalidArgument(format!(
+                    "the weights are not {}'s: conv layer {} has {}->{} channels where {name} has {cin}->{cout}",
+                    s.model,
+                    i + 1,
+                    l.cin,
+                    l.cout
+                )));
+            }
         }
         let [_, h, w] = x.shape;
         let taps: Vec<Tap> = s.content_layers.iter().chain(&s.style_layers).copied().collect();
         // The largest activation (and the backward's image-sized gradient) sizes the scratch.
         let mut max_len = 3 * h * w;
         for i in 0..n {
-            let (ch, cw) = model::conv_size(i, h, w);
-            max_len = max_len.max(model::CONVS[i].2 * ch * cw);
+            let (ch, cw) = s.model.conv_size(i, h, w);
+            max_len = max_len.max(s.model.convs()[i].2 * ch * cw);
         }
         let scratch = [
             Tensor::new(ctx, [max_len, 1, 1], "activations / gradients A")?,
@@ -136,9 +151,9 @@ impl Forward {
         for i in 0..n {
             let layer = &net.layers[i];
             let [_, ch, cw] = cur.shape;
-            let name = model::CONVS[i].0;
+            let name = s.model.convs()[i].0;
             let shape = [layer.cout, ch, cw];
-            let (block, last) = model::block_of(i);
+            let (block, last) = s.model.block_of(i);
             let want_pool = last && (i + 1 < n || taps.contains(&Tap::Pool(block)));
             let keep_post = taps.contains(&Tap::Relu(i)) || (backward && want_pool && s.pool == Pool::Max);
             if taps.contains(&Tap::Conv(i)) {
@@ -191,10 +206,8 @@ impl Forward {
         match t {
             Tap::Conv(i) => self.pre[i].as_ref().expect("pre-ReLU output kept for a conv tap"),
             Tap::Relu(i) => &self.post[i],
-            Tap::Pool(b) => {
-                let i = model::BLOCKS[..=b].iter().sum::<usize>() - 1;
-                self.pooled[i].as_ref().expect("pool computed for a pool tap")
-            }
+            // The b-th pool computed (every pool up to the deepest tap is).
+            Tap::Pool(b) => self.pooled.iter().flatten().nth(b).expect("pool computed for a pool tap"),
         }
     }
 
@@ -340,7 +353,7 @@ pub(crate) fn backward(
     let mut have = false; // whether it holds anything yet
     for i in (0..n).rev() {
         let layer = &net.layers[i];
-        let (block, _) = model::block_of(i);
+        let (block, _) = s.model.block_of(i);
         if let Some(p) = &fwd.pooled[i] {
             let gp = view(cur, p.shape);
             add_taps(ops, Tap::Pool(block), &gp, &mut have);
@@ -440,7 +453,7 @@ impl Graph {
         }
         ops.push(reduce::tv_forward(ctx, &x, &losses, nc + ns, s.tv_weight));
 
-        let max_c = s.style_layers.iter().map(|t| t.channels()).max().unwrap_or(1);
+        let max_c = s.style_layers.iter().map(|t| t.channels(s.model)).max().unwrap_or(1);
         let dgram = Tensor::new(ctx, [max_c * max_c, 1, 1], "gram gradient")?;
 
         // Each loss term and its gradient in one pass (mse_forward_backward).

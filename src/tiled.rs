@@ -21,7 +21,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::adam::AdamConfig;
 use crate::gpu::{gram, reduce, tile, Context, Op, Tensor};
-use crate::model::{self, LossSettings, Pool, Tap};
+use crate::model::{LossSettings, Model, Pool, Tap};
 use crate::runner::{backward, Forward, Losses, Net};
 use std::collections::HashMap;
 
@@ -41,7 +41,7 @@ fn pools(s: &LossSettings) -> Vec<bool> {
     let taps: Vec<Tap> = s.content_layers.iter().chain(&s.style_layers).copied().collect();
     (0..n)
         .map(|i| {
-            let (b, last) = model::block_of(i);
+            let (b, last) = s.model.block_of(i);
             last && (i + 1 < n || taps.contains(&Tap::Pool(b)))
         })
         .collect()
@@ -76,10 +76,10 @@ pub fn plan(s: &LossSettings, h: usize, w: usize, tile: usize) -> Vec<Tile> {
     out
 }
 
-/// Downsampling level of a tap (how many pools precede it).
-fn level(t: Tap) -> usize {
+/// Downsampling level of a tap in `m` (how many pools precede it).
+fn level(m: Model, t: Tap) -> usize {
     match t {
-        Tap::Conv(i) | Tap::Relu(i) => model::block_of(i).0,
+        Tap::Conv(i) | Tap::Relu(i) => m.block_of(i).0,
         Tap::Pool(b) => b + 1,
     }
 }
@@ -140,11 +140,11 @@ impl RegionGraph {
             if let std::collections::hash_map::Entry::Vacant(e) = masked.entry(t) {
                 let a = fwd.tap(t);
                 let m = Tensor::new(ctx, a.shape, "masked tap")?;
-                mask_ops.push(tile::mask_rect(ctx, &rects, level(t), a, &m));
+                mask_ops.push(tile::mask_rect(ctx, &rects, level(s.model, t), a, &m));
                 e.insert(m);
             }
         }
-        let n_at = |t: Tap| (h >> level(t)) * (w >> level(t));
+        let n_at = |t: Tap| (h >> level(s.model, t)) * (w >> level(s.model, t));
         let mut content_t = vec![];
         let mut pass1 = vec![];
         for (k, &t) in s.content_layers.iter().enumerate() {
@@ -290,7 +290,7 @@ impl TiledGraph {
         let mut g_acc = vec![];
         let mut dgrams = vec![];
         for t in &s.style_layers {
-            let c = t.channels();
+            let c = t.channels(s.model);
             g_acc.push(Tensor::new(ctx, [c, c, 1], "gram accumulator")?);
             dgrams.push(Tensor::new(ctx, [c, c, 1], "gram gradient")?);
         }
@@ -301,14 +301,14 @@ impl TiledGraph {
             .content_layers
             .iter()
             .map(|&t| {
-                let shape = [t.channels(), h >> level(t), w >> level(t)];
+                let shape = [t.channels(s.model), h >> level(s.model, t), w >> level(s.model, t)];
                 (vec![0.0; shape.iter().product()], shape)
             })
             .collect();
         for t in &tiles {
             let g = run_tile(ctx, net, s, &mut graphs, t, (h, w), cpx, &g_acc, &dgrams, &losses, None, false, true)?;
             for (k, &tap) in s.content_layers.iter().enumerate() {
-                let l = level(tap);
+                let l = level(s.model, tap);
                 let a = g.fwd.tap(tap);
                 let v = a.read(ctx)?;
                 let [c, ah, aw] = a.shape;
@@ -331,7 +331,7 @@ impl TiledGraph {
         for t in &tiles {
             let mut per = vec![];
             for (k, &tap) in s.content_layers.iter().enumerate() {
-                let l = level(tap);
+                let l = level(s.model, tap);
                 let (map, [c, mh, mw]) = &maps[k];
                 let (ry0, rx0) = (t.region[0] >> l, t.region[1] >> l);
                 let (rh, rw) = ((t.region[2] - t.region[0]) >> l, (t.region[3] - t.region[1]) >> l);
@@ -468,12 +468,12 @@ pub fn style_targets(
     let acc: Vec<Tensor> = s
         .style_layers
         .iter()
-        .map(|t| Tensor::new(ctx, [t.channels(), t.channels(), 1], "style target"))
+        .map(|t| Tensor::new(ctx, [t.channels(s.model), t.channels(s.model), 1], "style target"))
         .collect::<Result<_>>()?;
     let dgrams: Vec<Tensor> = s
         .style_layers
         .iter()
-        .map(|t| Tensor::new(ctx, [t.channels(), t.channels(), 1], "unused"))
+        .map(|t| Tensor::new(ctx, [t.channels(s.model), t.channels(s.model), 1], "unused"))
         .collect::<Result<_>>()?;
     let scratch = Tensor::new(ctx, [nc + ns + 1, 1, 1], "scratch losses")?;
     for a in &acc {
@@ -551,7 +551,7 @@ pub fn graph_bytes(s: &LossSettings, h: usize, w: usize) -> (u64, u64) {
     }
     let mut max_act = 3 * h * w;
     for i in 0..n {
-        let c = model::CONVS[i].2;
+        let c = s.model.convs()[i].2;
         let len = c * hh * ww;
         max_act = max_act.max(len);
         if taps.contains(&Tap::Conv(i)) {
@@ -565,7 +565,7 @@ pub fn graph_bytes(s: &LossSettings, h: usize, w: usize) -> (u64, u64) {
         if pooled[i] {
             hh /= 2;
             ww /= 2;
-            if taps.contains(&Tap::Pool(model::block_of(i).0)) {
+            if taps.contains(&Tap::Pool(s.model.block_of(i).0)) {
                 add(f4(c * hh * ww), &mut total);
             }
         }
@@ -573,7 +573,7 @@ pub fn graph_bytes(s: &LossSettings, h: usize, w: usize) -> (u64, u64) {
     add(f4(max_act), &mut total); // the two activation / gradient buffers
     add(f4(max_act), &mut total);
     for t in &s.style_layers {
-        let c = t.channels();
+        let c = t.channels(s.model);
         add(f4(3 * c * c), &mut total); // Gram, target, gradient
     }
     (total, largest)

@@ -132,6 +132,42 @@ fn bad_inputs_give_clear_errors() {
 }
 
 #[test]
+fn vgg16_by_file_or_option_and_model_errors() {
+    let d = tmpdir("vgg16");
+    let (c, s) = images(&d);
+    let leak = |p: PathBuf| -> &'static str { Box::leak(p.to_str().unwrap().to_string().into_boxed_str()) };
+    let (c, s) = (leak(c), leak(s));
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let v16 = leak(data.join("vgg16_tiny_legacy.pth"));
+    let out = leak(d.join("o.png"));
+    let base = ["--size", "24", "--steps", "2", "--quiet", "--content-layers", "relu2_1"];
+    let args = |extra: &[&'static str]| {
+        let mut v = vec!["render", c, s, "-o", out];
+        v.extend_from_slice(&base);
+        v.extend_from_slice(extra);
+        v
+    };
+    // The file says VGG16: recognised without --model; --model vgg19 contradicts it.
+    let o = stylize(&args(&["--weights", v16, "--style-layers", "relu1_1,relu3_3"]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = image_io::read_png_text(Path::new(out)).unwrap();
+    let cmd = text.iter().find(|(k, _)| k == "stylize:command").map(|(_, v)| v.clone()).unwrap_or_default();
+    assert!(cmd.contains("--model vgg16") && cmd.contains("relu3_3"), "{cmd}");
+    std::fs::remove_file(out).unwrap();
+    fails_with(&args(&["--weights", v16, "--model", "vgg19"]), "--model vgg19 disagrees with the weights");
+    fails_with(&args(&["--weights", v16, "--style-layers", "relu5_4"]), "VGG16 has conv1_1..conv5_3");
+    fails_with(&args(&["--weights", "random:1", "--model", "vgg16", "--style-layers", "conv3_4"]), "unknown layer");
+    // Random VGG16 weights follow --model; pool3 ends block 3 after conv3_3.
+    let o = stylize(&args(&["--weights", "random:1", "--model", "vgg16", "--style-layers", "relu1_1,pool3"]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = stylize(&["weights", "info", v16]);
+    let info = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && info.contains("model:      VGG16"), "{info}");
+    let help = String::from_utf8_lossy(&stylize(&["render", "--help"]).stdout).to_string();
+    assert!(help.contains("--model") && help.contains("vgg16"), "{help}");
+}
+
+#[test]
 fn no_adapter_at_all_is_an_error_with_a_hint() {
     let d = tmpdir("noadapter");
     let (c, s) = images(&d);
@@ -279,10 +315,12 @@ fn sigint_saves_the_current_image_and_exits_nonzero() {
 
 #[test]
 fn check_command_passes_on_the_test_adapter() {
-    let o = stylize(&["check"]);
+    // VGG19's whole iteration is tests/check.rs's; here the command line with VGG16's.
+    let o = stylize(&["check", "--model", "vgg16"]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
     assert!(out.contains("checks passed") && out.contains("conv3x3_forward"), "{out}");
+    assert!(out.contains("whole vgg16 iteration 32x40: image gradient"), "{out}");
 }
 
 #[test]

@@ -7,13 +7,14 @@ mod common;
 use common::*;
 use stylize::gpu::adam::AdamConfig;
 use stylize::model::Pool;
-use stylize::model::{ConvLayer, LossSettings, Preprocess, Tap};
+use stylize::model::{ConvLayer, LossSettings, Model, Preprocess, Tap};
 use stylize::runner::{compute_targets, Graph, Net, Targets};
 
 fn settings(pre: Preprocess, content: &str, style: &[&str]) -> LossSettings {
     LossSettings {
-        content_layers: vec![Tap::parse(content).unwrap()],
-        style_layers: style.iter().map(|n| Tap::parse(n).unwrap()).collect(),
+        model: Model::Vgg19,
+        content_layers: vec![Tap::parse(Model::Vgg19, content).unwrap()],
+        style_layers: style.iter().map(|n| Tap::parse(Model::Vgg19, n).unwrap()).collect(),
         style_layer_weights: vec![1.0; style.len()],
         content_weight: 5.0,
         style_weight: 20.0,
@@ -50,7 +51,7 @@ fn converted_weights_give_the_same_relu1_1_in_both_conventions() {
     }
     let run = |pre: Preprocess, weight: Vec<f32>, bias: Vec<f32>| {
         let s = settings(pre, "relu1_1", &["relu1_1"]);
-        let net = Net::new(ctx(), &[ConvLayer::new(0, weight, bias)]).unwrap();
+        let net = Net::new(ctx(), &[ConvLayer::new(Model::Vgg19, 0, weight, bias)]).unwrap();
         let t = compute_targets(ctx(), &net, &s, &img, h, w, true, false).unwrap();
         read(&t.content[0])
     };

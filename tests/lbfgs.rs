@@ -56,10 +56,11 @@ fn lbfgs_matches_reference_on_a_quadratic() {
 #[test]
 fn lbfgs_beats_adam_on_the_pipeline_in_the_same_iterations() {
     use stylize::gpu::adam::AdamConfig;
-    use stylize::model::{LossSettings, Pool, Preprocess, Tap};
+    use stylize::model::{LossSettings, Model, Pool, Preprocess, Tap};
     use stylize::runner::{compute_targets, Graph, Net, Targets};
-    let taps = |v: &[&str]| v.iter().map(|n| Tap::parse(n).unwrap()).collect::<Vec<_>>();
+    let taps = |v: &[&str]| v.iter().map(|n| Tap::parse(Model::Vgg19, n).unwrap()).collect::<Vec<_>>();
     let s = LossSettings {
+        model: Model::Vgg19,
         content_layers: taps(&["relu2_2"]),
         style_layers: taps(&["relu1_1", "relu2_1", "relu3_1"]),
         style_layer_weights: vec![1.0; 3],

@@ -11,7 +11,7 @@ mod common;
 use common::*;
 use stylize::gpu::adam::AdamConfig;
 use stylize::model::Pool;
-use stylize::model::{ConvLayer, LossSettings, Preprocess, Tap};
+use stylize::model::{ConvLayer, LossSettings, Model, Preprocess, Tap};
 use stylize::reference::step as rs;
 use stylize::runner::{compute_targets, Graph, Net};
 
@@ -23,12 +23,16 @@ fn random_net(seed: u64, n: usize) -> Vec<ConvLayer> {
 }
 
 fn taps(names: &[&str]) -> Vec<Tap> {
-    names.iter().map(|n| Tap::parse(n).unwrap()).collect()
+    taps_of(Model::Vgg19, names)
+}
+
+fn taps_of(m: Model, names: &[&str]) -> Vec<Tap> {
+    names.iter().map(|n| Tap::parse(m, n).unwrap()).collect()
 }
 
 fn check_iteration(what: &str, s: &LossSettings, h: usize, w: usize, seed: u64) {
     let n = s.convs_needed();
-    let net_w = random_net(seed, n);
+    let net_w = random_convs_of(s.model, &mut Rng::new(seed), n);
     let mut rng = Rng::new(seed + 100);
     let content = rng.vec(3 * h * w, 0.0, 1.0);
     // The style image has another size: targets must not depend on it matching.
@@ -64,6 +68,7 @@ fn check_iteration(what: &str, s: &LossSettings, h: usize, w: usize, seed: u64) 
 #[test]
 fn one_iteration_matches_reference_default_layers() {
     let s = LossSettings {
+        model: Model::Vgg19,
         content_layers: taps(&["relu4_2"]),
         style_layers: taps(&["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]),
         style_layer_weights: vec![1.0, 0.5, 2.0, 1.0, 3.0],
@@ -79,6 +84,7 @@ fn one_iteration_matches_reference_default_layers() {
 #[test]
 fn one_iteration_matches_reference_max_pool_conv_and_pool_taps() {
     let s = LossSettings {
+        model: Model::Vgg19,
         content_layers: taps(&["conv2_2", "relu1_2"]),
         style_layers: taps(&["conv1_1", "pool1", "relu2_1", "relu3_1"]),
         style_layer_weights: vec![1.0, 1.0, 1.0, 1.0],
@@ -92,10 +98,50 @@ fn one_iteration_matches_reference_max_pool_conv_and_pool_taps() {
 }
 
 #[test]
+fn one_iteration_matches_reference_vgg16_default_layers() {
+    // VGG16 (2, 2, 3, 3, 3 convs per block): the default taps need conv1_1..conv5_1 (11 layers),
+    // relu3_3 and pool3 end block 3 a layer earlier than in VGG19.
+    let m = Model::Vgg16;
+    let s = LossSettings {
+        model: m,
+        content_layers: taps_of(m, &["relu4_2"]),
+        style_layers: taps_of(m, &["relu1_1", "relu2_1", "relu3_1", "relu3_3", "pool3", "relu4_1", "relu5_1"]),
+        style_layer_weights: vec![1.0, 0.5, 2.0, 1.0, 0.7, 1.0, 3.0],
+        content_weight: 1.0,
+        style_weight: 1e3,
+        tv_weight: 0.5,
+        pool: Pool::Avg,
+        preprocess: Preprocess::Torch,
+    };
+    assert_eq!(s.convs_needed(), 11);
+    check_iteration("vgg16 48x40 avg torch", &s, 48, 40, 7);
+}
+
+#[test]
+fn one_iteration_matches_reference_vgg16_deepest_layers_max_pool() {
+    // The whole VGG16 (conv5_3 is its last layer), max pooling, Caffe convention.
+    let m = Model::Vgg16;
+    let s = LossSettings {
+        model: m,
+        content_layers: taps_of(m, &["conv4_3", "relu5_3"]),
+        style_layers: taps_of(m, &["relu1_2", "pool4", "relu5_2"]),
+        style_layer_weights: vec![1.0, 2.0, 1.0],
+        content_weight: 2.0,
+        style_weight: 10.0,
+        tv_weight: 1.0,
+        pool: Pool::Max,
+        preprocess: Preprocess::Caffe,
+    };
+    assert_eq!(s.convs_needed(), 13);
+    check_iteration("vgg16 35x33 max caffe conv5_3", &s, 35, 33, 8);
+}
+
+#[test]
 fn whole_gradient_matches_finite_differences() {
     // The reference pipeline's gradient (which the GPU matches above) against central
     // differences of its own loss, at a few pixels of a small image.
     let s = LossSettings {
+        model: Model::Vgg19,
         content_layers: taps(&["relu2_2"]),
         style_layers: taps(&["relu1_1", "relu2_1", "relu3_1"]),
         style_layer_weights: vec![1.0; 3],
@@ -131,6 +177,7 @@ fn whole_gradient_matches_finite_differences() {
 #[test]
 fn fifty_adam_steps_lower_the_loss() {
     let s = LossSettings {
+        model: Model::Vgg19,
         content_layers: taps(&["relu2_2"]),
         style_layers: taps(&["relu1_1", "relu2_1", "relu3_1"]),
         style_layer_weights: vec![1.0; 3],

@@ -6,7 +6,7 @@ use common::*;
 use stylize::gpu::adam::AdamConfig;
 use stylize::gpu::tile;
 use stylize::model::Pool;
-use stylize::model::{ConvLayer, LossSettings, Preprocess, Tap, CONVS};
+use stylize::model::{ConvLayer, LossSettings, Model, Preprocess, Tap};
 use stylize::reference as r;
 use stylize::runner::{compute_targets, Graph, Net, Targets};
 use stylize::tiled::{halo_and_align, plan, TiledGraph};
@@ -31,7 +31,7 @@ fn mask_rect_matches_reference() {
 }
 
 fn taps(v: &[&str]) -> Vec<Tap> {
-    v.iter().map(|n| Tap::parse(n).unwrap()).collect()
+    v.iter().map(|n| Tap::parse(Model::Vgg19, n).unwrap()).collect()
 }
 
 #[test]
@@ -44,6 +44,15 @@ fn plan_halo_and_alignment() {
     d.style_layer_weights = vec![1.0];
     // relu5_1: receptive radius 85 -> 96 at alignment 16.
     assert_eq!(halo_and_align(&d), (96, 16));
+    // VGG16 (3 convs in blocks 3-5): relu5_1's radius 2+1 +4+2 +12+4 +24+8 +16 = 73 -> 80, and
+    // relu5_3 (its deepest layer) 73+32 = 105 -> 112.
+    let mut v = d.clone();
+    v.model = Model::Vgg16;
+    v.content_layers = vec![Tap::parse(Model::Vgg16, "relu4_2").unwrap()];
+    v.style_layers = vec![Tap::parse(Model::Vgg16, "relu5_1").unwrap()];
+    assert_eq!(halo_and_align(&v), (80, 16));
+    v.style_layers = vec![Tap::parse(Model::Vgg16, "relu5_3").unwrap()];
+    assert_eq!(halo_and_align(&v), (112, 16));
     let tiles = plan(&s, 50, 37, 20);
     assert_eq!(tiles.len(), 3 * 2);
     // Interiors partition the image.
@@ -62,6 +71,7 @@ fn plan_halo_and_alignment() {
 
 fn settings(pool: Pool) -> LossSettings {
     LossSettings {
+        model: Model::Vgg19,
         content_layers: taps(&["relu2_2"]),
         style_layers: taps(&["relu1_1", "pool1", "relu2_1", "relu3_1"]),
         style_layer_weights: vec![1.0, 0.5, 1.0, 2.0],
@@ -132,10 +142,10 @@ fn auto_tiling_decision_and_memory_estimate() {
     assert_eq!(largest, 64 * 53 * 70 * 4);
     // The estimate tracks what a real graph allocates.
     let mut rng = Rng::new(23);
-    let convs: Vec<ConvLayer> = CONVS[..s.convs_needed()]
+    let convs: Vec<ConvLayer> = s.model.convs()[..s.convs_needed()]
         .iter()
         .enumerate()
-        .map(|(i, &(_, cin, cout))| ConvLayer::new(i, rng.vec(cout * cin * 9, -0.1, 0.1), vec![0.0; cout]))
+        .map(|(i, &(_, cin, cout))| ConvLayer::new(s.model, i, rng.vec(cout * cin * 9, -0.1, 0.1), vec![0.0; cout]))
         .collect();
     let net = Net::new(ctx(), &convs).unwrap();
     let px = rng.vec(3 * h * w, 0.0, 1.0);

@@ -10,7 +10,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
 use stylize::model::Preprocess;
-use stylize::weights::{self, WeightsError, TORCHVISION_FEATURE_INDEX, VGG19_CONVS};
+use stylize::weights::{self, Model, ModelEvidence, WeightsError, TORCHVISION_FEATURE_INDEX, VGG19_CONVS};
 
 fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("data").join(name)
@@ -337,7 +337,7 @@ fn npz_errors_name_the_tensor() {
     write_npz(&p, &[("embedding".into(), "<f4", vec![2], f32_bytes(&[1.0, 2.0]))], false);
     let err = weights::load(&p, 1).unwrap_err();
     assert!(matches!(err, WeightsError::NotVgg { .. }), "{err:?}");
-    assert!(err.to_string().contains("not a VGG19 weights file"), "{err}");
+    assert!(err.to_string().contains("not a VGG16/VGG19 weights file"), "{err}");
 
     // Data shorter than the header says.
     let (mut members, _) = vgg_members(1, false, 1);
@@ -367,15 +367,18 @@ fn npz_errors_name_the_tensor() {
 
 /// The real Caffe VGG19 conv1_1..conv3_4 weights from shared/data, if this machine has them.
 fn shared_caffe_npz() -> Option<PathBuf> {
-    const NAME: &str = "vgg19-caffe-conv1_1-to-conv3_4.npz";
+    shared_file("vgg19-caffe-conv1_1-to-conv3_4.npz")
+}
+
+fn shared_file(name: &'static str) -> Option<PathBuf> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut candidates = vec![];
     if let Some(d) = std::env::var_os("STYLIZE_SHARED_DATA") {
-        candidates.push(PathBuf::from(d).join(NAME));
+        candidates.push(PathBuf::from(d).join(name));
     }
-    candidates.push(manifest.join("shared/data").join(NAME));
-    candidates.push(manifest.join("../shared/data").join(NAME));
-    candidates.push(PathBuf::from("/work/shared/data").join(NAME));
+    candidates.push(manifest.join("shared/data").join(name));
+    candidates.push(manifest.join("../shared/data").join(name));
+    candidates.push(PathBuf::from("/work/shared/data").join(name));
     candidates.into_iter().find(|p| p.is_file())
 }
 
@@ -421,6 +424,106 @@ fn convention_by_name() {
     let _ = fs::remove_dir_all(&dir);
 }
 
+// ---------------------------------------------------------------------------------------------
+// VGG16: recognised from names and shapes, and the errors when file and model disagree
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn vgg16_pth_both_formats_recognised_and_match_torch_values() {
+    let exp = expected();
+    let m = Model::Vgg16;
+    for file in ["vgg16_tiny_zip.pth", "vgg16_tiny_legacy.pth"] {
+        assert_eq!(weights::recognise_model(&data(file)).unwrap(), ModelEvidence::Known(m), "{file}");
+        let w = weights::load(&data(file), 13).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!((w.model, w.layers.len()), (m, 13));
+        for (i, layer) in w.layers.iter().enumerate() {
+            let (name, cin, cout) = m.convs()[i];
+            assert_eq!((layer.name.as_str(), layer.cin, layer.cout), (name, cin, cout));
+            let idx = m.torchvision_indices()[i];
+            check_values("vgg16_tiny", &format!("features.{idx}.weight"), &layer.weight, &exp);
+            check_values("vgg16_tiny", &format!("features.{idx}.bias"), &layer.bias, &exp);
+        }
+        assert_eq!(w.layers[12].name, "conv5_3");
+        assert_eq!(weights::load_model(&data(file), m, 8).unwrap().layers[7].name, "conv4_1");
+        // Forcing VGG19 on it: one line naming both models and the option that fits.
+        let err = weights::load_model(&data(file), Model::Vgg19, 3).unwrap_err();
+        assert!(matches!(err, WeightsError::WrongModel { wanted: Model::Vgg19, found: Model::Vgg16, .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains(file) && msg.contains("holds VGG16 (conv1_1..conv5_3), not VGG19"), "{msg}");
+        assert!(msg.contains("--model vgg16") && !msg.contains('\n'), "{msg}");
+        // More layers than VGG16 has.
+        assert!(matches!(weights::load(&data(file), 14), Err(WeightsError::InvalidArgument(_))));
+    }
+    let s = weights::info(&data("vgg16_tiny_legacy.pth")).unwrap();
+    assert!(s.contains("model:      VGG16 (13 of its 13 conv layers"), "{s}");
+    assert!(
+        s.contains("conv5_3") && s.contains("features.28.weight [512, 512, 3, 3]") && !s.contains("conv5_4"),
+        "{s}"
+    );
+    assert!(s.contains("conv1_1..conv5_3 (load with needed <= 13; taps up to relu5_3)"), "{s}");
+    assert!(s.contains("classifier.6.bias"), "{s}");
+}
+
+#[test]
+fn model_recognised_from_npz_names_and_shapes() {
+    let dir = scratch("npz-models");
+    // (model, layers, torchvision keys) -> what the file says.
+    let cases = [
+        (Model::Vgg16, 8, false, ModelEvidence::Known(Model::Vgg16)), // conv4_1 after conv3_3
+        (Model::Vgg16, 8, true, ModelEvidence::Known(Model::Vgg16)),  // features.17
+        (Model::Vgg19, 8, false, ModelEvidence::Known(Model::Vgg19)), // conv3_4
+        (Model::Vgg19, 8, true, ModelEvidence::Known(Model::Vgg19)),  // features.16
+        (Model::Vgg16, 7, false, ModelEvidence::Shared(7)),           // conv1_1..conv3_3: both
+    ];
+    for (k, &(model, n, tv, want)) in cases.iter().enumerate() {
+        let w = weights::random_for(model, 40 + k as u64, n);
+        let mut members = vec![];
+        for (i, layer) in w.layers.iter().enumerate() {
+            let stem = if tv { format!("features.{}", model.torchvision_indices()[i]) } else { layer.name.clone() };
+            members.push((
+                format!("{stem}.weight"),
+                "<f4",
+                vec![layer.cout, layer.cin, 3, 3],
+                f32_bytes(&layer.weight),
+            ));
+            members.push((format!("{stem}.bias"), "<f4", vec![layer.cout], f32_bytes(&layer.bias)));
+        }
+        let p = dir.join(format!("{}-{n}-{tv}.npz", model.name()));
+        write_npz(&p, &members, false);
+        assert_eq!(weights::recognise_model(&p).unwrap(), want, "{}", p.display());
+        let got = weights::load(&p, n).unwrap_or_else(|e| panic!("{e}"));
+        // A shared-layers file loads as VGG19 (the same layers), or as VGG16 when asked.
+        let loaded_as = if let ModelEvidence::Known(m) = want { m } else { Model::Vgg19 };
+        assert_eq!(got.model, loaded_as);
+        for (a, b) in got.layers.iter().zip(&w.layers) {
+            assert_eq!((&a.name, &a.weight, &a.bias), (&b.name, &b.weight, &b.bias));
+        }
+        let other = if model == Model::Vgg16 { Model::Vgg19 } else { Model::Vgg16 };
+        match want {
+            ModelEvidence::Known(_) => {
+                let err = weights::load_model(&p, other, 1).unwrap_err();
+                assert!(matches!(err, WeightsError::WrongModel { .. }), "{err:?}");
+            }
+            _ => assert_eq!(weights::load_model(&p, other, n).unwrap().layers.len(), n),
+        }
+    }
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn shared_vgg16_caffe_npz_loads_thirteen_layers() {
+    let Some(path) = shared_file("vgg16-caffe-imagenet.npz") else {
+        eprintln!("SKIP shared_vgg16_caffe_npz_loads_thirteen_layers: shared/data/vgg16-caffe-imagenet.npz absent");
+        return;
+    };
+    assert_eq!(weights::recognise_model(&path).unwrap(), ModelEvidence::Known(Model::Vgg16));
+    let w = weights::load(&path, 13).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((w.model, w.layers.len(), w.layers[12].name.as_str()), (Model::Vgg16, 13, "conv5_3"));
+    assert_eq!(w.convention, Some(Preprocess::Caffe));
+    let err = weights::load_model(&path, Model::Vgg19, 9).unwrap_err().to_string();
+    assert!(err.contains("holds VGG16") && err.contains("--model vgg16"), "{err}");
+}
+
 #[test]
 fn info_summarises_a_file() {
     let s = weights::info(&data("vgg_tiny_legacy.pth")).unwrap();
@@ -432,6 +535,8 @@ fn info_summarises_a_file() {
     assert!(s.contains("conv1_1..conv2_1 (load with needed <= 3"), "{s}");
     let sha = weights::sha256_file(&data("vgg_tiny_legacy.pth")).unwrap();
     assert!(s.contains(&sha));
+    // Three layers both models share: the model is not known from the file.
+    assert!(s.contains("model:      VGG16 or VGG19"), "{s}");
     let s = weights::info(&data("vgg_tiny_zip.pth")).unwrap();
     assert!(s.contains("zip format"), "{s}");
 }

@@ -20,6 +20,12 @@ What the fixtures exercise (all values seeded, so reruns give identical tensors)
       - classifier.0.weight / classifier.0.bias (float32) and extra.num_batches_tracked (int64)
         must be ignored,
       - the dict carries a `_metadata` attribute like a real module state_dict (pickle BUILD).
+  * vgg16_tiny_zip.pth, vgg16_tiny_legacy.pth  all 13 VGG16 conv layers under torchvision's
+                         vgg16-397923af.pth keys (features.0 .. features.28) with the real
+                         shapes, in both torch.save formats, yet ~20 KB: every tensor is an
+                         as_strided view (overlapping, with zero strides on the 3x3 taps) of
+                         ONE 4096-element storage. The loader must recognise VGG16 from the
+                         keys and shapes and read the views exactly.
   * conv1_1_params.pth   zip format, keys in `conv1_1.weight` style, values are nn.Parameter
                          (pickled through torch._utils._rebuild_parameter).
   * conv1_1_legacy.pth   legacy format, conv1_1 only (features.0.*) plus an ignored
@@ -68,6 +74,23 @@ def vgg_tiny_state_dict():
     return sd
 
 
+VGG16_CONVS = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256),
+               (256, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512)]
+VGG16_FEATURE_INDEX = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
+
+
+def vgg16_tiny_state_dict():
+    g = torch.Generator().manual_seed(16)
+    pool = torch.randn(4096, generator=g, dtype=torch.float32) * 0.05
+    sd = collections.OrderedDict()
+    for i, (cin, cout) in enumerate(VGG16_CONVS):
+        # Reaches at most offset + 511*3 + 511*2 + 2 < 4096.
+        sd[f"features.{VGG16_FEATURE_INDEX[i]}.weight"] = pool.as_strided((cout, cin, 3, 3), (3, 2, 1, 0), 37 * i)
+        sd[f"features.{VGG16_FEATURE_INDEX[i]}.bias"] = pool.as_strided((cout,), (1,), 3000 + 11 * i)
+    sd["classifier.6.bias"] = torch.randn(10, generator=g)
+    return sd
+
+
 def conv1_1_params():
     g = torch.Generator().manual_seed(7)
     return collections.OrderedDict([
@@ -112,6 +135,11 @@ def main():
     torch.save(sd, os.path.join(OUT, "vgg_tiny_legacy.pth"), _use_new_zipfile_serialization=False)
     describe("vgg_tiny", sd, lines)
 
+    sd16 = vgg16_tiny_state_dict()
+    torch.save(sd16, os.path.join(OUT, "vgg16_tiny_zip.pth"))
+    torch.save(sd16, os.path.join(OUT, "vgg16_tiny_legacy.pth"), _use_new_zipfile_serialization=False)
+    describe("vgg16_tiny", sd16, lines)
+
     params = conv1_1_params()
     torch.save(params, os.path.join(OUT, "conv1_1_params.pth"))
     describe("conv1_1_params", params, lines)
@@ -121,9 +149,10 @@ def main():
     describe("conv1_1_legacy", small, lines)
 
     # Round-trip check with torch itself, so the expected values are what torch.load sees.
-    for f in ["vgg_tiny_zip.pth", "vgg_tiny_legacy.pth"]:
+    for f, want in [("vgg_tiny_zip.pth", sd), ("vgg_tiny_legacy.pth", sd),
+                    ("vgg16_tiny_zip.pth", sd16), ("vgg16_tiny_legacy.pth", sd16)]:
         back = torch.load(os.path.join(OUT, f), weights_only=True)
-        for k, v in sd.items():
+        for k, v in want.items():
             assert torch.equal(back[k], v), (f, k)
 
     # Legacy stream: the three header pickles are plain data, then the malicious one.

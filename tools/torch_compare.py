@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
-"""Cross-check stylize against PyTorch on the same random VGG19 weights.
+"""Cross-check stylize against PyTorch on the same random VGG19 (or VGG16) weights.
 
-Writes a VGG19-shaped state dict with seeded random weights through torch.save (the format
+Writes a VGG19-shaped (--model vgg16: VGG16-shaped, torchvision's vgg16-397923af.pth keys) state dict with seeded random weights through torch.save (the format
 torchvision's vgg19-dcbb9e9d.pth uses, or the legacy one with --legacy), three PNG images
 (content, style, initial image), runs `stylize evaluate` on them, computes the same losses and
 the image gradient with PyTorch autograd (float64, and float32 for reference), and prints the
 relative error of every loss term and of the gradient. Exits 1 if any exceeds --tol.
 
     pip install torch numpy
-    cargo build && python3 tools/torch_compare.py [--size 64] [--pool max] [--legacy]
+    cargo build && python3 tools/torch_compare.py [--size 64] [--pool max] [--legacy] [--model vgg16]
+
+stylize is not told the model: it must recognise it from the file's keys and shapes.
 
 The algorithm mirrored here is stylize's (README "Losses"): content = w_c * mean((F-P)^2);
 style = w_s * sum_l w_l * mean((G_l - A_l)^2), G = F F^T / (C H W); tv = w_tv * (sum of squared
@@ -24,6 +26,14 @@ CONVS = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256,
          (256, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512)]
 FEATURE_INDEX = [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34]
 BLOCKS = [2, 2, 4, 4, 4]
+# (convs, torchvision features.N index of each conv, convs per block) of each model.
+MODELS = {
+    "vgg19": (CONVS, FEATURE_INDEX, BLOCKS),
+    "vgg16": ([(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256),
+               (256, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512)],
+              [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28],
+              [2, 2, 3, 3, 3]),
+}
 MEAN = [0.485, 0.456, 0.406]
 STD = [0.229, 0.224, 0.225]
 
@@ -48,32 +58,36 @@ def smooth_image(rng, h, w):
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8).transpose(1, 2, 0)
 
 
-def parse_tap(name):
+def parse_tap(name, model="vgg19"):
+    blocks = MODELS[model][2]
     kind = name[:4]
     if kind == "pool":
         return ("pool", int(name[4:]) - 1)
     b, l = name[4:].split("_")
-    return (kind, sum(BLOCKS[: int(b) - 1]) + int(l) - 1)
+    if int(l) > blocks[int(b) - 1]:
+        sys.exit(f"{name} is not a layer of {model}")
+    return (kind, sum(blocks[: int(b) - 1]) + int(l) - 1)
 
 
-def convs_needed(tap):
+def convs_needed(tap, model="vgg19"):
     kind, i = tap
-    return sum(BLOCKS[: i + 1]) if kind == "pool" else i + 1
+    return sum(MODELS[model][2][: i + 1]) if kind == "pool" else i + 1
 
 
-def features(x, sd, n, pool, taps, dtype):
-    """Runs VGG19 features on x (1,3,H,W) and returns {tap: activation}."""
+def features(x, sd, n, pool, taps, dtype, model="vgg19"):
+    """Runs VGG19's (or VGG16's) features on x (1,3,H,W) and returns {tap: activation}."""
+    _, index, blocks = MODELS[model]
     out = {}
     cur = x
     for i in range(n):
-        w = sd[f"features.{FEATURE_INDEX[i]}.weight"].to(dtype)
-        b = sd[f"features.{FEATURE_INDEX[i]}.bias"].to(dtype)
+        w = sd[f"features.{index[i]}.weight"].to(dtype)
+        b = sd[f"features.{index[i]}.bias"].to(dtype)
         c = torch.nn.functional.conv2d(cur, w, b, padding=1)
         out[("conv", i)] = c
         cur = torch.relu(c)
         out[("relu", i)] = cur
-        block = next(k for k in range(5) if i < sum(BLOCKS[: k + 1]))
-        last = i + 1 == sum(BLOCKS[: block + 1])
+        block = next(k for k in range(5) if i < sum(blocks[: k + 1]))
+        last = i + 1 == sum(blocks[: block + 1])
         if last and (i + 1 < n or ("pool", block) in taps):
             cur = (torch.nn.functional.avg_pool2d if pool == "avg" else torch.nn.functional.max_pool2d)(cur, 2)
             out[("pool", block)] = cur
@@ -106,10 +120,10 @@ def load_png_float(path, dtype):
 
 
 def torch_losses(a, sd, dtype):
-    taps_c = [parse_tap(t) for t in a.content_layers.split(",")]
-    taps_s = [parse_tap(t) for t in a.style_layers.split(",")]
+    taps_c = [parse_tap(t, a.model) for t in a.content_layers.split(",")]
+    taps_s = [parse_tap(t, a.model) for t in a.style_layers.split(",")]
     lw = [float(v) for v in a.style_layer_weights.split(",")] if a.style_layer_weights else [1.0] * len(taps_s)
-    n = max(convs_needed(t) for t in taps_c + taps_s)
+    n = max(convs_needed(t, a.model) for t in taps_c + taps_s)
     mean = torch.tensor(MEAN, dtype=dtype).view(1, 3, 1, 1)
     std = torch.tensor(STD, dtype=dtype).view(1, 3, 1, 1)
     norm = lambda img: (img - mean) / std
@@ -118,9 +132,9 @@ def torch_losses(a, sd, dtype):
     x = load_png_float(a.init, dtype).requires_grad_(True)
     taps = taps_c + taps_s
     with torch.no_grad():
-        fc = features(norm(content), sd, n, a.pool, taps, dtype)
-        fs = features(norm(style), sd, n, a.pool, taps, dtype)
-    fx = features(norm(x), sd, n, a.pool, taps, dtype)
+        fc = features(norm(content), sd, n, a.pool, taps, dtype, a.model)
+        fs = features(norm(style), sd, n, a.pool, taps, dtype, a.model)
+    fx = features(norm(x), sd, n, a.pool, taps, dtype, a.model)
     cw = a.content_weight / len(taps_c)
     lc = [cw * torch.mean((fx[t] - fc[t]) ** 2) for t in taps_c]
     ls = [a.style_weight * lw[k] * torch.mean((gram(fx[t]) - gram(fs[t])) ** 2) for k, t in enumerate(taps_s)]
@@ -138,6 +152,8 @@ def main():
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--aspect", type=float, default=0.75, help="height / width of the images")
     p.add_argument("--pool", default="avg", choices=["avg", "max"])
+    p.add_argument("--model", default="vgg19", choices=sorted(MODELS),
+                   help="the random network's shapes and keys (stylize recognises it from the file)")
     p.add_argument("--content-layers", default="relu4_2")
     p.add_argument("--style-layers", default="relu1_1,relu2_1,relu3_1,relu4_1,relu5_1")
     p.add_argument("--style-layer-weights", default="")
@@ -154,11 +170,12 @@ def main():
     os.makedirs(d, exist_ok=True)
     g = torch.Generator().manual_seed(a.seed)
     sd = {}
-    for i, (cin, cout) in enumerate(CONVS):
+    convs, index, _ = MODELS[a.model]
+    for i, (cin, cout) in enumerate(convs):
         std = (2.0 / (cin * 9)) ** 0.5
-        sd[f"features.{FEATURE_INDEX[i]}.weight"] = torch.randn(cout, cin, 3, 3, generator=g) * std
-        sd[f"features.{FEATURE_INDEX[i]}.bias"] = torch.randn(cout, generator=g) * 0.01
-    wpath = os.path.join(d, "vgg19-random.pth")
+        sd[f"features.{index[i]}.weight"] = torch.randn(cout, cin, 3, 3, generator=g) * std
+        sd[f"features.{index[i]}.bias"] = torch.randn(cout, generator=g) * 0.01
+    wpath = os.path.join(d, f"{a.model}-random.pth")
     torch.save(sd, wpath, _use_new_zipfile_serialization=not a.legacy)
 
     rng = np.random.default_rng(a.seed)
@@ -189,7 +206,7 @@ def main():
     rows = [(f"content {t}", ours["content"][k], lc32[k], lc64[k]) for k, t in enumerate(a.content_layers.split(","))]
     rows += [(f"style {t}", ours["style"][k], ls32[k], ls64[k]) for k, t in enumerate(a.style_layers.split(","))]
     rows += [("tv", ours["tv"], tv32, tv64)]
-    print(f"{w}x{h}, pool {a.pool}, weights {'legacy' if a.legacy else 'zip'} .pth, torch {torch.__version__}")
+    print(f"{a.model} {w}x{h}, pool {a.pool}, weights {'legacy' if a.legacy else 'zip'} .pth, torch {torch.__version__}")
     print(f"{'term':<16} {'stylize':>14} {'torch f32':>14} {'torch f64':>14} {'ours vs f64':>12} {'f32 vs f64':>12}")
     worst = 0.0
     for name, o, t32, t64 in rows:

@@ -7,7 +7,7 @@ use super::{E2eRow, Memory};
 use crate::error::{Error, Result};
 use crate::gpu::adam::AdamConfig;
 use crate::gpu::Context;
-use crate::model::{self, LossSettings, Pool, Preprocess, Tap};
+use crate::model::{LossSettings, Model, Pool, Preprocess, Tap};
 use crate::runner::{Graph, Net, Targets};
 use std::time::Instant;
 
@@ -15,11 +15,12 @@ use std::time::Instant;
 pub(super) fn default_settings() -> LossSettings {
     let style: Vec<Tap> = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
         .iter()
-        .map(|n| Tap::parse(n).expect("valid layer name"))
+        .map(|n| Tap::parse(Model::Vgg19, n).expect("valid layer name"))
         .collect();
     let (cw, sw, tw) = crate::render::default_weights_for(Preprocess::Torch);
     LossSettings {
-        content_layers: vec![Tap::parse("relu4_2").expect("valid layer name")],
+        model: Model::Vgg19,
+        content_layers: vec![Tap::parse(Model::Vgg19, "relu4_2").expect("valid layer name")],
         style_layer_weights: vec![1.0; style.len()],
         style_layers: style,
         content_weight: cw,
@@ -30,14 +31,14 @@ pub(super) fn default_settings() -> LossSettings {
     }
 }
 
-/// (channels, height, width) of a tap's activation for an h x w input.
-fn tap_shape(t: Tap, h: usize, w: usize) -> [usize; 3] {
+/// (channels, height, width) of a tap's activation in `m` for an h x w input.
+fn tap_shape(m: Model, t: Tap, h: usize, w: usize) -> [usize; 3] {
     match t {
         Tap::Conv(i) | Tap::Relu(i) => {
-            let (a, b) = model::conv_size(i, h, w);
-            [t.channels(), a, b]
+            let (a, b) = m.conv_size(i, h, w);
+            [t.channels(m), a, b]
         }
-        Tap::Pool(b) => [t.channels(), (h >> b) / 2, (w >> b) / 2],
+        Tap::Pool(b) => [t.channels(m), (h >> b) / 2, (w >> b) / 2],
     }
 }
 
@@ -53,10 +54,10 @@ pub(super) fn build_graph(ctx: &Context, net: &Net, s: &LossSettings, h: usize, 
     let mut rng = Rng::new(0xE2E ^ (h * 65_537 + w) as u64);
     let mut targets = Targets { content: vec![], style: vec![] };
     for &t in &s.content_layers {
-        targets.content.push(rand_tensor(ctx, &mut rng, tap_shape(t, h, w), 0.0, 1.0, "content target")?);
+        targets.content.push(rand_tensor(ctx, &mut rng, tap_shape(s.model, t, h, w), 0.0, 1.0, "content target")?);
     }
     for &t in &s.style_layers {
-        let c = t.channels();
+        let c = t.channels(s.model);
         targets.style.push(rand_tensor(ctx, &mut rng, [c, c, 1], 0.0, 1e-2, "style target")?);
     }
     let init = rng.vec(3 * h * w, 0.0, 1.0);
@@ -132,7 +133,8 @@ mod tests {
 
     #[test]
     fn tap_shapes() {
-        assert_eq!(tap_shape(Tap::parse("relu4_2").unwrap(), 64, 48), [512, 8, 6]);
-        assert_eq!(tap_shape(Tap::parse("pool1").unwrap(), 64, 48), [64, 32, 24]);
+        let m = Model::Vgg19;
+        assert_eq!(tap_shape(m, Tap::parse(m, "relu4_2").unwrap(), 64, 48), [512, 8, 6]);
+        assert_eq!(tap_shape(m, Tap::parse(m, "pool1").unwrap(), 64, 48), [64, 32, 24]);
     }
 }

@@ -116,8 +116,9 @@ pub(super) fn kernel_rows(
     // conv3x3: each distinct (cin, cout, side) of the 16 layers, forward (bias + fused ReLU) and
     // backward-data (ReLU mask fused), as the renderer records them.
     let mut shapes: Vec<(usize, usize, usize, Vec<&str>)> = vec![];
-    for (i, &(name, cin, cout)) in model::CONVS.iter().enumerate() {
-        let side = s >> model::block_of(i).0;
+    let vgg19 = model::Model::Vgg19;
+    for (i, &(name, cin, cout)) in vgg19.convs().iter().enumerate() {
+        let side = s >> vgg19.block_of(i).0;
         if side == 0 {
             continue;
         }
@@ -159,7 +160,7 @@ pub(super) fn kernel_rows(
     let style_taps = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"];
     let pools = ["pool1", "pool2", "pool3", "pool4"];
     for b in 0..5 {
-        let c = model::CONVS[model::BLOCKS[..b].iter().sum::<usize>()].2;
+        let c = [64, 128, 256, 512, 512][b]; // first conv of block b, either model
         let h = s >> b;
         if h == 0 {
             continue;

@@ -95,8 +95,8 @@ impl Observer for CliProgress {
             };
             let frames = if info.frames > 1 { format!(" | {} frames", info.frames) } else { String::new() };
             eprintln!(
-                "stylize: {}x{} on {} | weights {} ({:?} preprocessing) | {} steps{scales}{frames}",
-                info.size.0, info.size.1, info.adapter, info.weights, info.preprocess, info.frame_steps
+                "stylize: {}x{} on {} | weights {} ({}, {:?} preprocessing) | {} steps{scales}{frames}",
+                info.size.0, info.size.1, info.adapter, info.weights, info.model, info.preprocess, info.frame_steps
             );
         }
         install_interrupt_handler();

@@ -288,8 +288,10 @@ fn write_table(path: &Path, key: &str, table: &BTreeMap<String, Variant>) -> std
 pub fn tune_vgg19(ctx: &Context, sizes: &[u32]) -> usize {
     let mut n = 0;
     for &s in sizes {
-        for (i, &(_, cin, cout)) in crate::model::CONVS.iter().enumerate() {
-            let (h, w) = crate::model::conv_size(i, s as usize, s as usize);
+        // VGG16's shapes are a subset of VGG19's.
+        let vgg19 = crate::model::Model::Vgg19;
+        for (i, &(_, cin, cout)) in vgg19.convs().iter().enumerate() {
+            let (h, w) = vgg19.conv_size(i, s as usize, s as usize);
             if h == 0 || w == 0 {
                 continue;
             }

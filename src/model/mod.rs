@@ -7,7 +7,7 @@ mod preprocess;
 pub mod vgg;
 
 pub use preprocess::{Affine, Preprocess};
-pub use vgg::{block_of, conv_size, Tap, BLOCKS, CONVS};
+pub use vgg::{Model, ModelEvidence, Tap, VGG16_CONVS, VGG19_CONVS};
 
 use crate::error::{Error, Result};
 
@@ -27,10 +27,10 @@ pub struct ConvLayer {
 }
 
 impl ConvLayer {
-    /// Layer `index` of the VGG table (name and channel counts from [`CONVS`]) with the given
-    /// parameters; panics if their lengths do not match the table (a programming error).
-    pub fn new(index: usize, weight: Vec<f32>, bias: Vec<f32>) -> ConvLayer {
-        let (name, cin, cout) = CONVS[index];
+    /// Layer `index` of `model`'s table (name and channel counts from [`Model::convs`]) with the
+    /// given parameters; panics if their lengths do not match the table (a programming error).
+    pub fn new(model: Model, index: usize, weight: Vec<f32>, bias: Vec<f32>) -> ConvLayer {
+        let (name, cin, cout) = model.convs()[index];
         assert_eq!(weight.len(), cout * cin * 9, "{name}: weight length");
         assert_eq!(bias.len(), cout, "{name}: bias length");
         ConvLayer { name: name.to_string(), cin, cout, weight, bias }
@@ -49,6 +49,8 @@ pub enum Pool {
 /// What the losses look at and how much each counts.
 #[derive(Clone, Debug)]
 pub struct LossSettings {
+    /// The network the taps index into.
+    pub model: Model,
     /// Taps whose activations the content loss compares.
     pub content_layers: Vec<Tap>,
     /// Taps whose Gram matrices the style loss compares.
@@ -70,7 +72,7 @@ pub struct LossSettings {
 impl LossSettings {
     /// Conv layers (from conv1_1) the taps need.
     pub fn convs_needed(&self) -> usize {
-        self.content_layers.iter().chain(&self.style_layers).map(|t| t.convs_needed()).max().unwrap_or(1)
+        self.content_layers.iter().chain(&self.style_layers).map(|t| t.convs_needed(self.model)).max().unwrap_or(1)
     }
 
     /// Every tap, content layers first (a tap may appear twice).
@@ -82,6 +84,10 @@ impl LossSettings {
     pub fn validate_layers(&self) -> Result<()> {
         if self.content_layers.is_empty() && self.style_layers.is_empty() {
             return Err(Error::InvalidArgument("no content or style layers chosen".into()));
+        }
+        let n = self.model.convs().len();
+        if let Some(t) = self.taps().find(|t| t.convs_needed(self.model) > n || matches!(t, Tap::Pool(b) if *b > 4)) {
+            return Err(Error::InvalidArgument(format!("tap {t:?} is not a layer of {}", self.model)));
         }
         Ok(())
     }

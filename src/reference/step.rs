@@ -1,7 +1,7 @@
 //! Whole-pipeline reference: the input transform and a whole Gatys step (losses and image
 //! gradient), from the device-independent [`crate::model`] only.
 
-use crate::model::{self, Affine, ConvLayer, LossSettings, Pool, Tap};
+use crate::model::{Affine, ConvLayer, LossSettings, Pool, Tap};
 
 /// y\[c\] = x\[src\[c\]\] * a\[c\] + b\[c\] on a (3, h, w) image.
 pub fn preprocess_forward(x: &[f64], t: &Affine) -> Vec<f64> {
@@ -46,7 +46,8 @@ impl RefForward {
             Tap::Conv(i) => (&self.conv[i].0, self.conv[i].1),
             Tap::Relu(i) => (&self.relu[i], self.conv[i].1),
             Tap::Pool(b) => {
-                let (v, s) = self.pooled[model::BLOCKS[..=b].iter().sum::<usize>() - 1].as_ref().expect("pool");
+                // The b-th pool computed (every pool up to the deepest tap is).
+                let (v, s) = self.pooled.iter().flatten().nth(b).expect("pool");
                 (v, *s)
             }
         }
@@ -64,6 +65,8 @@ pub fn forward(net: &[ConvLayer], s: &LossSettings, x: &[f64], h: usize, w: usiz
     let (mut ch, mut hh, mut ww) = (3, h, w);
     let mut out = RefForward { conv: vec![], relu: vec![], pooled: vec![] };
     for (i, layer) in net.iter().enumerate().take(n) {
+        let (name, cin, cout) = s.model.convs()[i];
+        assert_eq!((layer.cin, layer.cout), (cin, cout), "{name} of {}", s.model);
         let (wt, b) = w64(layer);
         let c = conv3x3_forward(&cur, ch, hh, ww, &wt, &b, layer.cout, false);
         let r = relu_forward(&c);
@@ -71,7 +74,7 @@ pub fn forward(net: &[ConvLayer], s: &LossSettings, x: &[f64], h: usize, w: usiz
         out.conv.push((c, [ch, hh, ww]));
         cur = r.clone();
         out.relu.push(r);
-        let (block, last) = model::block_of(i);
+        let (block, last) = s.model.block_of(i);
         if last && (i + 1 < n || taps.contains(&Tap::Pool(block))) {
             let p = match s.pool {
                 Pool::Avg => avgpool2x2_forward(&cur, ch, hh, ww),
@@ -148,7 +151,7 @@ pub fn evaluate(
     for i in (0..n).rev() {
         let [cout, hh, ww] = f.conv[i].1;
         if let Some((_, _)) = &f.pooled[i] {
-            add(&mut g, Tap::Pool(model::block_of(i).0));
+            add(&mut g, Tap::Pool(s.model.block_of(i).0));
             g = g.map(|gp| match s.pool {
                 Pool::Avg => avgpool2x2_backward(&gp, cout, hh, ww),
                 Pool::Max => maxpool2x2_backward(&f.relu[i], &gp, cout, hh, ww),

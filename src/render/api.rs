@@ -12,6 +12,7 @@ use super::run::{run_frame, Ended, StageReport};
 use super::{validate_settings, RenderOptions};
 use crate::error::Result;
 use crate::image_io::Planar;
+use crate::model::{Model, ModelEvidence};
 use crate::runner::Losses;
 use crate::weights::VggWeights;
 use std::time::Instant;
@@ -78,11 +79,17 @@ pub fn stylize(
     for s in styles {
         check_side("a style image", s)?;
     }
-    let load = |needed: usize| {
+    // A few leading layers both models share say nothing about the model.
+    let evidence = if weights.layers.len() <= Model::shared_layers() {
+        ModelEvidence::Shared(weights.layers.len())
+    } else {
+        ModelEvidence::Known(weights.model)
+    };
+    let load = |_: Model, needed: usize| {
         let layers = weights.layers.iter().take(needed).cloned().collect();
         Ok((layers, weights.convention, weights.source.clone()))
     };
-    let (mut eng, plans) = Engine::from_parts(o, styles.to_vec(), Some(content), load)?;
+    let (mut eng, plans) = Engine::from_parts(o, styles.to_vec(), Some(content), (evidence, &weights.source), load)?;
     let plans = plans.unwrap_or_default();
     let info = eng.info(&plans, 1);
     let mut history = History { inner: observer, records: vec![] };

@@ -9,28 +9,39 @@ use crate::gpu::ema::Ema;
 use crate::gpu::tune::{self, TuneMode, Tuner};
 use crate::gpu::{AdapterChoice, Context, Tensor};
 use crate::image_io::{self, color_match, DecodeLimits, Planar};
-use crate::model::{ConvLayer, LossSettings, Preprocess};
+use crate::model::{ConvLayer, LossSettings, Model, ModelEvidence, Preprocess};
 use crate::runner::{compute_targets, Graph, LbfgsConfig, Losses, Net, Targets};
 use crate::weights;
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-/// Loads the weights the layers need and decides the input convention.
+/// Loads the first `needed` layers of `model` and decides the input convention.
 pub fn load_weights(
     src: &WeightsSource,
+    model: Model,
     needed: usize,
     progress: bool,
 ) -> Result<(Vec<ConvLayer>, Option<Preprocess>, String)> {
     let w = match src {
-        WeightsSource::Random(seed) => weights::random(*seed, needed),
-        WeightsSource::File(p) => weights::load(p, needed)?,
+        WeightsSource::Random(seed) => weights::random_for(model, *seed, needed),
+        WeightsSource::File(p) => weights::load_model(p, model, needed)?,
         WeightsSource::Default => {
-            let p = weights::default_weights(progress)?;
-            weights::load(&p, needed)?
+            let p = weights::default_weights_of(model, progress)?;
+            weights::load_model(&p, model, needed)?
         }
     };
     Ok((w.layers, w.convention, w.source))
+}
+
+/// What `src` says about the model (reads a file's tensor names and shapes only): a file's
+/// model, or [`ModelEvidence::Any`] for random weights and the default download (which is made
+/// or fetched for the chosen model).
+pub fn weights_evidence(src: &WeightsSource) -> Result<ModelEvidence> {
+    match src {
+        WeightsSource::File(p) => Ok(weights::recognise_model(p)?),
+        WeightsSource::Random(_) | WeightsSource::Default => Ok(ModelEvidence::Any),
+    }
 }
 
 /// Loads an image file, or one of the built-in synthetic samples `builtin:photo` and
@@ -140,19 +151,37 @@ impl Engine {
     pub fn new(o: &RenderOptions, first_content: Option<&Planar>) -> Result<(Engine, Option<Vec<StagePlan>>)> {
         let limits = DecodeLimits::default();
         let styles = o.styles.iter().map(|p| load_checked(p, &limits)).collect::<Result<Vec<_>>>()?;
-        Self::from_parts(o, styles, first_content, |needed| load_weights(&o.weights, needed, !o.quiet))
+        let evidence = weights_evidence(&o.weights)?;
+        let what = match &o.weights {
+            WeightsSource::File(p) => p.display().to_string(),
+            _ => "the weights".to_string(),
+        };
+        Self::from_parts(o, styles, first_content, (evidence, &what), |model, needed| {
+            load_weights(&o.weights, model, needed, !o.quiet)
+        })
     }
 
-    /// As [`Engine::new`] with the style images given and the weights from `load(needed)`,
-    /// called with the number of conv layers the taps need once the sizes are known to fit.
+    /// As [`Engine::new`] with the style images given, `weights` = (what the weights say about
+    /// the model, their name for messages), and the weights from `load(model, needed)`, called
+    /// with the model ([`Model::resolve`]) and the number of its conv layers the taps need once
+    /// the sizes are known to fit.
     pub fn from_parts(
         o: &RenderOptions,
         styles: Vec<Planar>,
         first_content: Option<&Planar>,
-        load: impl FnOnce(usize) -> Result<(Vec<ConvLayer>, Option<Preprocess>, String)>,
+        weights: (ModelEvidence, &str),
+        load: impl FnOnce(Model, usize) -> Result<(Vec<ConvLayer>, Option<Preprocess>, String)>,
     ) -> Result<(Engine, Option<Vec<StagePlan>>)> {
-        let content_layers = parse_taps(&o.content_layers)?;
-        let style_layers = parse_taps(&o.style_layers)?;
+        let names: Vec<&str> = o
+            .content_layers
+            .iter()
+            .chain(&o.style_layers)
+            .map(|n| n.as_str())
+            .filter(|n| !n.trim().is_empty())
+            .collect();
+        let model = Model::resolve(o.model, weights.0, &names, weights.1)?;
+        let content_layers = parse_taps(model, &o.content_layers)?;
+        let style_layers = parse_taps(model, &o.style_layers)?;
         let style_layer_weights = match &o.style_layer_weights {
             Some(w) => w.clone(),
             None => vec![1.0; style_layers.len()],
@@ -162,6 +191,7 @@ impl Engine {
         let blend = raw.iter().map(|v| v / sum).collect();
 
         let mut settings = LossSettings {
+            model,
             content_layers,
             style_layers,
             style_layer_weights,
@@ -190,7 +220,7 @@ impl Engine {
             Some(c) => Some(plan_stages(&ctx, &settings, o, (c.width, c.height), &style_dims)?),
             None => None,
         };
-        let (convs, recognised, source) = load(needed)?;
+        let (convs, recognised, source) = load(model, needed)?;
         settings.preprocess = o.preprocess.or(recognised).unwrap_or(Preprocess::Torch);
         let (dc, ds, dt) = default_weights_for(settings.preprocess);
         settings.content_weight = o.content_weight.unwrap_or(dc);
@@ -207,6 +237,7 @@ impl Engine {
         RenderInfo {
             adapter: self.ctx.describe(),
             weights: self.source.clone(),
+            model: self.settings.model,
             preprocess: self.settings.preprocess,
             size: plans.last().map_or((0, 0), |p| (p.width, p.height)),
             scales: plans.iter().map(|p| p.size).collect(),

@@ -10,7 +10,7 @@ use super::run::{run_frame, Ended, StageReport};
 use super::{steps_per_scale, validate, Init, Optimizer, RenderOptions};
 use crate::error::{Error, Result};
 use crate::image_io::{self, DecodeLimits, Planar};
-use crate::model::{LossSettings, Pool, Preprocess, Tap};
+use crate::model::{LossSettings, Model, Pool, Preprocess, Tap};
 use crate::runner::Losses;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -227,7 +227,7 @@ fn save(path: &Path, img: &Planar, text: &[(String, String)], step: u32) -> Resu
 /// The settings a PNG records so a result can be reproduced.
 fn settings_text(o: &RenderOptions, s: &LossSettings, source: &str, frame: Option<&PathBuf>) -> Vec<(String, String)> {
     let q = |p: &Path| format!("{:?}", p.display().to_string());
-    let names = |t: &[Tap]| t.iter().map(|t| t.name()).collect::<Vec<_>>().join(",");
+    let names = |t: &[Tap]| t.iter().map(|t| t.name(s.model)).collect::<Vec<_>>().join(",");
     let list = |v: &[f32]| v.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",");
     let mut inputs = vec![];
     if o.content_list.is_empty() {
@@ -258,6 +258,9 @@ fn settings_text(o: &RenderOptions, s: &LossSettings, source: &str, frame: Optio
         o.seed,
         if s.preprocess == Preprocess::Torch { "torch" } else { "caffe" },
     );
+    if s.model != Model::Vgg19 {
+        cmd += &format!(" --model {}", s.model.name());
+    }
     if !o.content_list.is_empty() {
         cmd += &format!(" --content-list {}", o.content_list.iter().map(|p| q(p)).collect::<Vec<_>>().join(","));
     }

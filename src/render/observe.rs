@@ -14,6 +14,8 @@ pub struct RenderInfo {
     pub adapter: String,
     /// Where the weights came from.
     pub weights: String,
+    /// The network, VGG16 or VGG19.
+    pub model: crate::model::Model,
     /// The input convention in use.
     pub preprocess: Preprocess,
     /// Output size of the first frame (width, height).

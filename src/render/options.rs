@@ -4,7 +4,7 @@ use crate::error::{Error, Result};
 use crate::gpu::tune::TuneMode;
 use crate::gpu::KernelOverrides;
 use crate::image_io;
-use crate::model::{Pool, Preprocess, Tap};
+use crate::model::{Model, Pool, Preprocess, Tap};
 use std::path::{Path, PathBuf};
 
 /// Steps between checks of the losses for NaN/Inf when printing is rarer.
@@ -145,6 +145,11 @@ pub struct RenderOptions {
     pub log_json: Option<PathBuf>,
     /// Where the network weights come from.
     pub weights: WeightsSource,
+    /// The network, VGG16 or VGG19. None: the weights file's (recognised from its tensor names
+    /// and shapes; a truncated conv1_1..conv3_3 file is read as VGG19 unless only VGG16 serves
+    /// the taps), VGG19 for random or default weights. Given, it must agree with the file, and
+    /// random or default weights are made or downloaded for it.
+    pub model: Option<Model>,
     /// None: recognised from the weights file (torchvision if unknown).
     pub preprocess: Option<Preprocess>,
     /// Adapter choice, `BACKEND:NAME` (empty: the best one).
@@ -234,6 +239,7 @@ impl Default for RenderOptions {
             preview_every: 10,
             log_json: None,
             weights: WeightsSource::Default,
+            model: None,
             preprocess: None,
             adapter: String::new(),
             tile: TileMode::Auto,
@@ -282,8 +288,8 @@ pub(super) fn check_finite(name: &str, v: f32, positive: bool) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn parse_taps(names: &[String]) -> Result<Vec<Tap>> {
-    names.iter().filter(|n| !n.trim().is_empty()).map(|n| Tap::parse(n)).collect::<Result<Vec<_>>>()
+pub(super) fn parse_taps(model: Model, names: &[String]) -> Result<Vec<Tap>> {
+    names.iter().filter(|n| !n.trim().is_empty()).map(|n| Tap::parse(model, n)).collect::<Result<Vec<_>>>()
 }
 
 /// The checks of the settings alone (no files), for `styles` style images.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::error::{io_err, Result};
-use super::{WeightsError, TORCHVISION_FILE_NAME, TORCHVISION_SHA256, TORCHVISION_URL};
+use super::{torchvision, Model, WeightsError};
 
 /// Where downloaded weights are cached: `$STYLIZE_CACHE` if set, else the platform cache dir
 /// (`$XDG_CACHE_HOME/stylize` or `~/.cache/stylize` on Linux, `~/Library/Caches/stylize` on
@@ -116,14 +116,21 @@ pub fn fetch(url: &str, dest: &Path, sha256: &str, progress: bool) -> Result<()>
 /// The weights the renderer uses when the user gives none: `cache_dir()/vgg19-dcbb9e9d.pth`,
 /// downloaded with [`fetch`] (and so verified) if absent.
 pub fn default_weights(progress: bool) -> Result<PathBuf> {
-    let path = cache_dir().join(TORCHVISION_FILE_NAME);
+    default_weights_of(Model::Vgg19, progress)
+}
+
+/// torchvision's ImageNet weights of `model` in [`cache_dir`] (`vgg16-397923af.pth` or
+/// `vgg19-dcbb9e9d.pth`), downloaded with [`fetch`] (and so verified) if absent.
+pub fn default_weights_of(model: Model, progress: bool) -> Result<PathBuf> {
+    let tv = torchvision(model);
+    let path = cache_dir().join(tv.file_name);
     if path.is_file() {
         return Ok(path);
     }
     if progress {
-        eprintln!("downloading VGG19 weights (548 MB, once) to {}", path.display());
+        eprintln!("downloading {model} weights ({} MB, once) to {}", tv.size_mb, path.display());
     }
-    fetch(TORCHVISION_URL, &path, TORCHVISION_SHA256, progress)?;
+    fetch(tv.url, &path, tv.sha256, progress)?;
     Ok(path)
 }
 

@@ -4,12 +4,12 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::VGG19_CONVS;
+use super::Model;
 
 /// Everything that can go wrong; each message is one line naming the file and what to do.
 #[derive(Debug)]
 pub enum WeightsError {
-    /// `needed` outside 1..=16, or a malformed hash string.
+    /// `needed` outside 1..=(the model's layer count), or a malformed hash string.
     InvalidArgument(String),
     /// An I/O operation on a file failed.
     Io {
@@ -48,17 +48,28 @@ pub enum WeightsError {
         /// The global as `module.name`.
         global: String,
     },
-    /// None of VGG19's conv tensors are in the file.
+    /// No VGG conv1_1 tensor is in the file.
     NotVgg {
         /// The file.
         path: PathBuf,
         /// Up to 5 of the tensor names the file does hold, for the message.
         sample_keys: Vec<String>,
     },
+    /// The file holds the other model's layers than the one asked for.
+    WrongModel {
+        /// The file.
+        path: PathBuf,
+        /// The model asked for (`--model`).
+        wanted: Model,
+        /// The model the file holds.
+        found: Model,
+    },
     /// A layer the caller needs is absent.
     MissingLayer {
         /// The file.
         path: PathBuf,
+        /// The model whose layers were asked for.
+        model: Model,
         /// The first missing layer, e.g. `conv4_1`.
         layer: &'static str,
         /// The tensor that was looked for, e.g. `features.19.weight`.
@@ -74,7 +85,7 @@ pub enum WeightsError {
         path: PathBuf,
         /// The tensor's name.
         tensor: String,
-        /// The shape VGG19 needs.
+        /// The shape the model needs.
         expected: Vec<usize>,
         /// The shape in the file.
         found: Vec<u64>,
@@ -141,28 +152,36 @@ impl fmt::Display for WeightsError {
             ),
             NotVgg { path, sample_keys } => write!(
                 f,
-                "{}: not a VGG19 weights file: no tensor named features.0.weight or conv1_1.weight \
+                "{}: not a VGG16/VGG19 weights file: no tensor named features.0.weight or conv1_1.weight \
                  (found {})",
                 path.display(),
                 if sample_keys.is_empty() { "no tensors".to_string() } else { sample_keys.join(", ") }
             ),
-            MissingLayer { path, layer, tensor, needed, available } => write!(
+            WrongModel { path, wanted, found } => write!(
                 f,
-                "{}: has no tensor `{tensor}` ({layer}): the chosen layers need conv1_1..{} ({needed} \
-                 conv layers) but the file has {}; choose taps at or below {} or use full VGG19 weights",
+                "{}: holds {found} (conv1_1..{}), not {wanted}; use --model {} (or leave --model out \
+                 to use the file's model) or {wanted} weights",
                 path.display(),
-                VGG19_CONVS[needed.saturating_sub(1).min(15)].0,
-                if *available == 0 {
-                    "none of them".to_string()
-                } else {
-                    format!("conv1_1..{} only", VGG19_CONVS[available - 1].0)
-                },
-                if *available == 0 {
-                    "(none)".to_string()
-                } else {
-                    VGG19_CONVS[available - 1].0.replace("conv", "relu")
-                }
+                found.convs().last().map_or("", |c| c.0),
+                found.name()
             ),
+            MissingLayer { path, model, layer, tensor, needed, available } => {
+                let convs = model.convs();
+                write!(
+                    f,
+                    "{}: has no tensor `{tensor}` ({layer}): the chosen layers need conv1_1..{} ({needed} \
+                     conv layers of {model}) but the file has {}; choose taps at or below {} or use full \
+                     {model} weights",
+                    path.display(),
+                    convs[needed.saturating_sub(1).min(convs.len() - 1)].0,
+                    if *available == 0 {
+                        "none of them".to_string()
+                    } else {
+                        format!("conv1_1..{} only", convs[available - 1].0)
+                    },
+                    if *available == 0 { "(none)".to_string() } else { convs[available - 1].0.replace("conv", "relu") }
+                )
+            }
             BadShape { path, tensor, expected, found } => {
                 write!(f, "{}: tensor `{tensor}` has shape {found:?}, expected {expected:?}", path.display())
             }

@@ -7,10 +7,10 @@ use std::path::Path;
 
 use super::catalogue::Catalogue;
 use super::error::{io_err, Result};
-use super::plan::key_style;
-use super::{sha256_file, Preprocess, VGG19_CONVS};
+use super::plan::{key_style, matching_layers, recognise_in};
+use super::{sha256_file, Model, ModelEvidence, Preprocess};
 
-/// Human summary for `stylize weights info PATH`: format, layers found with shapes,
+/// Human summary for `stylize weights info PATH`: format, model, layers found with shapes,
 /// convention, sha256. Reads metadata only (plus one hashing pass over the file).
 pub fn info(path: &Path) -> Result<String> {
     use fmt::Write as _;
@@ -32,15 +32,31 @@ pub fn info(path: &Path) -> Result<String> {
         }
     );
     let style = key_style(&cat);
+    // The model decides which tensors are listed; a file that is not VGG lists VGG19's.
+    let (model, model_line) = match (style, recognise_in(&cat)) {
+        (Some(st), Ok(ModelEvidence::Known(m))) => {
+            let n = matching_layers(&cat, st, m);
+            (m, format!("{m} ({n} of its {} conv layers, by tensor names and shapes)", m.convs().len()))
+        }
+        (Some(_), Ok(ModelEvidence::Shared(n))) => (
+            Model::Vgg19,
+            format!(
+                "VGG16 or VGG19: the file holds only the {n} leading conv layers both share (read as VGG19 \
+                 unless --model vgg16 or a pool3 tap asks for VGG16)"
+            ),
+        ),
+        _ => (Model::Vgg19, "unknown (no VGG conv1_1 tensor)".to_string()),
+    };
+    let _ = writeln!(s, "model:      {model_line}");
     let mut used = HashSet::new();
     let mut usable = 0;
     let _ = writeln!(s, "layers:");
-    for (i, &(name, cin, cout)) in VGG19_CONVS.iter().enumerate() {
+    for (i, &(name, cin, cout)) in model.convs().iter().enumerate() {
         let mut line = format!("  {name:<8}");
         let mut ok = style.is_some();
         let mut missing = 0;
         for (suffix, expected) in [("weight", vec![cout, cin, 3, 3]), ("bias", vec![cout])] {
-            let key = style.map(|st| st.key(i, suffix)).unwrap_or_default();
+            let key = style.map(|st| st.key(model, i, suffix)).unwrap_or_default();
             match cat.find(&key) {
                 Some(e) => {
                     used.insert(key.clone());
@@ -76,12 +92,12 @@ pub fn info(path: &Path) -> Result<String> {
         s,
         "usable:     {}",
         if usable == 0 {
-            "no layers (not VGG19 weights?)".to_string()
+            "no layers (not VGG16/VGG19 weights?)".to_string()
         } else {
             format!(
                 "conv1_1..{} (load with needed <= {usable}; taps up to {})",
-                VGG19_CONVS[usable - 1].0,
-                VGG19_CONVS[usable - 1].0.replace("conv", "relu")
+                model.convs()[usable - 1].0,
+                model.convs()[usable - 1].0.replace("conv", "relu")
             )
         }
     );
@@ -97,18 +113,24 @@ fn preview(items: &[&str], n: usize) -> String {
 }
 
 /// Weight files whose convention is known, by SHA-256 (full digest or torch-hub style prefix).
-const KNOWN_FILES: [(&str, Preprocess, &str); 2] = [
+const KNOWN_FILES: [(&str, Preprocess, &str); 4] = [
     (
         "f45e91dffaaf9d0b6b3aca516f6239791be70e16c513c32b7db39611e9ababdb",
         Preprocess::Caffe,
         "the Caffe VGG19 conv1_1..conv3_4 npz from shared/data",
     ),
+    (
+        "8b61505a1068f04bdb12a0c9f168554b59070b8d184bffeb3b86ba3c0de0af73",
+        Preprocess::Caffe,
+        "the Caffe VGG16 conv1_1..conv5_3 npz from shared/data",
+    ),
     ("dcbb9e9d", Preprocess::Torch, "torchvision's vgg19-dcbb9e9d.pth"),
+    ("397923af", Preprocess::Torch, "torchvision's vgg16-397923af.pth"),
 ];
 
 /// Which preprocessing a weights file expects, and why we think so (see weights/README.md):
 /// 1. the file name: contains "caffe" or jcjohnson's Caffe conversion `vgg19-d01eb7cb`
-///    => Caffe; contains torchvision's `vgg19-dcbb9e9d` => Torch;
+///    => Caffe; contains torchvision's `vgg19-dcbb9e9d` or `vgg16-397923af` => Torch;
 /// 2. otherwise the file's SHA-256 against `KNOWN_FILES` (costs one read of the file);
 /// 3. otherwise `None`: the caller picks (torch is the usual default).
 pub fn recognise_convention(path: &Path) -> Result<(Option<Preprocess>, String)> {
@@ -127,6 +149,8 @@ fn recognise_by_name(path: &Path) -> (Option<Preprocess>, String) {
         (Some(Preprocess::Caffe), "file name is jcjohnson's Caffe conversion vgg19-d01eb7cb".into())
     } else if name.contains("vgg19-dcbb9e9d") {
         (Some(Preprocess::Torch), "file name is torchvision's vgg19-dcbb9e9d".into())
+    } else if name.contains("vgg16-397923af") {
+        (Some(Preprocess::Torch), "file name is torchvision's vgg16-397923af".into())
     } else {
         (None, String::new())
     }

@@ -1,14 +1,18 @@
-//! Layer planning, shared by all formats: which tensors hold each VGG19 conv layer, checked before any data is read.
+//! Layer planning, shared by all formats: which model a file holds and which tensors hold each
+//! of its conv layers, checked before any data is read.
 
 use super::catalogue::Catalogue;
 use super::error::Result;
-use super::{WeightsError, TORCHVISION_FEATURE_INDEX, VGG19_CONVS};
+use super::{Model, ModelEvidence, WeightsError};
 
-pub(super) fn check_needed(needed: usize) -> Result<()> {
-    if (1..=16).contains(&needed) {
+pub(super) fn check_needed(model: Model, needed: usize) -> Result<()> {
+    let n = model.convs().len();
+    if (1..=n).contains(&needed) {
         Ok(())
     } else {
-        Err(WeightsError::InvalidArgument(format!("needed must be between 1 and 16 conv layers, got {needed}")))
+        Err(WeightsError::InvalidArgument(format!(
+            "needed must be between 1 and {n} conv layers of {model}, got {needed}"
+        )))
     }
 }
 
@@ -22,47 +26,87 @@ pub(super) enum KeyStyle {
 }
 
 impl KeyStyle {
-    pub(super) fn key(self, layer: usize, suffix: &str) -> String {
+    /// The key of conv layer `layer` of `model`.
+    pub(super) fn key(self, model: Model, layer: usize, suffix: &str) -> String {
         match self {
-            KeyStyle::Torchvision(p) => {
-                format!("{p}features.{}.{suffix}", TORCHVISION_FEATURE_INDEX[layer])
-            }
-            KeyStyle::Named(p) => format!("{p}{}.{suffix}", VGG19_CONVS[layer].0),
+            KeyStyle::Torchvision(p) => format!("{p}features.{}.{suffix}", model.torchvision_indices()[layer]),
+            KeyStyle::Named(p) => format!("{p}{}.{suffix}", model.convs()[layer].0),
         }
     }
 }
 
-/// The key style whose conv1_1 weight is present.
+/// The key style whose conv1_1 weight is present (conv1_1's key is the same in both models).
 pub(super) fn key_style(cat: &Catalogue) -> Option<KeyStyle> {
     [KeyStyle::Torchvision(""), KeyStyle::Named(""), KeyStyle::Torchvision("module."), KeyStyle::Named("module.")]
         .into_iter()
-        .find(|st| cat.find(&st.key(0, "weight")).is_some())
+        .find(|st| cat.find(&st.key(Model::Vgg19, 0, "weight")).is_some())
 }
 
-/// Validate names, shapes and dtypes of the needed layers before reading any data; returns the
-/// (weight, bias) entry indices per layer.
-pub(super) fn plan_layers(cat: &Catalogue, needed: usize) -> Result<Vec<(usize, usize)>> {
-    let path = &cat.path;
-    let Some(style) = key_style(cat) else {
-        let keys: Vec<&str> = cat.entries.iter().map(|e| e.key.as_str()).collect();
-        return Err(WeightsError::NotVgg {
-            path: path.clone(),
-            sample_keys: keys.iter().take(5).map(|s| s.to_string()).collect(),
-        });
+/// How many leading layers of `model` the file holds: weight and bias present with the table's
+/// shapes.
+pub(super) fn matching_layers(cat: &Catalogue, style: KeyStyle, model: Model) -> usize {
+    let shape_ok = |key: String, expected: &[usize]| {
+        cat.find(&key).is_some_and(|e| e.shape.iter().map(|&d| d as usize).eq(expected.iter().copied()))
     };
+    model
+        .convs()
+        .iter()
+        .enumerate()
+        .take_while(|&(i, &(_, cin, cout))| {
+            shape_ok(style.key(model, i, "weight"), &[cout, cin, 3, 3])
+                && shape_ok(style.key(model, i, "bias"), &[cout])
+        })
+        .count()
+}
+
+/// Which model the file holds (see [`super::recognise_model`]).
+pub(super) fn recognise_in(cat: &Catalogue) -> Result<ModelEvidence> {
+    let style = key_style(cat).ok_or_else(|| not_vgg(cat))?;
+    let (n16, n19) = (matching_layers(cat, style, Model::Vgg16), matching_layers(cat, style, Model::Vgg19));
+    Ok(if n16 > n19 {
+        ModelEvidence::Known(Model::Vgg16)
+    } else if n19 > n16 {
+        ModelEvidence::Known(Model::Vgg19)
+    } else {
+        // Equal: only layers both models share (or conv1_1 malformed, which loading reports).
+        ModelEvidence::Shared(n16)
+    })
+}
+
+fn not_vgg(cat: &Catalogue) -> WeightsError {
+    WeightsError::NotVgg {
+        path: cat.path.clone(),
+        sample_keys: cat.entries.iter().take(5).map(|e| e.key.clone()).collect(),
+    }
+}
+
+/// Validate names, shapes and dtypes of the first `needed` layers of `model` before reading any
+/// data; returns the (weight, bias) entry indices per layer.
+pub(super) fn plan_layers(cat: &Catalogue, model: Model, needed: usize) -> Result<Vec<(usize, usize)>> {
+    let path = &cat.path;
+    let style = key_style(cat).ok_or_else(|| not_vgg(cat))?;
     // Leading layers with both tensors present, for the "file only has ..." part of errors.
-    let available = (0..16)
-        .take_while(|&i| cat.find(&style.key(i, "weight")).is_some() && cat.find(&style.key(i, "bias")).is_some())
+    let available = (0..model.convs().len())
+        .take_while(|&i| {
+            cat.find(&style.key(model, i, "weight")).is_some() && cat.find(&style.key(model, i, "bias")).is_some()
+        })
         .count();
     let mut plan = Vec::with_capacity(needed);
-    for (i, &(layer, cin, cout)) in VGG19_CONVS[..needed].iter().enumerate() {
+    for (i, &(layer, cin, cout)) in model.convs()[..needed].iter().enumerate() {
         let mut pair = [0usize; 2];
         for (slot, (suffix, expected)) in
             [("weight", vec![cout, cin, 3, 3]), ("bias", vec![cout])].into_iter().enumerate()
         {
-            let key = style.key(i, suffix);
+            let key = style.key(model, i, suffix);
             let Some(idx) = cat.find_index(&key) else {
-                return Err(WeightsError::MissingLayer { path: path.clone(), layer, tensor: key, needed, available });
+                return Err(WeightsError::MissingLayer {
+                    path: path.clone(),
+                    model,
+                    layer,
+                    tensor: key,
+                    needed,
+                    available,
+                });
             };
             let e = &cat.entries[idx];
             if !e.shape.iter().map(|&d| d as usize).eq(expected.iter().copied())

@@ -81,12 +81,17 @@ pub fn fd(f: &dyn Fn(&[f64]) -> f64, x: &[f64], i: usize, h: f64) -> f64 {
 /// He-uniform random weights with the VGG19 shapes of the first `n` conv layers (biases in
 /// +-0.05): healthy activations through the whole network.
 pub fn random_convs(rng: &mut Rng, n: usize) -> Vec<stylize::model::ConvLayer> {
-    stylize::model::CONVS[..n]
+    random_convs_of(stylize::model::Model::Vgg19, rng, n)
+}
+
+/// As [`random_convs`] with `model`'s shapes.
+pub fn random_convs_of(model: stylize::model::Model, rng: &mut Rng, n: usize) -> Vec<stylize::model::ConvLayer> {
+    model.convs()[..n]
         .iter()
         .enumerate()
         .map(|(i, &(_, cin, cout))| {
             let a = (6.0 / (cin * 9) as f32).sqrt();
-            stylize::model::ConvLayer::new(i, rng.vec(cout * cin * 9, -a, a), rng.vec(cout, -0.05, 0.05))
+            stylize::model::ConvLayer::new(model, i, rng.vec(cout * cin * 9, -a, a), rng.vec(cout, -0.05, 0.05))
         })
         .collect()
 }
