@@ -392,7 +392,7 @@ impl TiledGraph {
         let content = Some(&self.content_tiles[i]);
         let full = (self.h, self.w);
         let r = self.margin;
-        let padded = (&padded[..], self.h + 2 * r, self.w + 2 * r);
+        let padded = (padded, self.h + 2 * r, self.w + 2 * r);
         let (g_acc, dgrams, losses) = (&self.g_acc, &self.dgrams, &self.losses);
         run_tile(ctx, net, &self.s, &mut self.graphs, &t, full, padded, g_acc, dgrams, losses, content, second, true)
     }
