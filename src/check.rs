@@ -178,9 +178,9 @@ pub fn run_checks_for(adapter: &str, kernels: KernelOverrides, model: Model) -> 
     graph.evaluate(&ctx)?;
     let l = graph.read_losses(&ctx)?;
     let gpu_grad = graph.grad.read(&ctx)?;
-    let (rc, _) = r::step::targets(&convs, &s, &f64s(&content), h, w);
-    let (_, rs) = r::step::targets(&convs, &s, &f64s(&style), h, w);
-    let (lc, ls, tv, dx) = r::step::evaluate(&convs, &s, &rc, &rs, &f64s(&x0), h, w);
+    let (rc, _) = r::step::targets(&convs, &s, &f64s(&content), h, w, 0);
+    let (_, rs) = r::step::targets(&convs, &s, &f64s(&style), h, w, 0);
+    let (lc, ls, tv, dx) = r::step::evaluate(&convs, &s, &rc, &rs, &f64s(&x0), h, w, 0);
     let gl: Vec<f32> = l.content.iter().chain(&l.style).chain([&l.tv]).copied().collect();
     let rl: Vec<f64> = lc.iter().chain(&ls).chain([&tv]).copied().collect();
     let worst = gl.iter().zip(&rl).map(|(g, r)| err(&[*g], &[*r])).fold(0.0, f64::max);

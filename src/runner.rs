@@ -6,8 +6,8 @@ use crate::error::{Error, Result};
 use crate::gpu::adam::{Adam, AdamConfig};
 use crate::gpu::lbfgs::Lbfgs;
 pub use crate::gpu::lbfgs::LbfgsConfig;
-use crate::gpu::{conv, gram, image, pool, reduce, relu, Context, Op, Tensor};
-use crate::model::{ConvLayer, LossSettings, Pool, Tap};
+use crate::gpu::{conv, gram, image, pool, reduce, relu, tile, Context, Op, Tensor};
+use crate::model::{ConvLayer, Edge, LossSettings, Pool, Tap};
 
 /// One conv layer on the GPU.
 pub struct NetLayer {
@@ -23,10 +23,15 @@ pub struct NetLayer {
     pub cout: usize,
 }
 
-/// The frozen network on the GPU, conv1_1 onwards.
+/// The frozen network on the GPU, conv1_1 onwards, and what it sees beyond the image's edges.
 pub struct Net {
     /// The conv layers in order.
     pub layers: Vec<NetLayer>,
+    /// The border handling in front of conv1_1 ([`Edge::Zero`] from [`Net::new`]; the renderer
+    /// sets `--edge`). Like a `ReflectionPad2d` prepended to the network: with a margin, every
+    /// graph built on this net runs at the padded size and takes its taps at the image's
+    /// positions, so targets and losses keep their shapes.
+    pub edge: Edge,
 }
 
 impl Net {
@@ -55,7 +60,7 @@ impl Net {
                 cout,
             });
         }
-        Ok(Net { layers })
+        Ok(Net { layers, edge: Edge::Zero })
     }
 }
 
@@ -66,8 +71,14 @@ impl Net {
 /// overwrite it; the backward then reuses the same two buffers for its gradients. At 2048 px
 /// with the default layers that is ~4.4 GiB instead of ~9.2 GiB with every activation kept.
 pub(crate) struct Forward {
-    /// Network input (3, h, w).
-    _xin: Tensor,
+    /// Network input (3, h + 2r, w + 2r).
+    xin: Tensor,
+    /// The reflected margin r (0: the convs' zero padding only).
+    margin: usize,
+    /// With a margin: each tap's activation over the image's positions (cropped), and one
+    /// gradient buffer as large as the largest crop (for a backward).
+    crops: Vec<(Tap, Tensor)>,
+    crop_grad: Option<Tensor>,
     /// Per conv layer: pre-ReLU output if that is tapped (else None).
     pub(crate) pre: Vec<Option<Tensor>>,
     /// Per conv layer: post-ReLU output. Its own buffer when it is a relu tap or (with a
@@ -86,15 +97,19 @@ pub(crate) struct Forward {
 }
 
 impl Forward {
-    /// The forward of `n` conv layers over `x`; with `backward`, also what a backward needs.
+    /// The forward of `n` conv layers over `x` padded by reflection by `margin` pixels (a
+    /// multiple of [`LossSettings::alignment`]; 0: none), its taps at the image's positions;
+    /// with `backward`, also what a backward needs.
     pub(crate) fn new(
         ctx: &Context,
         net: &Net,
         s: &LossSettings,
         x: &Tensor,
+        margin: usize,
         n: usize,
         backward: bool,
     ) -> Result<Forward> {
+        assert!(margin.is_multiple_of(s.alignment()), "margin {margin} not aligned");
         if net.layers.len() < n {
             return Err(Error::InvalidArgument(format!(
                 "the chosen layers need {} but the weights hold only {} conv layers",
@@ -113,7 +128,8 @@ impl Forward {
                 )));
             }
         }
-        let [_, h, w] = x.shape;
+        let [_, ih, iw] = x.shape;
+        let (h, w) = (ih + 2 * margin, iw + 2 * margin);
         let taps: Vec<Tap> = s.content_layers.iter().chain(&s.style_layers).copied().collect();
         // The largest activation (and the backward's image-sized gradient) sizes the scratch.
         let mut max_len = 3 * h * w;
@@ -198,11 +214,50 @@ impl Forward {
                 pooled.push(None);
             }
         }
-        Ok(Forward { _xin: xin, pre, post, masks, pooled, scratch, bytes, ops })
+        let mut f =
+            Forward { xin, margin, crops: vec![], crop_grad: None, pre, post, masks, pooled, scratch, bytes, ops };
+        if margin > 0 {
+            // Each distinct tap over the image's positions: the window at r >> level of the
+            // unpadded image's size there (r is aligned, so (h + 2r) >> l = (h >> l) + 2 (r >> l)).
+            let mut largest = 0;
+            for t in taps {
+                if f.crops.iter().any(|(u, _)| *u == t) {
+                    continue;
+                }
+                let a = f.full_tap(t).clone();
+                let l = t.level(s.model);
+                if ih >> l == 0 || iw >> l == 0 {
+                    return Err(Error::InvalidArgument(format!(
+                        "the image is too small for the chosen layers: {} has no positions at {iw}x{ih} \
+                         pixels; use a larger image size or shallower layers",
+                        t.name(s.model)
+                    )));
+                }
+                let c = Tensor::new(ctx, [a.shape[0], ih >> l, iw >> l], "tap over the image")?;
+                f.bytes += c.bytes();
+                largest = largest.max(c.len());
+                f.ops.push(tile::crop_forward(ctx, &a, [margin >> l, margin >> l], &c));
+                f.crops.push((t, c));
+            }
+            if backward {
+                let g = Tensor::new(ctx, [largest, 1, 1], "tap gradient over the image")?;
+                f.bytes += g.bytes();
+                f.crop_grad = Some(g);
+            }
+        }
+        Ok(f)
     }
 
-    /// A tapped activation (its own buffer, valid after the forward).
+    /// A tapped activation over the image's positions (its own buffer, valid after the forward).
     pub(crate) fn tap(&self, t: Tap) -> &Tensor {
+        match self.crops.iter().find(|(u, _)| *u == t) {
+            Some((_, c)) => c,
+            None => self.full_tap(t),
+        }
+    }
+
+    /// A tapped activation over the whole (padded) input.
+    fn full_tap(&self, t: Tap) -> &Tensor {
         match t {
             Tap::Conv(i) => self.pre[i].as_ref().expect("pre-ReLU output kept for a conv tap"),
             Tap::Relu(i) => &self.post[i],
@@ -265,7 +320,7 @@ pub fn compute_targets(
 ) -> Result<Targets> {
     let x = Tensor::from_slice(ctx, [3, h, w], pixels, "target image")?;
     let n = s.convs_needed();
-    let mut f = Forward::new(ctx, net, s, &x, n, false)?;
+    let mut f = Forward::new(ctx, net, s, &x, net.edge.margin(s), n, false)?;
     let mut ops: Vec<Op> = std::mem::take(&mut f.ops);
     let mut out = Targets { content: vec![], style: vec![] };
     let mut copies = vec![];
@@ -343,10 +398,22 @@ pub(crate) fn backward(
     mut content: TermGradient<'_>,
     mut style: TermGradient<'_>,
 ) -> Result<()> {
-    let mut add_taps =
-        |ops: &mut Vec<Op>, t: Tap, g: &Tensor, have: &mut bool| inject(s, t, g, have, ops, &mut content, &mut style);
+    let mut add_taps = |ops: &mut Vec<Op>, t: Tap, g: &Tensor, have: &mut bool| match &fwd.crop_grad {
+        None => inject(s, t, g, have, ops, &mut content, &mut style),
+        Some(buf) => {
+            // The terms' gradient over the image's positions, then placed into the padded map.
+            let Some((_, c)) = fwd.crops.iter().find(|(u, _)| *u == t) else { return };
+            let gc = Tensor { buf: buf.buf.clone(), shape: c.shape };
+            let mut any = false;
+            inject(s, t, &gc, &mut any, ops, &mut content, &mut style);
+            if any {
+                let o = fwd.margin >> t.level(s.model);
+                ops.push(tile::crop_backward(ctx, &gc, [o, o], g, *have));
+                *have = true;
+            }
+        }
+    };
     let n = fwd.post.len();
-    let [_, h, w] = grad.shape;
     let bufs = &fwd.scratch;
     let view = |k: usize, shape: [usize; 3]| Tensor { buf: bufs[k].buf.clone(), shape };
     let mut cur = 0usize; // buffer holding the current gradient
@@ -389,7 +456,7 @@ pub(crate) fn backward(
             }
         }
     }
-    let gxin = view(cur, [3, h, w]);
+    let gxin = view(cur, fwd.xin.shape);
     ops.push(image::preprocess_backward(ctx, &s.preprocess.affine(), &gxin, grad));
     Ok(())
 }
@@ -435,7 +502,7 @@ impl Graph {
         let grad = Tensor::new(ctx, [3, h, w], "image gradient")?;
         let (nc, ns) = (s.content_layers.len(), s.style_layers.len());
         let losses = Tensor::new(ctx, [nc + ns + 1, 1, 1], "losses")?;
-        let fwd = Forward::new(ctx, net, s, &x, n, true)?;
+        let fwd = Forward::new(ctx, net, s, &x, net.edge.margin(s), n, true)?;
         let mut ops = vec![];
         let mut scratch = vec![];
 

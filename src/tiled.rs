@@ -17,16 +17,23 @@
 //! grid; image borders keep the network's zero padding, tile borders add none that matters.
 //! The image, its gradient and the optimiser state live in host memory; the TV loss (a cheap
 //! stencil) is computed there too.
+//!
+//! With a reflected margin r (`--edge reflect`, [`crate::runner::Net::edge`]) the tiles are cut
+//! from the image padded by reflection on the host (the untiled graph's network input, before
+//! the affine map), their interiors partition the image's positions only (the losses' positions),
+//! and the padded gradient is folded back onto the pixels (`model::reflect_fold`, the adjoint):
+//! the same function as the untiled graph's, so still exact.
 
 use crate::error::{Error, Result};
 use crate::gpu::adam::AdamConfig;
 use crate::gpu::{gram, reduce, tile, Context, Op, Tensor};
-use crate::model::{LossSettings, Model, Pool, Tap};
+use crate::model::{reflect_fold, reflect_pad, LossSettings, Model, Pool, Tap};
 use crate::runner::{backward, Forward, Losses, Net};
 use std::collections::HashMap;
 
 /// A tile: its interior (the positions it owns) and its region (interior + halo, clipped to the
-/// image), both (y0, x0, y1, x1) in image pixels.
+/// network input), both (y0, x0, y1, x1) in pixels of the network input (the image padded by
+/// the margin r on every side: the image's pixel (y, x) is (y + r, x + r)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tile {
     /// The positions the tile owns: (y0, x0, y1, x1).
@@ -35,23 +42,11 @@ pub struct Tile {
     pub region: [usize; 4],
 }
 
-/// Pools the network applies (those before or at the deepest tap).
-fn pools(s: &LossSettings) -> Vec<bool> {
-    let n = s.convs_needed();
-    let taps: Vec<Tap> = s.content_layers.iter().chain(&s.style_layers).copied().collect();
-    (0..n)
-        .map(|i| {
-            let (b, last) = s.model.block_of(i);
-            last && (i + 1 < n || taps.contains(&Tap::Pool(b)))
-        })
-        .collect()
-}
-
 /// (halo, alignment) in pixels: the receptive radius of the deepest tap rounded up to the
 /// alignment 2^pools.
 pub fn halo_and_align(s: &LossSettings) -> (usize, usize) {
     let (mut r, mut stride) = (0usize, 1usize);
-    for pooled in pools(s) {
+    for pooled in s.pools() {
         r += stride; // a 3x3 conv reaches one position further on each side
         if pooled {
             r += stride; // a 2x2 window reaches one position further on one side
@@ -61,15 +56,18 @@ pub fn halo_and_align(s: &LossSettings) -> (usize, usize) {
     (r.next_multiple_of(stride), stride)
 }
 
-/// Tiles of interior side `tile` (rounded up to the alignment) covering an h x w image.
-pub fn plan(s: &LossSettings, h: usize, w: usize, tile: usize) -> Vec<Tile> {
+/// Tiles of interior side `tile` (rounded up to the alignment) covering an h x w image with a
+/// reflected margin of `margin` pixels (a multiple of the alignment; 0: none).
+pub fn plan(s: &LossSettings, h: usize, w: usize, margin: usize, tile: usize) -> Vec<Tile> {
     let (halo, align) = halo_and_align(s);
+    assert!(margin.is_multiple_of(align), "margin {margin} not aligned to {align}");
     let t = tile.max(1).next_multiple_of(align);
+    let (ph, pw) = (h + 2 * margin, w + 2 * margin);
     let mut out = vec![];
-    for y0 in (0..h).step_by(t) {
-        for x0 in (0..w).step_by(t) {
-            let (y1, x1) = ((y0 + t).min(h), (x0 + t).min(w));
-            let region = [y0.saturating_sub(halo), x0.saturating_sub(halo), (y1 + halo).min(h), (x1 + halo).min(w)];
+    for y0 in (margin..margin + h).step_by(t) {
+        for x0 in (margin..margin + w).step_by(t) {
+            let (y1, x1) = ((y0 + t).min(margin + h), (x0 + t).min(margin + w));
+            let region = [y0.saturating_sub(halo), x0.saturating_sub(halo), (y1 + halo).min(ph), (x1 + halo).min(pw)];
             out.push(Tile { interior: [y0, x0, y1, x1], region });
         }
     }
@@ -78,19 +76,17 @@ pub fn plan(s: &LossSettings, h: usize, w: usize, tile: usize) -> Vec<Tile> {
 
 /// Downsampling level of a tap in `m` (how many pools precede it).
 fn level(m: Model, t: Tap) -> usize {
-    match t {
-        Tap::Conv(i) | Tap::Relu(i) => m.block_of(i).0,
-        Tap::Pool(b) => b + 1,
-    }
+    t.level(m)
 }
 
-/// The interior of `tile` in region coordinates at downsampling level `l` (floor pooling: where
-/// the interior ends at the image's edge it ends at the region's edge at every level).
-fn level_rect(tile: &Tile, l: usize, h: usize, w: usize) -> [usize; 4] {
+/// The interior of `tile` in region coordinates at downsampling level `l`. The region's origin
+/// is aligned, so this is exact where the interior ends inside the image, and floor pooling
+/// gives the last whole position where it ends at the image's edge (the region's own edge
+/// without a margin; with one, the untiled graph's crop ends there too).
+fn level_rect(tile: &Tile, l: usize) -> [usize; 4] {
     let [ry0, rx0, _, _] = tile.region;
     let [y0, x0, y1, x1] = tile.interior;
-    let end = |e: usize, full: usize, r0: usize| if e == full { usize::MAX } else { (e - r0) >> l };
-    [(y0 - ry0) >> l, (x0 - rx0) >> l, end(y1, h, ry0), end(x1, w, rx0)]
+    [(y0 - ry0) >> l, (x0 - rx0) >> l, (y1 - ry0) >> l, (x1 - rx0) >> l]
 }
 
 /// Ops and buffers for every tile of one region shape.
@@ -130,7 +126,7 @@ impl RegionGraph {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let fwd = Forward::new(ctx, net, s, &x, s.convs_needed(), with_backward)?;
+        let fwd = Forward::new(ctx, net, s, &x, 0, s.convs_needed(), with_backward)?;
         let nc = s.content_layers.len();
         let cw = s.content_weight / nc.max(1) as f32;
         // Masked copies of every tapped activation.
@@ -205,10 +201,10 @@ fn crop(src: &[f32], c: usize, h: usize, w: usize, rect: [usize; 4]) -> Vec<f32>
 }
 
 /// The interior rectangle of `tile` at every level, clipped to the region's size there.
-fn rects_bytes(tile: &Tile, h: usize, w: usize, rh: usize, rw: usize) -> Vec<u8> {
+fn rects_bytes(tile: &Tile, rh: usize, rw: usize) -> Vec<u8> {
     let mut v = vec![];
     for l in 0..6 {
-        let [a, b, c, d] = level_rect(tile, l, h, w);
+        let [a, b, c, d] = level_rect(tile, l);
         for x in [a, b, c.min(rh >> l), d.min(rw >> l)] {
             v.extend_from_slice(&(x as u32).to_le_bytes());
         }
@@ -244,6 +240,8 @@ pub struct TiledGraph {
     pub h: usize,
     /// Image width.
     pub w: usize,
+    /// The reflected margin (0: the convs' zero padding only), from the net's edge.
+    pub margin: usize,
     /// The tiles covering the image.
     pub tiles: Vec<Tile>,
     s: LossSettings,
@@ -294,25 +292,30 @@ impl TiledGraph {
             g_acc.push(Tensor::new(ctx, [c, c, 1], "gram accumulator")?);
             dgrams.push(Tensor::new(ctx, [c, c, 1], "gram gradient")?);
         }
-        // Content targets: the content image's tapped activations, read back per tile interior.
-        let tiles = plan(s, h, w, tile);
+        // Content targets: the content image's tapped activations, read back per tile interior
+        // into maps of the padded input's positions (only the image's are ever written or read).
+        let margin = net.edge.margin(s);
+        let (ph, pw) = (h + 2 * margin, w + 2 * margin);
+        let cpad = reflect_pad(cpx, 3, h, w, margin);
+        let tiles = plan(s, h, w, margin, tile);
         let mut graphs: HashMap<(usize, usize), RegionGraph> = HashMap::new();
         let mut maps: Vec<(Vec<f32>, [usize; 3])> = s
             .content_layers
             .iter()
             .map(|&t| {
-                let shape = [t.channels(s.model), h >> level(s.model, t), w >> level(s.model, t)];
+                let shape = [t.channels(s.model), ph >> level(s.model, t), pw >> level(s.model, t)];
                 (vec![0.0; shape.iter().product()], shape)
             })
             .collect();
         for t in &tiles {
-            let g = run_tile(ctx, net, s, &mut graphs, t, (h, w), cpx, &g_acc, &dgrams, &losses, None, false, true)?;
+            let padded = (&cpad[..], ph, pw);
+            let g = run_tile(ctx, net, s, &mut graphs, t, (h, w), padded, &g_acc, &dgrams, &losses, None, false, true)?;
             for (k, &tap) in s.content_layers.iter().enumerate() {
                 let l = level(s.model, tap);
                 let a = g.fwd.tap(tap);
                 let v = a.read(ctx)?;
                 let [c, ah, aw] = a.shape;
-                let [y0, x0, y1, x1] = level_rect(t, l, h, w);
+                let [y0, x0, y1, x1] = level_rect(t, l);
                 let (y1, x1) = (y1.min(ah), x1.min(aw));
                 let (ry, rx) = (t.region[0] >> l, t.region[1] >> l);
                 let (map, [_, mh, mw]) = &mut maps[k];
@@ -337,7 +340,7 @@ impl TiledGraph {
                 let (rh, rw) = ((t.region[2] - t.region[0]) >> l, (t.region[3] - t.region[1]) >> l);
                 let (rh, rw) = (rh.min(mh - ry0), rw.min(mw - rx0));
                 let region = crop(map, *c, *mh, *mw, [ry0, rx0, ry0 + rh, rx0 + rw]);
-                let [y0, x0, y1, x1] = level_rect(t, l, h, w);
+                let [y0, x0, y1, x1] = level_rect(t, l);
                 let masked: Vec<f32> = region
                     .iter()
                     .enumerate()
@@ -363,6 +366,7 @@ impl TiledGraph {
         Ok(TiledGraph {
             h,
             w,
+            margin,
             tiles,
             s: s.clone(),
             graphs,
@@ -382,40 +386,47 @@ impl TiledGraph {
     }
 
     /// Pass 1 (`second` false) or 2 of tile `i`, its region graph built on first use.
-    fn tile_pass(&mut self, ctx: &Context, net: &Net, i: usize, second: bool) -> Result<&RegionGraph> {
+    /// `padded`: the image padded by the margin.
+    fn tile_pass(&mut self, ctx: &Context, net: &Net, padded: &[f32], i: usize, second: bool) -> Result<&RegionGraph> {
         let t = self.tiles[i];
         let content = Some(&self.content_tiles[i]);
         let full = (self.h, self.w);
-        let (image, g_acc, dgrams, losses) = (&self.image, &self.g_acc, &self.dgrams, &self.losses);
-        run_tile(ctx, net, &self.s, &mut self.graphs, &t, full, image, g_acc, dgrams, losses, content, second, true)
+        let r = self.margin;
+        let padded = (padded, self.h + 2 * r, self.w + 2 * r);
+        let (g_acc, dgrams, losses) = (&self.g_acc, &self.dgrams, &self.losses);
+        run_tile(ctx, net, &self.s, &mut self.graphs, &t, full, padded, g_acc, dgrams, losses, content, second, true)
     }
 
     /// Losses and the image gradient at the current image (two passes over the tiles).
     pub fn evaluate(&mut self, ctx: &Context, net: &Net) -> Result<()> {
-        let (h, w) = (self.h, self.w);
+        let (h, w, r) = (self.h, self.w, self.margin);
+        let (ph, pw) = (h + 2 * r, w + 2 * r);
+        let padded = reflect_pad(&self.image, 3, h, w, r);
         for g in &self.g_acc {
             g.fill(ctx, 0.0);
         }
         self.losses.fill(ctx, 0.0);
         for i in 0..self.tiles.len() {
-            self.tile_pass(ctx, net, i, false)?;
+            self.tile_pass(ctx, net, &padded, i, false)?;
         }
         ctx.run(&self.between.iter().collect::<Vec<_>>())?;
-        self.grad.iter_mut().for_each(|v| *v = 0.0);
+        // The gradient of the padded input, then folded onto the image (r = 0: the same).
+        let mut grad = vec![0.0f32; 3 * ph * pw];
         for i in 0..self.tiles.len() {
-            let rg = self.tile_pass(ctx, net, i, true)?.grad.read(ctx)?;
+            let rg = self.tile_pass(ctx, net, &padded, i, true)?.grad.read(ctx)?;
             let [y0, x0, y1, x1] = self.tiles[i].region;
             let (rh, rw) = (y1 - y0, x1 - x0);
             for k in 0..3 {
                 for y in 0..rh {
-                    let dst = (k * h + y0 + y) * w + x0;
+                    let dst = (k * ph + y0 + y) * pw + x0;
                     let src = (k * rh + y) * rw;
                     for x in 0..rw {
-                        self.grad[dst + x] += rg[src + x];
+                        grad[dst + x] += rg[src + x];
                     }
                 }
             }
         }
+        self.grad = if r == 0 { grad } else { reflect_fold(&grad, 3, h, w, r) };
         self.tv = tv_host(&self.image, h, w, self.s.tv_weight, &mut self.grad);
         Ok(())
     }
@@ -480,14 +491,19 @@ pub fn style_targets(
         a.fill(ctx, 0.0);
     }
     let mut graphs = HashMap::new();
-    for t in plan(s, h, w, tile) {
-        run_tile(ctx, net, s, &mut graphs, &t, (h, w), px, &acc, &dgrams, &scratch, None, false, false)?;
+    let r = net.edge.margin(s);
+    let padded = reflect_pad(px, 3, h, w, r);
+    for t in plan(s, h, w, r, tile) {
+        let p = (&padded[..], h + 2 * r, w + 2 * r);
+        run_tile(ctx, net, s, &mut graphs, &t, (h, w), p, &acc, &dgrams, &scratch, None, false, false)?;
     }
     Ok(acc)
 }
 
 /// Uploads one tile (pixels, interior rectangles, content targets) and runs one pass on it,
-/// building the graph of the tile's region shape on first use.
+/// building the graph of the tile's region shape on first use. `full`: the image's size (the
+/// losses' normalisation); `padded`: the network input's pixels (the image padded by the
+/// margin) and its size, which the tile's region is cut from.
 #[allow(clippy::too_many_arguments)]
 fn run_tile<'a>(
     ctx: &Context,
@@ -496,7 +512,7 @@ fn run_tile<'a>(
     graphs: &'a mut HashMap<(usize, usize), RegionGraph>,
     t: &Tile,
     full: (usize, usize),
-    image: &[f32],
+    padded: (&[f32], usize, usize),
     g_acc: &[Tensor],
     dgrams: &[Tensor],
     losses: &Tensor,
@@ -504,7 +520,7 @@ fn run_tile<'a>(
     second: bool,
     with_backward: bool,
 ) -> Result<&'a RegionGraph> {
-    let (h, w) = full;
+    let (image, h, w) = padded;
     let [y0, x0, y1, x1] = t.region;
     let (rh, rw) = (y1 - y0, x1 - x0);
     if let std::collections::hash_map::Entry::Vacant(e) = graphs.entry((rh, rw)) {
@@ -512,7 +528,7 @@ fn run_tile<'a>(
     }
     let g = &graphs[&(rh, rw)];
     g.x.write(ctx, &crop(image, 3, h, w, t.region));
-    ctx.queue.write_buffer(&g.rects, 0, &rects_bytes(t, h, w, rh, rw));
+    ctx.queue.write_buffer(&g.rects, 0, &rects_bytes(t, rh, rw));
     match content {
         Some(c) => c.iter().zip(&g.content_t).for_each(|(v, ct)| ct.write(ctx, v)),
         None => g.content_t.iter().for_each(|ct| ct.fill(ctx, 0.0)),
@@ -537,7 +553,7 @@ fn run_tile<'a>(
 pub fn graph_bytes(s: &LossSettings, h: usize, w: usize) -> (u64, u64) {
     let n = s.convs_needed();
     let taps: Vec<Tap> = s.content_layers.iter().chain(&s.style_layers).copied().collect();
-    let pooled = pools(s);
+    let pooled = s.pools();
     let mut total = 0u64;
     let mut largest = 0u64;
     let (mut hh, mut ww) = (h, w);

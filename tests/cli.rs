@@ -74,6 +74,35 @@ fn renders_and_records_settings() {
 }
 
 #[test]
+fn edge_options_are_recorded() {
+    let d = tmpdir("edge");
+    let (c, s) = images(&d);
+    let out = d.join("out.png");
+    let (c, s, o) = (c.to_str().unwrap(), s.to_str().unwrap(), out.to_str().unwrap());
+    // The default (reflect, 16 px) is not spelled out; the others are, so the command reproduces.
+    for (extra, want) in [
+        (&[][..], None),
+        (&["--edge", "zero"][..], Some("--edge zero")),
+        (&["--edge-margin", "32"][..], Some("--edge-margin 32")),
+    ] {
+        let mut args = vec!["render", c, s, "-o", o];
+        args.extend_from_slice(FAST);
+        args.extend_from_slice(extra);
+        let r = stylize(&args);
+        assert!(r.status.success(), "{extra:?}: {}", String::from_utf8_lossy(&r.stderr));
+        let text = image_io::read_png_text(&out).unwrap();
+        let cmd = text.iter().find(|(k, _)| k == "stylize:command").map(|(_, v)| v.clone()).unwrap_or_default();
+        match want {
+            Some(w) => assert!(cmd.contains(w), "{cmd}"),
+            None => assert!(!cmd.contains("--edge"), "{cmd}"),
+        }
+    }
+    fails_with(&["render", c, s, "-o", o, "--edge", "mirror"], "--edge");
+    let help = String::from_utf8_lossy(&stylize(&["render", "--help"]).stdout).to_string();
+    assert!(help.contains("--edge <EDGE>") && help.contains("--edge-margin"), "{help}");
+}
+
+#[test]
 fn bad_inputs_give_clear_errors() {
     let d = tmpdir("bad");
     let (c, s) = images(&d);

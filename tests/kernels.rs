@@ -930,28 +930,33 @@ fn adam_clamps_when_asked() {
 
 #[test]
 fn preprocess_forward_backward() {
+    // Margins: none, one pixel, wider than the image (repeated reflection), on odd shapes and
+    // 1-pixel sides (every margin pixel mirrors the one row/column).
     let mut rng = Rng::new(10);
     for pre in [Preprocess::Torch, Preprocess::Caffe] {
         let t = pre.affine();
-        for &(h, w) in &[(1, 1), (7, 13), (32, 33)] {
+        for &(h, w, r) in
+            &[(1, 1, 0), (7, 13, 0), (32, 33, 0), (7, 13, 1), (7, 13, 16), (13, 7, 5), (1, 5, 3), (2, 9, 4)]
+        {
+            let (ph, pw) = (h + 2 * r, w + 2 * r);
             let x = rng.vec(3 * h * w, 0.0, 1.0);
-            let y = poisoned([3, h, w]);
+            let y = poisoned([3, ph, pw]);
             run(&image::preprocess_forward(ctx(), &t, &upload([3, h, w], &x), &y));
-            let want = r::step::preprocess_forward(&f64s(&x), &t);
-            assert_close(&format!("preprocess_forward {pre:?} {h}x{w}"), &read(&y), &want, TOL_ELEMENTWISE);
-            let dy = rng.vec(3 * h * w, -1.0, 1.0);
+            let want = r::step::preprocess_forward(&f64s(&x), &t, h, w, r);
+            assert_close(&format!("preprocess_forward {pre:?} {h}x{w} margin {r}"), &read(&y), &want, TOL_ELEMENTWISE);
+            let dy = rng.vec(3 * ph * pw, -1.0, 1.0);
             let dx = poisoned([3, h, w]);
-            run(&image::preprocess_backward(ctx(), &t, &upload([3, h, w], &dy), &dx));
+            run(&image::preprocess_backward(ctx(), &t, &upload([3, ph, pw], &dy), &dx));
             let got = read(&dx);
             assert_close(
-                &format!("preprocess_backward {pre:?} {h}x{w}"),
+                &format!("preprocess_backward {pre:?} {h}x{w} margin {r}"),
                 &got,
-                &r::step::preprocess_backward(&f64s(&dy), &t),
+                &r::step::preprocess_backward(&f64s(&dy), &t, h, w, r),
                 TOL_ELEMENTWISE,
             );
             check_fd(
-                &format!("preprocess_backward {pre:?} {h}x{w} vs FD"),
-                &|v| r::step::preprocess_forward(v, &t),
+                &format!("preprocess_backward {pre:?} {h}x{w} margin {r} vs FD"),
+                &|v| r::step::preprocess_forward(v, &t, h, w, r),
                 &f64s(&x),
                 &f64s(&dy),
                 &got,
@@ -960,4 +965,28 @@ fn preprocess_forward_backward() {
             );
         }
     }
+}
+
+#[test]
+fn reflect_pad_mirrors_without_repeating_the_edge() {
+    use stylize::model::{reflect, reflect_fold, reflect_pad};
+    // numpy.pad([0, 1, 2, 3], 5, mode='reflect') = [1 2 3 2 1 | 0 1 2 3 | 2 1 0 1 2]
+    let got: Vec<usize> = (-5..9).map(|i| reflect(i, 4)).collect();
+    assert_eq!(got, [1, 2, 3, 2, 1, 0, 1, 2, 3, 2, 1, 0, 1, 2]);
+    assert_eq!((-3..4).map(|i| reflect(i, 1)).collect::<Vec<_>>(), [0; 7]);
+    // One plane 2x3, margin 1.
+    let x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+    let p = reflect_pad(&x, 1, 2, 3, 1);
+    #[rustfmt::skip]
+    assert_eq!(p, [5.0, 4.0, 5.0, 6.0, 5.0,
+                   2.0, 1.0, 2.0, 3.0, 2.0,
+                   5.0, 4.0, 5.0, 6.0, 5.0,
+                   2.0, 1.0, 2.0, 3.0, 2.0]);
+    // The fold is the adjoint: <pad(x), g> = <x, fold(g)>.
+    let mut rng = Rng::new(11);
+    let (c, h, w, r) = (2, 5, 3, 7);
+    let (xv, g) = (f64s(&rng.vec(c * h * w, -1.0, 1.0)), f64s(&rng.vec(c * (h + 2 * r) * (w + 2 * r), -1.0, 1.0)));
+    let lhs: f64 = reflect_pad(&xv, c, h, w, r).iter().zip(&g).map(|(a, b)| a * b).sum();
+    let rhs: f64 = xv.iter().zip(reflect_fold(&g, c, h, w, r)).map(|(a, b)| a * b).sum();
+    assert!((lhs - rhs).abs() < 1e-9 * lhs.abs().max(1.0), "{lhs} vs {rhs}");
 }

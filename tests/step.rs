@@ -10,8 +10,8 @@
 mod common;
 use common::*;
 use stylize::gpu::adam::AdamConfig;
-use stylize::model::Pool;
 use stylize::model::{ConvLayer, LossSettings, Model, Preprocess, Tap};
+use stylize::model::{Edge, Pool};
 use stylize::reference::step as rs;
 use stylize::runner::{compute_targets, Graph, Net};
 
@@ -31,7 +31,12 @@ fn taps_of(m: Model, names: &[&str]) -> Vec<Tap> {
 }
 
 fn check_iteration(what: &str, s: &LossSettings, h: usize, w: usize, seed: u64) {
+    check_iteration_edge(what, s, h, w, seed, Edge::Zero)
+}
+
+fn check_iteration_edge(what: &str, s: &LossSettings, h: usize, w: usize, seed: u64, edge: Edge) {
     let n = s.convs_needed();
+    let r = edge.margin(s);
     let net_w = random_convs_of(s.model, &mut Rng::new(seed), n);
     let mut rng = Rng::new(seed + 100);
     let content = rng.vec(3 * h * w, 0.0, 1.0);
@@ -40,7 +45,8 @@ fn check_iteration(what: &str, s: &LossSettings, h: usize, w: usize, seed: u64) 
     let style = rng.vec(3 * sh * sw, 0.0, 1.0);
     let x0 = rng.vec(3 * h * w, 0.0, 1.0);
 
-    let net = Net::new(ctx(), &net_w).unwrap();
+    let mut net = Net::new(ctx(), &net_w).unwrap();
+    net.edge = edge;
     let tc = compute_targets(ctx(), &net, s, &content, h, w, true, false).unwrap();
     let ts = compute_targets(ctx(), &net, s, &style, sh, sw, false, true).unwrap();
     let targets = stylize::runner::Targets { content: tc.content, style: ts.style };
@@ -51,9 +57,9 @@ fn check_iteration(what: &str, s: &LossSettings, h: usize, w: usize, seed: u64) 
     let losses = g.read_losses(ctx()).unwrap();
     let grad = g.grad.read(ctx()).unwrap();
 
-    let (rc, _) = rs::targets(&net_w, s, &f64s(&content), h, w);
-    let (_, rsty) = rs::targets(&net_w, s, &f64s(&style), sh, sw);
-    let (lc, ls, tv, dx) = rs::evaluate(&net_w, s, &rc, &rsty, &f64s(&x0), h, w);
+    let (rc, _) = rs::targets(&net_w, s, &f64s(&content), h, w, r);
+    let (_, rsty) = rs::targets(&net_w, s, &f64s(&style), sh, sw, r);
+    let (lc, ls, tv, dx) = rs::evaluate(&net_w, s, &rc, &rsty, &f64s(&x0), h, w, r);
     for (k, (gv, rv)) in losses.content.iter().zip(&lc).enumerate() {
         assert_close(&format!("{what}: content loss {k}"), &[*gv], &[*rv], TOL_STEP);
     }
@@ -95,6 +101,27 @@ fn one_iteration_matches_reference_max_pool_conv_and_pool_taps() {
         preprocess: Preprocess::Caffe,
     };
     check_iteration("27x21 max caffe conv/pool taps", &s, 27, 21, 2);
+    // --edge reflect: 5 px rounded up to 8 (2 pools), the graph at 43x37, taps cropped.
+    check_iteration_edge("27x21 max caffe conv/pool taps, reflect 8", &s, 27, 21, 2, Edge::Reflect(5));
+}
+
+#[test]
+fn one_iteration_matches_reference_reflected_margin_default_layers() {
+    // VGG16's default taps with the default margin (16, the alignment of 4 pools): a margin
+    // wider than the style image's 16 px side, so it reflects more than once there.
+    let m = Model::Vgg16;
+    let s = LossSettings {
+        model: m,
+        content_layers: taps_of(m, &["relu4_2"]),
+        style_layers: taps_of(m, &["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]),
+        style_layer_weights: vec![1.0, 0.5, 2.0, 1.0, 3.0],
+        content_weight: 1.0,
+        style_weight: 1e3,
+        tv_weight: 0.5,
+        pool: Pool::Avg,
+        preprocess: Preprocess::Caffe,
+    };
+    check_iteration_edge("vgg16 21x20 avg caffe reflect 16", &s, 21, 20, 9, Edge::Reflect(16));
 }
 
 #[test]
@@ -153,25 +180,30 @@ fn whole_gradient_matches_finite_differences() {
     };
     let (h, w) = (12, 10);
     let net_w = random_net(3, s.convs_needed());
-    let mut rng = Rng::new(4);
-    let content = f64s(&rng.vec(3 * h * w, 0.0, 1.0));
-    let style = f64s(&rng.vec(3 * h * w, 0.0, 1.0));
-    let x = f64s(&rng.vec(3 * h * w, 0.0, 1.0));
-    let (rc, _) = rs::targets(&net_w, &s, &content, h, w);
-    let (_, rsty) = rs::targets(&net_w, &s, &style, h, w);
-    let total = |v: &[f64]| {
-        let (a, b, c, _) = rs::evaluate(&net_w, &s, &rc, &rsty, v, h, w);
-        a.iter().sum::<f64>() + b.iter().sum::<f64>() + c
-    };
-    let (_, _, _, dx) = rs::evaluate(&net_w, &s, &rc, &rsty, &x, h, w);
-    let scale = dx.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    let mut worst = 0.0f64;
-    for _ in 0..12 {
-        let i = rng.below(x.len());
-        worst = worst.max((fd(&total, &x, i, 1e-6) - dx[i]).abs() / scale);
+    // Without and with a reflected margin (4: the alignment of 2 pools), so the fold is checked.
+    for r in [0, 4] {
+        let mut rng = Rng::new(4);
+        let content = f64s(&rng.vec(3 * h * w, 0.0, 1.0));
+        let style = f64s(&rng.vec(3 * h * w, 0.0, 1.0));
+        let x = f64s(&rng.vec(3 * h * w, 0.0, 1.0));
+        let (rc, _) = rs::targets(&net_w, &s, &content, h, w, r);
+        let (_, rsty) = rs::targets(&net_w, &s, &style, h, w, r);
+        let total = |v: &[f64]| {
+            let (a, b, c, _) = rs::evaluate(&net_w, &s, &rc, &rsty, v, h, w, r);
+            a.iter().sum::<f64>() + b.iter().sum::<f64>() + c
+        };
+        let (_, _, _, dx) = rs::evaluate(&net_w, &s, &rc, &rsty, &x, h, w, r);
+        let scale = dx.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let mut worst = 0.0f64;
+        // Edge pixels (mirrored most) and random ones.
+        let edge = [0, w - 1, (h - 1) * w, 1, w + 1];
+        for k in 0..16 {
+            let i = if k < edge.len() { edge[k] } else { rng.below(x.len()) };
+            worst = worst.max((fd(&total, &x, i, 1e-6) - dx[i]).abs() / scale);
+        }
+        println!("whole-pipeline gradient vs finite differences, margin {r}: rel err {worst:.2e}");
+        assert!(worst < 1e-5, "pipeline gradient vs FD (margin {r}) {worst:.3e}");
     }
-    println!("whole-pipeline gradient vs finite differences: rel err {worst:.2e}");
-    assert!(worst < 1e-5, "pipeline gradient vs FD {worst:.3e}");
 }
 
 #[test]

@@ -5,8 +5,8 @@ mod common;
 use common::*;
 use stylize::gpu::adam::AdamConfig;
 use stylize::gpu::tile;
-use stylize::model::Pool;
 use stylize::model::{ConvLayer, LossSettings, Model, Preprocess, Tap};
+use stylize::model::{Edge, Pool};
 use stylize::reference as r;
 use stylize::runner::{compute_targets, Graph, Net, Targets};
 use stylize::tiled::{halo_and_align, plan, TiledGraph};
@@ -27,6 +27,30 @@ fn mask_rect_matches_reference() {
             &r::mask_rect(&f64s(&x), h, w, rect),
             0.0,
         );
+    }
+}
+
+#[test]
+fn crop_matches_reference() {
+    let mut rng = Rng::new(24);
+    let (c, h, w) = (5, 13, 7);
+    let x = rng.vec(c * h * w, -1.0, 1.0);
+    for (at, out) in [([0usize, 0usize], [13usize, 7usize]), ([2, 1], [9, 5]), ([4, 3], [1, 4])] {
+        let y = poisoned([c, out[0], out[1]]);
+        run(&tile::crop_forward(ctx(), &upload([c, h, w], &x), at, &y));
+        let want = r::crop_forward(&f64s(&x), c, h, w, at, out);
+        assert_close(&format!("crop_forward {out:?} at {at:?}"), &read(&y), &want, 0.0);
+        let dy = rng.vec(c * out[0] * out[1], -1.0, 1.0);
+        let dx = poisoned([c, h, w]);
+        run(&tile::crop_backward(ctx(), &upload([c, out[0], out[1]], &dy), at, &dx, false));
+        let want = r::crop_backward(&f64s(&dy), c, h, w, at, out);
+        assert_close(&format!("crop_backward {out:?} at {at:?}"), &read(&dx), &want, 0.0);
+        // Accumulating onto what dx holds.
+        let base = rng.vec(c * h * w, -1.0, 1.0);
+        let dx = upload([c, h, w], &base);
+        run(&tile::crop_backward(ctx(), &upload([c, out[0], out[1]], &dy), at, &dx, true));
+        let sum: Vec<f64> = want.iter().zip(&base).map(|(a, b)| a + *b as f64).collect();
+        assert_close(&format!("crop_backward accumulate {out:?} at {at:?}"), &read(&dx), &sum, 1e-7);
     }
 }
 
@@ -53,20 +77,29 @@ fn plan_halo_and_alignment() {
     assert_eq!(halo_and_align(&v), (80, 16));
     v.style_layers = vec![Tap::parse(Model::Vgg16, "relu5_3").unwrap()];
     assert_eq!(halo_and_align(&v), (112, 16));
-    let tiles = plan(&s, 50, 37, 20);
-    assert_eq!(tiles.len(), 3 * 2);
-    // Interiors partition the image.
-    let mut owned = vec![0u8; 50 * 37];
-    for t in &tiles {
-        let [y0, x0, y1, x1] = t.interior;
-        assert!(y0 % 4 == 0 && x0 % 4 == 0 && t.region[0] % 4 == 0 && t.region[1] % 4 == 0);
-        for y in y0..y1 {
-            for x in x0..x1 {
-                owned[y * 37 + x] += 1;
+    for margin in [0, 8] {
+        let tiles = plan(&s, 50, 37, margin, 20);
+        assert_eq!(tiles.len(), 3 * 2);
+        // Interiors partition the image's positions (inside the margin), regions stay inside
+        // the padded input.
+        let (ph, pw) = (50 + 2 * margin, 37 + 2 * margin);
+        let mut owned = vec![0u8; ph * pw];
+        for t in &tiles {
+            let [y0, x0, y1, x1] = t.interior;
+            assert!(y0 % 4 == 0 && x0 % 4 == 0 && t.region[0] % 4 == 0 && t.region[1] % 4 == 0);
+            assert!(t.region[2] <= ph && t.region[3] <= pw);
+            for y in y0..y1 {
+                for x in x0..x1 {
+                    owned[y * pw + x] += 1;
+                }
             }
         }
+        for (i, &c) in owned.iter().enumerate() {
+            let (y, x) = (i / pw, i % pw);
+            let inside = (margin..margin + 50).contains(&y) && (margin..margin + 37).contains(&x);
+            assert_eq!(c, inside as u8, "margin {margin}: position ({y}, {x})");
+        }
     }
-    assert!(owned.iter().all(|&c| c == 1));
 }
 
 fn settings(pool: Pool) -> LossSettings {
@@ -85,13 +118,16 @@ fn settings(pool: Pool) -> LossSettings {
 
 #[test]
 fn tiled_equals_untiled() {
-    for pool in [Pool::Avg, Pool::Max] {
+    // Zero padding, and a reflected margin: 5 px rounded up to 8 (alignment 4: 2 pools).
+    for (pool, edge) in [(Pool::Avg, Edge::Zero), (Pool::Max, Edge::Zero), (Pool::Avg, Edge::Reflect(5))] {
         let s = settings(pool);
         // 70x53: odd sizes; tile 32 -> 3 x 2 = 6 tiles, halo 16.
         let (h, w) = (53, 70);
         let mut rng = Rng::new(22);
         let convs = random_convs(&mut rng, s.convs_needed());
-        let net = Net::new(ctx(), &convs).unwrap();
+        let mut net = Net::new(ctx(), &convs).unwrap();
+        net.edge = edge;
+        assert_eq!(edge.margin(&s), if edge == Edge::Zero { 0 } else { 8 });
         let content = rng.vec(3 * h * w, 0.0, 1.0);
         let (sh, sw) = (41, 45);
         let style = rng.vec(3 * sh * sw, 0.0, 1.0);
@@ -105,11 +141,12 @@ fn tiled_equals_untiled() {
         let st = stylize::tiled::style_targets(ctx(), &net, &s, &style, sh, sw, 24).unwrap();
         let mut t = TiledGraph::new(ctx(), &net, &s, (&content, h, w), st, &init, 32).unwrap();
         assert_eq!(t.tiles.len(), 6);
+        assert_eq!(t.margin, edge.margin(&s));
         for step in 0..3 {
             g.evaluate(ctx()).unwrap();
             t.evaluate(ctx(), &net).unwrap();
             let (lu, lt) = (g.read_losses(ctx()).unwrap(), t.read_losses(ctx()).unwrap());
-            let what = format!("{pool:?} step {step}");
+            let what = format!("{pool:?} {edge:?} step {step}");
             let want: Vec<f64> = lu.content.iter().chain(&lu.style).chain([&lu.tv]).map(|&v| v as f64).collect();
             let got: Vec<f32> = lt.content.iter().chain(&lt.style).chain([&lt.tv]).copied().collect();
             for (k, (a, b)) in got.iter().zip(&want).enumerate() {

@@ -75,6 +75,24 @@ impl LossSettings {
         self.content_layers.iter().chain(&self.style_layers).map(|t| t.convs_needed(self.model)).max().unwrap_or(1)
     }
 
+    /// Whether a pool follows each of the first [`LossSettings::convs_needed`] conv layers (every
+    /// pool before the deepest tap, and a tapped pool after it).
+    pub fn pools(&self) -> Vec<bool> {
+        let n = self.convs_needed();
+        (0..n)
+            .map(|i| {
+                let (b, last) = self.model.block_of(i);
+                last && (i + 1 < n || self.taps().any(|t| t == Tap::Pool(b)))
+            })
+            .collect()
+    }
+
+    /// 2^(pools applied): tile origins, halos and reflected margins are multiples of it, so every
+    /// tap's grid of positions lines up with the image's.
+    pub fn alignment(&self) -> usize {
+        1 << self.pools().iter().filter(|&&p| p).count()
+    }
+
     /// Every tap, content layers first (a tap may appear twice).
     pub fn taps(&self) -> impl Iterator<Item = Tap> + '_ {
         self.content_layers.iter().chain(&self.style_layers).copied()
@@ -114,4 +132,79 @@ impl LossSettings {
         }
         Ok(())
     }
+}
+
+/// How the network sees the image's border: what its first conv reads beyond the edge.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Edge {
+    /// The convs' own zero padding only (as VGG was trained, and as every PyTorch port does):
+    /// the losses see a frame of zeros (the mean colour) around the image, and the optimiser
+    /// paints a saturated line along the edges to compensate.
+    #[default]
+    Zero,
+    /// The image is padded by reflection (without repeating the edge pixel, like numpy's
+    /// `reflect` / torch's `ReflectionPad2d`) by this many pixels, rounded up to the layers'
+    /// alignment (2^pools), before the first conv; the losses are taken over the image's
+    /// positions only, and the margin's gradient is folded back onto the pixels it mirrors.
+    Reflect(usize),
+}
+
+impl Edge {
+    /// The margin in pixels for these layers: 0 for [`Edge::Zero`], else the requested margin
+    /// rounded up to a multiple of [`LossSettings::alignment`] (so every tap's positions of the
+    /// image sit on the padded image's pooling grid).
+    pub fn margin(self, s: &LossSettings) -> usize {
+        match self {
+            Edge::Zero => 0,
+            Edge::Reflect(r) => r.next_multiple_of(s.alignment()),
+        }
+    }
+}
+
+/// Index `i` (may lie outside 0..n) reflected into 0..n without repeating the edge (`-1 -> 1`,
+/// `n -> n - 2`), repeatedly for margins wider than the image (period 2n - 2; n = 1 maps all to 0).
+pub fn reflect(i: isize, n: usize) -> usize {
+    if n == 1 {
+        return 0;
+    }
+    let p = 2 * n as isize - 2;
+    let m = i.rem_euclid(p);
+    (if m >= n as isize { p - m } else { m }) as usize
+}
+
+/// A (c, h, w) map padded by reflection to (c, h + 2r, w + 2r).
+pub fn reflect_pad<T: Copy>(x: &[T], c: usize, h: usize, w: usize, r: usize) -> Vec<T> {
+    let (ph, pw) = (h + 2 * r, w + 2 * r);
+    let mut out = Vec::with_capacity(c * ph * pw);
+    for k in 0..c {
+        for y in 0..ph {
+            let sy = reflect(y as isize - r as isize, h);
+            for xx in 0..pw {
+                out.push(x[(k * h + sy) * w + reflect(xx as isize - r as isize, w)]);
+            }
+        }
+    }
+    out
+}
+
+/// The adjoint of [`reflect_pad`]: a (c, h + 2r, w + 2r) gradient folded onto (c, h, w), every
+/// padded position added to the pixel it mirrors.
+pub fn reflect_fold<T: Copy + Default + std::ops::AddAssign>(
+    g: &[T],
+    c: usize,
+    h: usize,
+    w: usize,
+    r: usize,
+) -> Vec<T> {
+    let (ph, pw) = (h + 2 * r, w + 2 * r);
+    let mut out = vec![T::default(); c * h * w];
+    for k in 0..c {
+        for y in 0..ph {
+            let sy = reflect(y as isize - r as isize, h);
+            for xx in 0..pw {
+                out[(k * h + sy) * w + reflect(xx as isize - r as isize, w)] += g[(k * ph + y) * pw + xx];
+            }
+        }
+    }
+    out
 }

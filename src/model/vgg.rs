@@ -190,6 +190,15 @@ impl Tap {
         Ok(if kind == 0 { Tap::Conv(idx) } else { Tap::Relu(idx) })
     }
 
+    /// Downsampling level in `model`: how many pools precede the tap (its map is the input's
+    /// size >> level).
+    pub fn level(&self, model: Model) -> usize {
+        match *self {
+            Tap::Conv(i) | Tap::Relu(i) => model.block_of(i).0,
+            Tap::Pool(b) => b + 1,
+        }
+    }
+
     /// The layer's name in `model`, e.g. `relu4_2`.
     pub fn name(&self, model: Model) -> String {
         match *self {

@@ -394,3 +394,29 @@ pub fn mask_rect(x: &[f64], h: usize, w: usize, rect: [usize; 4]) -> Vec<f64> {
         })
         .collect()
 }
+
+/// The (c, hh, ww) window at (oy, ox) of a (c, h, w) map: y\[k, i, j\] = x\[k, oy + i, ox + j\].
+pub fn crop_forward(x: &[f64], c: usize, h: usize, w: usize, at: [usize; 2], out: [usize; 2]) -> Vec<f64> {
+    let ([oy, ox], [hh, ww]) = (at, out);
+    assert!(oy + hh <= h && ox + ww <= w);
+    let mut y = Vec::with_capacity(c * hh * ww);
+    for k in 0..c {
+        for i in 0..hh {
+            y.extend_from_slice(&x[(k * h + oy + i) * w + ox..(k * h + oy + i) * w + ox + ww]);
+        }
+    }
+    y
+}
+
+/// The adjoint of [`crop_forward`]: dy (c, hh, ww) placed at (oy, ox) of a zero (c, h, w) map.
+pub fn crop_backward(dy: &[f64], c: usize, h: usize, w: usize, at: [usize; 2], out: [usize; 2]) -> Vec<f64> {
+    let ([oy, ox], [hh, ww]) = (at, out);
+    let mut dx = vec![0.0; c * h * w];
+    for k in 0..c {
+        for i in 0..hh {
+            let d = (k * h + oy + i) * w + ox;
+            dx[d..d + ww].copy_from_slice(&dy[(k * hh + i) * ww..(k * hh + i + 1) * ww]);
+        }
+    }
+    dx
+}

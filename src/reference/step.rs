@@ -1,30 +1,32 @@
 //! Whole-pipeline reference: the input transform and a whole Gatys step (losses and image
 //! gradient), from the device-independent [`crate::model`] only.
 
-use crate::model::{Affine, ConvLayer, LossSettings, Pool, Tap};
+use crate::model::{reflect_fold, reflect_pad, Affine, ConvLayer, LossSettings, Pool, Tap};
 
-/// y\[c\] = x\[src\[c\]\] * a\[c\] + b\[c\] on a (3, h, w) image.
-pub fn preprocess_forward(x: &[f64], t: &Affine) -> Vec<f64> {
-    let plane = x.len() / 3;
-    let mut y = vec![0.0; x.len()];
+/// y\[c\] = x\[src\[c\]\] * a\[c\] + b\[c\] on a (3, h, w) image padded by reflection by r pixels
+/// on every side: (3, h + 2r, w + 2r) out.
+pub fn preprocess_forward(x: &[f64], t: &Affine, h: usize, w: usize, r: usize) -> Vec<f64> {
+    let xp = reflect_pad(x, 3, h, w, r);
+    let plane = xp.len() / 3;
+    let mut y = vec![0.0; xp.len()];
     for c in 0..3 {
         for p in 0..plane {
-            y[c * plane + p] = x[t.src[c] as usize * plane + p] * t.a[c] as f64 + t.b[c] as f64;
+            y[c * plane + p] = xp[t.src[c] as usize * plane + p] * t.a[c] as f64 + t.b[c] as f64;
         }
     }
     y
 }
 
-/// dx from dy of [`preprocess_forward`].
-pub fn preprocess_backward(dy: &[f64], t: &Affine) -> Vec<f64> {
+/// dx (3, h, w) from dy (3, h + 2r, w + 2r) of [`preprocess_forward`].
+pub fn preprocess_backward(dy: &[f64], t: &Affine, h: usize, w: usize, r: usize) -> Vec<f64> {
     let plane = dy.len() / 3;
-    let mut dx = vec![0.0; dy.len()];
+    let mut dxp = vec![0.0; dy.len()];
     for c in 0..3 {
         for p in 0..plane {
-            dx[t.src[c] as usize * plane + p] += dy[c * plane + p] * t.a[c] as f64;
+            dxp[t.src[c] as usize * plane + p] += dy[c * plane + p] * t.a[c] as f64;
         }
     }
-    dx
+    reflect_fold(&dxp, 3, h, w, r)
 }
 
 use super::*;
@@ -58,11 +60,12 @@ fn w64(c: &ConvLayer) -> (Vec<f64>, Vec<f64>) {
     (c.weight.iter().map(|&v| v as f64).collect(), c.bias.iter().map(|&v| v as f64).collect())
 }
 
-/// The network forward pass on pixels x (3, h, w) in \[0,1\], truncated after `n` convs.
-pub fn forward(net: &[ConvLayer], s: &LossSettings, x: &[f64], h: usize, w: usize, n: usize) -> RefForward {
+/// The network forward pass on pixels x (3, h, w) in \[0,1\] padded by reflection by `r` pixels
+/// (0: none), truncated after `n` convs; the activations are the padded image's (see [`crop`]).
+pub fn forward(net: &[ConvLayer], s: &LossSettings, x: &[f64], h: usize, w: usize, r: usize, n: usize) -> RefForward {
     let taps: Vec<Tap> = s.content_layers.iter().chain(&s.style_layers).copied().collect();
-    let mut cur = preprocess_forward(x, &s.preprocess.affine());
-    let (mut ch, mut hh, mut ww) = (3, h, w);
+    let mut cur = preprocess_forward(x, &s.preprocess.affine(), h, w, r);
+    let (mut ch, mut hh, mut ww) = (3, h + 2 * r, w + 2 * r);
     let mut out = RefForward { conv: vec![], relu: vec![], pooled: vec![] };
     for (i, layer) in net.iter().enumerate().take(n) {
         let (name, cin, cout) = s.model.convs()[i];
@@ -91,23 +94,44 @@ pub fn forward(net: &[ConvLayer], s: &LossSettings, x: &[f64], h: usize, w: usiz
     out
 }
 
-/// Content activations and style Gram matrices of an image.
-pub fn targets(net: &[ConvLayer], s: &LossSettings, x: &[f64], h: usize, w: usize) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
-    let f = forward(net, s, x, h, w, s.convs_needed());
-    let content = s.content_layers.iter().map(|&t| f.tap(t).0.to_vec()).collect();
+/// The activation at tap `t` over the image's positions only: the padded map's window at
+/// r >> level of the unpadded image's size there, (c, h >> level, w >> level). With r = 0, the
+/// whole map. r must be a multiple of 2^level.
+pub fn crop(f: &RefForward, s: &LossSettings, t: Tap, h: usize, w: usize, r: usize) -> (Vec<f64>, [usize; 3]) {
+    let (a, [c, ph, pw]) = f.tap(t);
+    let l = t.level(s.model);
+    assert_eq!(r % (1 << l), 0, "margin {r} not aligned to level {l}");
+    let (o, hh, ww) = (r >> l, h >> l, w >> l);
+    (crop_forward(a, c, ph, pw, [o, o], [hh, ww]), [c, hh, ww])
+}
+
+/// Content activations and style Gram matrices of an image (over its positions only, the image
+/// padded by reflection by `r` pixels first).
+pub fn targets(
+    net: &[ConvLayer],
+    s: &LossSettings,
+    x: &[f64],
+    h: usize,
+    w: usize,
+    r: usize,
+) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+    let f = forward(net, s, x, h, w, r, s.convs_needed());
+    let content = s.content_layers.iter().map(|&t| crop(&f, s, t, h, w, r).0).collect();
     let style = s
         .style_layers
         .iter()
         .map(|&t| {
-            let (a, [c, hh, ww]) = f.tap(t);
-            gram_forward(a, c, hh * ww)
+            let (a, [c, hh, ww]) = crop(&f, s, t, h, w, r);
+            gram_forward(&a, c, hh * ww)
         })
         .collect();
     (content, style)
 }
 
 /// Loss terms (content per layer, style per layer, tv; each times its weight) and dLoss/dx,
-/// written as plainly as possible: the oracle of `runner::Graph`.
+/// written as plainly as possible: the oracle of `runner::Graph`. With a margin `r`, the network
+/// sees the image padded by reflection and the losses its positions only (TV stays on the image).
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     net: &[ConvLayer],
     s: &LossSettings,
@@ -116,26 +140,33 @@ pub fn evaluate(
     x: &[f64],
     h: usize,
     w: usize,
+    r: usize,
 ) -> (Vec<f64>, Vec<f64>, f64, Vec<f64>) {
     let n = s.convs_needed();
-    let f = forward(net, s, x, h, w, n);
+    let f = forward(net, s, x, h, w, r, n);
+    // A tap's gradient over the image's positions, placed back into the padded map.
+    let uncrop = |t: Tap, g: Vec<f64>| {
+        let (_, [c, ph, pw]) = f.tap(t);
+        let l = t.level(s.model);
+        crop_backward(&g, c, ph, pw, [r >> l, r >> l], [h >> l, w >> l])
+    };
     let cw = s.content_weight as f64 / s.content_layers.len().max(1) as f64;
     let mut lc = vec![];
     let mut ls = vec![];
     // Gradient w.r.t. each tapped activation.
     let mut tap_grads: Vec<(Tap, Vec<f64>)> = vec![];
     for (k, &t) in s.content_layers.iter().enumerate() {
-        let (a, _) = f.tap(t);
-        lc.push(cw * mse_forward(a, &content_targets[k]));
-        tap_grads.push((t, mse_backward(a, &content_targets[k], cw)));
+        let (a, _) = crop(&f, s, t, h, w, r);
+        lc.push(cw * mse_forward(&a, &content_targets[k]));
+        tap_grads.push((t, uncrop(t, mse_backward(&a, &content_targets[k], cw))));
     }
     for (k, &t) in s.style_layers.iter().enumerate() {
-        let (a, [c, hh, ww]) = f.tap(t);
-        let g = gram_forward(a, c, hh * ww);
+        let (a, [c, hh, ww]) = crop(&f, s, t, h, w, r);
+        let g = gram_forward(&a, c, hh * ww);
         let sw = s.style_weight as f64 * s.style_layer_weights[k] as f64;
         ls.push(sw * mse_forward(&g, &style_targets[k]));
         let dg = mse_backward(&g, &style_targets[k], sw);
-        tap_grads.push((t, gram_backward(a, &dg, c, hh * ww)));
+        tap_grads.push((t, uncrop(t, gram_backward(&a, &dg, c, hh * ww))));
     }
     let add = |g: &mut Option<Vec<f64>>, t: Tap| {
         for (tt, d) in &tap_grads {
@@ -163,7 +194,7 @@ pub fn evaluate(
         let gc = g.take().expect("the deepest layer has a tap");
         g = Some(conv3x3_backward_input(&gc, cout, hh, ww, &w64(&net[i]).0, net[i].cin));
     }
-    let mut dx = preprocess_backward(&g.expect("gradient"), &s.preprocess.affine());
+    let mut dx = preprocess_backward(&g.expect("gradient"), &s.preprocess.affine(), h, w, r);
     let tv = s.tv_weight as f64 * tv_forward(x, 3, h, w);
     tv_backward(x, 3, h, w, s.tv_weight as f64).iter().zip(dx.iter_mut()).for_each(|(a, b)| *b += a);
     (lc, ls, tv, dx)

@@ -227,7 +227,8 @@ impl Engine {
         settings.style_weight = o.style_weight.unwrap_or(ds);
         settings.tv_weight = o.tv_weight.unwrap_or(dt);
         settings.validate()?;
-        let net = Net::new(&ctx, &convs)?;
+        let mut net = Net::new(&ctx, &convs)?;
+        net.edge = o.edge;
         let eng = Engine { ctx, net, settings, source, styles, blend, cache: HashMap::new(), style_target_passes: 0 };
         Ok((eng, plans))
     }
@@ -348,7 +349,8 @@ impl Engine {
         init: Option<Vec<f32>>,
     ) -> Result<Stage> {
         let (w, h) = (plan.width, plan.height);
-        check_fits(&self.ctx, w, h)?;
+        let r = o.edge.margin(&self.settings);
+        check_fits(&self.ctx, w + 2 * r, h + 2 * r)?;
         let StageInputs { content, style, init } = self.stage_inputs(o, content, plan, init)?;
         let tc = compute_targets(&self.ctx, &self.net, &self.settings, &content.data, h, w, true, false)?;
         let targets = Targets { content: tc.content, style };

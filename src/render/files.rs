@@ -7,10 +7,10 @@ use super::log::JsonLog;
 use super::observe::{Control, Observer, RenderInfo, StageInfo, StepInfo};
 use super::plan::plan_frames;
 use super::run::{run_frame, Ended, StageReport};
-use super::{steps_per_scale, validate, Init, Optimizer, RenderOptions};
+use super::{steps_per_scale, validate, Init, Optimizer, RenderOptions, DEFAULT_EDGE_MARGIN};
 use crate::error::{Error, Result};
 use crate::image_io::{self, DecodeLimits, Planar};
-use crate::model::{LossSettings, Model, Pool, Preprocess, Tap};
+use crate::model::{Edge, LossSettings, Model, Pool, Preprocess, Tap};
 use crate::runner::Losses;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -258,6 +258,11 @@ fn settings_text(o: &RenderOptions, s: &LossSettings, source: &str, frame: Optio
         o.seed,
         if s.preprocess == Preprocess::Torch { "torch" } else { "caffe" },
     );
+    match o.edge {
+        Edge::Zero => cmd += " --edge zero",
+        Edge::Reflect(r) if r != DEFAULT_EDGE_MARGIN => cmd += &format!(" --edge-margin {r}"),
+        Edge::Reflect(_) => {}
+    }
     if s.model != Model::Vgg19 {
         cmd += &format!(" --model {}", s.model.name());
     }

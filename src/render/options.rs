@@ -4,7 +4,7 @@ use crate::error::{Error, Result};
 use crate::gpu::tune::TuneMode;
 use crate::gpu::KernelOverrides;
 use crate::image_io;
-use crate::model::{Model, Pool, Preprocess, Tap};
+use crate::model::{Edge, Model, Pool, Preprocess, Tap};
 use std::path::{Path, PathBuf};
 
 /// Steps between checks of the losses for NaN/Inf when printing is rarer.
@@ -121,6 +121,9 @@ pub struct RenderOptions {
     pub style_layer_weights: Option<Vec<f32>>,
     /// Pooling kind of the network.
     pub pool: Pool,
+    /// What the network sees beyond the image's edges (`--edge`, `--edge-margin`): a margin
+    /// mirroring the image (default, 16 px) or the convs' zero padding alone.
+    pub edge: Edge,
     /// The initial image.
     pub init: Init,
     /// Seed of the noise init.
@@ -176,6 +179,10 @@ pub struct RenderOptions {
     pub fault_nan_at: Option<u32>,
 }
 
+/// `--edge-margin`'s default: with the shared VGG16 weights at 256 px the edge rows then differ
+/// from the next rows no more than interior rows differ from each other (README "Borders").
+pub const DEFAULT_EDGE_MARGIN: usize = 16;
+
 /// `--tile auto|off|N`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TileMode {
@@ -227,6 +234,7 @@ impl Default for RenderOptions {
             style_layers: ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"].map(String::from).to_vec(),
             style_layer_weights: None,
             pool: Pool::Avg,
+            edge: Edge::Reflect(DEFAULT_EDGE_MARGIN),
             init: Init::Content,
             seed: 0,
             temporal_init: false,

@@ -11,20 +11,24 @@ use std::path::{Path, PathBuf};
 /// moments, the last good copy, content targets): beyond this, refuse rather than swap.
 pub const MAX_HOST_BYTES: u64 = 32 << 30;
 
-/// Whether (and with which tile size) an h x w image must be tiled on `ctx` under `o`.
+/// Whether (and with which tile size) an h x w image must be tiled on `ctx` under `o`. The
+/// network runs on the image plus the reflected margin (`--edge reflect`) on every side: the
+/// graph's size, what the limits and the budget are compared with.
 pub fn decide_tile(ctx: &Context, s: &LossSettings, o: &RenderOptions, w: usize, h: usize) -> Result<Option<usize>> {
     let max_binding = ctx.limits.max_storage_buffer_binding_size.min(ctx.limits.max_buffer_size);
     let budget = o.max_gpu_memory.map_or(u64::MAX, |m| m << 20);
+    let r = o.edge.margin(s);
+    let (pw, ph) = (w + 2 * r, h + 2 * r);
     let t = match o.tile {
         TileMode::Off => {
-            check_fits(ctx, w, h)?;
+            check_fits(ctx, pw, ph)?;
             return Ok(None);
         }
         TileMode::Size(n) => Some(n),
-        TileMode::Auto => crate::tiled::choose_tile(s, h, w, budget, max_binding)?,
+        TileMode::Auto => crate::tiled::choose_tile(s, ph, pw, budget, max_binding)?,
     };
     if t.is_some() {
-        let host = 3 * w as u64 * h as u64 * 4 * 6 + crate::tiled::graph_bytes(s, h, w).0 / 4;
+        let host = 3 * pw as u64 * ph as u64 * 4 * 6 + crate::tiled::graph_bytes(s, ph, pw).0 / 4;
         if host > MAX_HOST_BYTES {
             return Err(Error::TooLarge(format!(
                 "a {w}x{h} render needs about {} GiB of host memory even when tiled (limit {} GiB); use a smaller --size",
