@@ -277,14 +277,15 @@ impl RenderOptions {
 /// mean squared neighbour difference of \[0,1\] pixels), which is the PyTorch tutorial's and
 /// jcjohnson/neural-style's normalisation for content and style.
 /// - torchvision weights: content 1, style 1e6 (PyTorch's neural style tutorial).
-/// - Caffe weights: content 5 (jcjohnson/neural-style), style 20 and TV 1e5, tuned by eye on
-///   real renders with the Caffe layers available here (style relu1_1..relu3_1, content relu3_2;
-///   with jcjohnson's style weight 100 the content's layout nearly vanished at 128 px).
+/// - Caffe weights: content 5 and style 100 (jcjohnson/neural-style's), TV 1e5; chosen by eye on
+///   real photos and paintings with the full-depth ImageNet VGG16 at the default (paper) layers,
+///   256 px (README "Losses and defaults"): 100 gives more coherent strokes than 20 and keeps
+///   the layout. (With shallow layers only, e.g. style relu1_1..relu3_1, 20 suits better.)
 /// - TV: see README ("Defaults").
 pub fn default_weights_for(p: Preprocess) -> (f32, f32, f32) {
     match p {
         Preprocess::Torch => (1.0, 1e6, 1e2),
-        Preprocess::Caffe => (5.0, 20.0, 1e5),
+        Preprocess::Caffe => (5.0, 100.0, 1e5),
     }
 }
 
