@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Renders the README gallery from tools/gallery/ (licences in tools/gallery/README.md) into
+# tools/gallery/results/, printing each exact command and its time per step.
+#
+#   cargo build --release && bash tools/gallery.sh
+#
+# Environment: STYLIZE (binary, default target/release/stylize), WEIGHTS (default
+# ../shared/data/vgg16-caffe-imagenet.npz), SIZE (256), STEPS (300), ONLY (a pair name to render
+# just that one).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STYLIZE=${STYLIZE:-target/release/stylize}
+WEIGHTS=${WEIGHTS:-../shared/data/vgg16-caffe-imagenet.npz}
+SIZE=${SIZE:-256}
+STEPS=${STEPS:-300}
+g=tools/gallery
+mkdir -p "$g/results"
+# name content style
+pairs=(
+  "chelsea_wave chelsea.jpg hokusai_great_wave.jpg"
+  "astronaut_scream astronaut.jpg munch_the_scream.jpg"
+  "coffee_turner coffee.jpg turner_shipwreck_of_the_minotaur.jpg"
+)
+for p in "${pairs[@]}"; do
+  read -r name content style <<<"$p"
+  if [[ -n "${ONLY:-}" && "$ONLY" != "$name" ]]; then continue; fi
+  cmd=("$STYLIZE" render "$g/$content" "$g/$style" -o "$g/results/$name.jpg" --weights "$WEIGHTS" --size "$SIZE" --steps "$STEPS")
+  echo "\$ ${cmd[*]}"
+  "${cmd[@]}" 2>&1 | tr '\r' '\n' | grep -E '^wrote|^stylize:' || true
+done
