@@ -5,14 +5,14 @@
 #   cargo build --release && bash tools/gallery.sh
 #
 # Environment: STYLIZE (binary, default target/release/stylize), WEIGHTS (default
-# ../shared/data/vgg16-caffe-imagenet.npz), SIZE (256), STEPS (300), ONLY (a pair name to render
+# ../shared/data/vgg16-caffe-imagenet.npz), SIZE (256), STEPS (200, as the README gallery), ONLY (a pair name to render
 # just that one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STYLIZE=${STYLIZE:-target/release/stylize}
 WEIGHTS=${WEIGHTS:-../shared/data/vgg16-caffe-imagenet.npz}
 SIZE=${SIZE:-256}
-STEPS=${STEPS:-300}
+STEPS=${STEPS:-200}
 g=tools/gallery
 mkdir -p "$g/results"
 # name content style
@@ -26,5 +26,11 @@ for p in "${pairs[@]}"; do
   if [[ -n "${ONLY:-}" && "$ONLY" != "$name" ]]; then continue; fi
   cmd=("$STYLIZE" render "$g/$content" "$g/$style" -o "$g/results/$name.jpg" --weights "$WEIGHTS" --size "$SIZE" --steps "$STEPS")
   echo "\$ ${cmd[*]}"
-  "${cmd[@]}" 2>&1 | tr '\r' '\n' | grep -E '^wrote|^stylize:' || true
+  log=$(mktemp)
+  rc=0
+  "${cmd[@]}" >"$log" 2>&1 || rc=$?
+  # The header and the summary (with the time per step); on failure the whole output.
+  if [[ $rc -ne 0 ]]; then cat "$log" >&2; rm -f "$log"; echo "gallery: $name failed" >&2; exit "$rc"; fi
+  tr '\r' '\n' <"$log" | grep -E '^wrote|^stylize:'
+  rm -f "$log"
 done
