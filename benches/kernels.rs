@@ -5,12 +5,13 @@
 //!     cargo bench --bench kernels -- --sizes 256,512 --e2e-sizes 128,256,512,max --json
 //!
 //! Flags (as `stylize bench`): --sizes LIST, --e2e-sizes LIST (`max`: largest that fits),
-//! --memory-sizes LIST, --iterations N, --adapter NAME, --json, --no-kernels, --no-e2e,
-//! --no-memory, --quiet, --wall-clock. The adapter is also read from $STYLIZE_ADAPTER. With no
+//! --memory-sizes LIST, --iterations N, --adapter NAME, --model vgg16|vgg19, --edge reflect|zero,
+//! --json, --no-kernels, --no-e2e, --no-memory, --quiet, --wall-clock. The adapter is also read from $STYLIZE_ADAPTER. With no
 //! arguments at all (as `cargo test --benches` runs it) it does a quick smoke run at 32 px.
 
 use std::process::ExitCode;
 use stylize::bench::{self, BenchOptions};
+use stylize::model::{Edge, Model};
 
 fn list(v: Option<String>, flag: &str) -> Result<Vec<u32>, String> {
     let v = v.ok_or_else(|| format!("{flag} needs a value"))?;
@@ -47,6 +48,20 @@ fn options() -> Result<BenchOptions, String> {
                 o.iterations = args.next().and_then(|v| v.parse().ok()).ok_or("--iterations needs a number")?;
             }
             "--adapter" => o.adapter = args.next().ok_or("--adapter needs a value")?,
+            "--model" => {
+                o.model = match args.next().as_deref() {
+                    Some("vgg16") => Model::Vgg16,
+                    Some("vgg19") => Model::Vgg19,
+                    _ => return Err("--model needs vgg16 or vgg19".into()),
+                }
+            }
+            "--edge" => {
+                o.edge = match args.next().as_deref() {
+                    Some("reflect") => Edge::Reflect(stylize::render::DEFAULT_EDGE_MARGIN),
+                    Some("zero") => Edge::Zero,
+                    _ => return Err("--edge needs reflect or zero".into()),
+                }
+            }
             "--json" => o.json = true,
             "--no-kernels" => o.kernels = false,
             "--no-e2e" => o.e2e = false,

@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::gpu::adam::AdamConfig;
 use crate::gpu::relu::{self, Mask};
 use crate::gpu::{conv, gram, pool, reduce, AdapterChoice, Context, KernelOverrides, Op, Tensor};
-use crate::model::{ConvLayer, LossSettings, Model, Pool, Preprocess, Tap};
+use crate::model::{ConvLayer, Edge, LossSettings, Model, Pool, Preprocess, Tap};
 use crate::reference as r;
 use crate::runner::{compute_targets, Graph, Net, Targets};
 
@@ -160,33 +160,39 @@ pub fn run_checks_for(adapter: &str, kernels: KernelOverrides, model: Model) -> 
             ConvLayer::new(m, i, rng.vec(cout * cin * 9, -a, a), rng.vec(cout, -0.05, 0.05))
         })
         .collect();
-    let net = Net::new(&ctx, &convs)?;
+    let mut net = Net::new(&ctx, &convs)?;
     let (content, style, x0) =
         (rng.vec(3 * h * w, 0.0, 1.0), rng.vec(3 * h * w, 0.0, 1.0), rng.vec(3 * h * w, 0.0, 1.0));
-    let tc = compute_targets(&ctx, &net, &s, &content, h, w, true, false)?;
-    let ts = compute_targets(&ctx, &net, &s, &style, h, w, false, true)?;
-    let graph = Graph::new(
-        &ctx,
-        &net,
-        &s,
-        &Targets { content: tc.content, style: ts.style },
-        &x0,
-        h,
-        w,
-        AdamConfig::default(),
-    )?;
-    graph.evaluate(&ctx)?;
-    let l = graph.read_losses(&ctx)?;
-    let gpu_grad = graph.grad.read(&ctx)?;
-    let (rc, _) = r::step::targets(&convs, &s, &f64s(&content), h, w, 0);
-    let (_, rs) = r::step::targets(&convs, &s, &f64s(&style), h, w, 0);
-    let (lc, ls, tv, dx) = r::step::evaluate(&convs, &s, &rc, &rs, &f64s(&x0), h, w, 0);
-    let gl: Vec<f32> = l.content.iter().chain(&l.style).chain([&l.tv]).copied().collect();
-    let rl: Vec<f64> = lc.iter().chain(&ls).chain([&tv]).copied().collect();
-    let worst = gl.iter().zip(&rl).map(|(g, r)| err(&[*g], &[*r])).fold(0.0, f64::max);
-    let what = |t: &str| format!("whole {} iteration {w}x{h}: {t}", m.name());
-    rows.push(Row { what: what("every loss term"), err: worst, tol: 5e-5 });
-    rows.push(Row { what: what("image gradient"), err: err(&gpu_grad, &dx), tol: 5e-5 });
+    // Both borders: the convs' zero padding, and the renderer's default reflected margin.
+    for edge in [Edge::Zero, Edge::Reflect(crate::render::DEFAULT_EDGE_MARGIN)] {
+        net.edge = edge;
+        let margin = edge.margin(&s);
+        let tc = compute_targets(&ctx, &net, &s, &content, h, w, true, false)?;
+        let ts = compute_targets(&ctx, &net, &s, &style, h, w, false, true)?;
+        let graph = Graph::new(
+            &ctx,
+            &net,
+            &s,
+            &Targets { content: tc.content, style: ts.style },
+            &x0,
+            h,
+            w,
+            AdamConfig::default(),
+        )?;
+        graph.evaluate(&ctx)?;
+        let l = graph.read_losses(&ctx)?;
+        let gpu_grad = graph.grad.read(&ctx)?;
+        let (rc, _) = r::step::targets(&convs, &s, &f64s(&content), h, w, margin);
+        let (_, rs) = r::step::targets(&convs, &s, &f64s(&style), h, w, margin);
+        let (lc, ls, tv, dx) = r::step::evaluate(&convs, &s, &rc, &rs, &f64s(&x0), h, w, margin);
+        let gl: Vec<f32> = l.content.iter().chain(&l.style).chain([&l.tv]).copied().collect();
+        let rl: Vec<f64> = lc.iter().chain(&ls).chain([&tv]).copied().collect();
+        let worst = gl.iter().zip(&rl).map(|(g, r)| err(&[*g], &[*r])).fold(0.0, f64::max);
+        let border = if margin == 0 { "zero edge".to_string() } else { format!("reflected {margin} px") };
+        let what = |t: &str| format!("whole {} iteration {w}x{h}, {border}: {t}", m.name());
+        rows.push(Row { what: what("every loss term"), err: worst, tol: 5e-5 });
+        rows.push(Row { what: what("image gradient"), err: err(&gpu_grad, &dx), tol: 5e-5 });
+    }
     Ok((ctx.describe(), rows))
 }
 

@@ -320,6 +320,13 @@ enum Cmd {
         /// Skip the per-kernel benchmarks.
         #[arg(long)]
         no_kernels: bool,
+        /// The network of the end-to-end and memory figures (random weights, default layers).
+        #[arg(long, value_enum, default_value = "vgg19")]
+        model: ModelArg,
+        /// Border handling of the end-to-end and memory figures, as render's --edge (reflect:
+        /// the renderer's default margin of 16 px around the image).
+        #[arg(long, value_enum, default_value = "reflect")]
+        edge: EdgeArg,
         /// Skip the end-to-end timing.
         #[arg(long)]
         no_e2e: bool,
@@ -450,6 +457,8 @@ fn run(cmd: Cmd) -> Result<()> {
             adapter,
             json,
             no_kernels,
+            model,
+            edge,
             no_e2e,
             no_memory,
             wall_clock,
@@ -466,6 +475,11 @@ fn run(cmd: Cmd) -> Result<()> {
                 e2e: !no_e2e,
                 memory: !no_memory,
                 wall_clock,
+                model: model.into(),
+                edge: match edge {
+                    EdgeArg::Reflect => Edge::Reflect(render::DEFAULT_EDGE_MARGIN),
+                    EdgeArg::Zero => Edge::Zero,
+                },
                 overrides: kernel_overrides_from_env(),
                 // The kernels a render would use: those of the adapter's tuning table, if any.
                 tune_dir: Some(stylize::weights::cache_dir().join("tune")),

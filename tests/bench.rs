@@ -3,6 +3,7 @@
 
 use stylize::bench::{self, BenchOptions, Unit};
 use stylize::gpu::{AdapterChoice, Context};
+use stylize::model::{Edge, Model};
 
 #[test]
 fn bench_runs_at_a_tiny_size() {
@@ -43,4 +44,50 @@ fn bench_runs_at_a_tiny_size() {
     let j = bench::to_json(&r);
     assert!(j.contains("\"gram_backward\"") && j.contains("\"ms_per_iter\"") && j.contains("\"total_bytes\""));
     assert!(!bench::table(&r).is_empty());
+}
+
+#[test]
+fn bench_end_to_end_follows_the_model_and_the_border() {
+    let ctx = Context::new(&AdapterChoice::parse(&std::env::var("STYLIZE_ADAPTER").unwrap_or_default()))
+        .expect("a GPU adapter (lavapipe in CI)");
+    let run = |edge| {
+        let o = BenchOptions {
+            kernels: false,
+            e2e_sizes: vec![32],
+            memory_sizes: vec![32],
+            iterations: 1,
+            e2e_budget_s: 0.0,
+            progress: false,
+            model: Model::Vgg16,
+            edge,
+            ..Default::default()
+        };
+        bench::run_on(&ctx, &o).unwrap()
+    };
+    let (zero, reflect) = (run(Edge::Zero), run(Edge::Reflect(16)));
+    assert_eq!((zero.model.as_str(), zero.edge.as_str()), ("vgg16", "zero"));
+    assert_eq!(reflect.edge, "reflect 16 px");
+    assert!(bench::table(&reflect).contains("vgg16, default layers, avg pool, edge reflect 16 px"));
+    assert!(bench::to_json(&zero).contains("\"model\": \"vgg16\""));
+    let bytes = |r: &bench::BenchReport| r.e2e[0].memory.graph_bytes;
+    // The reflected margin makes the network run on 64x64 instead of 32x32: the first layers'
+    // activations (64 channels) alone grow by (64^2 - 32^2) * 64 * 4 bytes each.
+    assert!(bytes(&reflect) > bytes(&zero) + (64 * 64 - 32 * 32) * 64 * 4, "{} vs {}", bytes(&reflect), bytes(&zero));
+    // VGG16's network is smaller than VGG19's (13 convs, fewer at 512 channels).
+    let e19 = bench::run_on(
+        &ctx,
+        &BenchOptions {
+            kernels: false,
+            memory: false,
+            e2e_sizes: vec![32],
+            iterations: 1,
+            e2e_budget_s: 0.0,
+            progress: false,
+            edge: Edge::Zero,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(e19.model, "vgg19");
+    assert!(zero.e2e[0].memory.net_bytes < e19.e2e[0].memory.net_bytes);
 }

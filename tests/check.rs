@@ -5,6 +5,10 @@ fn every_check_passes_on_the_test_adapter() {
     let adapter = std::env::var("STYLIZE_ADAPTER").unwrap_or_default();
     let (name, rows) = stylize::check::run_checks(&adapter, Default::default()).expect("checks run");
     assert!(rows.len() >= 12, "{} rows", rows.len());
+    // The whole iteration with both borders (zero padding, the renderer's reflected margin).
+    for border in ["zero edge", "reflected 16 px"] {
+        assert_eq!(rows.iter().filter(|r| r.what.contains(border)).count(), 2, "{border}");
+    }
     for r in &rows {
         println!("{name}: {:<52} {:.2e} (tol {:.0e})", r.what, r.err, r.tol);
         assert!(r.err.is_finite() && r.err <= r.tol, "{}: {:.3e} > {:.0e}", r.what, r.err, r.tol);

@@ -349,7 +349,8 @@ fn check_command_passes_on_the_test_adapter() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
     assert!(out.contains("checks passed") && out.contains("conv3x3_forward"), "{out}");
-    assert!(out.contains("whole vgg16 iteration 32x40: image gradient"), "{out}");
+    assert!(out.contains("whole vgg16 iteration 32x40, zero edge: image gradient"), "{out}");
+    assert!(out.contains("whole vgg16 iteration 32x40, reflected 16 px: image gradient"), "{out}");
 }
 
 #[test]

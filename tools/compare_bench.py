@@ -52,7 +52,10 @@ def main():
     p.add_argument("--json", action="store_true", help="print both reports and the ratios as JSON")
     a = p.parse_args()
 
-    ours_cmd = shlex.split(a.ours) + ["--json", "--no-kernels", "--e2e-sizes", a.sizes,
+    # VGG19 with the convs' zero padding only: the network tools/torch_bench.py runs (stylize's
+    # renders add a reflected margin by default, which is more work than PyTorch's port does).
+    same = ["--model", "vgg19", "--edge", "zero"]
+    ours_cmd = shlex.split(a.ours) + same + ["--json", "--no-kernels", "--e2e-sizes", a.sizes,
                                      "--iterations", str(a.iterations)]
     ours_cmd += ["--memory-sizes", a.memory_sizes] if a.memory_sizes else ["--no-memory"]
     if a.adapter:
@@ -67,7 +70,7 @@ def main():
     ours["e2e_all_ms"] = {e["size"]: [e["ms_per_iter"]] for e in ours["e2e"]}
     torch["all_ms"] = {(r["size"], r["mode"]): [r["ms_per_iter"]] for r in torch["results"] if "error" not in r}
     # More rounds at the same sizes (no `max` lookup, no memory part); keep each side's best.
-    again = shlex.split(a.ours) + ["--json", "--no-kernels", "--no-memory", "--e2e-sizes", ",".join(map(str, sizes)),
+    again = shlex.split(a.ours) + same + ["--json", "--no-kernels", "--no-memory", "--e2e-sizes", ",".join(map(str, sizes)),
                                    "--iterations", str(a.iterations)] + (["--adapter", a.adapter] if a.adapter else [])
     for _ in range(1, a.repeat):
         o2 = run(again, "stylize bench")

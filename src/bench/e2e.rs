@@ -11,16 +11,16 @@ use crate::model::{LossSettings, Model, Pool, Preprocess, Tap};
 use crate::runner::{Graph, Net, Targets};
 use std::time::Instant;
 
-/// The renderer's defaults (README "Defaults", torchvision convention).
-pub(super) fn default_settings() -> LossSettings {
+/// The renderer's defaults for `model` (README "Defaults", torchvision convention).
+pub(super) fn default_settings(model: Model) -> LossSettings {
     let style: Vec<Tap> = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
         .iter()
-        .map(|n| Tap::parse(Model::Vgg19, n).expect("valid layer name"))
+        .map(|n| Tap::parse(model, n).expect("valid layer name"))
         .collect();
     let (cw, sw, tw) = crate::render::default_weights_for(Preprocess::Torch);
     LossSettings {
-        model: Model::Vgg19,
-        content_layers: vec![Tap::parse(Model::Vgg19, "relu4_2").expect("valid layer name")],
+        model,
+        content_layers: vec![Tap::parse(model, "relu4_2").expect("valid layer name")],
         style_layer_weights: vec![1.0; style.len()],
         style_layers: style,
         content_weight: cw,
@@ -48,9 +48,11 @@ fn net_bytes(net: &Net) -> u64 {
 }
 
 /// The graph at h x w with random image and targets (the values do not change the work: no
-/// kernel branches on data except max pooling's argmax).
+/// kernel branches on data except max pooling's argmax), with `net.edge`'s margin around the
+/// image as a render has it.
 pub(super) fn build_graph(ctx: &Context, net: &Net, s: &LossSettings, h: usize, w: usize) -> Result<(Graph, Memory)> {
-    crate::render::check_fits(ctx, w, h)?;
+    let r = net.edge.margin(s);
+    crate::render::check_fits(ctx, w + 2 * r, h + 2 * r)?;
     let mut rng = Rng::new(0xE2E ^ (h * 65_537 + w) as u64);
     let mut targets = Targets { content: vec![], style: vec![] };
     for &t in &s.content_layers {
@@ -74,10 +76,11 @@ pub(super) fn build_graph(ctx: &Context, net: &Net, s: &LossSettings, h: usize, 
     Ok((graph, mem))
 }
 
-/// The largest square size whose biggest activation fits one buffer binding.
-fn largest_side(ctx: &Context) -> usize {
+/// The largest square image whose biggest activation (the image plus `margin` on every side)
+/// fits one buffer binding.
+fn largest_side(ctx: &Context, margin: usize) -> usize {
     let limit = ctx.limits.max_storage_buffer_binding_size.min(ctx.limits.max_buffer_size);
-    ((limit / (64 * 4)) as f64).sqrt().floor() as usize
+    (((limit / (64 * 4)) as f64).sqrt().floor() as usize).saturating_sub(2 * margin)
 }
 
 pub(super) fn e2e_row(
@@ -90,7 +93,7 @@ pub(super) fn e2e_row(
     progress: &dyn Fn(&str),
 ) -> Result<E2eRow> {
     let largest = size == 0;
-    let mut side = if largest { largest_side(ctx) } else { size as usize };
+    let mut side = if largest { largest_side(ctx, net.edge.margin(s)) } else { size as usize };
     // The largest that fits: shrink by 10% on an allocation failure (device memory, not only the
     // binding limit, decides).
     let (graph, memory) = loop {

@@ -71,6 +71,11 @@ pub struct BenchOptions {
     pub tune_dir: Option<std::path::PathBuf>,
     /// Kernel choices forced instead of the adapter's defaults.
     pub overrides: crate::gpu::KernelOverrides,
+    /// The network of the end-to-end and memory figures (random weights, default layers).
+    pub model: crate::model::Model,
+    /// What the network sees beyond the image's edges in the end-to-end and memory figures
+    /// (default: the renderer's, a reflected margin).
+    pub edge: crate::model::Edge,
     /// Print JSON instead of the table (used by [`print()`]; [`run`] ignores it).
     pub json: bool,
     /// Measure the peaks and every kernel.
@@ -100,6 +105,8 @@ impl Default for BenchOptions {
             adapter: String::new(),
             tune_dir: None,
             overrides: Default::default(),
+            model: crate::model::Model::Vgg19,
+            edge: crate::model::Edge::Reflect(crate::render::DEFAULT_EDGE_MARGIN),
             json: false,
             kernels: true,
             e2e: true,
@@ -244,6 +251,10 @@ pub struct BenchReport {
     pub timer_note: String,
     /// UTC date and time of the run (ISO 8601).
     pub date: String,
+    /// The network of the end-to-end and memory figures, e.g. `vgg19`.
+    pub model: String,
+    /// Its border handling, e.g. `reflect 16 px` or `zero`.
+    pub edge: String,
     /// The measured ceilings (zero when kernels were not measured).
     pub peak: Peak,
     /// The storage-buffer kernel designs by construction (listed when kernels are measured).
@@ -289,6 +300,11 @@ pub fn run_on(ctx: &Context, opts: &BenchOptions) -> Result<BenchReport> {
         timer: meter.timer_name().to_string(),
         timer_note: String::new(),
         date: utc_now(),
+        model: opts.model.name().to_string(),
+        edge: match opts.edge {
+            crate::model::Edge::Zero => "zero".to_string(),
+            crate::model::Edge::Reflect(r) => format!("reflect {r} px"),
+        },
         peak: Peak::default(),
         designs: vec![],
         kernels: vec![],
@@ -335,10 +351,12 @@ pub fn run_on(ctx: &Context, opts: &BenchOptions) -> Result<BenchReport> {
     }
 
     let needs_net = opts.e2e || opts.memory;
-    let settings = default_settings();
+    let settings = default_settings(opts.model);
     let net = if needs_net {
-        let w = weights::random(0, settings.convs_needed());
-        Some(Net::new(ctx, &w.layers)?)
+        let w = weights::random_for(opts.model, 0, settings.convs_needed());
+        let mut net = Net::new(ctx, &w.layers)?;
+        net.edge = opts.edge;
+        Some(net)
     } else {
         None
     };
@@ -378,7 +396,8 @@ pub fn run_on(ctx: &Context, opts: &BenchOptions) -> Result<BenchReport> {
                 Ok(m) => progress(&format!("memory {s}x{s}: {:.1} MiB", mib(m.total()))),
                 Err(e) => progress(&format!("memory {s}x{s}: {e}")),
             }
-            let estimate = crate::tiled::graph_bytes(&settings, s as usize, s as usize).0;
+            let padded = s as usize + 2 * opts.edge.margin(&settings);
+            let estimate = crate::tiled::graph_bytes(&settings, padded, padded).0;
             report.memory.push(MemoryRow { size: s, memory: m, estimated_graph_bytes: estimate });
         }
     }

@@ -68,7 +68,11 @@ pub fn table(r: &BenchReport) -> String {
         }
     }
     if !r.e2e.is_empty() {
-        let _ = writeln!(o, "\nend to end: Graph::step (default layers, avg pool, random weights, Adam), wall clock");
+        let _ = writeln!(
+            o,
+            "\nend to end: Graph::step ({}, default layers, avg pool, edge {}, random weights, Adam), wall clock",
+            r.model, r.edge
+        );
         let _ = writeln!(
             o,
             "{:>11}  {:>6} {:>12} {:>10} {:>8} {:>9} {:>11} {:>10}",
@@ -216,6 +220,8 @@ pub fn to_json(r: &BenchReport) -> String {
         "timer": r.timer,
         "timer_note": r.timer_note,
         "date": r.date,
+        "model": r.model,
+        "edge": r.edge,
         "peak": {
             "gflops": r.peak.gflops,
             "gbps": r.peak.gbps,
@@ -276,6 +282,8 @@ mod tests {
             timer: "wall-clock".into(),
             timer_note: String::new(),
             date: utc_now(),
+            model: "vgg16".into(),
+            edge: "zero".into(),
             peak: Peak { gflops: 10.0, gbps: f64::INFINITY, copy_bytes: 64, overhead_ms: 0.5 },
             designs: crate::bench::designs(),
             kernels: vec![KernelRow {
