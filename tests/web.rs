@@ -187,20 +187,23 @@ fn pause_holds_the_render_and_resume_finishes_it() {
     let d = tmpdir("pause");
     let steps = 120;
     let (addr, h) = start(options(&d, steps));
-    // Events: read on a thread, as a page would.
-    let mut es = TcpStream::connect(addr).unwrap();
-    es.write_all(format!("GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).unwrap();
-    let events = std::thread::spawn(move || {
-        let mut phases = vec![];
-        for line in BufReader::new(es).lines() {
-            let line = line.unwrap();
-            if let Some(data) = line.strip_prefix("data: ") {
-                let v: Value = serde_json::from_str(data).unwrap();
-                phases.push((v["phase"].as_str().unwrap().to_string(), v["step"].as_u64().unwrap()));
+    // Two viewers' event streams, each read on a thread as a page would.
+    let viewer = || {
+        let mut es = TcpStream::connect(addr).unwrap();
+        es.write_all(format!("GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).unwrap();
+        std::thread::spawn(move || {
+            let mut phases = vec![];
+            for line in BufReader::new(es).lines() {
+                let line = line.unwrap();
+                if let Some(data) = line.strip_prefix("data: ") {
+                    let v: Value = serde_json::from_str(data).unwrap();
+                    phases.push((v["phase"].as_str().unwrap().to_string(), v["step"].as_u64().unwrap()));
+                }
             }
-        }
-        phases // the stream ends after the render's end
-    });
+            phases // the stream ends after the render's end
+        })
+    };
+    let viewers = [viewer(), viewer()];
     wait_for(addr, "step 5", |s| s["step"].as_u64().unwrap() >= 5);
     assert_eq!(post(addr, "/pause"), 200);
     let s = wait_for(addr, "the pause", |s| s["phase"] == "paused");
@@ -216,9 +219,12 @@ fn pause_holds_the_render_and_resume_finishes_it() {
     let s = state(addr);
     assert_eq!(s["phase"], "finished");
     assert_eq!(image_step(&s), Some(steps as u64));
-    let phases = events.join().unwrap();
-    assert!(phases.iter().any(|(p, _)| p == "paused"), "{phases:?}");
-    assert_eq!(phases.last().unwrap().0, "finished", "{phases:?}");
+    for v in viewers {
+        let phases = v.join().unwrap();
+        assert!(phases.iter().any(|(p, _)| p == "paused"), "{phases:?}");
+        assert_eq!(phases.last().unwrap(), &("finished".to_string(), steps as u64), "{phases:?}");
+        assert!(phases.windows(2).all(|w| w[0].1 <= w[1].1), "steps go forward: {phases:?}");
+    }
 }
 
 #[test]
