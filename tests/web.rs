@@ -125,7 +125,21 @@ fn page_image_losses_snapshot_and_stop() {
     assert_eq!((img.width() as u64, img.height() as u64), (w, hgt));
     let step0 = image_step(&s).unwrap();
     assert!(step0 > 0 && step0.is_multiple_of(2), "images come at the preview cadence: {s}");
+    // Abuse while it renders: idle connections, an event stream never read, endless and garbage
+    // heads. The render must go on stepping (and the server answering) meanwhile.
+    let idle: Vec<TcpStream> = (0..10).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let mut unread = TcpStream::connect(addr).unwrap();
+    unread.write_all(format!("GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).unwrap();
+    let abuse = std::thread::spawn(move || {
+        for _ in 0..5 {
+            let big = format!("GET / HTTP/1.1\r\nX: {}", "b".repeat(1 << 20));
+            assert_eq!(exchange(addr, big.as_bytes()).0, 431);
+            assert_eq!(exchange(addr, b"\x00\xff\x13garbage\r\n\r\n").0, 400);
+        }
+    });
     wait_for(addr, "a later image", |s| image_step(s).is_some_and(|k| k >= step0 + 10));
+    abuse.join().unwrap();
+    drop((idle, unread));
     let (_, later) = get(addr, "/image.png");
     let later = image::load_from_memory(&later).unwrap().to_rgb8();
     let changed = img.pixels().zip(later.pixels()).filter(|(a, b)| a != b).count();

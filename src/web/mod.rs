@@ -509,3 +509,39 @@ fn loss_point(stage: &StageInfo, step: u32, l: &Losses, elapsed: f64) -> Value {
         "x": stage.frame as u32 * stage.frame_steps + stage.step_offset + step,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serve_addresses() {
+        let a = |s: &str| parse_addr(s).unwrap().to_string();
+        assert_eq!(a(""), "127.0.0.1:0");
+        assert_eq!(a("8080"), "127.0.0.1:8080");
+        assert_eq!(a("0.0.0.0"), "0.0.0.0:0");
+        assert_eq!(a("0.0.0.0:8080"), "0.0.0.0:8080");
+        assert_eq!(a("::1"), "[::1]:0");
+        assert_eq!(a("[::1]"), "[::1]:0");
+        assert_eq!(a("[::1]:9000"), "[::1]:9000");
+        assert!(parse_addr("localhost").unwrap().ip().is_loopback());
+        for bad in ["1.2.3.4:99999", "host name with spaces", "999999"] {
+            let e = parse_addr(bad).unwrap_err().to_string();
+            assert!(e.contains("--serve") && e.contains("not an address"), "{e}");
+        }
+    }
+
+    #[test]
+    fn png_in_memory_round_trips() {
+        let img = crate::image_io::synthetic_photo(7, 5, 3);
+        let back = image::load_from_memory(&encode_png(&img)).unwrap().to_rgb8();
+        assert_eq!((back.width(), back.height()), (7, 5));
+        let n = 35;
+        for (i, p) in back.pixels().enumerate() {
+            for c in 0..3 {
+                let want = (img.data[c * n + i] * 255.0).round() as i32;
+                assert!((p.0[c] as i32 - want).abs() <= 1, "pixel {i} channel {c}");
+            }
+        }
+    }
+}

@@ -392,3 +392,30 @@ fn events(mut stream: TcpStream, shared: &Shared) {
         std::thread::sleep(EVENT_INTERVAL);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for h in ["localhost", "LOCALHOST:8080", "127.0.0.1", "127.0.0.1:9", "127.1.2.3:80", "[::1]:8080", "[::1]"] {
+            assert!(loopback_host(h), "{h}");
+        }
+        for h in ["evil.example", "evil.example:8080", "10.0.0.1:80", "localhost.evil.example", "[::2]:1", ""] {
+            assert!(!loopback_host(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn style_paths_and_token_comparison() {
+        assert_eq!(style_index("/style/0.png"), Some(0));
+        assert_eq!(style_index("/style/12.png"), Some(12));
+        for p in ["/style/.png", "/style/-1.png", "/style/1.jpg", "/style/../1.png", "/style/1234.png", "/style/+1.png"]
+        {
+            assert_eq!(style_index(p), None, "{p}");
+        }
+        assert!(same(b"abc", b"abc"));
+        assert!(!same(b"abc", b"abd") && !same(b"abc", b"ab") && !same(b"", b"a"));
+    }
+}
