@@ -25,6 +25,7 @@ pub mod rng;
 pub mod runner;
 pub mod shaders;
 pub mod tiled;
+pub mod web;
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -245,6 +245,8 @@ enum Cmd {
     Render {
         #[command(flatten)]
         args: RenderArgs,
+        #[command(flatten)]
+        serve: cli::serve::ServeArgs,
     },
     /// Evaluate the losses and the image gradient at the initial image without optimising, and
     /// print them as JSON (for cross-checks with other implementations, e.g.
@@ -398,10 +400,16 @@ fn kernel_overrides_from_env() -> stylize::gpu::KernelOverrides {
 
 fn run(cmd: Cmd) -> Result<()> {
     match cmd {
-        Cmd::Render { args } => {
+        Cmd::Render { args, serve } => {
+            if serve.serve.is_some() {
+                cli::serve::check_images(&args.styles)?;
+            }
             let o = options(args)?;
             let mut progress = cli::progress::CliProgress::new(o.quiet);
-            let r = render::render_with(&o, &mut progress)?;
+            let r = match &serve.serve {
+                Some(addr) => cli::serve::render_served(&o, &mut progress, addr, serve.serve_linger)?,
+                None => render::render_with(&o, &mut progress)?,
+            };
             // Problems met while tuning (e.g. the table could not be saved), beyond those shown at the start.
             for w in r.tune_warnings.iter().skip(progress.warnings_shown()) {
                 eprintln!("warning: {w}");

@@ -93,6 +93,7 @@ pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<Ren
         let text = settings_text(o, &eng.settings, &eng.source, batch.then_some(&frame.content));
         files.output = frame.output.clone();
         files.text = text.clone();
+        files.inner.frame_output(fi, &frame.output, &text);
         let prev = previous.as_ref().filter(|_| o.temporal_init);
         let out = run_frame(&mut eng, o, &content, &plans, prev, (fi, frames.len()), t0, &mut files)?;
         stages.extend(out.stages);
@@ -100,15 +101,18 @@ pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<Ren
             Ended::Finished => {}
             Ended::Stopped { step } => {
                 save(&frame.output, &out.image, &text, step)?;
+                files.inner.saved(fi, step, &frame.output, &out.image);
                 return Err(Error::Interrupted { step, saved: Some(frame.output.display().to_string()) });
             }
             Ended::NonFinite { step, good_step } => {
                 save(&frame.output, &out.image, &text, good_step)?;
+                files.inner.saved(fi, good_step, &frame.output, &out.image);
                 let saved = Some(format!("{} (step {good_step})", frame.output.display()));
                 return Err(Error::NonFinite { step, saved });
             }
         }
         save(&frame.output, &out.image, &text, frame_steps)?;
+        files.inner.saved(fi, frame_steps, &frame.output, &out.image);
         if let Some(p) = &o.preview {
             save(p, &out.image, &text, frame_steps)?;
         }
@@ -208,13 +212,15 @@ impl Observer for FilesObserver<'_> {
     }
 }
 
-fn snapshot_path(out: &Path, step: u32) -> PathBuf {
+/// Where `--save-every` (and a snapshot asked for from the web view) writes the image of `step`.
+pub(crate) fn snapshot_path(out: &Path, step: u32) -> PathBuf {
     let stem = out.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "out".into());
     let ext = out.extension().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "png".into());
     out.with_file_name(format!("{stem}_{step:05}.{ext}"))
 }
 
-fn save(path: &Path, img: &Planar, text: &[(String, String)], step: u32) -> Result<()> {
+/// Writes `img` atomically with the settings `text` and its `step` and size.
+pub(crate) fn save(path: &Path, img: &Planar, text: &[(String, String)], step: u32) -> Result<()> {
     let mut t: Vec<(&str, &str)> = text.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let s = step.to_string();
     t.push(("stylize:step", &s));

@@ -22,7 +22,8 @@ mod run;
 pub use api::{stylize, LossRecord, Stylized};
 pub use engine::{evaluate, load_input, load_weights, noise, prepare, Engine, Stage};
 pub use files::{render, render_with, RenderReport};
-pub use observe::{Control, Observer, RenderInfo, StageInfo, StepInfo};
+pub(crate) use files::{save as save_with_text, snapshot_path};
+pub use observe::{Both, Control, Observer, RenderInfo, StageInfo, StepInfo, PAUSE_POLL};
 pub use options::*;
 pub use plan::{
     check_fits, decide_tile, plan_frames, plan_stages, scale_sizes, working_size, Frame, StagePlan, StyleSize,

@@ -6,6 +6,7 @@ use crate::error::Result;
 use crate::image_io::Planar;
 use crate::model::Preprocess;
 use crate::runner::Losses;
+use std::path::Path;
 
 /// What a render is about to do, once the device, weights and plan are ready.
 #[derive(Clone, Debug)]
@@ -80,7 +81,13 @@ pub enum Control {
     Continue,
     /// Stop before the next step; the current image is returned (cancellation).
     Stop,
+    /// Wait before the next step: the render asks again every [`PAUSE_POLL`] without touching the
+    /// GPU, and the time paused does not count in its milliseconds per iteration.
+    Pause,
 }
+
+/// How often a paused render asks its observer whether to go on.
+pub const PAUSE_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Receives a render's progress; every method has a do-nothing default, and `()` observes
 /// nothing.
@@ -91,7 +98,8 @@ pub trait Observer {
     fn stage_started(&mut self, _stage: &StageInfo, _first: &Losses, _elapsed_s: f64) -> Result<()> {
         Ok(())
     }
-    /// Asked before every step: [`Control::Stop`] ends the render with the current image.
+    /// Asked before every step: [`Control::Stop`] ends the render with the current image,
+    /// [`Control::Pause`] holds it before the step.
     fn control(&mut self) -> Control {
         Control::Continue
     }
@@ -108,6 +116,100 @@ pub trait Observer {
     fn image(&mut self, _stage: &StageInfo, _frame_step: u32, _image: &Planar) -> Result<()> {
         Ok(())
     }
+    /// The files-to-files render ([`render_with`](super::render_with)), as each frame starts:
+    /// where its image will be written and the text that PNG records (the settings).
+    fn frame_output(&mut self, _frame: usize, _output: &Path, _text: &[(String, String)]) {}
+    /// The files-to-files render, once it has written a frame's image to `path` (every step
+    /// done, or stopped, or the last good image after non-finite losses), recording `step`.
+    fn saved(&mut self, _frame: usize, _step: u32, _path: &Path, _image: &Planar) {}
 }
 
 impl Observer for () {}
+
+/// Two observers as one: each sees every event and receives the images it asked for; the render
+/// stops if either says stop, else pauses if either says pause.
+pub struct Both<A, B> {
+    /// The first observer.
+    pub a: A,
+    /// The second observer.
+    pub b: B,
+    wants: (bool, bool),
+}
+
+impl<A: Observer, B: Observer> Both<A, B> {
+    /// `a` and `b` as one observer.
+    pub fn new(a: A, b: B) -> Both<A, B> {
+        Both { a, b, wants: (false, false) }
+    }
+}
+
+impl<A: Observer, B: Observer> Observer for Both<A, B> {
+    fn started(&mut self, info: &RenderInfo) {
+        self.a.started(info);
+        self.b.started(info);
+    }
+    fn stage_started(&mut self, stage: &StageInfo, first: &Losses, elapsed_s: f64) -> Result<()> {
+        self.a.stage_started(stage, first, elapsed_s)?;
+        self.b.stage_started(stage, first, elapsed_s)
+    }
+    fn control(&mut self) -> Control {
+        match (self.a.control(), self.b.control()) {
+            (Control::Stop, _) | (_, Control::Stop) => Control::Stop,
+            (Control::Pause, _) | (_, Control::Pause) => Control::Pause,
+            _ => Control::Continue,
+        }
+    }
+    fn step(&mut self, step: &StepInfo) -> Result<()> {
+        self.a.step(step)?;
+        self.b.step(step)
+    }
+    fn wants_image(&mut self, stage: &StageInfo, frame_step: u32) -> bool {
+        self.wants = (self.a.wants_image(stage, frame_step), self.b.wants_image(stage, frame_step));
+        self.wants.0 || self.wants.1
+    }
+    fn image(&mut self, stage: &StageInfo, frame_step: u32, image: &Planar) -> Result<()> {
+        if self.wants.0 {
+            self.a.image(stage, frame_step, image)?;
+        }
+        if self.wants.1 {
+            self.b.image(stage, frame_step, image)?;
+        }
+        Ok(())
+    }
+    fn frame_output(&mut self, frame: usize, output: &Path, text: &[(String, String)]) {
+        self.a.frame_output(frame, output, text);
+        self.b.frame_output(frame, output, text);
+    }
+    fn saved(&mut self, frame: usize, step: u32, path: &Path, image: &Planar) {
+        self.a.saved(frame, step, path, image);
+        self.b.saved(frame, step, path, image);
+    }
+}
+
+/// A borrowed observer observes as the observer itself does.
+impl<T: Observer + ?Sized> Observer for &mut T {
+    fn started(&mut self, info: &RenderInfo) {
+        (**self).started(info)
+    }
+    fn stage_started(&mut self, stage: &StageInfo, first: &Losses, elapsed_s: f64) -> Result<()> {
+        (**self).stage_started(stage, first, elapsed_s)
+    }
+    fn control(&mut self) -> Control {
+        (**self).control()
+    }
+    fn step(&mut self, step: &StepInfo) -> Result<()> {
+        (**self).step(step)
+    }
+    fn wants_image(&mut self, stage: &StageInfo, frame_step: u32) -> bool {
+        (**self).wants_image(stage, frame_step)
+    }
+    fn image(&mut self, stage: &StageInfo, frame_step: u32, image: &Planar) -> Result<()> {
+        (**self).image(stage, frame_step, image)
+    }
+    fn frame_output(&mut self, frame: usize, output: &Path, text: &[(String, String)]) {
+        (**self).frame_output(frame, output, text)
+    }
+    fn saved(&mut self, frame: usize, step: u32, path: &Path, image: &Planar) {
+        (**self).saved(frame, step, path, image)
+    }
+}

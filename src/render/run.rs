@@ -3,7 +3,7 @@
 //! files or the terminal.
 
 use super::engine::{Engine, Stage, StageInputs};
-use super::observe::{Control, Observer, StageInfo, StepInfo};
+use super::observe::{Control, Observer, StageInfo, StepInfo, PAUSE_POLL};
 use super::plan::StagePlan;
 use super::{Optimizer, RenderOptions, NAN_CHECK_EVERY};
 use crate::error::{Error, Result};
@@ -12,7 +12,7 @@ use crate::gpu::{Context, Tensor};
 use crate::image_io::transfer_luminance;
 use crate::image_io::{self, Planar};
 use crate::runner::Losses;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// One stage (one scale of one frame) of a render.
 #[derive(Clone, Debug)]
@@ -83,6 +83,27 @@ pub(super) struct FrameOut {
     /// Every finished stage.
     pub(super) stages: Vec<StageReport>,
     pub(super) ended: Ended,
+}
+
+/// Asks the observer what to do before a step, waiting while it says pause (asking again every
+/// [`PAUSE_POLL`], with the GPU idle); the time paused is added to `idle`, which the stage's
+/// milliseconds per iteration leave out.
+fn next_control(obs: &mut dyn Observer, idle: &mut Duration) -> Control {
+    let mut c = obs.control();
+    if c == Control::Pause {
+        let t = Instant::now();
+        while c == Control::Pause {
+            std::thread::sleep(PAUSE_POLL);
+            c = obs.control();
+        }
+        *idle += t.elapsed();
+    }
+    c
+}
+
+/// Milliseconds per step of a loop that ran `steps` steps since `start`, less `idle`.
+fn ms_per_step(start: Instant, idle: Duration, steps: u32) -> f64 {
+    start.elapsed().saturating_sub(idle).as_secs_f64() * 1000.0 / steps.max(1) as f64
 }
 
 /// The output image from raw pixels at `content`'s size (colour post-processing applied).
@@ -188,9 +209,10 @@ fn run_tiled_stage(
     let mut last = first.clone();
     let mut good = (tg.image.clone(), info.step_offset);
     let t_stage = Instant::now();
+    let mut idle = Duration::ZERO;
     for step in 1..=steps {
         let frame_step = info.step_offset + step;
-        if obs.control() == Control::Stop {
+        if next_control(obs, &mut idle) == Control::Stop {
             let ended = Ended::Stopped { step: frame_step - 1 };
             return Ok(StageOut { report: None, image: tg.image, content, ended });
         }
@@ -212,7 +234,7 @@ fn run_tiled_stage(
             obs.image(&info, frame_step, &finish(o, tg.image.clone(), &content))?;
         }
     }
-    let ms_per_iter = t_stage.elapsed().as_secs_f64() * 1000.0 / steps.max(1) as f64;
+    let ms_per_iter = ms_per_step(t_stage, idle, steps);
     if steps > 0 {
         tg.evaluate(ctx, &eng.net)?;
         last = tg.read_losses(ctx)?;
@@ -248,10 +270,11 @@ fn run_stage(
     let mut good = Tensor::from_slice(ctx, graph.x.shape, &init_copy, "last good image")?;
     let mut good_step = info.step_offset;
     let t_stage = Instant::now();
+    let mut idle = Duration::ZERO;
     let mut done = info.step_offset;
     for step in 1..=steps {
         let frame_step = info.step_offset + step;
-        if obs.control() == Control::Stop {
+        if next_control(obs, &mut idle) == Control::Stop {
             let mut image = st.read_output(ctx)?;
             if image.iter().any(|v| !v.is_finite()) {
                 image = good.read(ctx)?;
@@ -283,7 +306,7 @@ fn run_stage(
             obs.image(&info, frame_step, &finish(o, st.read_output(ctx)?, &st.content))?;
         }
     }
-    let ms_per_iter = t_stage.elapsed().as_secs_f64() * 1000.0 / steps.max(1) as f64;
+    let ms_per_iter = ms_per_step(t_stage, idle, steps);
     if let Some(e) = &st.ema {
         // The losses of what is written out: the average.
         graph.x.write(ctx, &e.read(ctx)?);
