@@ -180,6 +180,19 @@ struct RenderArgs {
     /// frames) instead of --init.
     #[arg(long)]
     temporal_init: bool,
+    /// Batch renders: render only shard I of N (0-based), a contiguous, balanced range of the
+    /// frames, so N machines can share a folder. `slurm`: from SLURM_ARRAY_TASK_ID (minus
+    /// SLURM_ARRAY_TASK_MIN) and SLURM_ARRAY_TASK_COUNT; `k8s`: from a Kubernetes Indexed Job's
+    /// JOB_COMPLETION_INDEX and $STYLIZE_SHARD_COUNT (set it to the Job's completions); `auto`:
+    /// Slurm's if set, else Kubernetes'. With --temporal-init a shard starts from the previous
+    /// shard's last frame if that output is complete, else from --init.
+    #[arg(long, value_name = "I/N|auto|k8s|slurm")]
+    shard: Option<String>,
+    /// Batch renders: re-render every output. Without it an output an earlier run completed (its
+    /// PNG, or a JPEG's NAME.jpg.stylize.json sidecar, records the same settings and the last
+    /// step) is skipped, so an interrupted batch reruns only what is missing or incomplete.
+    #[arg(long)]
+    overwrite: bool,
     /// Print the losses every N steps (0: never; reading them back costs a little).
     #[arg(long, default_value_t = 50)]
     print_every: u32,
@@ -414,10 +427,22 @@ fn run(cmd: Cmd) -> Result<()> {
             for w in r.tune_warnings.iter().skip(progress.warnings_shown()) {
                 eprintln!("warning: {w}");
             }
-            if !o.quiet {
+            if !o.quiet && r.outputs.is_empty() {
+                eprintln!("nothing to render: {} complete outputs skipped", r.skipped.len());
+            } else if !o.quiet {
+                let skipped = match r.skipped.len() {
+                    0 => String::new(),
+                    n => format!(" ({n} complete ones skipped)"),
+                };
                 let what = match r.outputs.as_slice() {
-                    [one] => format!("{} ({}x{}", one.display(), r.width, r.height),
-                    many => format!("{} images to {} (last {}x{}", many.len(), o.output.display(), r.width, r.height),
+                    [one] => format!("{}{skipped} ({}x{}", one.display(), r.width, r.height),
+                    many => format!(
+                        "{} images to {}{skipped} (last {}x{}",
+                        many.len(),
+                        o.output.display(),
+                        r.width,
+                        r.height
+                    ),
                 };
                 if r.tuning.1 > 0 {
                     let saved = !r.tune_warnings.iter().any(|w| w.contains("could not save"));
@@ -630,6 +655,11 @@ fn options(a: RenderArgs) -> Result<RenderOptions> {
         init: Init::parse(&a.init),
         seed: a.seed,
         temporal_init: a.temporal_init,
+        shard: match &a.shard {
+            Some(spec) => Some(render::Shard::resolve(spec, &|k| std::env::var(k).ok())?.0),
+            None => None,
+        },
+        overwrite: a.overwrite,
         original_colors: a.original_colors,
         color_match: a.color_match,
         avg_decay: a.avg_decay,

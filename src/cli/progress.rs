@@ -102,6 +102,12 @@ impl Observer for CliProgress {
         install_interrupt_handler();
     }
 
+    fn notice(&mut self, line: &str) {
+        if !self.quiet {
+            eprintln!("{line}");
+        }
+    }
+
     fn stage_started(&mut self, stage: &StageInfo, _first: &Losses, _elapsed_s: f64) -> Result<()> {
         let (w, h) = (stage.width, stage.height);
         let mut label = String::new();

@@ -2,6 +2,7 @@
 //! frame through [`super::run`], results written atomically with the settings that reproduce
 //! them, plus snapshots, previews and the `--log-json` loss log on the way.
 
+use super::batch::{check_existing, forget_record, write_record, Existing};
 use super::engine::{load_checked, Engine};
 use super::log::JsonLog;
 use super::observe::{Control, Observer, RenderInfo, StageInfo, StepInfo};
@@ -34,8 +35,10 @@ pub struct RenderReport {
     pub ms_per_iter: f64,
     /// Every stage in order (frame-major).
     pub stages: Vec<StageReport>,
-    /// The images written, one per frame.
+    /// The images written, one per frame rendered.
     pub outputs: Vec<PathBuf>,
+    /// Batch outputs left as they were: complete, with the same settings (see [`check_existing`]).
+    pub skipped: Vec<PathBuf>,
     /// Seconds spent measuring conv variants, and the shapes measured.
     pub tuning: (f64, usize),
     /// Every problem the kernel tuner met (its table unreadable, corrupt or foreign, or not
@@ -58,9 +61,38 @@ pub fn render(o: &RenderOptions) -> Result<RenderReport> {
 /// is saved and [`Error::NonFinite`] returned.
 pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<RenderReport> {
     validate(o)?;
-    let (frames, batch) = plan_frames(o)?;
+    let (all, batch) = plan_frames(o)?;
     if !batch && !o.output.as_os_str().is_empty() {
         image_io::check_output_path(&o.output)?;
+    }
+    let range = match o.shard {
+        Some(_) if !batch => {
+            return Err(Error::InvalidArgument(
+                "--shard splits a batch (a folder of images or --content-list); this render has one content image"
+                    .into(),
+            ))
+        }
+        Some(sh) => {
+            let r = sh.range(all.len());
+            let names = |i: usize| all[i].content.file_name().unwrap_or_default().to_string_lossy().to_string();
+            observer.notice(&match r.is_empty() {
+                true => format!("shard {sh}: no frames (the batch has {} for {} shards)", all.len(), sh.count),
+                false => format!(
+                    "shard {sh}: frames {}..{} of {} ({} .. {})",
+                    r.start,
+                    r.end - 1,
+                    all.len(),
+                    names(r.start),
+                    names(r.end - 1)
+                ),
+            });
+            r
+        }
+        None => 0..all.len(),
+    };
+    let frames = &all[range.clone()];
+    if frames.is_empty() {
+        return Ok(RenderReport::nothing(String::new(), vec![]));
     }
     let limits = DecodeLimits::default();
     // Check the first content image before the slow setup (a typo should fail at once).
@@ -82,48 +114,88 @@ pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<Ren
     let t0 = Instant::now();
     let mut stages = vec![];
     let mut outputs = vec![];
+    let mut skipped = vec![];
+    let text_of =
+        |eng: &Engine, i: usize| settings_text(o, &eng.settings, &eng.source, batch.then_some(&all[i].content));
+    let complete = |eng: &Engine, i: usize| check_existing(&all[i].output, &text_of(eng, i), frame_steps);
+    // A temporal chain continues from the frame before this shard's first when that output is
+    // complete (rendered by the previous shard or an earlier run), else starts from --init.
     let mut previous: Option<Planar> = None;
-    for (fi, frame) in frames.iter().enumerate() {
-        let content = if fi == 0 { first_content.clone() } else { load_checked(&frame.content, &limits)? };
+    let mut previous_file: Option<PathBuf> = None;
+    if o.temporal_init && range.start > 0 {
+        let before = &all[range.start - 1].output;
+        let state = complete(&eng, range.start - 1);
+        let first = frames[0].content.display();
+        files.notice(&match state {
+            Existing::Complete => format!("temporal init: {first} starts from {}", before.display()),
+            _ => format!("temporal init: {first} starts from --init ({} is not complete yet)", before.display()),
+        });
+        previous_file = (state == Existing::Complete).then(|| before.clone());
+    }
+    for (k, frame) in frames.iter().enumerate() {
+        let fi = range.start + k;
+        let text = text_of(&eng, fi);
+        if batch && !o.overwrite {
+            let state = check_existing(&frame.output, &text, frame_steps);
+            if state != Existing::Missing {
+                files.notice(&state.describe(&frame.output));
+            }
+            if state == Existing::Complete {
+                skipped.push(frame.output.clone());
+                (previous, previous_file) = (None, Some(frame.output.clone()));
+                continue;
+            }
+        }
+        let content = if k == 0 { first_content.clone() } else { load_checked(&frame.content, &limits)? };
         // Every stage of this frame, planned once (the first frame's while checking the sizes).
-        let plans = match first_plans.take() {
-            Some(p) => p,
-            None => eng.plan(o, &content)?,
+        let plans = match (k, first_plans.take()) {
+            (0, Some(p)) => p,
+            _ => eng.plan(o, &content)?,
         };
-        let text = settings_text(o, &eng.settings, &eng.source, batch.then_some(&frame.content));
+        if let (true, None, Some(f)) = (o.temporal_init, &previous, previous_file.take()) {
+            previous = Some(load_checked(&f, &limits)?);
+        }
         files.output = frame.output.clone();
         files.text = text.clone();
         files.inner.frame_output(fi, &frame.output, &text);
         let prev = previous.as_ref().filter(|_| o.temporal_init);
-        let out = run_frame(&mut eng, o, &content, &plans, prev, (fi, frames.len()), t0, &mut files)?;
+        let out = run_frame(&mut eng, o, &content, &plans, prev, (fi, all.len()), t0, &mut files)?;
         stages.extend(out.stages);
+        if batch {
+            forget_record(&frame.output)?;
+        }
+        let step = match out.ended {
+            Ended::Finished => frame_steps,
+            Ended::Stopped { step } => step,
+            Ended::NonFinite { good_step, .. } => good_step,
+        };
+        save(&frame.output, &out.image, &text, step)?;
+        files.inner.saved(fi, step, &frame.output, &out.image);
+        if batch {
+            write_record(&frame.output, &text, step)?;
+        }
         match out.ended {
             Ended::Finished => {}
             Ended::Stopped { step } => {
-                save(&frame.output, &out.image, &text, step)?;
-                files.inner.saved(fi, step, &frame.output, &out.image);
                 return Err(Error::Interrupted { step, saved: Some(frame.output.display().to_string()) });
             }
             Ended::NonFinite { step, good_step } => {
-                save(&frame.output, &out.image, &text, good_step)?;
-                files.inner.saved(fi, good_step, &frame.output, &out.image);
                 let saved = Some(format!("{} (step {good_step})", frame.output.display()));
                 return Err(Error::NonFinite { step, saved });
             }
         }
-        save(&frame.output, &out.image, &text, frame_steps)?;
-        files.inner.saved(fi, frame_steps, &frame.output, &out.image);
         if let Some(p) = &o.preview {
             save(p, &out.image, &text, frame_steps)?;
         }
         outputs.push(frame.output.clone());
         previous = Some(out.raw);
     }
-    let total_steps = frame_steps * frames.len() as u32;
+    let total_steps = frame_steps * outputs.len() as u32;
     // Optimisation loops only (not loading, targets or graph building), as for one stage.
     let ms_per_iter = stages.iter().map(|s| s.ms_per_iter * s.steps as f64).sum::<f64>() / total_steps.max(1) as f64;
     let (Some(f), Some(l)) = (stages.first(), stages.last()) else {
-        return Err(Error::InvalidArgument("nothing to render".into()));
+        // Every frame of the batch (or shard) was complete already.
+        return Ok(RenderReport::nothing(eng.ctx.describe(), skipped));
     };
     Ok(RenderReport {
         adapter: eng.ctx.describe(),
@@ -134,6 +206,7 @@ pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<Ren
         last: l.last.clone(),
         ms_per_iter,
         outputs,
+        skipped,
         style_target_passes: eng.style_target_passes,
         tune_warnings: eng.ctx.tuner().map(|t| t.warnings()).unwrap_or_default(),
         tuning: eng.ctx.tuner().map_or((0.0, 0), |t| {
@@ -142,6 +215,27 @@ pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<Ren
         }),
         stages,
     })
+}
+
+impl RenderReport {
+    /// The report of a render that had nothing to do (an empty shard, or every output complete).
+    fn nothing(adapter: String, skipped: Vec<PathBuf>) -> RenderReport {
+        RenderReport {
+            adapter,
+            width: 0,
+            height: 0,
+            steps: 0,
+            first: Losses::default(),
+            last: Losses::default(),
+            ms_per_iter: 0.0,
+            stages: vec![],
+            outputs: vec![],
+            skipped,
+            tuning: (0.0, 0),
+            tune_warnings: vec![],
+            style_target_passes: 0,
+        }
+    }
 }
 
 /// Adds the files a render writes on the way (snapshots, previews, the loss log) to the caller's
@@ -171,6 +265,10 @@ impl FilesObserver<'_> {
 impl Observer for FilesObserver<'_> {
     fn started(&mut self, info: &RenderInfo) {
         self.inner.started(info)
+    }
+
+    fn notice(&mut self, line: &str) {
+        self.inner.notice(line)
     }
 
     fn stage_started(&mut self, stage: &StageInfo, first: &Losses, elapsed_s: f64) -> Result<()> {

@@ -7,10 +7,14 @@
 //! `--temporal-init`, from the previous frame's result). The network is uploaded once per render
 //! and the (blended) style targets once per style size, then reused by every frame.
 //!
+//! A batch can be split across machines (`--shard`, batch.rs: contiguous ranges of the frames) and
+//! resumed: an output an earlier run completed with the same settings is skipped.
+//!
 //! Post-processing (`--original-colors`) touches only the images written to disk, never the
 //! optimisation; `--avg-decay` makes those images the running average of the iterates.
 
 mod api;
+mod batch;
 mod engine;
 mod files;
 mod log;
@@ -20,6 +24,7 @@ mod plan;
 mod run;
 
 pub use api::{stylize, LossRecord, Stylized};
+pub use batch::{check_existing, sidecar_path, Existing, Shard, SHARD_COUNT_VAR};
 pub use engine::{evaluate, load_input, load_weights, noise, prepare, Engine, Stage};
 pub use files::{render, render_with, RenderReport};
 pub(crate) use files::{save as save_with_text, snapshot_path};

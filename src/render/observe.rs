@@ -94,6 +94,9 @@ pub const PAUSE_POLL: std::time::Duration = std::time::Duration::from_millis(50)
 pub trait Observer {
     /// Once, before the first stage.
     fn started(&mut self, _info: &RenderInfo) {}
+    /// One line about a batch's plan: the shard's frames, an output skipped or re-rendered and
+    /// why, where a `--temporal-init` shard starts.
+    fn notice(&mut self, _line: &str) {}
     /// At the start of each stage, with the losses of its initial image.
     fn stage_started(&mut self, _stage: &StageInfo, _first: &Losses, _elapsed_s: f64) -> Result<()> {
         Ok(())

@@ -130,6 +130,11 @@ pub struct RenderOptions {
     pub seed: u64,
     /// Each frame after the first starts from the previous frame's result.
     pub temporal_init: bool,
+    /// Batch renders only: render this shard's contiguous range of the frames (None: all).
+    pub shard: Option<super::Shard>,
+    /// Batch renders only: re-render outputs an earlier run completed with the same settings
+    /// (false: skip them; see [`super::check_existing`]).
+    pub overwrite: bool,
     /// Keep the content's colours: the output's luminance with the content's chrominance (YIQ).
     pub original_colors: bool,
     /// Match the style images' colour mean and covariance to the content's before optimising.
@@ -238,6 +243,8 @@ impl Default for RenderOptions {
             init: Init::Content,
             seed: 0,
             temporal_init: false,
+            shard: None,
+            overwrite: false,
             original_colors: false,
             color_match: false,
             avg_decay: 0.0,
