@@ -195,6 +195,8 @@ struct RenderArgs {
     preview_every: u32,
     /// Write one JSON line per printed step (and the initial image, step 0) to PATH:
     /// {"frame","scale","width","height","step","content","style","tv","total","elapsed_s"}.
+    /// Step k holds the losses of the image after k updates of its scale; each scale's last line
+    /// those of its result as written (clamped to [0,1]; the average with --avg-decay).
     /// `stylize plot PATH -o curve.png` draws it.
     #[arg(long, value_name = "PATH")]
     log_json: Option<PathBuf>,

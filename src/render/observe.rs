@@ -64,8 +64,10 @@ pub struct StepInfo<'a> {
     pub step: u32,
     /// Step within the frame (1-based, over every scale).
     pub frame_step: u32,
-    /// The losses, on steps where they were read back (print steps, the non-finite checks and
-    /// the stage's last step); reading them costs a GPU round trip, so not every step has them.
+    /// The losses of the image after this step (after `step` updates of the stage), on steps
+    /// where they were read back (print steps, the non-finite checks and the stage's last step,
+    /// whose losses are those of the stage's result as written: the average with `--avg-decay`,
+    /// clamped to [0,1]); reading them costs a GPU round trip, so not every step has them.
     pub losses: Option<&'a Losses>,
     /// Whether this is a step the options ask to print (`print_every`, and the stage's last).
     pub print: bool,
@@ -95,7 +97,10 @@ pub trait Observer {
     fn control(&mut self) -> Control {
         Control::Continue
     }
-    /// After every step.
+    /// After every step, in order. A step with losses is reported once they are measured: by
+    /// the next update's forward pass (which evaluates the image it starts from), or a pass of
+    /// its own after a stage's last step; so such a report, and a [`Control::Stop`] given in
+    /// answer to it, comes one update later than the step itself.
     fn step(&mut self, _step: &StepInfo) -> Result<()> {
         Ok(())
     }
