@@ -6,6 +6,7 @@
 //   lbfgs_neg:     d = -g                                            (q of the two-loop recursion)
 //   lbfgs_axpy:    d += (fa * S[ia] + fb * S[ib]) * V                 (both loops' updates)
 //   lbfgs_scale:   d *= S[H]                                          (initial Hessian guess)
+//   lbfgs_fallback: d = -S[H] * g where g . d (in S[GD]) is not negative (not a descent direction)
 //   lbfgs_step:    x += S[T] * d
 //   lbfgs_scalar:  one invocation; `mode` selects the scalar update (see gpu::lbfgs::Mode).
 // Checked by tests/lbfgs.rs against reference::Lbfgs on a quadratic.
@@ -32,8 +33,9 @@ const YY: u32 = 3u;
 const TMP: u32 = 4u;    // a dot product just computed
 const BE: u32 = 5u;
 const L1: u32 = 6u;     // |g|_1 (first iteration)
+const GD: u32 = 7u;     // g . d of the direction just computed
 const RO: u32 = 8u;     // RO + k: 1 / (y_k . s_k), 0 for a skipped pair
-// AL + k at RO + hist + k
+// AL + k at RO + hist + k; then two counters at RO + 2 hist: pairs skipped, fallbacks taken
 
 fn idx(wid: vec3<u32>, li: u32) -> u32 {
     return (wid.y * P.gx + wid.x) * 256u + li;
@@ -94,6 +96,7 @@ fn lbfgs_scalar() {
                 S[H] = ys / S[YY];
             } else {
                 S[RO + P.slot] = 0.0;
+                S[RO + 2u * P.hist] = S[RO + 2u * P.hist] + 1.0;
             }
         }
         // First loop: al_k = ro_k * (s_k . q)
@@ -103,6 +106,12 @@ fn lbfgs_scalar() {
         // Second loop: be = ro_k * (y_k . r)
         case 3u: {
             S[BE] = S[TMP] * S[RO + P.slot];
+        }
+        // Not a descent direction (or NaN): count the fallback lbfgs_fallback takes.
+        case 5u: {
+            if (!(S[GD] < 0.0)) {
+                S[RO + 2u * P.hist + 1u] = S[RO + 2u * P.hist + 1u] + 1.0;
+            }
         }
         // Later iterations: t = lr.
         default: {
@@ -116,4 +125,13 @@ fn lbfgs_copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     let i = idx(wid, li);
     if (i >= P.n) { return; }
     A[i] = G[i];
+}
+
+@compute @workgroup_size(256)
+fn lbfgs_fallback(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let i = idx(wid, li);
+    if (i >= P.n) { return; }
+    if (!(S[GD] < 0.0)) {
+        A[i] = -S[H] * G[i];
+    }
 }

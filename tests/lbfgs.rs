@@ -99,3 +99,89 @@ fn lbfgs_beats_adam_on_the_pipeline_in_the_same_iterations() {
     println!("after {iters} iterations from {l0:.4e}: Adam {la:.4e}, L-BFGS {ll:.4e}");
     assert!(ll.is_finite() && ll < la, "L-BFGS {ll} should beat Adam {la}");
 }
+
+/// Runs GPU and reference L-BFGS side by side on the gradient `grad` from `x0` for `iters`
+/// iterations, calling `before(k, gpu, cpu)` ahead of iteration k, and compares x after each.
+fn side_by_side(
+    x0: &[f32],
+    history: usize,
+    lr: f32,
+    iters: u64,
+    grad: &dyn Fn(&[f64]) -> Vec<f64>,
+    before: &dyn Fn(u64, &Lbfgs, &mut r::Lbfgs),
+) -> ((u32, u32), r::Lbfgs) {
+    let n = x0.len();
+    let x = upload([n, 1, 1], x0);
+    let g = Tensor::new(ctx(), [n, 1, 1], "g").unwrap();
+    let opt = Lbfgs::new(ctx(), &x, &g, LbfgsConfig { history, lr }).unwrap();
+    let mut cpu = r::Lbfgs::new(history, lr as f64);
+    for k in 1..=iters {
+        before(k, &opt, &mut cpu);
+        let xg = f64s(&read(&x));
+        // As above: both see the gradient rounded to f32.
+        let g32: Vec<f32> = grad(&xg).iter().map(|&v| v as f32).collect();
+        g.write(ctx(), &g32);
+        let mut enc = ctx().device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            opt.record(&mut pass, k);
+        }
+        ctx().queue.submit([enc.finish()]);
+        ctx().wait().unwrap();
+        let mut xr = xg.clone();
+        cpu.step(&mut xr, &f64s(&g32));
+        assert_close(&format!("lbfgs n={n} m={history} iteration {k}"), &read(&x), &xr, 1e-4);
+    }
+    (opt.safeguard_counts(ctx()).unwrap(), cpu)
+}
+
+#[test]
+fn lbfgs_skips_pairs_without_curvature_as_the_reference() {
+    // A double well per coordinate, f = sum a_i (x_i^4 / 4 - x_i^2 / 2), started near its
+    // concave middle: the first pairs see negative curvature (y.s < 0) and must be skipped;
+    // later ones, in the wells, are kept. History 2, so skipped pairs also cycle through a full
+    // ring.
+    let mut rng = Rng::new(5);
+    let n = 1000;
+    let a: Vec<f64> = (0..n).map(|_| 0.5 + rng.uniform(0.0, 1.0) as f64).collect();
+    let x0 = rng.vec(n, -0.3, 0.3);
+    let grad = |x: &[f64]| -> Vec<f64> { x.iter().zip(&a).map(|(x, a)| a * (x * x * x - x)).collect() };
+    let ((skipped, fallbacks), cpu) = side_by_side(&x0, 2, 0.5, 14, &grad, &|_, _, _| {});
+    println!(
+        "double well: {skipped} pairs skipped, {fallbacks} fallbacks (reference {} / {})",
+        cpu.skipped, cpu.fallbacks
+    );
+    assert!(cpu.skipped >= 1, "the problem did not trigger the skip");
+    assert_eq!((skipped, fallbacks), (cpu.skipped, cpu.fallbacks));
+}
+
+#[test]
+fn lbfgs_falls_back_to_steepest_descent_on_a_non_descent_direction() {
+    // With only pairs of positive curvature the two-loop recursion gives a descent direction
+    // (its H is positive definite); a pair of negative curvature kept with rho = 1 / (y.s) < 0,
+    // as an L-BFGS without the skip keeps it, can break that. Plant exactly that: on the double
+    // well, pair 1 (made at iteration 2, in its concave middle) is skipped; before iteration 3 it
+    // gets back rho = 1 / (y.s), in both, the same f32 value. Iteration 3's direction is then an
+    // ascent one (g.d = +58 in f64), so both must take -H g, with the same result.
+    let mut rng = Rng::new(5);
+    let n = 1000;
+    let a: Vec<f64> = (0..n).map(|_| 0.5 + rng.uniform(0.0, 1.0) as f64).collect();
+    let x0 = rng.vec(n, -0.3, 0.3);
+    let grad = |x: &[f64]| -> Vec<f64> { x.iter().zip(&a).map(|(x, a)| a * (x * x * x - x)).collect() };
+    let plant = |k: u64, gpu: &Lbfgs, cpu: &mut r::Lbfgs| {
+        if k == 3 {
+            // Scalar slot 2 holds y.s of the pair made last (pair 1, in ring slot 0).
+            let ys = gpu.scalars.read(ctx()).unwrap()[2];
+            assert!(ys < 0.0, "pair 1 has negative curvature ({ys})");
+            gpu.set_rho(ctx(), 0, 1.0 / ys).unwrap();
+            cpu.set_rho(0, (1.0 / ys) as f64);
+        }
+    };
+    let ((skipped, fallbacks), cpu) = side_by_side(&x0, 3, 0.5, 5, &grad, &plant);
+    println!("planted: GPU {skipped} skipped / {fallbacks} fallbacks, reference {} / {}", cpu.skipped, cpu.fallbacks);
+    assert!(cpu.fallbacks >= 1, "the planted pair did not make a non-descent direction");
+    assert_eq!((skipped, fallbacks), (cpu.skipped, cpu.fallbacks));
+    // Without the planted pair no fallback is needed.
+    let ((_, fallbacks), cpu) = side_by_side(&x0, 3, 0.5, 5, &grad, &|_, _, _| {});
+    assert_eq!((fallbacks, cpu.fallbacks), (0, 0));
+}

@@ -3,9 +3,14 @@
 //! setting), history kept in a ring of GPU buffers; the two-loop recursion is recorded per
 //! iteration from ops built once per history slot, so nothing is created or read back in the loop.
 //!
-//! One difference from torch: a curvature pair with y.s <= 1e-10 still takes its ring slot (with
-//! rho = 0, so it contributes nothing) rather than being dropped, because deciding that would
-//! need a readback. Such pairs are rare in practice (none in our tests).
+//! Safeguards, as torch.optim.LBFGS: a curvature pair with y.s <= 1e-10 is skipped (it leaves
+//! the initial Hessian scale alone and contributes nothing); and where the direction is not a
+//! descent one (g.d >= 0, or NaN), the step falls back to the scaled steepest descent -H g, the
+//! direction an empty memory gives (torch stops there instead). Both are decided on the GPU. One
+//! difference from torch: a skipped pair still takes its ring slot (with rho = 0) rather than
+//! being dropped, since dropping it would need a readback to know where the ring goes next; so
+//! after a skip the memory holds one pair fewer for `history` iterations (none while fewer than
+//! `history` pairs have been made). `reference::Lbfgs` follows the same rules.
 
 use super::kernel::{uniform, Bindings};
 use super::relu::grid;
@@ -44,7 +49,12 @@ const S_BE: usize = 5;
 const S_L1: usize = 6;
 const S_YS: usize = 2;
 const S_YY: usize = 3;
+const S_GD: usize = 7;
 const S_RO: usize = 8;
+/// Counters after the rho and alpha slots: pairs skipped, fallbacks taken.
+const fn counters(m: usize) -> usize {
+    S_RO + 2 * m
+}
 
 /// Ops of one history slot.
 struct Slot {
@@ -71,6 +81,8 @@ pub struct Lbfgs {
     start_dir: Op,
     scale_dir: Op,
     later_t: Op,
+    /// g.d and, where it is not negative, d = -H g.
+    guard: Op,
     step: Op,
 }
 
@@ -82,7 +94,7 @@ impl Lbfgs {
         let n = x.len();
         let m = cfg.history;
         let shape = [n, 1, 1];
-        let scalars = Tensor::new(ctx, [S_RO + 2 * m, 1, 1], "lbfgs scalars")?;
+        let scalars = Tensor::new(ctx, [counters(m) + 2, 1, 1], "lbfgs scalars")?;
         let dir = Tensor::new(ctx, shape, "lbfgs direction")?;
         let prev_grad = Tensor::new(ctx, shape, "lbfgs previous gradient")?;
         let mut hist_s = vec![];
@@ -131,6 +143,11 @@ impl Lbfgs {
         ));
         let scale_dir = vec_op("lbfgs_scale", base, &[("S", &scalars), ("A", &dir)]);
         let later_t = scalar_op(4, 0);
+        let guard = reduce::dot_forward(ctx, g, &dir, &scalars, S_GD, 1.0).then(scalar_op(5, 0)).then(vec_op(
+            "lbfgs_fallback",
+            base,
+            &[("S", &scalars), ("G", g), ("A", &dir)],
+        ));
         let step = vec_op("lbfgs_step", base, &[("S", &scalars), ("A", &dir), ("B", x)]);
         Ok(Lbfgs {
             cfg,
@@ -144,6 +161,7 @@ impl Lbfgs {
             start_dir,
             scale_dir,
             later_t,
+            guard,
             step,
         })
     }
@@ -168,8 +186,27 @@ impl Lbfgs {
                 self.slots[ring(j)].second.record(pass);
             }
             self.later_t.record(pass);
+            self.guard.record(pass);
         }
         self.step.record(pass);
+    }
+
+    /// (pairs skipped for too little curvature, steepest-descent fallbacks taken) so far; reads
+    /// the scalars back (for tests and diagnostics, not the loop).
+    pub fn safeguard_counts(&self, ctx: &Context) -> Result<(u32, u32)> {
+        let v = self.scalars.read(ctx)?;
+        let c = counters(self.cfg.history);
+        Ok((v[c] as u32, v[c + 1] as u32))
+    }
+
+    /// Sets rho of ring slot `slot` (pair k of the run sits in slot (k - 1) % history) to `rho`:
+    /// a test hook to plant a pair of negative curvature, the only way (other than rounding) to
+    /// make the two-loop recursion give a non-descent direction.
+    pub fn set_rho(&self, ctx: &Context, slot: usize, rho: f32) -> Result<()> {
+        let mut v = self.scalars.read(ctx)?;
+        v[S_RO + slot] = rho;
+        self.scalars.write(ctx, &v);
+        Ok(())
     }
 
     /// Bytes of the curvature-pair history.
