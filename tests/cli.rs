@@ -382,3 +382,35 @@ fn tune_command_measures_and_saves_a_table_a_render_then_reads() {
     assert_eq!(err.lines().filter(|l| l.contains("warning") && l.contains("rebuilt")).count(), 1, "{err}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn a_first_run_without_xdg_runtime_dir_prints_no_error_lines() {
+    // Mesa's Vulkan device-select layer asks Wayland for the default GPU and libwayland prints
+    // "error: XDG_RUNTIME_DIR is invalid or not set in the environment." twice on a headless
+    // machine; stylize switches that layer off where there is no runtime directory (and probes
+    // GL only when no native adapter exists), so a first run prints no such line.
+    let d = tmpdir("xdg");
+    let (c, s) = images(&d);
+    let out = d.join("o.png");
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stylize"));
+        cmd.args(args).env_remove("XDG_RUNTIME_DIR").env_remove("WGPU_BACKEND");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let o = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(o.status.success(), "{args:?}: {err}");
+        (String::from_utf8_lossy(&o.stdout).to_string(), err)
+    };
+    let (devices, err) = run(&["devices"], &[]);
+    assert!(!err.contains("XDG_RUNTIME_DIR") && !err.contains("error"), "devices: {err}");
+    assert!(devices.contains("backend Vulkan"), "{devices}");
+    let args = ["render", c.to_str().unwrap(), s.to_str().unwrap(), "-o", out.to_str().unwrap()];
+    let small = ["--size", "24", "--steps", "2", "--weights", "random:1", "--content-layers", "relu1_1"];
+    let (_, err) = run(&[&args[..], &small[..], &["--style-layers", "relu1_1"]].concat(), &[]);
+    assert!(!err.contains("XDG_RUNTIME_DIR") && !err.contains("error"), "render: {err}");
+    // WGPU_BACKEND still selects the backends probed: GL only (an empty list is an error).
+    let o = Command::new(env!("CARGO_BIN_EXE_stylize")).arg("devices").env("WGPU_BACKEND", "gl").output().unwrap();
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("backend Vulkan"));
+}
