@@ -67,7 +67,7 @@ pub struct StepInfo<'a> {
     /// The losses of the image after this step (after `step` updates of the stage), on steps
     /// where they were read back (print steps, the non-finite checks and the stage's last step,
     /// whose losses are those of the stage's result as written: the average with `--avg-decay`,
-    /// clamped to [0,1]); reading them costs a GPU round trip, so not every step has them.
+    /// clamped to \[0,1\]); reading them costs a GPU round trip, so not every step has them.
     pub losses: Option<&'a Losses>,
     /// Whether this is a step the options ask to print (`print_every`, and the stage's last).
     pub print: bool,

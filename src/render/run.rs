@@ -30,7 +30,7 @@ pub struct StageReport {
     /// Losses of the stage's initial image.
     pub first: Losses,
     /// Losses of the stage's result as written (the average when `--avg-decay` is on, clamped
-    /// to [0,1]), before any colour post-processing.
+    /// to \[0,1\]), before any colour post-processing.
     pub last: Losses,
     /// Milliseconds per optimiser iteration (the loop only).
     pub ms_per_iter: f64,
