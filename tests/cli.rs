@@ -414,3 +414,88 @@ fn a_first_run_without_xdg_runtime_dir_prints_no_error_lines() {
     let o = Command::new(env!("CARGO_BIN_EXE_stylize")).arg("devices").env("WGPU_BACKEND", "gl").output().unwrap();
     assert!(!String::from_utf8_lossy(&o.stdout).contains("backend Vulkan"));
 }
+
+/// Splits a recorded command line: words separated by spaces, "..." quoted with backslash
+/// escapes (Rust's `{:?}` of a string, which the command uses for paths).
+fn split_command(cmd: &str) -> Vec<String> {
+    let (mut out, mut word, mut chars) = (vec![], None::<String>, cmd.chars());
+    while let Some(ch) = chars.next() {
+        match ch {
+            ' ' => out.extend(word.take()),
+            '"' => {
+                let w = word.get_or_insert_with(String::new);
+                while let Some(c) = chars.next() {
+                    match c {
+                        '"' => break,
+                        '\\' => w.extend(chars.next()),
+                        c => w.push(c),
+                    }
+                }
+            }
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    out.extend(word);
+    out
+}
+
+#[test]
+fn the_recorded_command_reproduces_the_render_on_its_own() {
+    // The command in the PNG, run as it is (only -o changed), gives the same pixels: it holds
+    // --weights (here random:3, and a file's path below) and every setting that shapes the result.
+    let d = tmpdir("recorded");
+    let (c, s) = images(&d);
+    let npz = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/vgg_tiny_legacy.pth");
+    for (name, extra) in [
+        ("random", vec!["--weights", "random:3", "--optimizer", "lbfgs", "--lbfgs-history", "4"]),
+        ("file", vec!["--weights", npz.to_str().unwrap(), "--style-weight", "30", "--pool", "max"]),
+    ] {
+        let out = d.join(format!("{name}.png"));
+        let mut args = vec!["render", c.to_str().unwrap(), s.to_str().unwrap(), "-o", out.to_str().unwrap()];
+        args.extend([
+            "--size",
+            "24",
+            "--steps",
+            "3",
+            "--content-layers",
+            "relu2_1",
+            "--style-layers",
+            "relu1_1,relu2_1",
+        ]);
+        args.extend(["--quiet"]);
+        args.extend(&extra);
+        let r = stylize(&args);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let text = image_io::read_png_text(&out).unwrap();
+        let cmd = text.iter().find(|(k, _)| k == "stylize:command").map(|(_, v)| v.clone()).unwrap();
+        println!("{cmd}");
+        assert!(
+            cmd.contains(&format!(
+                "--weights {}",
+                if name == "random" { "random:3".to_string() } else { format!("{:?}", npz.display().to_string()) }
+            )),
+            "{cmd}"
+        );
+        let mut words = split_command(&cmd);
+        assert_eq!(&words[..2], ["stylize", "render"]);
+        let again = d.join(format!("{name}-again.png"));
+        let i = words.iter().position(|w| w == "-o").unwrap();
+        words[i + 1] = again.display().to_string();
+        words.push("--quiet".into());
+        let words: Vec<&str> = words.iter().skip(1).map(|w| w.as_str()).collect();
+        let r = stylize(&words);
+        assert!(r.status.success(), "{cmd}: {}", String::from_utf8_lossy(&r.stderr));
+        let (a, b) = (
+            image_io::load_image(&out, &Default::default()).unwrap(),
+            image_io::load_image(&again, &Default::default()).unwrap(),
+        );
+        assert_eq!(a.data, b.data, "{name}: the recorded command gave another image");
+        // And it records itself again: the same command but for the output path.
+        let text = image_io::read_png_text(&again).unwrap();
+        let cmd2 = text.iter().find(|(k, _)| k == "stylize:command").map(|(_, v)| v.clone()).unwrap();
+        assert_eq!(
+            cmd2.replace(&format!("{:?}", again.display().to_string()), "OUT"),
+            cmd.replace(&format!("{:?}", out.display().to_string()), "OUT")
+        );
+    }
+}

@@ -7,7 +7,7 @@ use super::log::JsonLog;
 use super::observe::{Control, Observer, RenderInfo, StageInfo, StepInfo};
 use super::plan::plan_frames;
 use super::run::{run_frame, Ended, StageReport};
-use super::{steps_per_scale, validate, Init, Optimizer, RenderOptions, DEFAULT_EDGE_MARGIN};
+use super::{steps_per_scale, validate, Init, Optimizer, RenderOptions, WeightsSource, DEFAULT_EDGE_MARGIN};
 use crate::error::{Error, Result};
 use crate::image_io::{self, DecodeLimits, Planar};
 use crate::model::{Edge, LossSettings, Model, Pool, Preprocess, Tap};
@@ -258,6 +258,12 @@ fn settings_text(o: &RenderOptions, s: &LossSettings, source: &str, frame: Optio
         o.seed,
         if s.preprocess == Preprocess::Torch { "torch" } else { "caffe" },
     );
+    // The weights used: a file's path, the cache path of the downloaded default, or the seed.
+    cmd += &match &o.weights {
+        WeightsSource::Random(seed) => format!(" --weights random:{seed}"),
+        WeightsSource::File(p) => format!(" --weights {}", q(p)),
+        WeightsSource::Default => format!(" --weights {:?}", source),
+    };
     match o.edge {
         Edge::Zero => cmd += " --edge zero",
         Edge::Reflect(r) if r != DEFAULT_EDGE_MARGIN => cmd += &format!(" --edge-margin {r}"),

@@ -174,7 +174,7 @@ pub struct RenderOptions {
     /// Kernel choices forced instead of the adapter's defaults (the command line tool reads them
     /// from `$STYLIZE_CONV`, `$STYLIZE_GRAM`, `$STYLIZE_WINO_TUNE`, `$STYLIZE_WINO4_TUNE`).
     pub kernels: KernelOverrides,
-    /// For tests of the non-finite guard: poison the image with NaN before this frame step
+    /// For tests of the non-finite guard: poison the image with NaN after this frame step
     /// (the command line tool reads it from `$STYLIZE_FAULT_NAN_AT`).
     pub fault_nan_at: Option<u32>,
 }
