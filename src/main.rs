@@ -193,6 +193,11 @@ struct RenderArgs {
     /// Steps between --preview writes.
     #[arg(long, default_value_t = 10, value_name = "N")]
     preview_every: u32,
+    /// Bits per channel of the PNG written (and of snapshots and previews): 8, or 16 for print
+    /// work (no banding in smooth gradients). JPEG holds 8 only. The content image's ICC colour
+    /// profile, if it has one, is carried into the output either way.
+    #[arg(long, default_value_t = 8, value_name = "8|16")]
+    bit_depth: u8,
     /// Write one JSON line per printed step (and the initial image, step 0) to PATH:
     /// {"frame","scale","width","height","step","content","style","tv","total","elapsed_s"}.
     /// Step k holds the losses of the image after k updates of its scale; each scale's last line
@@ -618,6 +623,7 @@ fn options(a: RenderArgs) -> Result<RenderOptions> {
         preview: a.preview,
         preview_every: a.preview_every,
         log_json: a.log_json,
+        bit_depth: a.bit_depth,
         weights: match a.weights {
             Some(w) => WeightsSource::parse(&w)?,
             None => WeightsSource::Default,

@@ -9,7 +9,7 @@ use super::plan::plan_frames;
 use super::run::{run_frame, Ended, StageReport};
 use super::{steps_per_scale, validate, Init, Optimizer, RenderOptions, WeightsSource, DEFAULT_EDGE_MARGIN};
 use crate::error::{Error, Result};
-use crate::image_io::{self, DecodeLimits, Planar};
+use crate::image_io::{self, DecodeLimits, Planar, SaveOptions};
 use crate::model::{Edge, LossSettings, Model, Pool, Preprocess, Tap};
 use crate::runner::Losses;
 use std::path::{Path, PathBuf};
@@ -77,7 +77,15 @@ pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<Ren
         Some(p) => Some(JsonLog::create(p)?),
         None => None,
     };
-    let mut files = FilesObserver { o, log, inner: observer, output: PathBuf::new(), text: vec![], inner_wants: false };
+    let mut files = FilesObserver {
+        o,
+        log,
+        inner: observer,
+        output: PathBuf::new(),
+        text: vec![],
+        save: Default::default(),
+        inner_wants: false,
+    };
     files.started(&info);
     let t0 = Instant::now();
     let mut stages = vec![];
@@ -93,24 +101,35 @@ pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<Ren
         let text = settings_text(o, &eng.settings, &eng.source, batch.then_some(&frame.content));
         files.output = frame.output.clone();
         files.text = text.clone();
+        if batch {
+            image_io::check_bit_depth(&frame.output, o.bit_depth)?;
+        }
+        // The content's colour profile goes into every image of its frame (its pixels are the
+        // content's values, optimised).
+        let icc = match frame.content.is_file() {
+            true => image_io::load_icc_profile(&frame.content)?,
+            false => None,
+        };
+        files.save = SaveOptions { bit_depth: o.bit_depth, icc_profile: icc };
+        let opts = files.save.clone();
         let prev = previous.as_ref().filter(|_| o.temporal_init);
         let out = run_frame(&mut eng, o, &content, &plans, prev, (fi, frames.len()), t0, &mut files)?;
         stages.extend(out.stages);
         match out.ended {
             Ended::Finished => {}
             Ended::Stopped { step } => {
-                save(&frame.output, &out.image, &text, step)?;
+                save(&frame.output, &out.image, &text, step, &opts)?;
                 return Err(Error::Interrupted { step, saved: Some(frame.output.display().to_string()) });
             }
             Ended::NonFinite { step, good_step } => {
-                save(&frame.output, &out.image, &text, good_step)?;
+                save(&frame.output, &out.image, &text, good_step, &opts)?;
                 let saved = Some(format!("{} (step {good_step})", frame.output.display()));
                 return Err(Error::NonFinite { step, saved });
             }
         }
-        save(&frame.output, &out.image, &text, frame_steps)?;
+        save(&frame.output, &out.image, &text, frame_steps, &opts)?;
         if let Some(p) = &o.preview {
-            save(p, &out.image, &text, frame_steps)?;
+            save(p, &out.image, &text, frame_steps, &opts)?;
         }
         outputs.push(frame.output.clone());
         previous = Some(out.raw);
@@ -149,6 +168,8 @@ struct FilesObserver<'a> {
     /// The current frame's output and PNG text.
     output: PathBuf,
     text: Vec<(String, String)>,
+    /// The current frame's bit depth and colour profile.
+    save: SaveOptions,
     /// Whether the inner observer asked for the image being produced.
     inner_wants: bool,
 }
@@ -196,10 +217,10 @@ impl Observer for FilesObserver<'_> {
 
     fn image(&mut self, stage: &StageInfo, frame_step: u32, image: &Planar) -> Result<()> {
         if self.snapshot_due(stage, frame_step) {
-            save(&snapshot_path(&self.output, frame_step), image, &self.text, frame_step)?;
+            save(&snapshot_path(&self.output, frame_step), image, &self.text, frame_step, &self.save)?;
         }
         if let (true, Some(p)) = (self.preview_due(frame_step), &self.o.preview) {
-            save(p, image, &self.text, frame_step)?;
+            save(p, image, &self.text, frame_step, &self.save)?;
         }
         if self.inner_wants {
             self.inner.image(stage, frame_step, image)?;
@@ -214,13 +235,13 @@ fn snapshot_path(out: &Path, step: u32) -> PathBuf {
     out.with_file_name(format!("{stem}_{step:05}.{ext}"))
 }
 
-fn save(path: &Path, img: &Planar, text: &[(String, String)], step: u32) -> Result<()> {
+fn save(path: &Path, img: &Planar, text: &[(String, String)], step: u32, opts: &SaveOptions) -> Result<()> {
     let mut t: Vec<(&str, &str)> = text.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let s = step.to_string();
     t.push(("stylize:step", &s));
     let size = format!("{}x{}", img.width, img.height);
     t.push(("stylize:size", &size));
-    image_io::save_image(path, img, &t)?;
+    image_io::save_image_as(path, img, &t, opts)?;
     Ok(())
 }
 
@@ -301,6 +322,9 @@ fn settings_text(o: &RenderOptions, s: &LossSettings, source: &str, frame: Optio
     }
     if o.temporal_init {
         cmd += " --temporal-init";
+    }
+    if o.bit_depth == 16 {
+        cmd += " --bit-depth 16";
     }
     let mut v = vec![
         ("Software".into(), format!("stylize {}", env!("CARGO_PKG_VERSION"))),

@@ -161,6 +161,8 @@ pub struct RenderOptions {
     pub tile: TileMode,
     /// GPU memory budget in MiB for `--tile auto` (None: only the adapter's buffer limits).
     pub max_gpu_memory: Option<u64>,
+    /// Bits per channel of PNG outputs, snapshots and previews: 8 or 16 (JPEG: 8 only).
+    pub bit_depth: u8,
     /// No progress output (the weights download's progress bar; the command line tool's
     /// observer reads it too).
     pub quiet: bool,
@@ -252,6 +254,7 @@ impl Default for RenderOptions {
             adapter: String::new(),
             tile: TileMode::Auto,
             max_gpu_memory: None,
+            bit_depth: 8,
             quiet: false,
             tune: None,
             tune_budget_s: 3.0,
@@ -369,11 +372,19 @@ pub(super) fn validate_settings(o: &RenderOptions, styles: usize) -> Result<()> 
 /// The cheap checks, before anything slow (images, weights, GPU) happens.
 pub(super) fn validate(o: &RenderOptions) -> Result<()> {
     validate_settings(o, o.styles.len())?;
+    if !matches!(o.bit_depth, 8 | 16) {
+        return Err(Error::InvalidArgument(format!("--bit-depth {}: 8 or 16", o.bit_depth)));
+    }
+    // A folder output (batch) names its files after the frames, checked when they are planned.
+    if !o.output.as_os_str().is_empty() && !o.output.is_dir() && o.output.extension().is_some() {
+        image_io::check_bit_depth(&o.output, o.bit_depth)?;
+    }
     if let Some(p) = &o.preview {
         if o.preview_every == 0 {
             return Err(Error::InvalidArgument("--preview-every must be at least 1".into()));
         }
         image_io::check_output_path(p)?;
+        image_io::check_bit_depth(p, o.bit_depth)?;
     }
     if let Some(p) = &o.log_json {
         let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
