@@ -2,19 +2,20 @@
 // jcjohnson/neural-style uses), with every vector AND every scalar on the GPU so the loop needs
 // no readback. Scalars live in a small buffer S (layout in gpu::lbfgs); dot products come from
 // reduce.wgsl's dot_forward into S.
-//   lbfgs_pair:    Yk = g - g_prev; Sk = d * S[T]; g_prev = g        (new curvature pair)
+//   lbfgs_pair:    Yk = g - g_prev; Sk = the last step; g_prev = g   (new curvature pair)
 //   lbfgs_neg:     d = -g                                            (q of the two-loop recursion)
 //   lbfgs_axpy:    d += (fa * S[ia] + fb * S[ib]) * V                 (both loops' updates)
 //   lbfgs_scale:   d *= S[H]                                          (initial Hessian guess)
 //   lbfgs_fallback: d = -S[H] * g where g . d (in S[GD]) is not negative (not a descent direction)
-//   lbfgs_step:    x += S[T] * d
+//   lbfgs_step:    x += S[T] * d, then clamped to [lo, hi] when mode = 1 (projected L-BFGS);
+//                  the step taken (S[T] * d unbounded, x_new - x_old bounded) kept for the pair
 //   lbfgs_scalar:  one invocation; `mode` selects the scalar update (see gpu::lbfgs::Mode).
 // Checked by tests/lbfgs.rs against reference::Lbfgs on a quadratic.
 
 struct Params {
     n: u32, gx: u32, mode: u32, slot: u32,
     ia: u32, ib: u32, fa: f32, fb: f32,
-    lr: f32, hist: u32, _p0: u32, _p1: u32,
+    lr: f32, hist: u32, lo: f32, hi: f32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -22,8 +23,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read> G: array<f32>;         // gradient (or V for axpy)
 @group(0) @binding(3) var<storage, read_write> A: array<f32>;   // pair: g_prev; others: d
 @group(0) @binding(4) var<storage, read_write> B: array<f32>;   // pair: Yk; step: x
-@group(0) @binding(5) var<storage, read_write> C: array<f32>;   // pair: Sk
-@group(0) @binding(6) var<storage, read> D: array<f32>;         // pair: d
+@group(0) @binding(5) var<storage, read_write> C: array<f32>;   // pair: Sk; step: the step taken
+@group(0) @binding(6) var<storage, read> D: array<f32>;         // pair: the last step
 
 // Scalar slots (must match gpu::lbfgs).
 const T: u32 = 0u;      // step length of the last / next update
@@ -47,7 +48,7 @@ fn lbfgs_pair(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     if (i >= P.n) { return; }
     let g = G[i];
     B[i] = g - A[i];
-    C[i] = D[i] * S[T];
+    C[i] = D[i];
     A[i] = g;
 }
 
@@ -77,7 +78,16 @@ fn lbfgs_scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 fn lbfgs_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let i = idx(wid, li);
     if (i >= P.n) { return; }
-    B[i] = B[i] + S[T] * A[i];
+    let step = S[T] * A[i];
+    if (P.mode == 1u) {
+        let x = B[i];
+        let nx = clamp(x + step, P.lo, P.hi);
+        B[i] = nx;
+        C[i] = nx - x;
+    } else {
+        B[i] = B[i] + step;
+        C[i] = step;
+    }
 }
 
 @compute @workgroup_size(1)

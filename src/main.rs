@@ -109,6 +109,12 @@ struct RenderArgs {
     /// L-BFGS: the number of curvature pairs remembered.
     #[arg(long, default_value_t = 100, value_name = "N")]
     lbfgs_history: usize,
+    /// L-BFGS: keep every iterate in [0,1] (projected L-BFGS: each step clamped, the curvature
+    /// pair built from the step taken), so the optimiser minimises the image that is written;
+    /// off: torch.optim.LBFGS's unconstrained update, whose iterates leave [0,1] and are clamped
+    /// only on saving.
+    #[arg(long, value_enum, default_value = "on", value_name = "on|off")]
+    lbfgs_clamp: OnOff,
     /// Learning rate: Adam's in [0,1] pixel units (pixels are clamped to [0,1] after each step),
     /// or L-BFGS's step length [default: 0.02 for Adam, 1 for L-BFGS].
     #[arg(long)]
@@ -344,6 +350,13 @@ enum Cmd {
         #[command(subcommand)]
         cmd: WeightsCmd,
     },
+}
+
+/// A switch given as `on` or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Subcommand)]
@@ -597,6 +610,7 @@ fn options(a: RenderArgs) -> Result<RenderOptions> {
             OptimizerArg::Lbfgs => Optimizer::Lbfgs,
         },
         lbfgs_history: a.lbfgs_history,
+        lbfgs_clamp: a.lbfgs_clamp == OnOff::On,
         lr: a.lr,
         content_weight: a.content_weight,
         style_weight: a.style_weight,

@@ -21,7 +21,7 @@ fn lbfgs_matches_reference_on_a_quadratic() {
 
         let x = upload([n, 1, 1], &x0);
         let g = Tensor::new(ctx(), [n, 1, 1], "g").unwrap();
-        let opt = Lbfgs::new(ctx(), &x, &g, LbfgsConfig { history, lr: 1.0 }).unwrap();
+        let opt = Lbfgs::new(ctx(), &x, &g, LbfgsConfig { history, lr: 1.0, bounds: None }).unwrap();
         let mut cpu = r::Lbfgs::new(history, 1.0);
         let mut xc = f64s(&x0);
         let f0 = f(&xc);
@@ -92,7 +92,7 @@ fn lbfgs_beats_adam_on_the_pipeline_in_the_same_iterations() {
     let mut lb = mk();
     lb.evaluate(ctx()).unwrap();
     let l0 = lb.read_losses(ctx()).unwrap().total();
-    lb.set_lbfgs(ctx(), LbfgsConfig { history: 100, lr: 1.0 }).unwrap();
+    lb.set_lbfgs(ctx(), LbfgsConfig { history: 100, lr: 1.0, bounds: None }).unwrap();
     lb.step(ctx(), iters).unwrap();
     lb.evaluate(ctx()).unwrap();
     let ll = lb.read_losses(ctx()).unwrap().total();
@@ -102,10 +102,12 @@ fn lbfgs_beats_adam_on_the_pipeline_in_the_same_iterations() {
 
 /// Runs GPU and reference L-BFGS side by side on the gradient `grad` from `x0` for `iters`
 /// iterations, calling `before(k, gpu, cpu)` ahead of iteration k, and compares x after each.
+#[allow(clippy::too_many_arguments)]
 fn side_by_side(
     x0: &[f32],
     history: usize,
     lr: f32,
+    bounds: Option<(f32, f32)>,
     iters: u64,
     grad: &dyn Fn(&[f64]) -> Vec<f64>,
     before: &dyn Fn(u64, &Lbfgs, &mut r::Lbfgs),
@@ -113,8 +115,9 @@ fn side_by_side(
     let n = x0.len();
     let x = upload([n, 1, 1], x0);
     let g = Tensor::new(ctx(), [n, 1, 1], "g").unwrap();
-    let opt = Lbfgs::new(ctx(), &x, &g, LbfgsConfig { history, lr }).unwrap();
+    let opt = Lbfgs::new(ctx(), &x, &g, LbfgsConfig { history, lr, bounds }).unwrap();
     let mut cpu = r::Lbfgs::new(history, lr as f64);
+    cpu.bounds = bounds.map(|(a, b)| (a as f64, b as f64));
     for k in 1..=iters {
         before(k, &opt, &mut cpu);
         let xg = f64s(&read(&x));
@@ -146,7 +149,7 @@ fn lbfgs_skips_pairs_without_curvature_as_the_reference() {
     let a: Vec<f64> = (0..n).map(|_| 0.5 + rng.uniform(0.0, 1.0) as f64).collect();
     let x0 = rng.vec(n, -0.3, 0.3);
     let grad = |x: &[f64]| -> Vec<f64> { x.iter().zip(&a).map(|(x, a)| a * (x * x * x - x)).collect() };
-    let ((skipped, fallbacks), cpu) = side_by_side(&x0, 2, 0.5, 14, &grad, &|_, _, _| {});
+    let ((skipped, fallbacks), cpu) = side_by_side(&x0, 2, 0.5, None, 14, &grad, &|_, _, _| {});
     println!(
         "double well: {skipped} pairs skipped, {fallbacks} fallbacks (reference {} / {})",
         cpu.skipped, cpu.fallbacks
@@ -177,11 +180,43 @@ fn lbfgs_falls_back_to_steepest_descent_on_a_non_descent_direction() {
             cpu.set_rho(0, (1.0 / ys) as f64);
         }
     };
-    let ((skipped, fallbacks), cpu) = side_by_side(&x0, 3, 0.5, 5, &grad, &plant);
+    let ((skipped, fallbacks), cpu) = side_by_side(&x0, 3, 0.5, None, 5, &grad, &plant);
     println!("planted: GPU {skipped} skipped / {fallbacks} fallbacks, reference {} / {}", cpu.skipped, cpu.fallbacks);
     assert!(cpu.fallbacks >= 1, "the planted pair did not make a non-descent direction");
     assert_eq!((skipped, fallbacks), (cpu.skipped, cpu.fallbacks));
     // Without the planted pair no fallback is needed.
-    let ((_, fallbacks), cpu) = side_by_side(&x0, 3, 0.5, 5, &grad, &|_, _, _| {});
+    let ((_, fallbacks), cpu) = side_by_side(&x0, 3, 0.5, None, 5, &grad, &|_, _, _| {});
     assert_eq!((fallbacks, cpu.fallbacks), (0, 0));
+}
+
+#[test]
+fn projected_lbfgs_keeps_iterates_in_bounds_as_the_reference() {
+    // A quadratic whose minimum lies partly outside [0,1] (centres in [-0.5, 1.5]): projected
+    // L-BFGS clamps every iterate and builds its pairs from the steps actually taken; GPU and
+    // reference agree step by step, the iterates stay in [0,1] with many on the bounds, and the
+    // objective falls to near the constrained minimum.
+    let mut rng = Rng::new(21);
+    let n = 2000;
+    let a: Vec<f64> = (0..n).map(|_| 0.1 + 9.9 * rng.uniform(0.0, 1.0) as f64).collect();
+    let c: Vec<f64> = (0..n).map(|_| rng.uniform(-0.5, 1.5) as f64).collect();
+    let x0 = rng.vec(n, 0.0, 1.0);
+    let grad = |x: &[f64]| -> Vec<f64> { x.iter().zip(&a).zip(&c).map(|((x, a), c)| a * (x - c)).collect() };
+    let f = |x: &[f64]| -> f64 { x.iter().zip(&a).zip(&c).map(|((x, a), c)| 0.5 * a * (x - c) * (x - c)).sum() };
+    let ((skipped, fallbacks), cpu) = side_by_side(&x0, 5, 1.0, Some((0.0, 1.0)), 12, &grad, &|_, _, _| {});
+    assert_eq!((skipped, fallbacks), (cpu.skipped, cpu.fallbacks));
+    // Replay the reference alone to look at its iterate.
+    let mut cpu = r::Lbfgs::new(5, 1.0);
+    cpu.bounds = Some((0.0, 1.0));
+    let mut x = f64s(&x0);
+    for _ in 0..12 {
+        let g: Vec<f64> = grad(&x).iter().map(|&v| v as f32 as f64).collect();
+        cpu.step(&mut x, &g);
+    }
+    assert!(x.iter().all(|v| (0.0..=1.0).contains(v)));
+    let at_bounds = x.iter().filter(|&&v| v == 0.0 || v == 1.0).count();
+    let best: Vec<f64> = c.iter().map(|c| c.clamp(0.0, 1.0)).collect();
+    let (f0, f12, fmin) = (f(&f64s(&x0)), f(&x), f(&best));
+    println!("projected: f {f0:.4e} -> {f12:.4e} (constrained minimum {fmin:.4e}), {at_bounds} of {n} at a bound");
+    assert!(at_bounds > n / 10, "{at_bounds}");
+    assert!(f12 - fmin < 0.05 * (f0 - fmin), "not near the constrained minimum");
 }

@@ -24,7 +24,7 @@ uniform! {
     pub struct LbfgsParams {
         n: u32, gx: u32, mode: u32, slot: u32,
         ia: u32, ib: u32, fa: f32, fb: f32,
-        lr: f32, hist: u32, _p0: u32, _p1: u32,
+        lr: f32, hist: u32, lo: f32, hi: f32,
     }
 }
 
@@ -35,11 +35,14 @@ pub struct LbfgsConfig {
     pub history: usize,
     /// Step length (torch's lr; 1 in jcjohnson/neural-style).
     pub lr: f32,
+    /// Projected L-BFGS: each iterate clamped to \[lo, hi\] after its step, and the curvature
+    /// pair built from the step actually taken (None: torch's unconstrained update).
+    pub bounds: Option<(f32, f32)>,
 }
 
 impl Default for LbfgsConfig {
     fn default() -> Self {
-        LbfgsConfig { history: 100, lr: 1.0 }
+        LbfgsConfig { history: 100, lr: 1.0, bounds: None }
     }
 }
 
@@ -74,6 +77,7 @@ pub struct Lbfgs {
     /// d: the search direction (q / r of the two-loop recursion).
     pub dir: Tensor,
     _prev_grad: Tensor,
+    _last_step: Tensor,
     hist_s: Vec<Tensor>,
     hist_y: Vec<Tensor>,
     slots: Vec<Slot>,
@@ -97,6 +101,8 @@ impl Lbfgs {
         let scalars = Tensor::new(ctx, [counters(m) + 2, 1, 1], "lbfgs scalars")?;
         let dir = Tensor::new(ctx, shape, "lbfgs direction")?;
         let prev_grad = Tensor::new(ctx, shape, "lbfgs previous gradient")?;
+        // The step just taken, x_new - x_old (t d when unbounded): the next pair's s.
+        let last_step = Tensor::new(ctx, shape, "lbfgs last step")?;
         let mut hist_s = vec![];
         let mut hist_y = vec![];
         for _ in 0..m {
@@ -105,7 +111,8 @@ impl Lbfgs {
         }
         let (gx, gy) = grid(ctx, n);
         let vec_groups = (gx, gy, 1);
-        let base = LbfgsParams { n: n as u32, gx, lr: cfg.lr, hist: m as u32, ..Default::default() };
+        let (lo, hi) = cfg.bounds.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+        let base = LbfgsParams { n: n as u32, gx, lr: cfg.lr, hist: m as u32, lo, hi, ..Default::default() };
         let vec_op = |entry: &'static str, p: LbfgsParams, binds: &Bindings<'_>| {
             ctx.op(ctx.dispatch(FILE, entry, &p, binds, vec_groups))
         };
@@ -121,7 +128,7 @@ impl Lbfgs {
         let mut slots = vec![];
         for k in 0..m {
             let (s, y) = (&hist_s[k], &hist_y[k]);
-            let pair: &Bindings<'_> = &[("S", &scalars), ("G", g), ("A", &prev_grad), ("B", y), ("C", s), ("D", &dir)];
+            let pair: &Bindings<'_> = &[("G", g), ("A", &prev_grad), ("B", y), ("C", s), ("D", &last_step)];
             let push = vec_op("lbfgs_pair", base, pair)
                 .then(reduce::dot_forward(ctx, y, s, &scalars, S_YS, 1.0))
                 .then(reduce::dot_forward(ctx, y, y, &scalars, S_YY, 1.0))
@@ -148,12 +155,14 @@ impl Lbfgs {
             base,
             &[("S", &scalars), ("G", g), ("A", &dir)],
         ));
-        let step = vec_op("lbfgs_step", base, &[("S", &scalars), ("A", &dir), ("B", x)]);
+        let bounded = LbfgsParams { mode: cfg.bounds.is_some() as u32, ..base };
+        let step = vec_op("lbfgs_step", bounded, &[("S", &scalars), ("A", &dir), ("B", x), ("C", &last_step)]);
         Ok(Lbfgs {
             cfg,
             scalars,
             dir,
             _prev_grad: prev_grad,
+            _last_step: last_step,
             hist_s,
             hist_y,
             slots,

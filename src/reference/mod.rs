@@ -311,6 +311,9 @@ pub struct Lbfgs {
     pub skipped: u32,
     /// Steepest-descent fallbacks taken so far.
     pub fallbacks: u32,
+    /// Projected L-BFGS: iterates clamped to \[lo, hi\], pairs from the steps taken.
+    pub bounds: Option<(f64, f64)>,
+    last_step: Vec<f64>,
     s: std::collections::VecDeque<Vec<f64>>,
     y: std::collections::VecDeque<Vec<f64>>,
     ro: std::collections::VecDeque<f64>,
@@ -333,6 +336,8 @@ impl Lbfgs {
             lr,
             skipped: 0,
             fallbacks: 0,
+            bounds: None,
+            last_step: vec![],
             s: Default::default(),
             y: Default::default(),
             ro: Default::default(),
@@ -361,7 +366,7 @@ impl Lbfgs {
             self.t = (1.0f64).min(1.0 / l1) * self.lr;
         } else {
             let y: Vec<f64> = g.iter().zip(&self.prev_g).map(|(a, b)| a - b).collect();
-            let s: Vec<f64> = self.d.iter().map(|v| v * self.t).collect();
+            let s = std::mem::take(&mut self.last_step);
             let ys = dot(&y, &s);
             if self.s.len() == self.history {
                 self.s.pop_front();
@@ -402,7 +407,23 @@ impl Lbfgs {
             self.t = self.lr;
         }
         self.prev_g = g.to_vec();
-        x.iter_mut().zip(&self.d).for_each(|(a, b)| *a += self.t * b);
+        let t = self.t;
+        self.last_step = match self.bounds {
+            None => {
+                x.iter_mut().zip(&self.d).for_each(|(a, b)| *a += t * b);
+                self.d.iter().map(|v| v * t).collect()
+            }
+            Some((lo, hi)) => x
+                .iter_mut()
+                .zip(&self.d)
+                .map(|(a, &d)| {
+                    let new = (*a + t * d).clamp(lo, hi);
+                    let s = new - *a;
+                    *a = new;
+                    s
+                })
+                .collect(),
+        };
     }
 }
 

@@ -310,6 +310,9 @@ fn settings_text(o: &RenderOptions, s: &LossSettings, source: &str, frame: Optio
     }
     if o.optimizer == Optimizer::Lbfgs {
         cmd += &format!(" --optimizer lbfgs --lbfgs-history {}", o.lbfgs_history);
+        if !o.lbfgs_clamp {
+            cmd += " --lbfgs-clamp off";
+        }
     }
     if o.avg_decay > 0.0 {
         cmd += &format!(" --avg-decay {}", o.avg_decay);

@@ -105,6 +105,8 @@ pub struct RenderOptions {
     pub optimizer: Optimizer,
     /// L-BFGS curvature pairs kept.
     pub lbfgs_history: usize,
+    /// Projected L-BFGS: iterates kept in \[0,1\] (see [`crate::gpu::lbfgs::LbfgsConfig::bounds`]).
+    pub lbfgs_clamp: bool,
     /// None: [`ADAM_LR`] for Adam, [`LBFGS_LR`] for L-BFGS.
     pub lr: Option<f32>,
     /// None: the default of the weights' convention (see [`default_weights_for`]).
@@ -228,6 +230,7 @@ impl Default for RenderOptions {
             steps: 500,
             optimizer: Optimizer::Adam,
             lbfgs_history: 100,
+            lbfgs_clamp: true,
             lr: None,
             content_weight: None,
             style_weight: None,
