@@ -164,3 +164,32 @@ fn binary_log_last_line_matches_evaluate_of_the_written_file() {
     println!("last line {:.6e}, evaluate of the file {total:.6e}, line 6 {:.6e}", lines[3].1, lines[2].1);
     close("last line vs evaluate --init", lines[3].1, total, 1e-5);
 }
+
+#[test]
+fn a_tiled_render_logs_the_same_steps_as_an_untiled_one() {
+    // The tiled loop reports step k from the pass over the tiles that starts update k + 1, and
+    // the last step from one more pass: its log lines match the untiled render's.
+    let d = tmpdir("tiled");
+    let (c, s) = images(&d);
+    let mut plain = options(&c, &s, &d.join("plain.png"), 4, Optimizer::Adam);
+    plain.tile = render::TileMode::Off;
+    plain.log_json = Some(d.join("plain.jsonl"));
+    // A budget below the untiled graph's estimate makes --tile auto tile.
+    let tiled = RenderOptions {
+        output: d.join("tiled.png"),
+        tile: render::TileMode::Auto,
+        max_gpu_memory: Some(1),
+        log_json: Some(d.join("tiled.jsonl")),
+        ..plain.clone()
+    };
+    let rt = render::render(&tiled).unwrap();
+    assert!(rt.stages[0].tiles >= 2, "the budget should force tiling");
+    render::render(&plain).unwrap();
+    let (lp, lt) = (read_log(&d.join("plain.jsonl")), read_log(&d.join("tiled.jsonl")));
+    assert_eq!(lt.iter().map(|l| l.0).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+    for (p, t) in lp.iter().zip(&lt) {
+        assert_eq!(p.0, t.0);
+        // Tiles sum the same terms in another order (tests/tiled.rs: 1e-4 over a render).
+        close(&format!("tiled line {}", t.0), t.1, p.1, 1e-4);
+    }
+}
