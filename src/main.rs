@@ -109,6 +109,12 @@ struct RenderArgs {
     /// L-BFGS: the number of curvature pairs remembered.
     #[arg(long, default_value_t = 100, value_name = "N")]
     lbfgs_history: usize,
+    /// L-BFGS: keep every iterate in [0,1] (projected L-BFGS: each step clamped, the curvature
+    /// pair built from the step taken), so the optimiser minimises the image that is written;
+    /// off: torch.optim.LBFGS's unconstrained update, whose iterates leave [0,1] and are clamped
+    /// only on saving.
+    #[arg(long, value_enum, default_value = "on", value_name = "on|off")]
+    lbfgs_clamp: OnOff,
     /// Learning rate: Adam's in [0,1] pixel units (pixels are clamped to [0,1] after each step),
     /// or L-BFGS's step length [default: 0.02 for Adam, 1 for L-BFGS].
     #[arg(long)]
@@ -206,8 +212,15 @@ struct RenderArgs {
     /// Steps between --preview writes.
     #[arg(long, default_value_t = 10, value_name = "N")]
     preview_every: u32,
+    /// Bits per channel of the PNG written (and of snapshots and previews): 8, or 16 for print
+    /// work (no banding in smooth gradients). JPEG holds 8 only. The content image's ICC colour
+    /// profile, if it has one, is carried into the output either way.
+    #[arg(long, default_value_t = 8, value_name = "8|16")]
+    bit_depth: u8,
     /// Write one JSON line per printed step (and the initial image, step 0) to PATH:
     /// {"frame","scale","width","height","step","content","style","tv","total","elapsed_s"}.
+    /// Step k holds the losses of the image after k updates of its scale; each scale's last line
+    /// those of its result as written (clamped to [0,1]; the average with --avg-decay).
     /// `stylize plot PATH -o curve.png` draws it.
     #[arg(long, value_name = "PATH")]
     log_json: Option<PathBuf>,
@@ -359,6 +372,13 @@ enum Cmd {
         #[command(subcommand)]
         cmd: WeightsCmd,
     },
+}
+
+/// A switch given as `on` or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Subcommand)]
@@ -637,6 +657,7 @@ fn options(a: RenderArgs) -> Result<RenderOptions> {
             OptimizerArg::Lbfgs => Optimizer::Lbfgs,
         },
         lbfgs_history: a.lbfgs_history,
+        lbfgs_clamp: a.lbfgs_clamp == OnOff::On,
         lr: a.lr,
         content_weight: a.content_weight,
         style_weight: a.style_weight,
@@ -668,6 +689,7 @@ fn options(a: RenderArgs) -> Result<RenderOptions> {
         preview: a.preview,
         preview_every: a.preview_every,
         log_json: a.log_json,
+        bit_depth: a.bit_depth,
         weights: match a.weights {
             Some(w) => WeightsSource::parse(&w)?,
             None => WeightsSource::Default,

@@ -799,6 +799,8 @@ fn render_help_explains_every_option() {
         "--log-json",
         "--optimizer",
         "--lbfgs-history",
+        "--lbfgs-clamp",
+        "--bit-depth",
     ] {
         assert!(help.contains(flag), "render --help does not mention {flag}:\n{help}");
     }

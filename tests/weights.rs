@@ -685,6 +685,24 @@ fn fetch_verifies_and_never_leaves_partial_files() {
     let d = dir.join("refused");
     assert!(weights::fetch(&format!("http://127.0.0.1:{port}/x.pth"), &d.join("w.pth"), &sha, false).is_err());
     assert!(dir_is_empty(&d));
+    // The default weights from there: the error says what to do instead, with the exact path.
+    for (model, retry) in
+        [(Model::Vgg19, "`stylize weights fetch`"), (Model::Vgg16, "`stylize weights fetch --model vgg16`")]
+    {
+        let url = format!("http://127.0.0.1:{port}/{}", weights::torchvision(model).file_name);
+        let err = weights::default_weights_from(model, &url, &d, false).unwrap_err();
+        let msg = err.to_string();
+        let path = d.join(weights::torchvision(model).file_name);
+        assert!(matches!(&err, WeightsError::DefaultUnavailable { path: p, .. } if *p == path), "{err:?}");
+        let needles =
+            [format!("download of {url} failed"), "--weights PATH".into(), path.display().to_string(), retry.into()];
+        for needle in &needles {
+            assert!(msg.contains(needle), "{needle:?} missing from: {msg}");
+        }
+        assert!(!msg.contains('\n'), "one line: {msg}");
+        println!("{msg}");
+        assert!(dir_is_empty(&d));
+    }
 
     // Malformed hash strings are refused before any network traffic.
     for bad in ["", "abc", "xyz12345", &"0".repeat(65)] {

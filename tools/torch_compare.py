@@ -190,7 +190,9 @@ def main():
            "--weights", wpath, "--preprocess", "torch", "--pool", a.pool,
            "--content-layers", a.content_layers, "--style-layers", a.style_layers,
            "--content-weight", str(a.content_weight), "--style-weight", str(a.style_weight),
-           "--tv-weight", str(a.tv_weight), "--grad-out", gpath]
+           "--tv-weight", str(a.tv_weight), "--grad-out", gpath,
+           # PyTorch's VGG pads each conv with zeros; stylize's default adds a reflected margin.
+           "--edge", "zero"]
     if a.style_layer_weights:
         cmd += ["--style-layer-weights", a.style_layer_weights]
     res = subprocess.run(cmd, capture_output=True, text=True)

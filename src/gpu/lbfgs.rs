@@ -3,9 +3,14 @@
 //! setting), history kept in a ring of GPU buffers; the two-loop recursion is recorded per
 //! iteration from ops built once per history slot, so nothing is created or read back in the loop.
 //!
-//! One difference from torch: a curvature pair with y.s <= 1e-10 still takes its ring slot (with
-//! rho = 0, so it contributes nothing) rather than being dropped, because deciding that would
-//! need a readback. Such pairs are rare in practice (none in our tests).
+//! Safeguards, as torch.optim.LBFGS: a curvature pair with y.s <= 1e-10 is skipped (it leaves
+//! the initial Hessian scale alone and contributes nothing); and where the direction is not a
+//! descent one (g.d >= 0, or NaN), the step falls back to the scaled steepest descent -H g, the
+//! direction an empty memory gives (torch stops there instead). Both are decided on the GPU. One
+//! difference from torch: a skipped pair still takes its ring slot (with rho = 0) rather than
+//! being dropped, since dropping it would need a readback to know where the ring goes next; so
+//! after a skip the memory holds one pair fewer for `history` iterations (none while fewer than
+//! `history` pairs have been made). `reference::Lbfgs` follows the same rules.
 
 use super::kernel::{uniform, Bindings};
 use super::relu::grid;
@@ -19,7 +24,7 @@ uniform! {
     pub struct LbfgsParams {
         n: u32, gx: u32, mode: u32, slot: u32,
         ia: u32, ib: u32, fa: f32, fb: f32,
-        lr: f32, hist: u32, _p0: u32, _p1: u32,
+        lr: f32, hist: u32, lo: f32, hi: f32,
     }
 }
 
@@ -30,11 +35,14 @@ pub struct LbfgsConfig {
     pub history: usize,
     /// Step length (torch's lr; 1 in jcjohnson/neural-style).
     pub lr: f32,
+    /// Projected L-BFGS: each iterate clamped to \[lo, hi\] after its step, and the curvature
+    /// pair built from the step actually taken (None: torch's unconstrained update).
+    pub bounds: Option<(f32, f32)>,
 }
 
 impl Default for LbfgsConfig {
     fn default() -> Self {
-        LbfgsConfig { history: 100, lr: 1.0 }
+        LbfgsConfig { history: 100, lr: 1.0, bounds: None }
     }
 }
 
@@ -44,7 +52,12 @@ const S_BE: usize = 5;
 const S_L1: usize = 6;
 const S_YS: usize = 2;
 const S_YY: usize = 3;
+const S_GD: usize = 7;
 const S_RO: usize = 8;
+/// Counters after the rho and alpha slots: pairs skipped, fallbacks taken.
+const fn counters(m: usize) -> usize {
+    S_RO + 2 * m
+}
 
 /// Ops of one history slot.
 struct Slot {
@@ -64,6 +77,7 @@ pub struct Lbfgs {
     /// d: the search direction (q / r of the two-loop recursion).
     pub dir: Tensor,
     _prev_grad: Tensor,
+    _last_step: Tensor,
     hist_s: Vec<Tensor>,
     hist_y: Vec<Tensor>,
     slots: Vec<Slot>,
@@ -71,6 +85,8 @@ pub struct Lbfgs {
     start_dir: Op,
     scale_dir: Op,
     later_t: Op,
+    /// g.d and, where it is not negative, d = -H g.
+    guard: Op,
     step: Op,
 }
 
@@ -82,9 +98,11 @@ impl Lbfgs {
         let n = x.len();
         let m = cfg.history;
         let shape = [n, 1, 1];
-        let scalars = Tensor::new(ctx, [S_RO + 2 * m, 1, 1], "lbfgs scalars")?;
+        let scalars = Tensor::new(ctx, [counters(m) + 2, 1, 1], "lbfgs scalars")?;
         let dir = Tensor::new(ctx, shape, "lbfgs direction")?;
         let prev_grad = Tensor::new(ctx, shape, "lbfgs previous gradient")?;
+        // The step just taken, x_new - x_old (t d when unbounded): the next pair's s.
+        let last_step = Tensor::new(ctx, shape, "lbfgs last step")?;
         let mut hist_s = vec![];
         let mut hist_y = vec![];
         for _ in 0..m {
@@ -93,7 +111,8 @@ impl Lbfgs {
         }
         let (gx, gy) = grid(ctx, n);
         let vec_groups = (gx, gy, 1);
-        let base = LbfgsParams { n: n as u32, gx, lr: cfg.lr, hist: m as u32, ..Default::default() };
+        let (lo, hi) = cfg.bounds.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+        let base = LbfgsParams { n: n as u32, gx, lr: cfg.lr, hist: m as u32, lo, hi, ..Default::default() };
         let vec_op = |entry: &'static str, p: LbfgsParams, binds: &Bindings<'_>| {
             ctx.op(ctx.dispatch(FILE, entry, &p, binds, vec_groups))
         };
@@ -109,7 +128,7 @@ impl Lbfgs {
         let mut slots = vec![];
         for k in 0..m {
             let (s, y) = (&hist_s[k], &hist_y[k]);
-            let pair: &Bindings<'_> = &[("S", &scalars), ("G", g), ("A", &prev_grad), ("B", y), ("C", s), ("D", &dir)];
+            let pair: &Bindings<'_> = &[("G", g), ("A", &prev_grad), ("B", y), ("C", s), ("D", &last_step)];
             let push = vec_op("lbfgs_pair", base, pair)
                 .then(reduce::dot_forward(ctx, y, s, &scalars, S_YS, 1.0))
                 .then(reduce::dot_forward(ctx, y, y, &scalars, S_YY, 1.0))
@@ -131,12 +150,19 @@ impl Lbfgs {
         ));
         let scale_dir = vec_op("lbfgs_scale", base, &[("S", &scalars), ("A", &dir)]);
         let later_t = scalar_op(4, 0);
-        let step = vec_op("lbfgs_step", base, &[("S", &scalars), ("A", &dir), ("B", x)]);
+        let guard = reduce::dot_forward(ctx, g, &dir, &scalars, S_GD, 1.0).then(scalar_op(5, 0)).then(vec_op(
+            "lbfgs_fallback",
+            base,
+            &[("S", &scalars), ("G", g), ("A", &dir)],
+        ));
+        let bounded = LbfgsParams { mode: cfg.bounds.is_some() as u32, ..base };
+        let step = vec_op("lbfgs_step", bounded, &[("S", &scalars), ("A", &dir), ("B", x), ("C", &last_step)]);
         Ok(Lbfgs {
             cfg,
             scalars,
             dir,
             _prev_grad: prev_grad,
+            _last_step: last_step,
             hist_s,
             hist_y,
             slots,
@@ -144,6 +170,7 @@ impl Lbfgs {
             start_dir,
             scale_dir,
             later_t,
+            guard,
             step,
         })
     }
@@ -168,8 +195,27 @@ impl Lbfgs {
                 self.slots[ring(j)].second.record(pass);
             }
             self.later_t.record(pass);
+            self.guard.record(pass);
         }
         self.step.record(pass);
+    }
+
+    /// (pairs skipped for too little curvature, steepest-descent fallbacks taken) so far; reads
+    /// the scalars back (for tests and diagnostics, not the loop).
+    pub fn safeguard_counts(&self, ctx: &Context) -> Result<(u32, u32)> {
+        let v = self.scalars.read(ctx)?;
+        let c = counters(self.cfg.history);
+        Ok((v[c] as u32, v[c + 1] as u32))
+    }
+
+    /// Sets rho of ring slot `slot` (pair k of the run sits in slot (k - 1) % history) to `rho`:
+    /// a test hook to plant a pair of negative curvature, the only way (other than rounding) to
+    /// make the two-loop recursion give a non-descent direction.
+    pub fn set_rho(&self, ctx: &Context, slot: usize, rho: f32) -> Result<()> {
+        let mut v = self.scalars.read(ctx)?;
+        v[S_RO + slot] = rho;
+        self.scalars.write(ctx, &v);
+        Ok(())
     }
 
     /// Bytes of the curvature-pair history.

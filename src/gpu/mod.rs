@@ -171,15 +171,60 @@ pub fn describe(info: &wgpu::AdapterInfo) -> String {
     format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type)
 }
 
-fn instance() -> wgpu::Instance {
-    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+/// Mesa's Vulkan device-select layer (an implicit layer, on by default) asks a Wayland
+/// compositor for the default GPU, and libwayland prints `error: XDG_RUNTIME_DIR is invalid or
+/// not set in the environment.` (twice) where there is no session, as on a headless server. With
+/// no runtime directory there is no compositor to ask, and we choose the adapter ourselves
+/// ([`rank`]), so the layer is switched off there, as its manifest provides
+/// (`NODEVICE_SELECT=1`), unless the user set that variable. Done once, before the first
+/// instance, while the process has no other threads reading the environment.
+fn quiet_device_select() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| std::path::Path::new(&d).is_dir());
+        if !runtime_dir && std::env::var_os("NODEVICE_SELECT").is_none() {
+            std::env::set_var("NODEVICE_SELECT", "1");
+        }
+    });
 }
 
-/// All adapters wgpu can see, best first.
-pub fn enumerate() -> Vec<wgpu::Adapter> {
-    let mut v = pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()));
+/// An instance on `backends`, or on those `WGPU_BACKEND` names (and the other `WGPU_*`
+/// settings), as wgpu's `from_env` reads them.
+fn instance(backends: wgpu::Backends) -> wgpu::Instance {
+    quiet_device_select();
+    let mut d = wgpu::InstanceDescriptor::new_without_display_handle();
+    d.backends = backends;
+    wgpu::Instance::new(d.with_env())
+}
+
+fn adapters_on(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
+    pollster::block_on(instance(backends).enumerate_adapters(wgpu::Backends::all()))
+}
+
+/// The adapters wgpu can see, best first: those of the native APIs (Vulkan, Metal, DX12), or
+/// the GL ones only when there are none, when `backend` is GL, or when `WGPU_BACKEND` says so.
+/// GL is not probed otherwise: it is the slowest backend for compute, and its EGL probe may
+/// print warnings of its own where there is no display.
+pub fn enumerate_for(backend: Option<wgpu::Backend>) -> Vec<wgpu::Adapter> {
+    let mut v = if std::env::var_os("WGPU_BACKEND").is_some() {
+        adapters_on(wgpu::Backends::all())
+    } else if backend == Some(wgpu::Backend::Gl) {
+        adapters_on(wgpu::Backends::GL)
+    } else {
+        let primary = adapters_on(wgpu::Backends::PRIMARY);
+        if primary.is_empty() {
+            adapters_on(wgpu::Backends::GL)
+        } else {
+            primary
+        }
+    };
     v.sort_by_key(|a| rank(&a.get_info()));
     v
+}
+
+/// The adapters a default choice sees, best first (see [`enumerate_for`]).
+pub fn enumerate() -> Vec<wgpu::Adapter> {
+    enumerate_for(None)
 }
 
 fn no_adapter_hint() -> String {
@@ -225,7 +270,7 @@ pub struct Context {
 impl Context {
     /// A context on the best adapter matching `choice`.
     pub fn new(choice: &AdapterChoice) -> Result<Context> {
-        let all = enumerate();
+        let all = enumerate_for(choice.backend);
         if all.is_empty() {
             return Err(Error::NoAdapter(no_adapter_hint()));
         }

@@ -10,6 +10,25 @@ use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 use super::error::one_line;
 use super::{DecodeLimits, ImageIoError, Planar};
 
+/// The ICC colour profile an image file carries (a PNG iCCP chunk, or a JPEG's APP2 segments
+/// joined), byte for byte; None when it has none or is neither PNG nor JPEG.
+pub fn load_icc_profile(path: &Path) -> Result<Option<Vec<u8>>, ImageIoError> {
+    let read_err = |source: io::Error| ImageIoError::Read { path: path.to_path_buf(), source };
+    let file = File::open(path).map_err(read_err)?;
+    let reader = ImageReader::new(BufReader::new(file)).with_guessed_format().map_err(read_err)?;
+    let format = match reader.format() {
+        Some(f @ (ImageFormat::Png | ImageFormat::Jpeg)) => f,
+        _ => return Ok(None),
+    };
+    let decode_err = |e: image::ImageError| ImageIoError::Decode {
+        path: path.to_path_buf(),
+        format: format_name(format),
+        message: one_line(&e.to_string()),
+    };
+    let mut decoder = reader.into_decoder().map_err(decode_err)?;
+    decoder.icc_profile().map_err(decode_err)
+}
+
 /// Decode a PNG or JPEG (recognised by content, not extension) into planar RGB in \[0,1\].
 ///
 /// Applies the EXIF orientation, converts gray / gray+alpha / 16-bit / RGBA (alpha composited over

@@ -105,7 +105,34 @@ impl Drop for TempFile {
 /// Atomic: the image goes to a temporary file in the same directory, is fsynced and renamed over
 /// `path`; on any error the temporary file is removed and an existing `path` is left untouched.
 pub fn save_image(path: &Path, img: &Planar, text: &[(&str, &str)]) -> Result<(), ImageIoError> {
-    save_image_impl(path, img, text, None)
+    save_image_impl(path, img, text, &SaveOptions::default(), None)
+}
+
+/// What [`save_image_as`] writes beyond the pixels and text.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SaveOptions {
+    /// Bits per channel: 8 (0 means 8 too) or 16 (PNG only: JPEG holds 8).
+    pub bit_depth: u8,
+    /// An ICC colour profile to embed (a PNG iCCP chunk, or JPEG APP2 segments), byte for byte.
+    pub icc_profile: Option<Vec<u8>>,
+}
+
+/// [`save_image`] with a bit depth and an ICC profile: a 16-bit PNG rounds each value to
+/// 1/65535, 257 times finer than 8 bits, so smooth gradients do not band. A 16-bit JPEG is
+/// refused ([`ImageIoError::Encode`]) before any file is created.
+pub fn save_image_as(path: &Path, img: &Planar, text: &[(&str, &str)], opts: &SaveOptions) -> Result<(), ImageIoError> {
+    save_image_impl(path, img, text, opts, None)
+}
+
+/// Refuses a bit depth `path`'s format cannot hold: 8 or 16 for PNG, 8 for JPEG.
+pub fn check_bit_depth(path: &Path, bit_depth: u8) -> Result<(), ImageIoError> {
+    let format = output_format(path)?;
+    let message = match (format, bit_depth) {
+        (_, 0 | 8) | (OutputFormat::Png, 16) => return Ok(()),
+        (OutputFormat::Jpeg, 16) => "JPEG holds 8 bits per channel; write a .png for 16-bit output".to_string(),
+        (_, d) => format!("bit depth {d} is not supported (8 or 16)"),
+    };
+    Err(ImageIoError::Encode { path: path.to_path_buf(), message })
 }
 
 /// Hooks for tests that need failures no real disk gives on demand.
@@ -121,7 +148,7 @@ pub mod testing {
         text: &[(&str, &str)],
         fail_after_bytes: u64,
     ) -> Result<(), ImageIoError> {
-        save_image_impl(path, img, text, Some(fail_after_bytes))
+        save_image_impl(path, img, text, &SaveOptions::default(), Some(fail_after_bytes))
     }
 }
 
@@ -153,10 +180,12 @@ fn save_image_impl(
     path: &Path,
     img: &Planar,
     text: &[(&str, &str)],
+    opts: &SaveOptions,
     fail_after_bytes: Option<u64>,
 ) -> Result<(), ImageIoError> {
     // Everything that can be checked without touching the disk is checked first.
     let format = output_format(path)?;
+    check_bit_depth(path, opts.bit_depth)?;
     img.check_shape().map_err(|reason| ImageIoError::InvalidImage { path: path.to_path_buf(), reason })?;
     if format == OutputFormat::Png {
         for (key, value) in text {
@@ -168,7 +197,7 @@ fn save_image_impl(
         }
     }
     let dir = existing_parent(path)?;
-    let rgb8 = to_rgb8_interleaved(img);
+    let samples = if opts.bit_depth == 16 { to_rgb16_be_interleaved(img) } else { to_rgb8_interleaved(img) };
 
     let tmp = TempFile::create(path, &dir)?;
     let write_err = |source: io::Error| ImageIoError::Write { path: path.to_path_buf(), source };
@@ -176,10 +205,15 @@ fn save_image_impl(
         let file = tmp.file.as_ref().ok_or_else(|| write_err(io::Error::other("temporary file already closed")))?;
         let mut out = BufWriter::new(FailingWriter { inner: file, remaining: fail_after_bytes });
         match format {
-            OutputFormat::Png => encode_png(path, &mut out, img.width, img.height, &rgb8, text)?,
+            OutputFormat::Png => encode_png(path, &mut out, (img.width, img.height), &samples, text, opts)?,
             OutputFormat::Jpeg => {
+                use image::ImageEncoder;
                 let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95);
-                enc.encode(&rgb8, img.width, img.height, image::ExtendedColorType::Rgb8)
+                if let Some(icc) = &opts.icc_profile {
+                    enc.set_icc_profile(icc.clone())
+                        .map_err(|e| encode_error(path, image::ImageError::Unsupported(e)))?;
+                }
+                enc.write_image(&samples, img.width, img.height, image::ExtendedColorType::Rgb8)
                     .map_err(|e| encode_error(path, e))?;
             }
         }
@@ -199,18 +233,20 @@ fn encode_error(path: &Path, e: image::ImageError) -> ImageIoError {
 fn encode_png<W: Write>(
     path: &Path,
     out: W,
-    width: u32,
-    height: u32,
-    rgb8: &[u8],
+    (width, height): (u32, u32),
+    samples: &[u8],
     text: &[(&str, &str)],
+    opts: &SaveOptions,
 ) -> Result<(), ImageIoError> {
     let png_err = |e: png::EncodingError| match e {
         png::EncodingError::IoError(source) => ImageIoError::Write { path: path.to_path_buf(), source },
         other => ImageIoError::Encode { path: path.to_path_buf(), message: one_line(&other.to_string()) },
     };
-    let mut enc = png::Encoder::new(out, width, height);
-    enc.set_color(png::ColorType::Rgb);
-    enc.set_depth(png::BitDepth::Eight);
+    let mut info = png::Info::with_size(width, height);
+    info.color_type = png::ColorType::Rgb;
+    info.bit_depth = if opts.bit_depth == 16 { png::BitDepth::Sixteen } else { png::BitDepth::Eight };
+    info.icc_profile = opts.icc_profile.as_deref().map(std::borrow::Cow::Borrowed);
+    let mut enc = png::Encoder::with_info(out, info).map_err(png_err)?;
     for (key, value) in text {
         // tEXt is what every tool shows; iTXt (UTF-8) only when the value needs it.
         let r = if is_latin1(value) {
@@ -221,7 +257,7 @@ fn encode_png<W: Write>(
         r.map_err(png_err)?;
     }
     let mut writer = enc.write_header().map_err(png_err)?;
-    writer.write_image_data(rgb8).map_err(png_err)?;
+    writer.write_image_data(samples).map_err(png_err)?;
     writer.finish().map_err(png_err)
 }
 
@@ -248,7 +284,7 @@ fn validate_text(key: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Clamp to [0,1], round to 8 bits, interleave.
+/// Clamp to \[0,1\], round to 8 bits, interleave.
 fn to_rgb8_interleaved(img: &Planar) -> Vec<u8> {
     let n = img.plane_len();
     let q = |v: f32| {
@@ -259,6 +295,22 @@ fn to_rgb8_interleaved(img: &Planar) -> Vec<u8> {
     let mut out = Vec::with_capacity(3 * n);
     for i in 0..n {
         out.extend_from_slice(&[q(img.data[i]), q(img.data[n + i]), q(img.data[2 * n + i])]);
+    }
+    out
+}
+
+/// Clamp to \[0,1\], round to 16 bits, interleave as PNG stores them (big-endian).
+fn to_rgb16_be_interleaved(img: &Planar) -> Vec<u8> {
+    let n = img.plane_len();
+    let q = |v: f32| {
+        let v = if v.is_nan() { 0.0 } else { v.clamp(0.0, 1.0) };
+        ((v * 65535.0).round() as u16).to_be_bytes()
+    };
+    let mut out = Vec::with_capacity(6 * n);
+    for i in 0..n {
+        for c in 0..3 {
+            out.extend_from_slice(&q(img.data[c * n + i]));
+        }
     }
     out
 }

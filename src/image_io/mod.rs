@@ -19,8 +19,11 @@ mod resize;
 mod samples;
 
 pub use colour::{color_match, color_stats, rgb_to_yiq, symmetric_eigen3, transfer_luminance, yiq_to_rgb};
-pub use decode::load_image;
-pub use encode::{check_output_path, read_png_text, save_image, testing, SUPPORTED_OUTPUT_EXTENSIONS};
+pub use decode::{load_icc_profile, load_image};
+pub use encode::{
+    check_bit_depth, check_output_path, read_png_text, save_image, save_image_as, testing, SaveOptions,
+    SUPPORTED_OUTPUT_EXTENSIONS,
+};
 pub use error::{DecodeLimits, ImageIoError};
 pub use resize::{resize_exact, resize_longest};
 pub use samples::{synthetic_painting, synthetic_photo};

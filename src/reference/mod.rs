@@ -299,12 +299,21 @@ pub fn sum(x: &[f64]) -> f64 {
 }
 
 /// L-BFGS as torch.optim.LBFGS without line search (jcjohnson/neural-style's optimizer): the
-/// oracle of `gpu::lbfgs`. Call [`Lbfgs::step`] once per iteration with the gradient at x.
+/// oracle of `gpu::lbfgs`, with its safeguards and their one difference from torch: a pair with
+/// y.s <= 1e-10 is skipped but still takes a slot (rho 0); a non-descent direction (g.d >= 0)
+/// falls back to -H g. Call [`Lbfgs::step`] once per iteration with the gradient at x.
 pub struct Lbfgs {
     /// Curvature pairs kept.
     pub history: usize,
     /// Step length.
     pub lr: f64,
+    /// Pairs skipped for too little curvature so far.
+    pub skipped: u32,
+    /// Steepest-descent fallbacks taken so far.
+    pub fallbacks: u32,
+    /// Projected L-BFGS: iterates clamped to \[lo, hi\], pairs from the steps taken.
+    pub bounds: Option<(f64, f64)>,
+    last_step: Vec<f64>,
     s: std::collections::VecDeque<Vec<f64>>,
     y: std::collections::VecDeque<Vec<f64>>,
     ro: std::collections::VecDeque<f64>,
@@ -325,6 +334,10 @@ impl Lbfgs {
         Lbfgs {
             history,
             lr,
+            skipped: 0,
+            fallbacks: 0,
+            bounds: None,
+            last_step: vec![],
             s: Default::default(),
             y: Default::default(),
             ro: Default::default(),
@@ -334,6 +347,13 @@ impl Lbfgs {
             h: 1.0,
             k: 0,
         }
+    }
+
+    /// Sets rho of the pair `age` iterations old (0: the newest) to `rho`: a test hook to plant
+    /// a pair of negative curvature (see `gpu::lbfgs::Lbfgs::set_rho`).
+    pub fn set_rho(&mut self, age: usize, rho: f64) {
+        let n = self.ro.len();
+        self.ro[n - 1 - age] = rho;
     }
 
     /// One iteration: updates `x` in place from its gradient `g`.
@@ -346,19 +366,24 @@ impl Lbfgs {
             self.t = (1.0f64).min(1.0 / l1) * self.lr;
         } else {
             let y: Vec<f64> = g.iter().zip(&self.prev_g).map(|(a, b)| a - b).collect();
-            let s: Vec<f64> = self.d.iter().map(|v| v * self.t).collect();
+            let s = std::mem::take(&mut self.last_step);
             let ys = dot(&y, &s);
-            if ys > 1e-10 {
-                if self.s.len() == self.history {
-                    self.s.pop_front();
-                    self.y.pop_front();
-                    self.ro.pop_front();
-                }
-                self.h = ys / dot(&y, &y);
-                self.s.push_back(s);
-                self.y.push_back(y);
-                self.ro.push_back(1.0 / ys);
+            if self.s.len() == self.history {
+                self.s.pop_front();
+                self.y.pop_front();
+                self.ro.pop_front();
             }
+            // Too little curvature: the pair contributes nothing (rho 0) and H stays.
+            let ro = if ys > 1e-10 {
+                self.h = ys / dot(&y, &y);
+                1.0 / ys
+            } else {
+                self.skipped += 1;
+                0.0
+            };
+            self.s.push_back(s);
+            self.y.push_back(y);
+            self.ro.push_back(ro);
             // Two-loop recursion, newest pair first.
             let mut q: Vec<f64> = g.iter().map(|v| -v).collect();
             let mut al = vec![0.0; self.s.len()];
@@ -371,11 +396,34 @@ impl Lbfgs {
                 let be = dot(&self.y[i], &r) * self.ro[i];
                 r.iter_mut().zip(&self.s[i]).for_each(|(a, b)| *a += (al[i] - be) * b);
             }
+            // Not a descent direction (only rounding or a planted pair can do that): -H g.
+            let gd = dot(g, &r);
+            // `!(gd < 0)` rather than `gd >= 0`: a NaN g.d falls back too.
+            if gd.is_nan() || gd >= 0.0 {
+                self.fallbacks += 1;
+                r = g.iter().map(|v| -v * self.h).collect();
+            }
             self.d = r;
             self.t = self.lr;
         }
         self.prev_g = g.to_vec();
-        x.iter_mut().zip(&self.d).for_each(|(a, b)| *a += self.t * b);
+        let t = self.t;
+        self.last_step = match self.bounds {
+            None => {
+                x.iter_mut().zip(&self.d).for_each(|(a, b)| *a += t * b);
+                self.d.iter().map(|v| v * t).collect()
+            }
+            Some((lo, hi)) => x
+                .iter_mut()
+                .zip(&self.d)
+                .map(|(a, &d)| {
+                    let new = (*a + t * d).clamp(lo, hi);
+                    let s = new - *a;
+                    *a = new;
+                    s
+                })
+                .collect(),
+        };
     }
 }
 

@@ -357,7 +357,8 @@ impl Engine {
         let adam = AdamConfig { lr: o.learning_rate(), clamp: Some((0.0, 1.0)), ..Default::default() };
         let mut graph = Graph::new(&self.ctx, &self.net, &self.settings, &targets, &init, h, w, adam)?;
         if o.optimizer == Optimizer::Lbfgs {
-            graph.set_lbfgs(&self.ctx, LbfgsConfig { history: o.lbfgs_history, lr: o.learning_rate() })?;
+            let bounds = o.lbfgs_clamp.then_some((0.0, 1.0));
+            graph.set_lbfgs(&self.ctx, LbfgsConfig { history: o.lbfgs_history, lr: o.learning_rate(), bounds })?;
         }
         let ema = if o.avg_decay > 0.0 {
             // As crowsonkb's EMA: the first value is the initial image itself.

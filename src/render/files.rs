@@ -8,9 +8,9 @@ use super::log::JsonLog;
 use super::observe::{Control, Observer, RenderInfo, StageInfo, StepInfo};
 use super::plan::plan_frames;
 use super::run::{run_frame, Ended, StageReport};
-use super::{steps_per_scale, validate, Init, Optimizer, RenderOptions, DEFAULT_EDGE_MARGIN};
+use super::{steps_per_scale, validate, Init, Optimizer, RenderOptions, WeightsSource, DEFAULT_EDGE_MARGIN};
 use crate::error::{Error, Result};
-use crate::image_io::{self, DecodeLimits, Planar};
+use crate::image_io::{self, DecodeLimits, Planar, SaveOptions};
 use crate::model::{Edge, LossSettings, Model, Pool, Preprocess, Tap};
 use crate::runner::Losses;
 use std::path::{Path, PathBuf};
@@ -109,7 +109,15 @@ pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<Ren
         Some(p) => Some(JsonLog::create(p)?),
         None => None,
     };
-    let mut files = FilesObserver { o, log, inner: observer, output: PathBuf::new(), text: vec![], inner_wants: false };
+    let mut files = FilesObserver {
+        o,
+        log,
+        inner: observer,
+        output: PathBuf::new(),
+        text: vec![],
+        save: Default::default(),
+        inner_wants: false,
+    };
     files.started(&info);
     let t0 = Instant::now();
     let mut stages = vec![];
@@ -157,7 +165,18 @@ pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<Ren
         }
         files.output = frame.output.clone();
         files.text = text.clone();
-        files.inner.frame_output(fi, &frame.output, &text);
+        if batch {
+            image_io::check_bit_depth(&frame.output, o.bit_depth)?;
+        }
+        // The content's colour profile goes into every image of its frame (its pixels are the
+        // content's values, optimised).
+        let icc = match frame.content.is_file() {
+            true => image_io::load_icc_profile(&frame.content)?,
+            false => None,
+        };
+        files.save = SaveOptions { bit_depth: o.bit_depth, icc_profile: icc };
+        let opts = files.save.clone();
+        files.inner.frame_output(fi, &frame.output, &text, &opts);
         let prev = previous.as_ref().filter(|_| o.temporal_init);
         let out = run_frame(&mut eng, o, &content, &plans, prev, (fi, all.len()), t0, &mut files)?;
         stages.extend(out.stages);
@@ -169,7 +188,7 @@ pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<Ren
             Ended::Stopped { step } => step,
             Ended::NonFinite { good_step, .. } => good_step,
         };
-        save(&frame.output, &out.image, &text, step)?;
+        save(&frame.output, &out.image, &text, step, &opts)?;
         files.inner.saved(fi, step, &frame.output, &out.image);
         if batch {
             write_record(&frame.output, &text, step)?;
@@ -185,7 +204,7 @@ pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<Ren
             }
         }
         if let Some(p) = &o.preview {
-            save(p, &out.image, &text, frame_steps)?;
+            save(p, &out.image, &text, frame_steps, &opts)?;
         }
         outputs.push(frame.output.clone());
         previous = Some(out.raw);
@@ -247,6 +266,8 @@ struct FilesObserver<'a> {
     /// The current frame's output and PNG text.
     output: PathBuf,
     text: Vec<(String, String)>,
+    /// The current frame's bit depth and colour profile.
+    save: SaveOptions,
     /// Whether the inner observer asked for the image being produced.
     inner_wants: bool,
 }
@@ -298,10 +319,10 @@ impl Observer for FilesObserver<'_> {
 
     fn image(&mut self, stage: &StageInfo, frame_step: u32, image: &Planar) -> Result<()> {
         if self.snapshot_due(stage, frame_step) {
-            save(&snapshot_path(&self.output, frame_step), image, &self.text, frame_step)?;
+            save(&snapshot_path(&self.output, frame_step), image, &self.text, frame_step, &self.save)?;
         }
         if let (true, Some(p)) = (self.preview_due(frame_step), &self.o.preview) {
-            save(p, image, &self.text, frame_step)?;
+            save(p, image, &self.text, frame_step, &self.save)?;
         }
         if self.inner_wants {
             self.inner.image(stage, frame_step, image)?;
@@ -317,14 +338,14 @@ pub(crate) fn snapshot_path(out: &Path, step: u32) -> PathBuf {
     out.with_file_name(format!("{stem}_{step:05}.{ext}"))
 }
 
-/// Writes `img` atomically with the settings `text` and its `step` and size.
-pub(crate) fn save(path: &Path, img: &Planar, text: &[(String, String)], step: u32) -> Result<()> {
+/// Writes `img` atomically with the settings `text`, its `step` and size, as `opts` says.
+pub(crate) fn save(path: &Path, img: &Planar, text: &[(String, String)], step: u32, opts: &SaveOptions) -> Result<()> {
     let mut t: Vec<(&str, &str)> = text.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let s = step.to_string();
     t.push(("stylize:step", &s));
     let size = format!("{}x{}", img.width, img.height);
     t.push(("stylize:size", &size));
-    image_io::save_image(path, img, &t)?;
+    image_io::save_image_as(path, img, &t, opts)?;
     Ok(())
 }
 
@@ -362,6 +383,12 @@ fn settings_text(o: &RenderOptions, s: &LossSettings, source: &str, frame: Optio
         o.seed,
         if s.preprocess == Preprocess::Torch { "torch" } else { "caffe" },
     );
+    // The weights used: a file's path, the cache path of the downloaded default, or the seed.
+    cmd += &match &o.weights {
+        WeightsSource::Random(seed) => format!(" --weights random:{seed}"),
+        WeightsSource::File(p) => format!(" --weights {}", q(p)),
+        WeightsSource::Default => format!(" --weights {:?}", source),
+    };
     match o.edge {
         Edge::Zero => cmd += " --edge zero",
         Edge::Reflect(r) if r != DEFAULT_EDGE_MARGIN => cmd += &format!(" --edge-margin {r}"),
@@ -387,6 +414,9 @@ fn settings_text(o: &RenderOptions, s: &LossSettings, source: &str, frame: Optio
     }
     if o.optimizer == Optimizer::Lbfgs {
         cmd += &format!(" --optimizer lbfgs --lbfgs-history {}", o.lbfgs_history);
+        if !o.lbfgs_clamp {
+            cmd += " --lbfgs-clamp off";
+        }
     }
     if o.avg_decay > 0.0 {
         cmd += &format!(" --avg-decay {}", o.avg_decay);
@@ -399,6 +429,9 @@ fn settings_text(o: &RenderOptions, s: &LossSettings, source: &str, frame: Optio
     }
     if o.temporal_init {
         cmd += " --temporal-init";
+    }
+    if o.bit_depth == 16 {
+        cmd += " --bit-depth 16";
     }
     let mut v = vec![
         ("Software".into(), format!("stylize {}", env!("CARGO_PKG_VERSION"))),

@@ -1,4 +1,9 @@
 //! The `--log-json` loss log: one JSON object per printed step, flushed as written.
+//!
+//! Line `step: k` of a stage holds the losses of the image after k updates of that stage: step
+//! 0 is the stage's initial image, and its last line (step = the stage's steps) the losses of the
+//! stage's result as written (the average with `--avg-decay`, clamped to [0,1]; before any
+//! `--original-colors` colour transfer).
 
 use crate::error::{Error, Result};
 use crate::runner::Losses;

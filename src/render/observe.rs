@@ -3,7 +3,7 @@
 //! tool's observer prints the progress line and turns Ctrl-C into [`Control::Stop`].
 
 use crate::error::Result;
-use crate::image_io::Planar;
+use crate::image_io::{Planar, SaveOptions};
 use crate::model::Preprocess;
 use crate::runner::Losses;
 use std::path::Path;
@@ -65,8 +65,10 @@ pub struct StepInfo<'a> {
     pub step: u32,
     /// Step within the frame (1-based, over every scale).
     pub frame_step: u32,
-    /// The losses, on steps where they were read back (print steps, the non-finite checks and
-    /// the stage's last step); reading them costs a GPU round trip, so not every step has them.
+    /// The losses of the image after this step (after `step` updates of the stage), on steps
+    /// where they were read back (print steps, the non-finite checks and the stage's last step,
+    /// whose losses are those of the stage's result as written: the average with `--avg-decay`,
+    /// clamped to \[0,1\]); reading them costs a GPU round trip, so not every step has them.
     pub losses: Option<&'a Losses>,
     /// Whether this is a step the options ask to print (`print_every`, and the stage's last).
     pub print: bool,
@@ -106,7 +108,10 @@ pub trait Observer {
     fn control(&mut self) -> Control {
         Control::Continue
     }
-    /// After every step.
+    /// After every step, in order. A step with losses is reported once they are measured: by
+    /// the next update's forward pass (which evaluates the image it starts from), or a pass of
+    /// its own after a stage's last step; so such a report, and a [`Control::Stop`] given in
+    /// answer to it, comes one update later than the step itself.
     fn step(&mut self, _step: &StepInfo) -> Result<()> {
         Ok(())
     }
@@ -121,7 +126,7 @@ pub trait Observer {
     }
     /// The files-to-files render ([`render_with`](super::render_with)), as each frame starts:
     /// where its image will be written and the text that PNG records (the settings).
-    fn frame_output(&mut self, _frame: usize, _output: &Path, _text: &[(String, String)]) {}
+    fn frame_output(&mut self, _frame: usize, _output: &Path, _text: &[(String, String)], _save: &SaveOptions) {}
     /// The files-to-files render, once it has written a frame's image to `path` (every step
     /// done, or stopped, or the last good image after non-finite losses), recording `step`.
     fn saved(&mut self, _frame: usize, _step: u32, _path: &Path, _image: &Planar) {}
@@ -179,9 +184,9 @@ impl<A: Observer, B: Observer> Observer for Both<A, B> {
         }
         Ok(())
     }
-    fn frame_output(&mut self, frame: usize, output: &Path, text: &[(String, String)]) {
-        self.a.frame_output(frame, output, text);
-        self.b.frame_output(frame, output, text);
+    fn frame_output(&mut self, frame: usize, output: &Path, text: &[(String, String)], save: &SaveOptions) {
+        self.a.frame_output(frame, output, text, save);
+        self.b.frame_output(frame, output, text, save);
     }
     fn saved(&mut self, frame: usize, step: u32, path: &Path, image: &Planar) {
         self.a.saved(frame, step, path, image);
@@ -209,8 +214,8 @@ impl<T: Observer + ?Sized> Observer for &mut T {
     fn image(&mut self, stage: &StageInfo, frame_step: u32, image: &Planar) -> Result<()> {
         (**self).image(stage, frame_step, image)
     }
-    fn frame_output(&mut self, frame: usize, output: &Path, text: &[(String, String)]) {
-        (**self).frame_output(frame, output, text)
+    fn frame_output(&mut self, frame: usize, output: &Path, text: &[(String, String)], save: &SaveOptions) {
+        (**self).frame_output(frame, output, text, save)
     }
     fn saved(&mut self, frame: usize, step: u32, path: &Path, image: &Planar) {
         (**self).saved(frame, step, path, image)

@@ -105,6 +105,8 @@ pub struct RenderOptions {
     pub optimizer: Optimizer,
     /// L-BFGS curvature pairs kept.
     pub lbfgs_history: usize,
+    /// Projected L-BFGS: iterates kept in \[0,1\] (see [`crate::gpu::lbfgs::LbfgsConfig::bounds`]).
+    pub lbfgs_clamp: bool,
     /// None: [`ADAM_LR`] for Adam, [`LBFGS_LR`] for L-BFGS.
     pub lr: Option<f32>,
     /// None: the default of the weights' convention (see [`default_weights_for`]).
@@ -166,6 +168,8 @@ pub struct RenderOptions {
     pub tile: TileMode,
     /// GPU memory budget in MiB for `--tile auto` (None: only the adapter's buffer limits).
     pub max_gpu_memory: Option<u64>,
+    /// Bits per channel of PNG outputs, snapshots and previews: 8 or 16 (JPEG: 8 only).
+    pub bit_depth: u8,
     /// No progress output (the weights download's progress bar; the command line tool's
     /// observer reads it too).
     pub quiet: bool,
@@ -179,7 +183,7 @@ pub struct RenderOptions {
     /// Kernel choices forced instead of the adapter's defaults (the command line tool reads them
     /// from `$STYLIZE_CONV`, `$STYLIZE_GRAM`, `$STYLIZE_WINO_TUNE`, `$STYLIZE_WINO4_TUNE`).
     pub kernels: KernelOverrides,
-    /// For tests of the non-finite guard: poison the image with NaN before this frame step
+    /// For tests of the non-finite guard: poison the image with NaN after this frame step
     /// (the command line tool reads it from `$STYLIZE_FAULT_NAN_AT`).
     pub fault_nan_at: Option<u32>,
 }
@@ -231,6 +235,7 @@ impl Default for RenderOptions {
             steps: 500,
             optimizer: Optimizer::Adam,
             lbfgs_history: 100,
+            lbfgs_clamp: true,
             lr: None,
             content_weight: None,
             style_weight: None,
@@ -259,6 +264,7 @@ impl Default for RenderOptions {
             adapter: String::new(),
             tile: TileMode::Auto,
             max_gpu_memory: None,
+            bit_depth: 8,
             quiet: false,
             tune: None,
             tune_budget_s: 3.0,
@@ -376,11 +382,19 @@ pub(super) fn validate_settings(o: &RenderOptions, styles: usize) -> Result<()> 
 /// The cheap checks, before anything slow (images, weights, GPU) happens.
 pub(super) fn validate(o: &RenderOptions) -> Result<()> {
     validate_settings(o, o.styles.len())?;
+    if !matches!(o.bit_depth, 8 | 16) {
+        return Err(Error::InvalidArgument(format!("--bit-depth {}: 8 or 16", o.bit_depth)));
+    }
+    // A folder output (batch) names its files after the frames, checked when they are planned.
+    if !o.output.as_os_str().is_empty() && !o.output.is_dir() && o.output.extension().is_some() {
+        image_io::check_bit_depth(&o.output, o.bit_depth)?;
+    }
     if let Some(p) = &o.preview {
         if o.preview_every == 0 {
             return Err(Error::InvalidArgument("--preview-every must be at least 1".into()));
         }
         image_io::check_output_path(p)?;
+        image_io::check_bit_depth(p, o.bit_depth)?;
     }
     if let Some(p) = &o.log_json {
         let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));

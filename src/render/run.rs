@@ -29,8 +29,8 @@ pub struct StageReport {
     pub steps: u32,
     /// Losses of the stage's initial image.
     pub first: Losses,
-    /// Losses of the stage's result (the average when `--avg-decay` is on), before any colour
-    /// post-processing.
+    /// Losses of the stage's result as written (the average when `--avg-decay` is on, clamped
+    /// to \[0,1\]), before any colour post-processing.
     pub last: Losses,
     /// Milliseconds per optimiser iteration (the loop only).
     pub ms_per_iter: f64,
@@ -210,26 +210,29 @@ fn run_tiled_stage(
     let mut good = (tg.image.clone(), info.step_offset);
     let t_stage = Instant::now();
     let mut idle = Duration::ZERO;
+    // Each pass over the tiles gives the losses of the current image, the image after
+    // `step - 1` updates: step k is reported (with its losses) once step k + 1's pass ran, and
+    // the last step after one more pass.
     for step in 1..=steps {
         let frame_step = info.step_offset + step;
-        if next_control(obs, &mut idle) == Control::Stop {
-            let ended = Ended::Stopped { step: frame_step - 1 };
-            return Ok(StageOut { report: None, image: tg.image, content, ended });
-        }
         if step > 1 {
             tg.evaluate(ctx, &eng.net)?;
             last = tg.read_losses(ctx)?;
         }
         // Every step's losses are at hand here (tiles are read back anyway): check each.
         if !last.total().is_finite() || tg.grad.iter().any(|v| !v.is_finite()) {
-            let ended = Ended::NonFinite { step: frame_step, good_step: good.1 };
+            let ended = Ended::NonFinite { step: frame_step - 1, good_step: good.1 };
             return Ok(StageOut { report: None, image: good.0, content, ended });
         }
         good = (tg.image.clone(), frame_step - 1);
+        if step > 1 {
+            report_step(o, obs, &info, step - 1, Some(&last), t0)?;
+        }
+        if next_control(obs, &mut idle) == Control::Stop {
+            let ended = Ended::Stopped { step: frame_step - 1 };
+            return Ok(StageOut { report: None, image: tg.image, content, ended });
+        }
         tg.adam_step(&adam);
-        let print = o.print_every > 0 && (step % o.print_every == 0 || step == steps);
-        let elapsed_s = t0.elapsed().as_secs_f64();
-        obs.step(&StepInfo { stage: &info, step, frame_step, losses: Some(&last), print, elapsed_s })?;
         if obs.wants_image(&info, frame_step) {
             obs.image(&info, frame_step, &finish(o, tg.image.clone(), &content))?;
         }
@@ -238,12 +241,36 @@ fn run_tiled_stage(
     if steps > 0 {
         tg.evaluate(ctx, &eng.net)?;
         last = tg.read_losses(ctx)?;
+        if !last.total().is_finite() {
+            let ended = Ended::NonFinite { step: info.step_offset + steps, good_step: good.1 };
+            return Ok(StageOut { report: None, image: good.0, content, ended });
+        }
+        report_step(o, obs, &info, steps, Some(&last), t0)?;
     }
     let report = StageReport::new(&info, first, last, ms_per_iter, tg.tiles.len());
     Ok(StageOut { report: Some(report), image: tg.image, content, ended: Ended::Finished })
 }
 
-/// An untiled stage: every step one command buffer, losses read back only on check steps.
+/// Tells the observer that stage step `step` is done; `losses` are those of the image after it.
+fn report_step(
+    o: &RenderOptions,
+    obs: &mut dyn Observer,
+    info: &StageInfo,
+    step: u32,
+    losses: Option<&Losses>,
+    t0: Instant,
+) -> Result<()> {
+    let print = o.print_every > 0 && (step.is_multiple_of(o.print_every) || step == info.steps);
+    let elapsed_s = t0.elapsed().as_secs_f64();
+    obs.step(&StepInfo { stage: info, step, frame_step: info.step_offset + step, losses, print, elapsed_s })
+}
+
+/// An untiled stage: every step one command buffer, losses read back only where wanted.
+///
+/// The forward pass of update k measures the image after k - 1 updates, so the losses of the
+/// image after step k (a print step or a non-finite check) are read from update k + 1's pass and
+/// step k is reported then; the image after the last step gets one forward pass of its own.
+/// Nothing is read back or evaluated twice for this.
 fn run_stage(
     ctx: &Context,
     o: &RenderOptions,
@@ -260,63 +287,79 @@ fn run_stage(
     obs.stage_started(&info, &first, t0.elapsed().as_secs_f64())?;
     let mut last = first.clone();
     // Non-finite guard: every `check` steps the losses are read (a few bytes) and, when finite,
-    // the image they were computed from (copied on the GPU just before that step's update)
-    // becomes the last good image; a NaN/Inf ends the stage with that image.
+    // the image they were computed from (copied on the GPU just before the next update) becomes
+    // the last good image; a NaN/Inf ends the stage with that image.
     let check = match o.print_every {
         0 => NAN_CHECK_EVERY,
         p => p.min(NAN_CHECK_EVERY),
     };
+    let printed = |k: u32| o.print_every > 0 && k.is_multiple_of(o.print_every);
+    // Steps whose losses are read from the next update's pass (the last step has its own).
+    let wanted = |k: u32| k < steps && (printed(k) || k.is_multiple_of(check));
     let mut candidate = Tensor::new(ctx, graph.x.shape, "candidate image")?;
     let mut good = Tensor::from_slice(ctx, graph.x.shape, &init_copy, "last good image")?;
     let mut good_step = info.step_offset;
     let t_stage = Instant::now();
     let mut idle = Duration::ZERO;
-    let mut done = info.step_offset;
+    // Whether the image after the previous step awaits its losses (and its report).
+    let mut pending = false;
     for step in 1..=steps {
         let frame_step = info.step_offset + step;
         if next_control(obs, &mut idle) == Control::Stop {
+            if pending {
+                graph.evaluate(ctx)?;
+                let l = graph.read_losses(ctx)?;
+                report_step(o, obs, &info, step - 1, Some(&l), t0)?;
+            }
             let mut image = st.read_output(ctx)?;
             if image.iter().any(|v| !v.is_finite()) {
                 image = good.read(ctx)?;
             }
-            let ended = Ended::Stopped { step: done };
+            let ended = Ended::Stopped { step: frame_step - 1 };
             return Ok(StageOut { report: None, image, content: st.content.clone(), ended });
         }
-        let print = o.print_every > 0 && (step % o.print_every == 0 || step == steps);
-        let checking = print || step % check == 0 || step == steps;
-        if o.fault_nan_at == Some(frame_step) {
-            graph.x.fill(ctx, f32::NAN);
-        }
-        st.step(ctx, checking.then_some(&candidate))?;
+        st.step(ctx, pending.then_some(&candidate))?;
         ctx.wait()?;
-        done = frame_step;
-        if checking {
+        if pending {
             last = graph.read_losses(ctx)?;
             if !last.total().is_finite() {
-                let ended = Ended::NonFinite { step: frame_step, good_step };
+                let ended = Ended::NonFinite { step: frame_step - 1, good_step };
                 return Ok(StageOut { report: None, image: good.read(ctx)?, content: st.content.clone(), ended });
             }
             std::mem::swap(&mut candidate, &mut good);
             good_step = frame_step - 1;
+            report_step(o, obs, &info, step - 1, Some(&last), t0)?;
         }
-        let elapsed_s = t0.elapsed().as_secs_f64();
-        let losses = checking.then_some(&last);
-        obs.step(&StepInfo { stage: &info, step, frame_step, losses, print, elapsed_s })?;
+        if o.fault_nan_at == Some(frame_step) {
+            // Test hook: the image after this step becomes NaN.
+            graph.x.fill(ctx, f32::NAN);
+        }
+        pending = wanted(step);
+        if !pending && step < steps {
+            report_step(o, obs, &info, step, None, t0)?;
+        }
         if obs.wants_image(&info, frame_step) {
             obs.image(&info, frame_step, &finish(o, st.read_output(ctx)?, &st.content))?;
         }
     }
     let ms_per_iter = ms_per_step(t_stage, idle, steps);
-    if let Some(e) = &st.ema {
-        // The losses of what is written out: the average.
-        graph.x.write(ctx, &e.read(ctx)?);
-    }
+    // What is written: the average with --avg-decay, clamped to [0,1] as the image file is
+    // (L-BFGS iterates are not kept in [0,1]); its losses are the stage's last.
+    let mut image = st.read_output(ctx)?;
+    image.iter_mut().for_each(|v| *v = v.clamp(0.0, 1.0));
     if steps > 0 || st.ema.is_some() {
-        // The losses of the final image (one more forward pass, no update).
+        // One more forward pass (no update) for the losses of that image.
+        graph.x.write(ctx, &image);
         graph.evaluate(ctx)?;
         last = graph.read_losses(ctx)?;
+        if !last.total().is_finite() {
+            let ended = Ended::NonFinite { step: info.step_offset + steps, good_step };
+            return Ok(StageOut { report: None, image: good.read(ctx)?, content: st.content.clone(), ended });
+        }
     }
-    let image = st.read_output(ctx)?;
+    if steps > 0 {
+        report_step(o, obs, &info, steps, Some(&last), t0)?;
+    }
     let report = StageReport::new(&info, first, last, ms_per_iter, 1);
     Ok(StageOut { report: Some(report), image, content: st.content.clone(), ended: Ended::Finished })
 }

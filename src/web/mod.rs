@@ -12,7 +12,7 @@
 mod server;
 
 use crate::error::{Error, Result};
-use crate::image_io::{resize_longest, DecodeLimits, Planar};
+use crate::image_io::{resize_longest, DecodeLimits, Planar, SaveOptions};
 use crate::render::{
     load_input, plan_frames, save_with_text, snapshot_path, Control, Observer, RenderInfo, RenderOptions, StageInfo,
     StepInfo,
@@ -57,8 +57,8 @@ impl End {
 struct Pending {
     image: Planar,
     step: u32,
-    /// Where to write it as a snapshot, with its PNG text.
-    snapshot: Option<(PathBuf, Vec<(String, String)>)>,
+    /// Where to write it as a snapshot, with its PNG text and how to write it (bit depth, ICC).
+    snapshot: Option<(PathBuf, Vec<(String, String)>, SaveOptions)>,
 }
 
 /// An encoded image and where it comes from.
@@ -88,6 +88,8 @@ struct State {
     losses: Vec<Value>,
     output: PathBuf,
     settings: Vec<(String, String)>,
+    /// How the frame's images are written (snapshots alike).
+    save: SaveOptions,
     /// The latest encoded image.
     image: Option<Shown>,
     pending: Option<Pending>,
@@ -364,7 +366,7 @@ fn encode_loop(shared: &Shared) {
         let Some(p) = s.pending.take() else { return };
         s.encoding = true;
         drop(s);
-        let saved = p.snapshot.map(|(path, text)| match save_with_text(&path, &p.image, &text, p.step) {
+        let saved = p.snapshot.map(|(path, text, opts)| match save_with_text(&path, &p.image, &text, p.step, &opts) {
             Ok(()) => format!("step {}: {}", p.step, path.display()),
             Err(e) => format!("step {}: could not save a snapshot: {e}", p.step),
         });
@@ -466,7 +468,7 @@ impl Observer for WebView {
     fn image(&mut self, _stage: &StageInfo, frame_step: u32, image: &Planar) -> Result<()> {
         self.shared.update(|s| {
             let snapshot = std::mem::take(&mut s.want_snapshot)
-                .then(|| (snapshot_path(&s.output, frame_step), s.settings.clone()))
+                .then(|| (snapshot_path(&s.output, frame_step), s.settings.clone(), s.save.clone()))
                 .filter(|_| !s.output.as_os_str().is_empty());
             // The latest frame wins, unless it would drop a snapshot still to be written.
             if snapshot.is_some() || s.pending.as_ref().is_none_or(|p| p.snapshot.is_none()) {
@@ -476,11 +478,12 @@ impl Observer for WebView {
         Ok(())
     }
 
-    fn frame_output(&mut self, _frame: usize, output: &Path, text: &[(String, String)]) {
-        let (output, text) = (output.to_path_buf(), text.to_vec());
+    fn frame_output(&mut self, _frame: usize, output: &Path, text: &[(String, String)], save: &SaveOptions) {
+        let (output, text, save) = (output.to_path_buf(), text.to_vec(), save.clone());
         self.shared.update(|s| {
             s.output = output;
             s.settings = text;
+            s.save = save;
         });
     }
 

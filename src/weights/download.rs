@@ -122,15 +122,32 @@ pub fn default_weights(progress: bool) -> Result<PathBuf> {
 /// torchvision's ImageNet weights of `model` in [`cache_dir`] (`vgg16-397923af.pth` or
 /// `vgg19-dcbb9e9d.pth`), downloaded with [`fetch`] (and so verified) if absent.
 pub fn default_weights_of(model: Model, progress: bool) -> Result<PathBuf> {
+    default_weights_from(model, torchvision(model).url, &cache_dir(), progress)
+}
+
+/// [`default_weights_of`] with the cache in `dir` and the file fetched from `url` (a mirror of
+/// torchvision's, or a test server), if absent. A failed download says what to do instead:
+/// `--weights PATH`, the path where a copy can be put, and the `stylize weights fetch` command
+/// that retries ([`WeightsError::DefaultUnavailable`]).
+pub fn default_weights_from(model: Model, url: &str, dir: &Path, progress: bool) -> Result<PathBuf> {
     let tv = torchvision(model);
-    let path = cache_dir().join(tv.file_name);
+    let path = dir.join(tv.file_name);
     if path.is_file() {
         return Ok(path);
     }
     if progress {
         eprintln!("downloading {model} weights ({} MB, once) to {}", tv.size_mb, path.display());
     }
-    fetch(tv.url, &path, tv.sha256, progress)?;
+    fetch(url, &path, tv.sha256, progress).map_err(|e| match e {
+        WeightsError::Download { .. } | WeightsError::HashMismatch { .. } => {
+            let retry = match model {
+                Model::Vgg19 => "stylize weights fetch".to_string(),
+                Model::Vgg16 => "stylize weights fetch --model vgg16".to_string(),
+            };
+            WeightsError::DefaultUnavailable { cause: e.to_string(), path: path.clone(), retry }
+        }
+        other => other,
+    })?;
     Ok(path)
 }
 

@@ -126,6 +126,16 @@ pub enum WeightsError {
         /// The digest of the bytes received, lowercase hex.
         found: String,
     },
+    /// The default weights could not be downloaded (no network, a proxy, a corrupt copy): the
+    /// download's error and what to do instead.
+    DefaultUnavailable {
+        /// The download's error message.
+        cause: String,
+        /// Where the cache expects the file: a copy put there is used from then on.
+        path: PathBuf,
+        /// The `stylize weights fetch` command that retries the download.
+        retry: String,
+    },
 }
 
 impl fmt::Display for WeightsError {
@@ -197,6 +207,13 @@ impl fmt::Display for WeightsError {
                 path.display()
             ),
             Download { url, detail } => write!(f, "download of {url} failed: {detail}"),
+            DefaultUnavailable { cause, path, retry } => write!(
+                f,
+                "{cause}. To go on: pass --weights PATH (a VGG .pth or .npz file), or put a copy of {} at {}, \
+                 or retry the download with `{retry}`",
+                path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+                path.display()
+            ),
             HashMismatch { url, expected, found } => write!(
                 f,
                 "download of {url} is corrupt: sha256 {found} does not match the expected {expected}; \

@@ -32,7 +32,7 @@ use crate::model::{ConvLayer, Preprocess};
 use std::path::Path;
 
 pub use crate::model::{Model, ModelEvidence};
-pub use download::{cache_dir, default_weights, default_weights_of, fetch, sha256_file};
+pub use download::{cache_dir, default_weights, default_weights_from, default_weights_of, fetch, sha256_file};
 pub use error::WeightsError;
 pub use inspect::{info, recognise_convention};
 
