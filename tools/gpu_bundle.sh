@@ -24,6 +24,17 @@ for line in open(f"{b}/build.json"):
             shutil.copy(m["executable"], f"{b}/bin/test-{m['target']['name']}")
 PY
 rm "$B/build.json"
+# The conv design study (benches/conv.rs): every conv variant timed alone at the VGG19 shapes.
+cargo bench --bench conv --no-run --message-format=json >"$B/build.json"
+python3 - "$B" <<'PY'
+import json, shutil, sys
+b = sys.argv[1]
+for line in open(f"{b}/build.json"):
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "conv":
+        shutil.copy(m["executable"], f"{b}/bin/bench-conv")
+PY
+rm "$B/build.json"
 cp target/release/stylize "$B/bin/stylize"
 strip "$B"/bin/*
 xz -T0 -6 "$B"/bin/*
@@ -32,11 +43,13 @@ cp tools/gpu_proof.sh "$B/"
 # Some tests read the source tree at the path they were built in (CARGO_MANIFEST_DIR).
 pwd >"$B/manifest_dir"
 
-# The Vulkan loader for amd64 (the machine may have the NVIDIA driver but no libvulkan.so.1).
+# The Vulkan loader and GLVND for amd64: the machine may have the NVIDIA driver but neither
+# libvulkan.so.1 nor libGLdispatch.so.0, which the driver's Vulkan ICD (libGLX_nvidia.so.0) needs
+# (on the H200 of 2026-11-26, the loader alone gave "wgpu sees no adapter").
 o="-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64-lists"
 mkdir -p /tmp/amd64-lists/partial
 apt-get $o update -qq
-(cd "$B/deb" && apt-get $o download libvulkan1 >/dev/null)
+(cd "$B/deb" && apt-get $o download libvulkan1 libglvnd0 libglx0 libgl1 libegl1 libopengl0 libgles2 >/dev/null)
 
 du -sh "$B"
 echo "bundle ready: $B ($(du -sm "$B" | cut -f1) MiB); on the GPU machine run: bash .gpu-bundle/gpu_proof.sh"

@@ -1,35 +1,46 @@
 #!/usr/bin/env bash
 # The one-command GPU proof, run from the repository root on the borrowed machine with
-# .gpu-bundle/ (from tools/gpu_bundle.sh) beside the source tree. Writes report.txt (and the
-# JSON files it summarises) into $OUT. Every part has its own time limit so the whole stays
-# within 10 minutes; a part that fails or times out is reported and the rest still runs.
+# .gpu-bundle/ (from tools/gpu_bundle.sh) beside the source tree. Writes report.txt into $OUT.
+# Every part has its own time limit and the whole stays within PROOF_LIMIT seconds (default 540):
+# a part that fails or times out is reported and the rest still runs. The parts run in order of
+# what a lease is for: the adapter and numerics first, then the conv designs, the tuner and the
+# kernels, then ours against PyTorch, and the test binaries last with the time that is left.
 #   PROOF_ADAPTER  the adapter to test (default vulkan:nvidia; llvmpipe for a dry run)
-#   PROOF_SIZES    bench/tune sizes (default 256,512,1024)
+#   PROOF_SIZE     the input size of the design study, the tuner and the kernel bench (default 512)
+#   PROOF_E2E      end-to-end sizes, ours and PyTorch (default 256,512,1024)
 set -uo pipefail
 B=.gpu-bundle
 OUT=${OUT:?set OUT to the folder for the report}
 ADAPTER=${PROOF_ADAPTER:-vulkan:nvidia}
-SIZES=${PROOF_SIZES:-256,512,1024}
+SIZE=${PROOF_SIZE:-512}
+E2E=${PROOF_E2E:-256,512,1024}
+END=$(($(date +%s) + ${PROOF_LIMIT:-540}))
 mkdir -p "$OUT" /tmp/proof-bin
 R="$OUT/report.txt"
 : >"$R"
 say() { echo "$@" | tee -a "$R"; }
-part() { # name, seconds, command...
+part() { # name, seconds, command... (cut to the time left before END)
   local name=$1 secs=$2; shift 2
+  local left=$((END - $(date +%s)))
+  [ "$secs" -gt "$left" ] && secs=$left
+  if [ "$secs" -lt 5 ]; then
+    say "-- $name: skipped (no time left)"
+    return
+  fi
   say "== $name ($(date -u +%H:%M:%S), limit ${secs}s): $*"
   timeout "$secs" "$@" >>"$R" 2>&1
   local rc=$?
   [ $rc -eq 0 ] || say "!! $name: exit $rc$([ $rc -eq 124 ] && echo ' (time limit)')"
 }
 
-# The Vulkan loader, where the system has none.
-if ! ldconfig -p | grep -q libvulkan.so.1; then
+# The Vulkan loader and GLVND (the NVIDIA ICD, libGLX_nvidia.so.0, needs libGLdispatch.so.0).
+if ! ldconfig -p | grep -q libvulkan.so.1 || ! ldconfig -p | grep -q libGLdispatch.so.0; then
   for f in "$B"/deb/*.deb; do dpkg -x "$f" /; done
   ldconfig
 fi
-if [ -z "${VK_DRIVER_FILES:-}" ] && [ -e /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
-  export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-fi
+for j in /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json /usr/share/vulkan/icd.d/nvidia_icd.json; do
+  if [ -z "${VK_DRIVER_FILES:-}" ] && [ -e "$j" ]; then export VK_DRIVER_FILES=$j; fi
+done
 # Tests that read the source tree look for it where it was when they were built.
 M=$(cat "$B/manifest_dir")
 if [ ! -e "$M" ]; then
@@ -42,21 +53,27 @@ export STYLIZE_ADAPTER=$ADAPTER XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp/xdg-proo
 export STYLIZE_CACHE=/tmp/proof-cache
 mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
 
-say "stylize GPU proof, $(date -u '+%Y-%m-%d %H:%M UTC'), adapter $ADAPTER, sizes $SIZES"
-part "GPU" 20 sh -c 'nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true'
+say "stylize GPU proof, $(date -u '+%Y-%m-%d %H:%M UTC'), adapter $ADAPTER, size $SIZE, e2e $E2E"
+part "GPU" 20 sh -c 'nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv || true'
 part "devices" 30 "$S" devices
-for t in /tmp/proof-bin/test-*; do
-  part "$(basename "$t")" 90 "$t"
-done
 part "check" 60 "$S" check
-part "tune" 90 "$S" tune --sizes "$SIZES" --budget 80
-part "kernels" 150 "$S" bench --sizes "$SIZES" --no-e2e --no-memory
+# Every conv design alone (forward + backward with mask) at the VGG19 shapes of a SIZE input.
+part "conv designs" 120 /tmp/proof-bin/bench-conv --variant tiled,gemm:all,gemm-wino2,gemm-wino4 \
+  --size "$SIZE" --runs 10 --budget 1
+part "tune" 100 "$S" tune --sizes "$SIZE" --budget 60
+# Kernels and end to end with the table the tuner just wrote (bench reads it).
+part "kernels" 90 "$S" bench --sizes "$SIZE" --no-e2e --no-memory
 if python3 -c 'import torch' 2>/dev/null; then
   # End to end, ours then PyTorch (TF32 off, defaults, cudnn.benchmark) at the same sizes.
-  part "ours vs PyTorch" 200 python3 "$B/tools/compare_bench.py" --ours "$S bench" --sizes "$SIZES" \
-    --memory-sizes "$SIZES" --adapter "$ADAPTER"
+  part "ours vs PyTorch" 150 python3 "$B/tools/compare_bench.py" --ours "$S bench" --sizes "$E2E" \
+    --memory-sizes "$E2E" --adapter "$ADAPTER"
 else
   say "== PyTorch: not installed here, ours alone"
-  part "end to end" 200 "$S" bench --no-kernels --e2e-sizes "$SIZES" --memory-sizes "$SIZES"
+  part "end to end" 150 "$S" bench --no-kernels --e2e-sizes "$E2E" --memory-sizes "$E2E"
 fi
+for t in /tmp/proof-bin/test-*; do
+  # --nocapture: a failure shows its message at once, even if the binary is then cut at its limit.
+  part "$(basename "$t")" 60 "$t" --nocapture
+done
+cp -r "$STYLIZE_CACHE/tune" "$OUT/" 2>/dev/null
 say "done $(date -u +%H:%M:%S)"
