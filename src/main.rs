@@ -305,7 +305,10 @@ fn run(cmd: Cmd) -> Result<()> {
             let mut ctx = stylize::gpu::Context::new(&stylize::gpu::AdapterChoice::parse(&adapter_or_env(adapter)))?;
             let path = table_path(&stylize::weights::cache_dir().join("tune"), &ctx.info);
             let budget = std::time::Duration::from_secs_f64(budget);
-            ctx.set_tuner(Tuner::new(&ctx, TuneMode::Full, Some(path.clone()), budget));
+            let mut tuner = Tuner::new(&ctx, TuneMode::Full, Some(path.clone()), budget);
+            // One line per shape as it is measured: a slow candidate shows where the time goes.
+            tuner.set_progress(|line| eprintln!("  {line}"));
+            ctx.set_tuner(tuner);
             let tuner_warnings = ctx.tuner().map(|t| t.warnings()).unwrap_or_default();
             for w in tuner_warnings {
                 eprintln!("warning: {w}");
