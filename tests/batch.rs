@@ -4,6 +4,8 @@
 //!
 //! Tiny renders (24 px, random weights, shallow layers, 3 steps) so they run on lavapipe.
 
+mod common;
+use common::fast_with_progress;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -20,20 +22,6 @@ const SCHEDULER_VARS: &[&str] = &[
     "SLURM_ARRAY_TASK_COUNT",
     "SLURM_ARRAY_TASK_MIN",
     "SLURM_ARRAY_TASK_STEP",
-];
-
-/// The binary's small, fast settings (progress on: the skip lines are part of what is tested).
-const FAST: &[&str] = &[
-    "--size",
-    "24",
-    "--steps",
-    "3",
-    "--weights",
-    "random:1",
-    "--content-layers",
-    "relu2_1",
-    "--style-layers",
-    "relu1_1,relu2_1",
 ];
 
 fn tmpdir(name: &str) -> PathBuf {
@@ -110,7 +98,8 @@ fn shards_write_every_output_once_and_the_same_files_as_one_run_and_a_rerun_rend
     let (one, sharded) = (d.join("one"), d.join("sharded"));
     std::fs::create_dir_all(&one).unwrap();
     std::fs::create_dir_all(&sharded).unwrap();
-    let base: Vec<&str> = ["render", f, s, "-o", "out"].into_iter().chain(FAST.iter().copied()).collect();
+    let base: Vec<&str> =
+        ["render", f, s, "-o", "out"].into_iter().chain(fast_with_progress().iter().copied()).collect();
     let with = |extra: &[&str]| base.iter().chain(extra).map(|a| a.to_string()).collect::<Vec<String>>();
     ok(&stylize_env(&one, &base, &[]));
     let all = snapshot(&one.join("out"));
@@ -187,7 +176,8 @@ fn scheduler_environments_pick_the_shard_and_bad_shards_fail_in_one_line() {
     let d = tmpdir("env");
     let (f, s) = frames(&d, 2, "png");
     let (f, s) = (f.to_str().unwrap(), s.to_str().unwrap());
-    let base: Vec<&str> = ["render", f, s, "-o", "out"].into_iter().chain(FAST.iter().copied()).collect();
+    let base: Vec<&str> =
+        ["render", f, s, "-o", "out"].into_iter().chain(fast_with_progress().iter().copied()).collect();
     let with = |extra: &[&str]| base.iter().chain(extra).map(|a| a.to_string()).collect::<Vec<String>>();
     // More shards than frames: these shards have nothing to do and succeed without a GPU, which
     // shows the index and count read from each scheduler's variables.
@@ -205,7 +195,7 @@ fn scheduler_environments_pick_the_shard_and_bad_shards_fail_in_one_line() {
             let c = d.join("frames/f000.png");
             let v: Vec<String> = ["render", c.to_str().unwrap(), s, "-o", "one.png"]
                 .into_iter()
-                .chain(FAST.iter().copied())
+                .chain(fast_with_progress().iter().copied())
                 .chain(extra.iter().copied())
                 .map(String::from)
                 .collect();

@@ -2,8 +2,9 @@
 //! actionable error with a non-zero exit (never a panic).
 
 mod common;
+use common::{fails_with, stylize, FAST};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use stylize::image_io::{self, Planar};
 
 fn tmpdir(name: &str) -> PathBuf {
@@ -19,34 +20,6 @@ fn images(dir: &Path) -> (PathBuf, PathBuf) {
     image_io::save_image(&c, &image_io::synthetic_photo(40, 30, 1), &[]).unwrap();
     image_io::save_image(&s, &image_io::synthetic_painting(36, 36, 2), &[]).unwrap();
     (c, s)
-}
-
-fn stylize(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stylize")).args(args).output().expect("run stylize")
-}
-
-/// Small and fast: shallow layers, random weights.
-const FAST: &[&str] = &[
-    "--size",
-    "24",
-    "--steps",
-    "3",
-    "--weights",
-    "random:1",
-    "--content-layers",
-    "relu2_1",
-    "--style-layers",
-    "relu1_1,relu2_1",
-    "--quiet",
-];
-
-fn fails_with(args: &[&str], needle: &str) {
-    let out = stylize(args);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure for {args:?}, got success; stderr: {err}");
-    assert!(!err.contains("panicked"), "panic for {args:?}: {err}");
-    assert!(err.to_lowercase().contains(&needle.to_lowercase()), "for {args:?}: expected {needle:?} in: {err}");
-    println!("{args:?}\n  -> {}", err.trim());
 }
 
 #[test]

@@ -8,6 +8,7 @@
 //! `Engine`/`Stage` the render loop uses; the others drive the binary.
 
 mod common;
+use common::{fails_with, stylize, FAST};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use stylize::image_io::{self, Planar};
@@ -56,40 +57,12 @@ fn fast(content: &Path, styles: &[&Path], out: &Path) -> RenderOptions {
     }
 }
 
-fn stylize(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stylize")).args(args).output().expect("run stylize")
-}
-
 fn stylize_in(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_stylize")).current_dir(dir).args(args).output().expect("run stylize")
 }
 
-/// The binary's equivalent of [`fast`].
-const FAST: &[&str] = &[
-    "--size",
-    "24",
-    "--steps",
-    "3",
-    "--weights",
-    "random:1",
-    "--content-layers",
-    "relu2_1",
-    "--style-layers",
-    "relu1_1,relu2_1",
-    "--quiet",
-];
-
 fn ok(o: &Output) {
     assert!(o.status.success(), "stylize failed: {}", String::from_utf8_lossy(&o.stderr));
-}
-
-fn fails_with(args: &[&str], needle: &str) {
-    let out = stylize(args);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure for {args:?}; stderr: {err}");
-    assert!(!err.contains("panicked"), "panic for {args:?}: {err}");
-    assert!(err.to_lowercase().contains(&needle.to_lowercase()), "for {args:?}: expected {needle:?} in: {err}");
-    println!("{args:?}\n  -> {}", err.trim());
 }
 
 /// The JSON log as (key -> number) maps, one per line.

@@ -138,17 +138,23 @@ fn side_by_side(
     (opt.safeguard_counts(ctx()).unwrap(), cpu)
 }
 
+/// A double well per coordinate, f = sum a_i (x_i^4 / 4 - x_i^2 / 2) with random a_i in
+/// [0.5, 1.5], and a start near its concave middle: (x0, the gradient).
+fn double_well() -> (Vec<f32>, impl Fn(&[f64]) -> Vec<f64>) {
+    let mut rng = Rng::new(5);
+    let n = 1000;
+    let a: Vec<f64> = (0..n).map(|_| 0.5 + rng.uniform(0.0, 1.0) as f64).collect();
+    let x0 = rng.vec(n, -0.3, 0.3);
+    (x0, move |x: &[f64]| -> Vec<f64> { x.iter().zip(&a).map(|(x, a)| a * (x * x * x - x)).collect() })
+}
+
 #[test]
 fn lbfgs_skips_pairs_without_curvature_as_the_reference() {
     // A double well per coordinate, f = sum a_i (x_i^4 / 4 - x_i^2 / 2), started near its
     // concave middle: the first pairs see negative curvature (y.s < 0) and must be skipped;
     // later ones, in the wells, are kept. History 2, so skipped pairs also cycle through a full
     // ring.
-    let mut rng = Rng::new(5);
-    let n = 1000;
-    let a: Vec<f64> = (0..n).map(|_| 0.5 + rng.uniform(0.0, 1.0) as f64).collect();
-    let x0 = rng.vec(n, -0.3, 0.3);
-    let grad = |x: &[f64]| -> Vec<f64> { x.iter().zip(&a).map(|(x, a)| a * (x * x * x - x)).collect() };
+    let (x0, grad) = double_well();
     let ((skipped, fallbacks), cpu) = side_by_side(&x0, 2, 0.5, None, 14, &grad, &|_, _, _| {});
     println!(
         "double well: {skipped} pairs skipped, {fallbacks} fallbacks (reference {} / {})",
@@ -166,11 +172,7 @@ fn lbfgs_falls_back_to_steepest_descent_on_a_non_descent_direction() {
     // well, pair 1 (made at iteration 2, in its concave middle) is skipped; before iteration 3 it
     // gets back rho = 1 / (y.s), in both, the same f32 value. Iteration 3's direction is then an
     // ascent one (g.d = +58 in f64), so both must take -H g, with the same result.
-    let mut rng = Rng::new(5);
-    let n = 1000;
-    let a: Vec<f64> = (0..n).map(|_| 0.5 + rng.uniform(0.0, 1.0) as f64).collect();
-    let x0 = rng.vec(n, -0.3, 0.3);
-    let grad = |x: &[f64]| -> Vec<f64> { x.iter().zip(&a).map(|(x, a)| a * (x * x * x - x)).collect() };
+    let (x0, grad) = double_well();
     let plant = |k: u64, gpu: &Lbfgs, cpu: &mut r::Lbfgs| {
         if k == 3 {
             // Scalar slot 2 holds y.s of the pair made last (pair 1, in ring slot 0).

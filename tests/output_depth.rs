@@ -110,27 +110,15 @@ fn the_content_icc_profile_arrives_byte_identical() {
     let d = tmpdir("icc");
     for (name, icc) in [("png", fake_icc(7, 3000)), ("jpeg", fake_icc(9, 70_000))] {
         let (c, s) = inputs(&d, None);
-        let content = if name == "png" {
-            image_io::save_image_as(
-                &c,
-                &image_io::synthetic_photo(48, 36, 1),
-                &[],
-                &SaveOptions { bit_depth: 8, icc_profile: Some(icc.clone()) },
-            )
-            .unwrap();
-            c
-        } else {
-            // A JPEG's profile travels in APP2 segments of at most 64 KiB: 70,000 bytes take two.
-            let j = d.join("content.jpg");
-            image_io::save_image_as(
-                &j,
-                &image_io::synthetic_photo(48, 36, 1),
-                &[],
-                &SaveOptions { bit_depth: 8, icc_profile: Some(icc.clone()) },
-            )
-            .unwrap();
-            j
-        };
+        // A JPEG's profile travels in APP2 segments of at most 64 KiB: 70,000 bytes take two.
+        let content = if name == "png" { c } else { d.join("content.jpg") };
+        image_io::save_image_as(
+            &content,
+            &image_io::synthetic_photo(48, 36, 1),
+            &[],
+            &SaveOptions { bit_depth: 8, icc_profile: Some(icc.clone()) },
+        )
+        .unwrap();
         assert_eq!(image_io::load_icc_profile(&content).unwrap().as_deref(), Some(&icc[..]), "{name} input");
         for depth in ["8", "16"] {
             let out = d.join(format!("out-{name}-{depth}.png"));

@@ -95,3 +95,39 @@ pub fn random_convs_of(model: stylize::model::Model, rng: &mut Rng, n: usize) ->
         })
         .collect()
 }
+
+/// The binary's small, fast render settings (24 px, 3 steps, random weights, shallow layers),
+/// quiet; [`fast_with_progress`] keeps the progress output.
+pub const FAST: &[&str] = &[
+    "--size",
+    "24",
+    "--steps",
+    "3",
+    "--weights",
+    "random:1",
+    "--content-layers",
+    "relu2_1",
+    "--style-layers",
+    "relu1_1,relu2_1",
+    "--quiet",
+];
+
+/// [`FAST`] without `--quiet`.
+pub fn fast_with_progress() -> &'static [&'static str] {
+    &FAST[..FAST.len() - 1]
+}
+
+/// Runs the `stylize` binary with `args`.
+pub fn stylize(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_stylize")).args(args).output().expect("run stylize")
+}
+
+/// Asserts the binary refuses `args` with `needle` (any case) in its one-line error, no panic.
+pub fn fails_with(args: &[&str], needle: &str) {
+    let out = stylize(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure for {args:?}, got success; stderr: {err}");
+    assert!(!err.contains("panicked"), "panic for {args:?}: {err}");
+    assert!(err.to_lowercase().contains(&needle.to_lowercase()), "for {args:?}: expected {needle:?} in: {err}");
+    println!("{args:?}\n  -> {}", err.trim());
+}
