@@ -380,7 +380,7 @@ fn conv3x3_variant_selection() {
         (64, 16, 64, Tex),
     ] {
         assert_eq!(choose_variant(&cpu, None, cin, cout, s, s), cpu_default, "{cin}->{cout} @{s}");
-        assert_eq!(choose_variant(&gpu, None, cin, cout, s, s), Tiled);
+        assert_eq!(choose_variant(&gpu, None, cin, cout, s, s), conv::gpu_default(cout, s, s));
         assert_eq!(choose_variant(&no_sg, None, cin, cout, s, s), Tiled);
         // Forced.
         assert_eq!(choose_variant(&cpu, Some(Tiled), cin, cout, s, s), Tiled);
@@ -391,6 +391,21 @@ fn conv3x3_variant_selection() {
         assert_eq!(choose_variant(&no_sg, Some(Tex), cin, cout, s, s), Tiled);
         assert_eq!(choose_variant(&no_sg, Some(Wino), cin, cout, s, s), Tiled);
         assert_eq!(choose_variant(&no_sg, Some(Wino4), cin, cout, s, s), Tiled);
+    }
+    // GPUs, untuned: the 64x64 GEMM tile where it makes >= 128 workgroups, else the 32x32 one,
+    // the direct kernel below 16 output channels.
+    let small = Gemm(conv::GemmTile::CANDIDATES[1]);
+    for &(cout, s, want) in &[
+        (64, 512, conv::Variant::GEMM),
+        (512, 64, conv::Variant::GEMM),
+        (512, 32, conv::Variant::GEMM),
+        (512, 16, small),
+        (64, 32, small),
+        (16, 8, small),
+        (3, 512, Tiled),
+        (8, 512, Tiled),
+    ] {
+        assert_eq!(choose_variant(&gpu, None, 64, cout, s, s), want, "GPU default for {cout} outputs @{s}");
     }
     // Texture limits: the bordered input must fit max_texture_dimension_2d per side, the channel
     // quads max_texture_array_layers, the weights one 2-D texture (9 rows per 4 input channels

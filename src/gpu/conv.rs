@@ -205,9 +205,9 @@ fn tex_plan_with(caps: &TexCaps, o: &KernelOverrides, v: Variant, cout: usize, h
 
 /// The variant for a `cin -> cout` conv at `h x w`: `forced` (e.g. the context's override) or, by
 /// default, on CPU adapters with fixed-size subgroups `Wino4` (cout >= 32, h and w >= 16),
-/// `Wino` (>= 8) or `Tex`, and `Tiled` elsewhere; `Wino4` falls back to `Wino`, `Wino` to `Tex`
-/// and `Tex` to `Tiled` where the shape does not fit ([`wino_unsupported`],
-/// [`tex_unsupported`]). Pure, for tests.
+/// `Wino` (>= 8) or `Tex`; on GPUs [`gpu_default`]'s register-blocked GEMM; `Tiled` elsewhere.
+/// `Wino4` falls back to `Wino`, `Wino` to `Tex` and `Tex` to `Tiled` where the shape does not
+/// fit ([`wino_unsupported`], [`tex_unsupported`]). Pure, for tests.
 pub fn choose_variant(caps: &TexCaps, forced: Option<Variant>, cin: usize, cout: usize, h: usize, w: usize) -> Variant {
     choose_variant_with(caps, &KernelOverrides::default(), forced, cin, cout, h, w)
 }
@@ -231,6 +231,8 @@ fn choose_variant_with(
             (true, 8..) => Variant::Wino,
             _ => Variant::Tex,
         }
+    } else if caps.device_type != wgpu::DeviceType::Cpu {
+        gpu_default(cout, h, w)
     } else {
         Variant::Tiled
     });
@@ -244,6 +246,25 @@ fn choose_variant_with(
         }
         v @ (Variant::Gemm(_) | Variant::GemmWino(..)) => v,
         _ => Variant::Tiled,
+    }
+}
+
+/// The untuned choice on a GPU, by construction (the tuner measures where it has time): the
+/// register-blocked implicit GEMM, whose 4x4 blocks from vec4 loads do 8 FMAs per workgroup-memory
+/// load against `Tiled`'s 0.89, the design TensorFlow.js and ONNX Runtime Web run on every WebGPU
+/// device. On an NVIDIA H200 `Tiled` ran at 2.2% of the FMA peak (benches/README.md). The 64x64
+/// default tile where it gives at least 128 workgroups (enough to fill a large GPU), else the
+/// 32x32 tile of 8x8 invocations (4x the workgroups, for the small deep layers); `Tiled` for
+/// fewer than 16 output channels (conv1_1's backward: a GEMM tile would be mostly empty).
+pub fn gpu_default(cout: usize, h: usize, w: usize) -> Variant {
+    if cout < 16 {
+        return Variant::Tiled;
+    }
+    let workgroups = (h * w).div_ceil(64) * cout.div_ceil(64);
+    if workgroups >= 128 {
+        Variant::GEMM
+    } else {
+        Variant::Gemm(GemmTile::CANDIDATES[1])
     }
 }
 
