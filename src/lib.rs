@@ -9,10 +9,11 @@
 //! [`reference`](mod@reference) (the f64 oracle of every op and of a whole step; imports only `model`),
 //! [`gpu`] (context, tensors, one module per WGSL kernel family), [`runner`] and [`tiled`] (the
 //! Gatys graph on the GPU, whole or in exact tiles), [`render`] (plans and runs renders),
-//! with [`weights`](mod@weights), [`image_io`](mod@image_io), [`rng`](mod@rng) beside them and [`bench`](mod@bench) / [`check`](mod@check) on top.
+//! with [`weights`](mod@weights), [`image_io`](mod@image_io), [`rng`](mod@rng), [`atomic`](mod@atomic) beside them and [`bench`](mod@bench) / [`check`](mod@check) on top.
 
 #![warn(missing_docs)]
 
+pub mod atomic;
 pub mod bench;
 pub mod check;
 pub mod error;

@@ -1,13 +1,13 @@
 //! Writing images atomically (temporary file, fsync, rename): PNG with (key, value) text chunks,
 //! or JPEG; checking an output path before a long render; reading a PNG's text chunks back.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::error::one_line;
 use super::{ImageIoError, Planar};
+use crate::atomic::TempFile;
 
 /// The output extensions `save_image` understands (case-insensitive).
 pub const SUPPORTED_OUTPUT_EXTENSIONS: [&str; 3] = [".png", ".jpg", ".jpeg"];
@@ -35,6 +35,15 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
+/// A temporary file beside `path` in `dir` ([`crate::atomic`]).
+fn temp_file(path: &Path, dir: &Path) -> Result<TempFile, ImageIoError> {
+    TempFile::create(path).map_err(|source| ImageIoError::OutputDirNotWritable {
+        path: path.to_path_buf(),
+        dir: dir.to_path_buf(),
+        source,
+    })
+}
+
 /// The parent must exist and be a directory.
 fn existing_parent(path: &Path) -> Result<PathBuf, ImageIoError> {
     let dir = parent_dir(path);
@@ -42,60 +51,6 @@ fn existing_parent(path: &Path) -> Result<PathBuf, ImageIoError> {
         return Err(ImageIoError::OutputDirMissing { path: path.to_path_buf(), dir });
     }
     Ok(dir)
-}
-
-/// A temporary file next to the final output; removed on drop unless `persist` succeeded.
-struct TempFile {
-    path: PathBuf,
-    file: Option<File>,
-}
-
-impl TempFile {
-    fn create(target: &Path, dir: &Path) -> Result<TempFile, ImageIoError> {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let base = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let nanos =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-        // Hidden, recognisable, and unique per process, call and moment; create_new so two
-        // writers never share a temp file.
-        let name =
-            format!(".{base}.stylize-tmp-{}-{}-{nanos}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
-        let path = dir.join(name);
-        match OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(file) => Ok(TempFile { path, file: Some(file) }),
-            Err(source) => {
-                Err(ImageIoError::OutputDirNotWritable { path: target.to_path_buf(), dir: dir.to_path_buf(), source })
-            }
-        }
-    }
-
-    /// fsync, close and rename over `target`.
-    fn persist(mut self, target: &Path) -> io::Result<()> {
-        if let Some(file) = self.file.take() {
-            file.sync_all()?;
-        }
-        fs::rename(&self.path, target)?;
-        // Renamed: nothing left for Drop to clean up.
-        self.path = PathBuf::new();
-        // Make the rename itself durable; best effort, since not every platform or filesystem
-        // lets a directory be opened and synced.
-        if let Some(dir) = target.parent() {
-            let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        self.file.take();
-        if !self.path.as_os_str().is_empty() {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
 }
 
 /// Write `img` as PNG (8-bit RGB, each (key, value) as a tEXt chunk, or iTXt when not Latin-1)
@@ -199,10 +154,10 @@ fn save_image_impl(
     let dir = existing_parent(path)?;
     let samples = if opts.bit_depth == 16 { to_rgb16_be_interleaved(img) } else { to_rgb8_interleaved(img) };
 
-    let tmp = TempFile::create(path, &dir)?;
+    let tmp = temp_file(path, &dir)?;
     let write_err = |source: io::Error| ImageIoError::Write { path: path.to_path_buf(), source };
     {
-        let file = tmp.file.as_ref().ok_or_else(|| write_err(io::Error::other("temporary file already closed")))?;
+        let file = tmp.file().ok_or_else(|| write_err(io::Error::other("temporary file already closed")))?;
         let mut out = BufWriter::new(FailingWriter { inner: file, remaining: fail_after_bytes });
         match format {
             OutputFormat::Png => encode_png(path, &mut out, (img.width, img.height), &samples, text, opts)?,
@@ -327,7 +282,7 @@ pub fn check_output_path(path: &Path) -> Result<(), ImageIoError> {
     }
     let dir = existing_parent(path)?;
     // Creating a real file is the only reliable test (ACLs, read-only mounts, root...).
-    let tmp = TempFile::create(path, &dir)?;
+    let tmp = temp_file(path, &dir)?;
     drop(tmp);
     Ok(())
 }

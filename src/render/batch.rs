@@ -3,7 +3,6 @@
 //! with the same settings is recognised so it can be skipped.
 
 use crate::error::{Error, Result};
-use std::io::Write;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -236,7 +235,7 @@ pub(super) fn forget_record(output: &Path) -> Result<()> {
     }
 }
 
-/// After a JPEG batch output was written: its sidecar, atomically (temporary file + rename), with
+/// After a JPEG batch output was written: its sidecar, atomically ([`crate::atomic`]), with
 /// the pairs a PNG would carry (`text` and the step reached).
 pub(super) fn write_record(output: &Path, text: &[(String, String)], step: u32) -> Result<()> {
     if !is_jpeg(output) {
@@ -248,20 +247,9 @@ pub(super) fn write_record(output: &Path, text: &[(String, String)], step: u32) 
         map.insert(k.clone(), serde_json::Value::String(v.clone()));
     }
     map.insert("stylize:step".into(), serde_json::Value::String(step.to_string()));
-    let mut name = side.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = side.with_file_name(name);
-    let io = |e| Error::Io { path: side.display().to_string(), source: e };
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(serde_json::Value::Object(map).to_string().as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &side)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io(e)
-    })
+    let text = serde_json::Value::Object(map).to_string();
+    crate::atomic::write_atomic(&side, text.as_bytes())
+        .map_err(|e| Error::Io { path: side.display().to_string(), source: e })
 }
 
 #[cfg(test)]

@@ -47,9 +47,9 @@ pub fn fetch(url: &str, dest: &Path, sha256: &str, progress: bool) -> Result<()>
         .file_name()
         .ok_or_else(|| WeightsError::InvalidArgument(format!("{}: not a file path", dest.display())))?;
     fs::create_dir_all(&dir).map_err(io_err(&dir, "create the cache directory"))?;
-    // Per-process temp name: two concurrent downloads must not write into the same file.
-    let tmp = dir.join(format!(".{}.{}.part", file_name.to_string_lossy(), std::process::id()));
-    let mut guard = RemoveOnDrop { path: tmp.clone(), armed: true };
+    // A unique temporary name (crate::atomic): concurrent downloads, also from pods sharing a
+    // volume, never write into the same file; it is removed unless the verified file is renamed.
+    let mut tmp = crate::atomic::TempFile::create(dest).map_err(io_err(&dir, "create the download file in"))?;
 
     let download_err = |detail: String| WeightsError::Download { url: url.to_string(), detail };
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -73,7 +73,6 @@ pub fn fetch(url: &str, dest: &Path, sha256: &str, progress: bool) -> Result<()>
     let mut hasher = Sha256::new();
     let mut received: u64 = 0;
     {
-        let mut file = File::create(&tmp).map_err(io_err(&tmp, "create the download file"))?;
         let mut buf = vec![0u8; 1 << 16];
         loop {
             let n = match body.read(&mut buf) {
@@ -86,7 +85,7 @@ pub fn fetch(url: &str, dest: &Path, sha256: &str, progress: bool) -> Result<()>
                 }
             };
             hasher.update(&buf[..n]);
-            file.write_all(&buf[..n]).map_err(io_err(&tmp, "write the download file"))?;
+            tmp.write_all(&buf[..n]).map_err(io_err(dest, "write the download of"))?;
             received += n as u64;
             bar.inc(n as u64);
         }
@@ -96,20 +95,14 @@ pub fn fetch(url: &str, dest: &Path, sha256: &str, progress: bool) -> Result<()>
                 return Err(download_err(format!("received {received} bytes but the server announced {len}")));
             }
         }
-        file.sync_all().map_err(io_err(&tmp, "flush the download file"))?;
     }
     bar.finish_and_clear();
     let found = hex(&hasher.finalize());
     if !found.starts_with(&expected) {
         return Err(WeightsError::HashMismatch { url: url.to_string(), expected, found });
     }
-    fs::rename(&tmp, dest).map_err(io_err(dest, "move the verified download into place"))?;
-    guard.armed = false;
-    // Make the rename itself durable where the platform allows syncing a directory.
-    #[cfg(unix)]
-    if let Ok(d) = File::open(&dir) {
-        let _ = d.sync_all();
-    }
+    // fsync, rename, and the rename made durable where the platform allows.
+    tmp.persist(dest).map_err(io_err(dest, "move the verified download into place as"))?;
     Ok(())
 }
 
@@ -166,20 +159,6 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         hasher.update(&buf[..n]);
     }
     Ok(hex(&hasher.finalize()))
-}
-
-/// Removes a temporary file when dropped unless disarmed, so every early return cleans up.
-struct RemoveOnDrop {
-    path: PathBuf,
-    armed: bool,
-}
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        if self.armed {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
 }
 
 /// Lowercase hex digest or prefix (>= 8 digits), for comparing with a computed digest.
