@@ -394,7 +394,7 @@ fn conv3x3_variant_selection() {
     }
     // GPUs, untuned: the 64x64 GEMM tile where it makes >= 128 workgroups, else the 32x32 one,
     // the direct kernel below 16 output channels.
-    let small = Gemm(conv::GemmTile::CANDIDATES[1]);
+    let small = Gemm(conv::GemmTile::SMALL);
     for &(cout, s, want) in &[
         (64, 512, conv::Variant::GEMM),
         (512, 64, conv::Variant::GEMM),

@@ -71,23 +71,30 @@ fn a_spent_budget_falls_back_to_the_fixed_rules() {
 }
 
 #[test]
-fn a_budget_running_out_mid_shape_stops_after_the_candidate_in_hand() {
-    // 1 us is gone once the first candidate is timed: that one is kept, no other is started.
+fn a_budget_running_out_mid_shape_stops_and_keeps_nothing() {
+    // 1 us is gone once the first candidate is timed: no other is started, and a choice among
+    // some candidates only is neither used nor saved (the fixed rules apply).
     let (cin, cout, h, w) = SHAPE;
+    let dir = scratch("cut");
     let mut ctx = context();
-    let mut tuner = Tuner::new(&ctx, TuneMode::Full, None, Duration::from_micros(1));
+    let path = table_path(&dir, &ctx.info);
+    let mut tuner = Tuner::new(&ctx, TuneMode::Full, Some(path.clone()), Duration::from_micros(1));
     let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let sink = lines.clone();
     tuner.set_progress(move |l| sink.lock().unwrap().push(l.to_string()));
     ctx.set_tuner(tuner);
-    assert_eq!(conv::select_variant(&ctx, cin, cout, h, w), Variant::Tiled);
+    let caps = conv::TexCaps::of(&ctx);
+    assert_eq!(conv::select_variant(&ctx, cin, cout, h, w), conv::choose_variant(&caps, None, cin, cout, h, w));
     let lines = lines.lock().unwrap();
     assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].starts_with("conv3x3 16x32 12x12: tiled (tiled "), "{}", lines[0]);
-    assert!(!lines[0].contains(", "), "one candidate timed: {}", lines[0]);
-    // The budget is spent: the next shape gets the fixed rules.
-    let caps = conv::TexCaps::of(&ctx);
+    assert!(lines[0].starts_with("conv3x3 16x32 12x12: budget spent, "), "{}", lines[0]);
+    assert!(lines[0].contains("candidates untimed: not kept, the fixed rules (tiled "), "{}", lines[0]);
+    assert!(!lines[0].contains(", gemm"), "one candidate timed: {}", lines[0]);
+    assert!(ctx.tuner().unwrap().entries().is_empty() && !path.exists(), "nothing kept");
+    // The budget is spent: the next shape gets the fixed rules without measuring.
     assert_eq!(conv::select_variant(&ctx, 8, 8, 5, 7), conv::choose_variant(&caps, None, 8, 8, 5, 7));
+    assert_eq!(lines.len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

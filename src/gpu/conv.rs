@@ -264,7 +264,7 @@ pub fn gpu_default(cout: usize, h: usize, w: usize) -> Variant {
     if workgroups >= 128 {
         Variant::GEMM
     } else {
-        Variant::Gemm(GemmTile::CANDIDATES[1])
+        Variant::Gemm(GemmTile::SMALL)
     }
 }
 
@@ -429,6 +429,10 @@ impl GemmTile {
     /// invocations).
     pub const DEFAULT: GemmTile = GemmTile { rm: 4, rn: 4, wx: 16, wy: 16, kt: 16 };
 
+    /// 4 x 4 blocks in 32 x 32 tiles of 8 x 8 invocations (TensorFlow.js's shape): 4x the
+    /// workgroups of the default, for small layers.
+    pub const SMALL: GemmTile = GemmTile { rm: 4, rn: 4, wx: 8, wy: 8, kt: 16 };
+
     /// The tiles the autotuner times (those the adapter's limits allow): the default; 32 x 32
     /// tiles of 8 x 8 invocations (TensorFlow.js's shape, more workgroups for small layers); 8 x 4
     /// and 4 x 8 blocks (128 x 64 and 64 x 128 tiles); 8 x 8 blocks with 128 x 128 tiles (the
@@ -436,7 +440,7 @@ impl GemmTile {
     /// invocations.
     pub const CANDIDATES: [GemmTile; 6] = [
         GemmTile::DEFAULT,
-        GemmTile { rm: 4, rn: 4, wx: 8, wy: 8, kt: 16 },
+        GemmTile::SMALL,
         GemmTile { rm: 8, rn: 4, wx: 16, wy: 16, kt: 16 },
         GemmTile { rm: 4, rn: 8, wx: 16, wy: 16, kt: 16 },
         GemmTile { rm: 8, rn: 8, wx: 16, wy: 16, kt: 8 },

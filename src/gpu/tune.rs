@@ -153,7 +153,9 @@ impl Tuner {
     /// The table's variant for `key`, else (in `Full` mode, budget left) the fastest of the
     /// timings `measure` returns, recorded and saved; else None. `measure` is given the instant
     /// the budget runs out, after which it starts no further candidate (so one shape overruns
-    /// the budget by at most one candidate's compile and runs).
+    /// the budget by at most one candidate's compile and runs); a measurement cut short that way
+    /// is neither used nor saved (the fixed rules apply), so a table never holds a choice made
+    /// among some of the candidates only.
     fn choose_by(
         &self,
         key: String,
@@ -178,20 +180,24 @@ impl Tuner {
         let t0 = Instant::now();
         let timings = measure(t0 + left);
         let took = t0.elapsed();
-        let mut st = self.lock();
-        st.spent += took;
+        self.lock().spent += took;
         let timings = timings.ok()?;
-        let best = fastest(&timings)?;
+        let best = fastest(&timings.times).filter(|_| timings.untimed == 0);
         if let Some(report) = &self.progress {
             let times: Vec<String> =
-                timings.iter().map(|(v, s)| format!("{} {:.3}", variant_name(*v), s * 1e3)).collect();
-            report(&format!(
-                "{key}: {} ({} ms; measured in {:.1} s)",
-                variant_name(best),
-                times.join(", "),
-                took.as_secs_f64()
-            ));
+                timings.times.iter().map(|(v, s)| format!("{} {:.3}", variant_name(*v), s * 1e3)).collect();
+            let verdict = match best {
+                Some(v) => variant_name(v),
+                None if timings.untimed > 0 => {
+                    format!("budget spent, {} candidates untimed: not kept, the fixed rules", timings.untimed)
+                }
+                None => "nothing timed: the fixed rules".into(),
+            };
+            // Outside the state's lock: the callback may ask the tuner anything.
+            report(&format!("{key}: {verdict} ({} ms; measured in {:.1} s)", times.join(", "), took.as_secs_f64()));
         }
+        let best = best?;
+        let mut st = self.lock();
         st.measured += 1;
         st.table.insert(key, best);
         if let Some(p) = &self.path {
@@ -207,8 +213,19 @@ impl Tuner {
     }
 }
 
-/// (variant, seconds) for each variant timed.
-type Timings = Vec<(Variant, f64)>;
+/// The candidates timed, (variant, seconds) each, and how many were left untimed when the budget
+/// ran out.
+#[derive(Default)]
+struct Timings {
+    times: Vec<(Variant, f64)>,
+    untimed: usize,
+}
+
+impl From<Vec<(Variant, f64)>> for Timings {
+    fn from(times: Vec<(Variant, f64)>) -> Timings {
+        Timings { times, untimed: 0 }
+    }
+}
 
 /// The fastest variant of `t` (the first of equals); None when nothing was timed.
 fn fastest(t: &[(Variant, f64)]) -> Option<Variant> {
@@ -247,7 +264,6 @@ fn time_conv(
     let b = Tensor::from_slice(ctx, [cout, 1, 1], &rng.vec(cout, -0.1, 0.1), "tune b")?;
     let y = Tensor::new(ctx, [cout, h, w], "tune y")?;
     let caps = conv::TexCaps::of(ctx);
-    let mut out = vec![];
     let tiles: Vec<conv::GemmTile> =
         conv::GemmTile::CANDIDATES.into_iter().filter(|t| t.unsupported(&ctx.limits).is_none()).collect();
     let mut candidates = vec![Variant::Tiled];
@@ -260,16 +276,16 @@ fn time_conv(
     if caps.device_type == wgpu::DeviceType::Cpu {
         candidates.extend([Variant::Tex, Variant::Wino, Variant::Wino4]);
     }
-    for v in candidates {
-        // Skip what would fall back to another variant (it is timed under its own name).
-        if conv::choose_variant(&caps, Some(v), cin, cout, h, w) != v {
-            continue;
-        }
-        if !out.is_empty() && Instant::now() >= until {
+    // Skip what would fall back to another variant (it is timed under its own name).
+    candidates.retain(|&v| conv::choose_variant(&caps, Some(v), cin, cout, h, w) == v);
+    let mut out = Timings::default();
+    for (i, &v) in candidates.iter().enumerate() {
+        if i > 0 && Instant::now() >= until {
+            out.untimed = candidates.len() - i;
             break;
         }
         let op = conv::conv3x3_forward_with(ctx, v, &x, &wt, &b, &y, true);
-        out.push((v, time_ops(ctx, &[&op])?));
+        out.times.push((v, time_ops(ctx, &[&op])?));
     }
     Ok(out)
 }
@@ -283,17 +299,17 @@ fn time_gram(ctx: &Context, c: usize, n: usize, until: Instant) -> crate::error:
     let dg = Tensor::from_slice(ctx, [c, c, 1], &rng.vec(c * c, -1.0, 1.0), "tune dg")?;
     let (g, df) = (Tensor::new(ctx, [c, c, 1], "tune g")?, Tensor::new(ctx, [c, n, 1], "tune df")?);
     let caps = conv::TexCaps::of(ctx);
-    let mut out = vec![];
-    for v in [Variant::Tiled, Variant::GEMM, Variant::Tex] {
-        if gram::choose_variant(&caps, Some(v), c, n) != v {
-            continue;
-        }
-        if !out.is_empty() && Instant::now() >= until {
+    let mut candidates = vec![Variant::Tiled, Variant::GEMM, Variant::Tex];
+    candidates.retain(|&v| gram::choose_variant(&caps, Some(v), c, n) == v);
+    let mut out = Timings::default();
+    for (i, &v) in candidates.iter().enumerate() {
+        if i > 0 && Instant::now() >= until {
+            out.untimed = candidates.len() - i;
             break;
         }
         let fwd = gram::gram_forward_scaled_with(ctx, v, &f, &g, 1.0, false);
         let bwd = gram::gram_backward_scaled_with(ctx, v, &f, &dg, &df, 1.0, false);
-        out.push((v, time_ops(ctx, &[&fwd, &bwd])?));
+        out.times.push((v, time_ops(ctx, &[&fwd, &bwd])?));
     }
     Ok(out)
 }
@@ -314,8 +330,8 @@ fn parse_table(text: &str, key: &str) -> Result<BTreeMap<String, Variant>, Strin
     Ok(table)
 }
 
-/// Writes the table atomically (a temporary file renamed over the old one), so two processes
-/// tuning at once each leave a whole table.
+/// Writes the table atomically ([`crate::atomic`]), so two processes tuning at once each leave
+/// a whole table.
 fn write_table(path: &Path, key: &str, table: &BTreeMap<String, Variant>) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -323,11 +339,7 @@ fn write_table(path: &Path, key: &str, table: &BTreeMap<String, Variant>) -> std
     let entries: serde_json::Map<String, serde_json::Value> =
         table.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(variant_name(*v)))).collect();
     let text = serde_json::json!({ "adapter": key, "kernels": entries }).to_string();
-    let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+    crate::atomic::write_atomic(path, text.as_bytes())
 }
 
 /// Tunes ahead: every conv3x3 shape (forward and backward-input) and every Gram shape of VGG19's
@@ -367,13 +379,14 @@ mod tests {
         let calls = Cell::new(0);
         let timings = |_| {
             calls.set(calls.get() + 1);
-            Ok(vec![(Variant::Tiled, 3e-3), (Variant::GEMM, 1e-3), (Variant::Tex, 2e-3), (Variant::Wino, f64::NAN)])
+            Ok(vec![(Variant::Tiled, 3e-3), (Variant::GEMM, 1e-3), (Variant::Tex, 2e-3), (Variant::Wino, f64::NAN)]
+                .into())
         };
         assert_eq!(t.choose_by("k".into(), timings), Some(Variant::GEMM));
         assert_eq!(t.choose_by("k".into(), timings), Some(Variant::GEMM));
         assert_eq!(calls.get(), 1, "measured once");
         assert_eq!(t.spent().1, 1);
-        assert_eq!(t.choose_by("none".into(), |_| Ok(vec![])), None, "nothing timed: the fixed rules");
+        assert_eq!(t.choose_by("none".into(), |_| Ok(Timings::default())), None, "nothing timed: the fixed rules");
         assert_eq!(t.choose_by("failed".into(), |_| Err(crate::Error::Gpu("lost".into()))), None);
     }
 
@@ -388,15 +401,17 @@ mod tests {
             let left = until.duration_since(start).as_secs_f64();
             assert!((59.0..60.5).contains(&left), "the whole budget is left: {left} s");
             std::thread::sleep(Duration::from_millis(1100));
-            Ok(vec![(Variant::Tiled, 3e-3), (Variant::GEMM, 1.5e-3)])
+            Ok(vec![(Variant::Tiled, 3e-3), (Variant::GEMM, 1.5e-3)].into())
         };
         assert_eq!(t.choose_by("conv3x3 1x2 3x4".into(), first), Some(Variant::GEMM));
         let second = |until: Instant| {
             let left = until.duration_since(Instant::now()).as_secs_f64();
             assert!(left < 59.0 && left > 50.0, "the first measurement's time is spent: {left} s left");
-            Ok(vec![(Variant::Tiled, 1e-3)])
+            Ok(Timings { times: vec![(Variant::Tiled, 1e-3)], untimed: 2 })
         };
-        assert_eq!(t.choose_by("gram 8x9".into(), second), Some(Variant::Tiled));
+        // Cut short by the budget: neither used nor kept.
+        assert_eq!(t.choose_by("gram 8x9".into(), second), None);
+        assert_eq!(t.entries(), vec![("conv3x3 1x2 3x4".to_string(), "gemm".to_string())]);
         let lines = lines.lock().unwrap();
         assert_eq!(lines.len(), 2);
         assert!(
@@ -404,7 +419,8 @@ mod tests {
             "{}",
             lines[0]
         );
-        assert!(lines[1].starts_with("gram 8x9: tiled (tiled 1.000 ms;"), "{}", lines[1]);
+        let cut = "gram 8x9: budget spent, 2 candidates untimed: not kept, the fixed rules (tiled 1.000 ms;";
+        assert!(lines[1].starts_with(cut), "{}", lines[1]);
     }
 
     #[test]
@@ -420,7 +436,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("stylize-tune-unit-{}", std::process::id()));
         let path = dir.join("t.json");
         let t = tuner(TuneMode::Full, Some(path.clone()), 60);
-        let timings = |_| Ok(vec![(Variant::Tiled, 2.0), (Variant::Tex, 1.0)]);
+        let timings = |_| Ok(vec![(Variant::Tiled, 2.0), (Variant::Tex, 1.0)].into());
         assert_eq!(t.choose_by("conv3x3 1x2 3x4".into(), timings), Some(Variant::Tex));
         let back = tuner(TuneMode::Cached, Some(path.clone()), 60);
         assert!(back.warnings().is_empty());
