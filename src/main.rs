@@ -181,7 +181,7 @@ fn run(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Render { args, serve } => {
             if serve.serve.is_some() {
-                cli::serve::check_images(&args.styles)?;
+                cli::serve::check_images(std::iter::once(&args.content).chain(&args.styles))?;
             }
             let o = options(args)?;
             let mut progress = cli::progress::CliProgress::new(o.quiet);

@@ -332,6 +332,13 @@ fn the_command_line_prints_the_url_and_lingers() {
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("--serve=0.0.0.0:8080"), "{err}");
+    // Also where it would be taken for the content image.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_stylize"))
+        .args(["render", "--serve", "8080", "builtin:painting"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--serve=8080"), "{err}");
 }
 
 /// Pauses once, before frame step `at`, for `polls` questions, and times the loop and the pause.

@@ -63,7 +63,7 @@ pub(crate) struct RenderArgs {
     /// folder: then every .png/.jpg in it is rendered, in name order, into the folder -o, keeping
     /// the file names (video frames). With --content-list, leave CONTENT out: every positional
     /// argument is then a style image.
-    content: PathBuf,
+    pub(crate) content: PathBuf,
     /// One or more paintings whose style is transferred (PNG or JPEG; builtin:painting for a
     /// sample). Several styles are mixed: their Gram targets are blended with
     /// --style-blend-weights.

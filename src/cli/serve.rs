@@ -23,7 +23,7 @@ pub struct ServeArgs {
 }
 
 /// Refuses an address given after `--serve` without `=` (it would be read as an image).
-pub fn check_images(images: &[std::path::PathBuf]) -> Result<()> {
+pub fn check_images<'a>(images: impl IntoIterator<Item = &'a std::path::PathBuf>) -> Result<()> {
     for p in images {
         let s = p.to_string_lossy();
         let address =

@@ -130,10 +130,11 @@ impl State {
 
     /// The page's view of the state (without the loss history).
     fn status(&self) -> Value {
-        let frames = self.info["frames"].as_u64().unwrap_or(1) as u32;
-        let frame_steps = self.info["frame_steps"].as_u64().unwrap_or(0) as u32;
-        let frame = self.stage.as_ref().map_or(0, |s| s.frame as u32);
-        let left = (frames.saturating_sub(frame + 1)) * frame_steps + frame_steps.saturating_sub(self.frame_step);
+        // u64: thousands of frames times thousands of steps.
+        let frames = self.info["frames"].as_u64().unwrap_or(1);
+        let frame_steps = self.info["frame_steps"].as_u64().unwrap_or(0);
+        let frame = self.stage.as_ref().map_or(0, |s| s.frame as u64);
+        let left = frames.saturating_sub(frame + 1) * frame_steps + frame_steps.saturating_sub(self.frame_step as u64);
         let eta = self.ms_per_step.filter(|_| !self.ended()).map(|ms| ms * left as f64 / 1000.0);
         let stage = self.stage.as_ref().map(|s| {
             json!({
@@ -343,7 +344,7 @@ fn random_token() -> Result<String> {
 
 /// An image as an 8-bit RGB PNG in memory (fast compression: it is shown, not kept).
 fn encode_png(img: &Planar) -> Vec<u8> {
-    let n = (img.width * img.height) as usize;
+    let n = img.width as usize * img.height as usize;
     let mut rgb = Vec::with_capacity(3 * n);
     for i in 0..n {
         for c in 0..3 {
@@ -522,7 +523,7 @@ fn loss_point(stage: &StageInfo, step: u32, l: &Losses, elapsed: f64) -> Value {
         "frame": stage.frame, "scale": stage.scale, "width": stage.width, "height": stage.height, "step": step,
         "content": l.content_total(), "style": l.style_total(), "tv": l.tv, "total": l.total(),
         "elapsed_s": (elapsed * 1e4).round() / 1e4,
-        "x": stage.frame as u32 * stage.frame_steps + stage.step_offset + step,
+        "x": stage.frame as u64 * stage.frame_steps as u64 + (stage.step_offset + step) as u64,
     })
 }
 

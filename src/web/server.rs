@@ -258,14 +258,14 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Whether a Host header names the loopback interface (any port: e.g. an SSH forward).
+/// Whether a Host header names the loopback interface (any port: e.g. an SSH forward). Not
+/// 0.0.0.0 or [::]: browsers have routed those to loopback for pages of any site.
 fn loopback_host(host: &str) -> bool {
     let name = match host.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(""),
         None => host.rsplit_once(':').map_or(host, |(h, _)| h),
     };
-    name.eq_ignore_ascii_case("localhost")
-        || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn reason(code: u16) -> &'static str {
@@ -402,7 +402,16 @@ mod tests {
         for h in ["localhost", "LOCALHOST:8080", "127.0.0.1", "127.0.0.1:9", "127.1.2.3:80", "[::1]:8080", "[::1]"] {
             assert!(loopback_host(h), "{h}");
         }
-        for h in ["evil.example", "evil.example:8080", "10.0.0.1:80", "localhost.evil.example", "[::2]:1", ""] {
+        for h in [
+            "evil.example",
+            "evil.example:8080",
+            "10.0.0.1:80",
+            "localhost.evil.example",
+            "[::2]:1",
+            "",
+            "0.0.0.0:80",
+            "[::]:8080",
+        ] {
             assert!(!loopback_host(h), "{h}");
         }
     }
