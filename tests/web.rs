@@ -325,20 +325,16 @@ fn the_command_line_prints_the_url_and_lingers() {
     assert!(err.contains("watch and steer this render at http://127.0.0.1:"), "{err}");
     assert!(t.elapsed() >= Duration::from_millis(1500), "no linger: {:?}", t.elapsed());
     assert_eq!(png_step(&out), 6);
-    // An address must follow `=`; without it, it would be taken for an image.
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_stylize"))
-        .args(["render", "builtin:photo", "0.0.0.0:8080", "--serve"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("--serve=0.0.0.0:8080"), "{err}");
-    // Also where it would be taken for the content image.
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_stylize"))
-        .args(["render", "--serve", "8080", "builtin:painting"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("--serve=8080"), "{err}");
+    // An address must follow `=`; without it, it would be taken for an image (a style or the
+    // content).
+    for (args, want) in [
+        (["render", "builtin:photo", "0.0.0.0:8080", "--serve"], "--serve=0.0.0.0:8080"),
+        (["render", "--serve", "8080", "builtin:painting"], "--serve=8080"),
+    ] {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_stylize")).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(want), "{args:?}: {err}");
+    }
 }
 
 /// Pauses once, before frame step `at`, for `polls` questions, and times the loop and the pause.
