@@ -7,7 +7,11 @@
 //! digest, and the name and length of each array), the arrays' f32 values back to back in the
 //! header's order, then the SHA-256 of every byte before it (a torn or corrupted file is refused).
 
+use super::engine::Stage;
 use crate::error::{Error, Result};
+use crate::gpu::{Context, Tensor};
+use crate::runner::Losses;
+use crate::tiled::TiledGraph;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::io::Write;
@@ -225,6 +229,101 @@ pub fn digest(text: &[(String, String)], files: &[(String, &Path)], adapter: &st
     }
     d.push(("adapter".to_string(), adapter.to_string()));
     Ok(d)
+}
+
+/// The GPU buffers of an untiled stage's state, named: the iterate, Adam's moments and state
+/// ([t, 1 - beta1^t, 1 - beta2^t] as the GPU holds them, so the bias corrections resume bit for
+/// bit), L-BFGS's buffers when it is in use, and the average's sum and state with `--avg-decay`.
+fn stage_tensors(st: &Stage) -> Vec<(String, &Tensor)> {
+    let g = &st.graph;
+    let mut v = vec![
+        ("image".to_string(), &g.x),
+        ("adam.m".to_string(), &g.adam.m),
+        ("adam.v".to_string(), &g.adam.v),
+        ("adam.state".to_string(), &g.adam.state),
+    ];
+    if let Some(l) = &g.lbfgs {
+        v.extend(l.state());
+    }
+    if let Some(e) = &st.ema {
+        v.push(("ema.avg".to_string(), &e.avg));
+        v.push(("ema.state".to_string(), &e.state));
+    }
+    v
+}
+
+/// Reads an untiled stage's whole state back (waits for the GPU: only at a checkpoint), with the
+/// last good image `good` and the stage's initial losses `first`.
+pub(super) fn capture_stage(ctx: &Context, st: &Stage, good: &Tensor, first: &Losses) -> Result<Checkpoint> {
+    let mut arrays = vec![];
+    for (name, t) in stage_tensors(st) {
+        arrays.push((name, t.read(ctx)?));
+    }
+    arrays.push(("good".to_string(), good.read(ctx)?));
+    arrays.extend(losses_arrays(first));
+    let counters = vec![("iterations".to_string(), st.graph.iterations())];
+    Ok(Checkpoint { counters, arrays, ..Default::default() })
+}
+
+/// Puts a checkpoint's state (read from `path`) back into a freshly built untiled stage and
+/// `good`; returns the stage's initial losses.
+pub(super) fn restore_stage(ctx: &Context, st: &Stage, good: &Tensor, ck: &Checkpoint, path: &Path) -> Result<Losses> {
+    for (name, t) in stage_tensors(st).into_iter().chain([("good".to_string(), good)]) {
+        let v = ck.need(path, &name)?;
+        if v.len() != t.len() {
+            return Err(bad(path, &format!("array {name} has {} values, the stage needs {}", v.len(), t.len())));
+        }
+        t.write(ctx, v);
+    }
+    st.graph.set_iterations(ck.counter("iterations"));
+    losses_from(ck, path)
+}
+
+/// The stage's initial losses as arrays.
+fn losses_arrays(l: &Losses) -> Vec<(String, Vec<f32>)> {
+    vec![
+        ("first.content".to_string(), l.content.clone()),
+        ("first.style".to_string(), l.style.clone()),
+        ("first.tv".to_string(), vec![l.tv]),
+    ]
+}
+
+fn losses_from(ck: &Checkpoint, path: &Path) -> Result<Losses> {
+    Ok(Losses {
+        content: ck.need(path, "first.content")?.to_vec(),
+        style: ck.need(path, "first.style")?.to_vec(),
+        tv: ck.need(path, "first.tv")?.first().copied().unwrap_or(0.0),
+    })
+}
+
+/// A tiled stage's state (all on the host): the image, Adam's moments and count, the last good
+/// image and the stage's initial losses.
+pub(super) fn capture_tiled(tg: &TiledGraph, good: &[f32], first: &Losses) -> Checkpoint {
+    let (m, v, t) = tg.adam_state();
+    let mut arrays = vec![
+        ("image".to_string(), tg.image.clone()),
+        ("adam.m".to_string(), m.to_vec()),
+        ("adam.v".to_string(), v.to_vec()),
+        ("good".to_string(), good.to_vec()),
+    ];
+    arrays.extend(losses_arrays(first));
+    Checkpoint { counters: vec![("adam_t".to_string(), t as u64)], arrays, ..Default::default() }
+}
+
+/// Puts a tiled checkpoint's state back into `tg`; returns (the last good image, the initial
+/// losses).
+pub(super) fn restore_tiled(tg: &mut TiledGraph, ck: &Checkpoint, path: &Path) -> Result<(Vec<f32>, Losses)> {
+    let n = tg.image.len();
+    let get = |name: &str| -> Result<&[f32]> {
+        let v = ck.need(path, name)?;
+        match v.len() == n {
+            true => Ok(v),
+            false => Err(bad(path, &format!("array {name} has {} values, the stage needs {n}", v.len()))),
+        }
+    };
+    tg.image.copy_from_slice(get("image")?);
+    tg.set_adam_state(get("adam.m")?, get("adam.v")?, ck.counter("adam_t") as u32);
+    Ok((get("good")?.to_vec(), losses_from(ck, path)?))
 }
 
 #[cfg(test)]
