@@ -8,6 +8,7 @@
 //! header's order, then the SHA-256 of every byte before it (a torn or corrupted file is refused).
 
 use super::engine::Stage;
+use super::observe::StageInfo;
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Tensor};
 use crate::runner::Losses;
@@ -55,6 +56,14 @@ fn bad(path: &Path, why: &str) -> Error {
 }
 
 impl Checkpoint {
+    /// Sets where the checkpoint sits: after `step` steps of `stage`, the last good image from
+    /// frame step `good_step`, and whether step `step`'s losses are still to be reported.
+    pub(super) fn at(&mut self, stage: &StageInfo, step: u32, good_step: u32, pending: bool) {
+        (self.frame, self.scale, self.step) = (stage.frame, stage.scale, step);
+        self.size = (stage.width, stage.height);
+        (self.good_step, self.pending) = (good_step, pending);
+    }
+
     /// The array named `name`.
     pub fn array(&self, name: &str) -> Option<&[f32]> {
         self.arrays.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
@@ -208,9 +217,9 @@ pub fn file_sha256(path: &Path) -> Result<String> {
 }
 
 /// The digest of a render: the recorded settings `text` (the PNG's, see files.rs), the command
-/// split into one item per option so a refusal names the option, then each input file's SHA-256
-/// (`files`: (what, path)) and the `adapter` (bit-identical results need the same one).
-pub fn digest(text: &[(String, String)], files: &[(String, &Path)], adapter: &str) -> Result<Vec<(String, String)>> {
+/// split into one item per option so a refusal names the option, then `extra` (each input file's
+/// SHA-256, the adapter: bit-identical results need the same one, settings the text leaves out).
+pub fn digest(text: &[(String, String)], extra: &[(String, String)]) -> Vec<(String, String)> {
     let mut d = vec![];
     for (k, v) in text {
         if k == "stylize:command" {
@@ -224,11 +233,15 @@ pub fn digest(text: &[(String, String)], files: &[(String, &Path)], adapter: &st
             d.push((k.clone(), v.clone()));
         }
     }
-    for (what, p) in files {
-        d.push((format!("{what} {} (SHA-256)", p.display()), file_sha256(p)?));
-    }
-    d.push(("adapter".to_string(), adapter.to_string()));
-    Ok(d)
+    d.extend(extra.iter().cloned());
+    d
+}
+
+/// Where the checkpoints of the frame written to `output` go: `output` with `.ckpt` appended.
+pub fn checkpoint_path(output: &Path) -> std::path::PathBuf {
+    let mut s = output.as_os_str().to_owned();
+    s.push(".ckpt");
+    s.into()
 }
 
 /// The GPU buffers of an untiled stage's state, named: the iterate, Adam's moments and state
@@ -377,7 +390,7 @@ mod tests {
     fn digest_splits_the_command_per_option() {
         let text =
             vec![("stylize:command".to_string(), "stylize render a.png b.png -o o.png --size 64 --lr 1".to_string())];
-        let d = digest(&text, &[], "gpu").unwrap();
+        let d = digest(&text, &[("adapter".into(), "gpu".into())]);
         assert_eq!(d[0], ("inputs and output".into(), "stylize render a.png b.png -o o.png".into()));
         assert_eq!(d[1], ("--size".into(), "64".into()));
         assert_eq!(d[2], ("--lr".into(), "1".into()));
