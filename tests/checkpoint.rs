@@ -1,0 +1,200 @@
+//! Checkpoint and resume (`--checkpoint-every`, `--resume`, issue 18 part 1): a render stopped at
+//! step k (or killed after a periodic checkpoint) and resumed writes the same bytes and the same
+//! loss log as an uninterrupted one on the same adapter, for Adam and L-BFGS, untiled and tiled,
+//! with the iterate average, within multi-scale; and a resume whose settings or inputs changed is
+//! refused with a line naming what differs.
+//!
+//! Tiny renders (24 px, random weights, shallow layers) so it runs on a software Vulkan driver.
+
+use std::path::{Path, PathBuf};
+use stylize::gpu::tune::TuneMode;
+use stylize::image_io;
+use stylize::render::{self, checkpoint_path, Checkpoint, Control, Observer, Optimizer, RenderOptions, StageInfo};
+use stylize::render::{StepInfo, TileMode, WeightsSource};
+use stylize::{Error, Result};
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("stylize-ckpt-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A 40x30 content photo and a 36x36 style painting in `dir`.
+fn images(dir: &Path) -> (PathBuf, PathBuf) {
+    let (c, s) = (dir.join("content.png"), dir.join("style.png"));
+    image_io::save_image(&c, &image_io::synthetic_photo(40, 30, 1), &[]).unwrap();
+    image_io::save_image(&s, &image_io::synthetic_painting(36, 36, 2), &[]).unwrap();
+    (c, s)
+}
+
+/// 24 px, random weights, 9 steps, losses printed every 2 steps (so checkpoints fall both where
+/// a step's losses are still to be measured and where they are not), a checkpoint every 3 steps.
+fn options(dir: &Path) -> RenderOptions {
+    let (c, s) = images(dir);
+    RenderOptions {
+        content: c,
+        styles: vec![s],
+        output: dir.join("out.png"),
+        size: 24,
+        steps: 9,
+        print_every: 2,
+        weights: WeightsSource::Random(1),
+        content_layers: vec!["relu2_1".into()],
+        style_layers: vec!["relu1_1".into(), "relu2_1".into()],
+        log_json: Some(dir.join("log.jsonl")),
+        checkpoint_every: Some(3),
+        tile: TileMode::Off,
+        // The fixed kernel rules: no measured choice can differ between the runs.
+        tune: Some(TuneMode::Off),
+        quiet: true,
+        ..Default::default()
+    }
+}
+
+/// Stops the render once `stop_after` steps were reported; copies the checkpoint written at
+/// frame step `keep` (periodic) to `kept`, as a render killed after it would have left it.
+struct Stopper {
+    stop_after: u32,
+    reported: u32,
+    keep: Option<(usize, u32)>,
+    kept: PathBuf,
+    output: PathBuf,
+}
+
+impl Observer for Stopper {
+    fn control(&mut self) -> Control {
+        if self.reported >= self.stop_after {
+            Control::Stop
+        } else {
+            Control::Continue
+        }
+    }
+    fn step(&mut self, _s: &StepInfo) -> Result<()> {
+        self.reported += 1;
+        Ok(())
+    }
+    fn checkpoint(&mut self, stage: &StageInfo, ck: &mut Checkpoint) -> Result<()> {
+        if self.keep == Some((stage.scale, ck.step)) {
+            std::fs::copy(checkpoint_path(&self.output), &self.kept).unwrap();
+        }
+        Ok(())
+    }
+}
+
+/// The log's lines without their times.
+fn log_lines(p: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(p)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("elapsed_s");
+            v
+        })
+        .collect()
+}
+
+/// Renders `o` uninterrupted, then stopped after `stop_after` reported steps and resumed (from
+/// the stop's checkpoint, or with `keep` = (scale, stage step) from the periodic checkpoint
+/// taken there), and checks that the resumed render wrote the same file bytes and log.
+fn resumed_equals_uninterrupted(o: &RenderOptions, stop_after: u32, keep: Option<(usize, u32)>) {
+    let log = o.log_json.clone().unwrap();
+    render::render(o).expect("uninterrupted render");
+    let want = std::fs::read(&o.output).unwrap();
+    let want_log = log_lines(&log);
+    let ckpt = checkpoint_path(&o.output);
+    assert!(!ckpt.exists(), "a finished render leaves no checkpoint");
+    std::fs::remove_file(&o.output).unwrap();
+
+    let kept = o.output.with_extension("kept.ckpt");
+    let mut stop = Stopper { stop_after, reported: 0, keep, kept: kept.clone(), output: o.output.clone() };
+    let e = render::render_with(o, &mut stop).expect_err("the render should be stopped");
+    assert!(matches!(e, Error::Interrupted { .. }), "{e}");
+    assert!(ckpt.exists(), "a stop writes a checkpoint");
+    let from = match keep {
+        Some(_) => {
+            assert!(kept.exists(), "no periodic checkpoint at {keep:?}");
+            kept
+        }
+        None => ckpt.clone(),
+    };
+    let ck = Checkpoint::read(&from).unwrap();
+    println!("resuming from scale {} step {} (pending {})", ck.scale, ck.step, ck.pending);
+    let resumed = RenderOptions { resume: Some(from), ..o.clone() };
+    render::render(&resumed).expect("resumed render");
+    let got = std::fs::read(&o.output).unwrap();
+    assert!(got == want, "the resumed render's file differs from the uninterrupted one's");
+    assert_eq!(log_lines(&log), want_log, "the resumed render's log differs");
+    assert!(!ckpt.exists(), "the finished resumed render removes its checkpoint");
+}
+
+#[test]
+fn adam_resumes_bit_identically_from_a_stop_and_from_a_periodic_checkpoint() {
+    let d = tmpdir("adam");
+    let o = options(&d);
+    resumed_equals_uninterrupted(&o, 5, None);
+    // Killed after the checkpoint of step 3 (step 3's losses still to be measured: print_every 2).
+    resumed_equals_uninterrupted(&o, 7, Some((0, 3)));
+    // Step 6's losses were measured (a print step).
+    resumed_equals_uninterrupted(&o, 8, Some((0, 6)));
+}
+
+#[test]
+fn lbfgs_resumes_bit_identically_with_its_history_ring_wrapped() {
+    let d = tmpdir("lbfgs");
+    // A history of 2 pairs: by step 5 the ring has wrapped, so the restored slots and count matter.
+    let o = RenderOptions { optimizer: Optimizer::Lbfgs, lbfgs_history: 2, ..options(&d) };
+    resumed_equals_uninterrupted(&o, 5, None);
+    resumed_equals_uninterrupted(&o, 8, Some((0, 6)));
+}
+
+#[test]
+fn the_iterate_average_resumes_bit_identically() {
+    let d = tmpdir("ema");
+    let o = RenderOptions { avg_decay: 0.8, ..options(&d) };
+    resumed_equals_uninterrupted(&o, 5, Some((0, 3)));
+}
+
+#[test]
+fn multi_scale_resumes_in_the_right_scale() {
+    let d = tmpdir("scales");
+    // Scales 16 and 24 px, 5 steps each: frame steps 1-5 then 6-10; checkpoints every 3 frame steps.
+    let o = RenderOptions { scales: 2, initial_size: 16, steps: 5, ..options(&d) };
+    // Stopped in the second scale, and resumed from the periodic checkpoint of frame step 6
+    // (stage step 1 of scale 1).
+    resumed_equals_uninterrupted(&o, 8, Some((1, 1)));
+    // Stopped in the first scale.
+    resumed_equals_uninterrupted(&o, 2, None);
+}
+
+#[test]
+fn a_tiled_stage_resumes_bit_identically() {
+    let d = tmpdir("tiled");
+    // A budget below the untiled graph's estimate makes --tile auto tile.
+    let o = RenderOptions { tile: TileMode::Auto, max_gpu_memory: Some(1), ..options(&d) };
+    resumed_equals_uninterrupted(&o, 4, None);
+    resumed_equals_uninterrupted(&o, 8, Some((0, 6)));
+}
+
+#[test]
+fn a_resume_with_other_settings_or_inputs_is_refused_naming_the_difference() {
+    let d = tmpdir("refuse");
+    let o = options(&d);
+    let mut stop = Stopper { stop_after: 4, reported: 0, keep: None, kept: PathBuf::new(), output: o.output.clone() };
+    render::render_with(&o, &mut stop).expect_err("stopped");
+    let ckpt = checkpoint_path(&o.output);
+    let lr = RenderOptions { lr: Some(0.5), resume: Some(ckpt.clone()), ..o.clone() };
+    let e = render::render(&lr).unwrap_err().to_string();
+    assert!(e.contains("--lr differs") && e.contains("now: 0.5"), "{e}");
+    // The style file's bytes change, its name does not.
+    image_io::save_image(&o.styles[0], &image_io::synthetic_painting(36, 36, 3), &[]).unwrap();
+    let e = render::render(&RenderOptions { resume: Some(ckpt.clone()), ..o.clone() }).unwrap_err().to_string();
+    assert!(e.contains("style") && e.contains("SHA-256) differs"), "{e}");
+    // A damaged file is refused as such.
+    let mut b = std::fs::read(&ckpt).unwrap();
+    b[40] ^= 0x55;
+    std::fs::write(&ckpt, &b).unwrap();
+    let e = render::render(&RenderOptions { resume: Some(ckpt), ..o }).unwrap_err().to_string();
+    assert!(e.contains("checksum"), "{e}");
+}
