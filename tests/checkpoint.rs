@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use stylize::gpu::tune::TuneMode;
 use stylize::image_io;
 use stylize::render::{self, checkpoint_path, Checkpoint, Control, Observer, Optimizer, RenderOptions, StageInfo};
-use stylize::render::{StepInfo, TileMode, WeightsSource};
+use stylize::render::{TileMode, WeightsSource};
 use stylize::{Error, Result};
 
 fn tmpdir(name: &str) -> PathBuf {
@@ -52,11 +52,12 @@ fn options(dir: &Path) -> RenderOptions {
     }
 }
 
-/// Stops the render once `stop_after` steps were reported; copies the checkpoint written at
-/// frame step `keep` (periodic) to `kept`, as a render killed after it would have left it.
+/// Stops the render before frame step `stop_at` (the loops ask once before each step); copies
+/// the checkpoint written at (scale, stage step) `keep` to `kept`, as a render killed after it
+/// would have left it.
 struct Stopper {
-    stop_after: u32,
-    reported: u32,
+    stop_at: u32,
+    asked: u32,
     keep: Option<(usize, u32)>,
     kept: PathBuf,
     output: PathBuf,
@@ -64,15 +65,12 @@ struct Stopper {
 
 impl Observer for Stopper {
     fn control(&mut self) -> Control {
-        if self.reported >= self.stop_after {
+        self.asked += 1;
+        if self.asked >= self.stop_at {
             Control::Stop
         } else {
             Control::Continue
         }
-    }
-    fn step(&mut self, _s: &StepInfo) -> Result<()> {
-        self.reported += 1;
-        Ok(())
     }
     fn checkpoint(&mut self, stage: &StageInfo, ck: &mut Checkpoint) -> Result<()> {
         if self.keep == Some((stage.scale, ck.step)) {
@@ -95,10 +93,10 @@ fn log_lines(p: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// Renders `o` uninterrupted, then stopped after `stop_after` reported steps and resumed (from
+/// Renders `o` uninterrupted, then stopped before frame step `stop_at` and resumed (from
 /// the stop's checkpoint, or with `keep` = (scale, stage step) from the periodic checkpoint
 /// taken there), and checks that the resumed render wrote the same file bytes and log.
-fn resumed_equals_uninterrupted(o: &RenderOptions, stop_after: u32, keep: Option<(usize, u32)>) {
+fn resumed_equals_uninterrupted(o: &RenderOptions, stop_at: u32, keep: Option<(usize, u32)>) {
     let log = o.log_json.clone().unwrap();
     render::render(o).expect("uninterrupted render");
     let want = std::fs::read(&o.output).unwrap();
@@ -108,7 +106,7 @@ fn resumed_equals_uninterrupted(o: &RenderOptions, stop_after: u32, keep: Option
     std::fs::remove_file(&o.output).unwrap();
 
     let kept = o.output.with_extension("kept.ckpt");
-    let mut stop = Stopper { stop_after, reported: 0, keep, kept: kept.clone(), output: o.output.clone() };
+    let mut stop = Stopper { stop_at, asked: 0, keep, kept: kept.clone(), output: o.output.clone() };
     let e = render::render_with(o, &mut stop).expect_err("the render should be stopped");
     assert!(matches!(e, Error::Interrupted { .. }), "{e}");
     assert!(ckpt.exists(), "a stop writes a checkpoint");
@@ -133,10 +131,13 @@ fn resumed_equals_uninterrupted(o: &RenderOptions, stop_after: u32, keep: Option
 fn adam_resumes_bit_identically_from_a_stop_and_from_a_periodic_checkpoint() {
     let d = tmpdir("adam");
     let o = options(&d);
+    // Stopped after 4 steps (step 4's losses still to be measured: a print step), after 5 (its
+    // losses reported), and before the first step.
     resumed_equals_uninterrupted(&o, 5, None);
-    // Killed after the checkpoint of step 3 (step 3's losses still to be measured: print_every 2).
-    resumed_equals_uninterrupted(&o, 7, Some((0, 3)));
-    // Step 6's losses were measured (a print step).
+    resumed_equals_uninterrupted(&o, 6, None);
+    resumed_equals_uninterrupted(&o, 1, None);
+    // Killed after the periodic checkpoint of step 3, and of step 6 (a print step).
+    resumed_equals_uninterrupted(&o, 6, Some((0, 3)));
     resumed_equals_uninterrupted(&o, 8, Some((0, 6)));
 }
 
@@ -163,9 +164,10 @@ fn multi_scale_resumes_in_the_right_scale() {
     let o = RenderOptions { scales: 2, initial_size: 16, steps: 5, ..options(&d) };
     // Stopped in the second scale, and resumed from the periodic checkpoint of frame step 6
     // (stage step 1 of scale 1).
-    resumed_equals_uninterrupted(&o, 8, Some((1, 1)));
-    // Stopped in the first scale.
-    resumed_equals_uninterrupted(&o, 2, None);
+    resumed_equals_uninterrupted(&o, 9, Some((1, 1)));
+    // Stopped in the first scale, and at the second's first step.
+    resumed_equals_uninterrupted(&o, 3, None);
+    resumed_equals_uninterrupted(&o, 6, None);
 }
 
 #[test]
@@ -173,7 +175,9 @@ fn a_tiled_stage_resumes_bit_identically() {
     let d = tmpdir("tiled");
     // A budget below the untiled graph's estimate makes --tile auto tile.
     let o = RenderOptions { tile: TileMode::Auto, max_gpu_memory: Some(1), ..options(&d) };
-    resumed_equals_uninterrupted(&o, 4, None);
+    resumed_equals_uninterrupted(&o, 5, None);
+    // Before the first step: the resumed stage measures its initial gradient again.
+    resumed_equals_uninterrupted(&o, 1, None);
     resumed_equals_uninterrupted(&o, 8, Some((0, 6)));
 }
 
@@ -181,7 +185,7 @@ fn a_tiled_stage_resumes_bit_identically() {
 fn a_resume_with_other_settings_or_inputs_is_refused_naming_the_difference() {
     let d = tmpdir("refuse");
     let o = options(&d);
-    let mut stop = Stopper { stop_after: 4, reported: 0, keep: None, kept: PathBuf::new(), output: o.output.clone() };
+    let mut stop = Stopper { stop_at: 4, asked: 0, keep: None, kept: PathBuf::new(), output: o.output.clone() };
     render::render_with(&o, &mut stop).expect_err("stopped");
     let ckpt = checkpoint_path(&o.output);
     let lr = RenderOptions { lr: Some(0.5), resume: Some(ckpt.clone()), ..o.clone() };

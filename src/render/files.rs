@@ -241,13 +241,17 @@ pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<Ren
         match out.ended {
             Ended::Finished => {
                 // A finished frame needs no checkpoint; a stale one would resume a done render.
-                if o.checkpoint_every.is_some() && files.checkpoint.exists() {
+                if !files.checkpoint.as_os_str().is_empty() && files.checkpoint.exists() {
                     std::fs::remove_file(&files.checkpoint)
                         .map_err(|e| Error::Io { path: files.checkpoint.display().to_string(), source: e })?;
                 }
             }
             Ended::Stopped { step } => {
-                return Err(Error::Interrupted { step, saved: Some(frame.output.display().to_string()) });
+                let mut saved = frame.output.display().to_string();
+                if o.checkpoint_every.is_some() {
+                    saved += &format!(" (continue with --resume {})", files.checkpoint.display());
+                }
+                return Err(Error::Interrupted { step, saved: Some(saved) });
             }
             Ended::NonFinite { step, good_step } => {
                 let saved = Some(format!("{} (step {good_step})", frame.output.display()));

@@ -268,7 +268,16 @@ fn run_tiled_stage(
             obs.checkpoint(&info, &mut ck)?;
         }
         if step > 1 {
-            tg.evaluate(ctx, &eng.net)?;
+            if let Err(e) = tg.evaluate(ctx, &eng.net) {
+                // A lost GPU leaves the host-side state whole: keep it (best effort, the
+                // error that ended the stage is what is reported).
+                if o.checkpoint_every.is_some() {
+                    let mut ck = checkpoint::capture_tiled(&tg, &good.0, &first);
+                    ck.at(&info, step - 1, good.1, true);
+                    let _ = obs.checkpoint(&info, &mut ck);
+                }
+                return Err(e);
+            }
             last = tg.read_losses(ctx)?;
         }
         // Every step's losses are at hand here (tiles are read back anyway): check each.
