@@ -202,3 +202,54 @@ fn a_resume_with_other_settings_or_inputs_is_refused_naming_the_difference() {
     let e = render::render(&RenderOptions { resume: Some(ckpt), ..o }).unwrap_err().to_string();
     assert!(e.contains("checksum"), "{e}");
 }
+
+/// The binary: SIGTERM once the first periodic checkpoint is written, then `--resume` (refused
+/// with another `--lr`, accepted with the same command) writes the uninterrupted render's bytes.
+#[cfg(unix)]
+#[test]
+fn the_binary_checkpoints_on_sigterm_and_resumes_bit_identically() {
+    use std::process::{Command, Stdio};
+    let d = tmpdir("cli");
+    let (c, s) = images(&d);
+    let out = d.join("out.png");
+    let ckpt = checkpoint_path(&out);
+    let mut args: Vec<String> = ["render", c.to_str().unwrap(), s.to_str().unwrap(), "-o", out.to_str().unwrap()]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    for a in "--size 24 --steps 300 --weights random:1 --content-layers relu2_1 --style-layers relu1_1,relu2_1 \
+              --tune off --tile off --quiet --checkpoint-every 5"
+        .split_whitespace()
+    {
+        args.push(a.into());
+    }
+    let bin = env!("CARGO_BIN_EXE_stylize");
+    let run = |extra: &[&str]| Command::new(bin).args(&args).args(extra).output().expect("run stylize");
+    let o = run(&[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let want = std::fs::read(&out).unwrap();
+    assert!(!ckpt.exists());
+    std::fs::remove_file(&out).unwrap();
+
+    let child = Command::new(bin).args(&args).stderr(Stdio::piped()).spawn().unwrap();
+    let t = std::time::Instant::now();
+    while !ckpt.exists() && t.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!o.status.success(), "the render finished before the signal: {err}");
+    assert!(err.contains("interrupted") && err.contains("--resume"), "{err}");
+    let step = Checkpoint::read(&ckpt).unwrap().step;
+    println!("stopped at step {step}: {}", err.trim());
+    assert!(step < 300);
+
+    let o = run(&["--resume", ckpt.to_str().unwrap(), "--lr", "0.5"]);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!o.status.success() && err.contains("--lr differs"), "{err}");
+    let o = run(&["--resume", ckpt.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::read(&out).unwrap() == want, "the resumed render's file differs");
+    assert!(!ckpt.exists());
+}
