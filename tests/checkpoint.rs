@@ -253,3 +253,34 @@ fn the_binary_checkpoints_on_sigterm_and_resumes_bit_identically() {
     assert!(std::fs::read(&out).unwrap() == want, "the resumed render's file differs");
     assert!(!ckpt.exists());
 }
+
+#[test]
+fn a_batch_with_temporal_init_resumes_in_its_second_frame() {
+    let d = tmpdir("batch");
+    let base = options(&d);
+    let c2 = d.join("content2.png");
+    image_io::save_image(&c2, &image_io::synthetic_photo(40, 30, 5), &[]).unwrap();
+    let o = RenderOptions {
+        content_list: vec![base.content.clone(), c2],
+        output: d.join("frames"),
+        temporal_init: true,
+        ..base
+    };
+    let outs = [d.join("frames/content.png"), d.join("frames/content2.png")];
+    render::render(&o).expect("uninterrupted batch");
+    let want: Vec<Vec<u8>> = outs.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    let want_log = log_lines(o.log_json.as_ref().unwrap());
+    std::fs::remove_dir_all(d.join("frames")).unwrap();
+    // 9 steps per frame: stopped before the second frame's step 4.
+    let mut stop = Stopper { stop_at: 13, asked: 0, keep: None, kept: PathBuf::new(), output: PathBuf::new() };
+    render::render_with(&o, &mut stop).expect_err("stopped");
+    let ckpt = checkpoint_path(&outs[1]);
+    let ck = Checkpoint::read(&ckpt).unwrap();
+    assert_eq!((ck.frame, ck.step), (1, 3));
+    render::render(&RenderOptions { resume: Some(ckpt.clone()), ..o.clone() }).expect("resumed batch");
+    for (p, w) in outs.iter().zip(&want) {
+        assert!(&std::fs::read(p).unwrap() == w, "{} differs", p.display());
+    }
+    assert_eq!(log_lines(o.log_json.as_ref().unwrap()), want_log);
+    assert!(!ckpt.exists());
+}
