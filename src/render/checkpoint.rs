@@ -81,6 +81,14 @@ impl Checkpoint {
 
     /// The file's bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = vec![];
+        self.write_to(&mut out).expect("writing to memory");
+        out
+    }
+
+    /// Writes the file's bytes to `w`, array by array (a large state is not copied whole
+    /// once more), hashing as it goes.
+    fn write_to(&self, w: &mut impl Write) -> std::io::Result<()> {
         let header = json!({
             "frame": self.frame,
             "scale": self.scale,
@@ -95,18 +103,24 @@ impl Checkpoint {
             "arrays": self.arrays.iter().map(|(k, v)| json!([k, v.len()])).collect::<Vec<_>>(),
         })
         .to_string();
-        let mut out = MAGIC.to_vec();
-        out.extend(VERSION.to_le_bytes());
-        out.extend((header.len() as u32).to_le_bytes());
-        out.extend(header.as_bytes());
+        let mut sum = Sha256::new();
+        let mut put = |w: &mut dyn Write, b: &[u8]| {
+            sum.update(b);
+            w.write_all(b)
+        };
+        put(w, MAGIC)?;
+        put(w, &VERSION.to_le_bytes())?;
+        put(w, &(header.len() as u32).to_le_bytes())?;
+        put(w, header.as_bytes())?;
+        let mut buf = Vec::with_capacity(1 << 16);
         for (_, v) in &self.arrays {
-            for x in v {
-                out.extend(x.to_le_bytes());
+            for chunk in v.chunks(1 << 14) {
+                buf.clear();
+                chunk.iter().for_each(|x| buf.extend(x.to_le_bytes()));
+                put(w, &buf)?;
             }
         }
-        let sum = Sha256::digest(&out);
-        out.extend(sum);
-        out
+        w.write_all(&sum.finalize())
     }
 
     /// Parses a checkpoint file's bytes (`path` names it in errors).
@@ -166,8 +180,9 @@ impl Checkpoint {
         let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
         let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
         let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&self.to_bytes())?;
+            let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+            self.write_to(&mut f)?;
+            let f = f.into_inner().map_err(|e| e.into_error())?;
             f.sync_all()?;
             std::fs::rename(&tmp, path)
         };
