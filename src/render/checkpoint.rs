@@ -46,8 +46,8 @@ pub struct Checkpoint {
     pub log_len: Option<u64>,
     /// Integer counters of the optimiser (L-BFGS iterations recorded, the tiled Adam's t).
     pub counters: Vec<(String, u64)>,
-    /// Named f32 arrays: `image`, `good`, `first` (the stage's initial losses) and the
-    /// optimiser's and average's buffers.
+    /// Named f32 arrays: `image`, `good`, `first.content`, `first.style`, `first.tv` (the
+    /// stage's initial losses), the optimiser's (`adam.*`, `lbfgs.*`) and the average's (`ema.*`).
     pub arrays: Vec<(String, Vec<f32>)>,
 }
 
@@ -152,7 +152,9 @@ impl Checkpoint {
         let mut arrays = vec![];
         for (name, len) in pairs("arrays") {
             let n = len.as_u64().ok_or_else(|| bad(path, "array length"))? as usize;
-            let bytes = body.get(at..at + 4 * n).ok_or_else(|| bad(path, &format!("array {name} truncated")))?;
+            let end = n.checked_mul(4).and_then(|b| b.checked_add(at));
+            let bytes =
+                end.and_then(|e| body.get(at..e)).ok_or_else(|| bad(path, &format!("array {name} truncated")))?;
             arrays.push((name, bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()));
             at += 4 * n;
         }
