@@ -57,8 +57,15 @@ impl End {
 struct Pending {
     image: Planar,
     step: u32,
-    /// Where to write it as a snapshot, with its PNG text and how to write it (bit depth, ICC).
-    snapshot: Option<(PathBuf, Vec<(String, String)>, SaveOptions)>,
+    /// Where to write it as a snapshot.
+    snapshot: Option<Snapshot>,
+}
+
+/// A snapshot to write: the file, its PNG text and how to write it (bit depth, ICC profile).
+struct Snapshot {
+    path: PathBuf,
+    text: Vec<(String, String)>,
+    opts: SaveOptions,
 }
 
 /// An encoded image and where it comes from.
@@ -366,9 +373,11 @@ fn encode_loop(shared: &Shared) {
         let Some(p) = s.pending.take() else { return };
         s.encoding = true;
         drop(s);
-        let saved = p.snapshot.map(|(path, text, opts)| match save_with_text(&path, &p.image, &text, p.step, &opts) {
-            Ok(()) => format!("step {}: {}", p.step, path.display()),
-            Err(e) => format!("step {}: could not save a snapshot: {e}", p.step),
+        let saved = p.snapshot.map(|Snapshot { path, text, opts }| {
+            match save_with_text(&path, &p.image, &text, p.step, &opts) {
+                Ok(()) => format!("step {}: {}", p.step, path.display()),
+                Err(e) => format!("step {}: could not save a snapshot: {e}", p.step),
+            }
         });
         let png = Arc::new(encode_png(&p.image));
         shared.update(|s| {
@@ -468,7 +477,11 @@ impl Observer for WebView {
     fn image(&mut self, _stage: &StageInfo, frame_step: u32, image: &Planar) -> Result<()> {
         self.shared.update(|s| {
             let snapshot = std::mem::take(&mut s.want_snapshot)
-                .then(|| (snapshot_path(&s.output, frame_step), s.settings.clone(), s.save.clone()))
+                .then(|| Snapshot {
+                    path: snapshot_path(&s.output, frame_step),
+                    text: s.settings.clone(),
+                    opts: s.save.clone(),
+                })
                 .filter(|_| !s.output.as_os_str().is_empty());
             // The latest frame wins, unless it would drop a snapshot still to be written.
             if snapshot.is_some() || s.pending.as_ref().is_none_or(|p| p.snapshot.is_none()) {
