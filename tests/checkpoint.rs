@@ -7,10 +7,11 @@
 //! Tiny renders (24 px, random weights, shallow layers) so it runs on a software Vulkan driver.
 
 use std::path::{Path, PathBuf};
-use stylize::gpu::tune::TuneMode;
+use stylize::gpu::tune::{adapter_key, table_path, TuneMode};
+use stylize::gpu::{AdapterChoice, Context};
 use stylize::image_io;
 use stylize::render::{self, checkpoint_path, Checkpoint, Control, Observer, Optimizer, RenderOptions, StageInfo};
-use stylize::render::{TileMode, WeightsSource};
+use stylize::render::{Shard, TileMode, WeightsSource};
 use stylize::{Error, Result};
 
 fn tmpdir(name: &str) -> PathBuf {
@@ -95,8 +96,9 @@ fn log_lines(p: &Path) -> Vec<serde_json::Value> {
 
 /// Renders `o` uninterrupted, then stopped before frame step `stop_at` and resumed (from
 /// the stop's checkpoint, or with `keep` = (scale, stage step) from the periodic checkpoint
-/// taken there), and checks that the resumed render wrote the same file bytes and log.
-fn resumed_equals_uninterrupted(o: &RenderOptions, stop_at: u32, keep: Option<(usize, u32)>) {
+/// taken there), and checks that the resumed render wrote the same file bytes and log. Returns
+/// the resumed render's report.
+fn resumed_equals_uninterrupted(o: &RenderOptions, stop_at: u32, keep: Option<(usize, u32)>) -> render::RenderReport {
     let log = o.log_json.clone().unwrap();
     render::render(o).expect("uninterrupted render");
     let want = std::fs::read(&o.output).unwrap();
@@ -120,11 +122,14 @@ fn resumed_equals_uninterrupted(o: &RenderOptions, stop_at: u32, keep: Option<(u
     let ck = Checkpoint::read(&from).unwrap();
     println!("resuming from scale {} step {} (pending {})", ck.scale, ck.step, ck.pending);
     let resumed = RenderOptions { resume: Some(from), ..o.clone() };
-    render::render(&resumed).expect("resumed render");
+    let report = render::render(&resumed).expect("resumed render");
     let got = std::fs::read(&o.output).unwrap();
     assert!(got == want, "the resumed render's file differs from the uninterrupted one's");
     assert_eq!(log_lines(&log), want_log, "the resumed render's log differs");
     assert!(!ckpt.exists(), "the finished resumed render removes its checkpoint");
+    let resumed = report.stages.iter().find(|s| s.scale == ck.scale).unwrap();
+    assert_eq!(resumed.resumed_at, Some(ck.step), "the report names the resumed stage");
+    report
 }
 
 #[test]
@@ -163,8 +168,13 @@ fn multi_scale_resumes_in_the_right_scale() {
     // Scales 16 and 24 px, 5 steps each: frame steps 1-5 then 6-10; checkpoints every 3 frame steps.
     let o = RenderOptions { scales: 2, initial_size: 16, steps: 5, ..options(&d) };
     // Stopped in the second scale, and resumed from the periodic checkpoint of frame step 6
-    // (stage step 1 of scale 1).
-    resumed_equals_uninterrupted(&o, 9, Some((1, 1)));
+    // (stage step 1 of scale 1): the report lists the first scale as skipped.
+    let r = resumed_equals_uninterrupted(&o, 9, Some((1, 1)));
+    assert_eq!(r.stages.len(), 2);
+    let (s0, s1) = (&r.stages[0], &r.stages[1]);
+    assert_eq!((s0.scale, s0.resumed_at, s0.steps_run(), s0.tiles), (0, Some(5), 0, 0));
+    assert_eq!((s1.scale, s1.resumed_at, s1.steps_run()), (1, Some(1), 4));
+    assert!(r.first == s1.first && r.first.total() > 0.0, "the report's first losses are the resumed stage's");
     // Stopped in the first scale, and at the second's first step.
     resumed_equals_uninterrupted(&o, 3, None);
     resumed_equals_uninterrupted(&o, 6, None);
@@ -199,8 +209,15 @@ fn a_resume_with_other_settings_or_inputs_is_refused_naming_the_difference() {
     let mut b = std::fs::read(&ckpt).unwrap();
     b[40] ^= 0x55;
     std::fs::write(&ckpt, &b).unwrap();
-    let e = render::render(&RenderOptions { resume: Some(ckpt), ..o }).unwrap_err().to_string();
+    let e = render::render(&RenderOptions { resume: Some(ckpt.clone()), ..o.clone() }).unwrap_err().to_string();
     assert!(e.contains("checksum"), "{e}");
+    // The in-memory library call has no files to checkpoint or resume: refused, not ignored.
+    let (c, s) = (image_io::synthetic_photo(40, 30, 1), image_io::synthetic_painting(36, 36, 2));
+    let w = stylize::weights::random(1, 4);
+    for opts in [RenderOptions { resume: Some(ckpt), ..o.clone() }, o] {
+        let e = render::stylize(&c, std::slice::from_ref(&s), &w, &opts, &mut ()).unwrap_err().to_string();
+        assert!(e.contains("neither writes nor resumes checkpoints"), "{e}");
+    }
 }
 
 /// The binary: SIGTERM once the first periodic checkpoint is written, then `--resume` (refused
@@ -277,10 +294,48 @@ fn a_batch_with_temporal_init_resumes_in_its_second_frame() {
     let ckpt = checkpoint_path(&outs[1]);
     let ck = Checkpoint::read(&ckpt).unwrap();
     assert_eq!((ck.frame, ck.step), (1, 3));
+    // A shard without the checkpoint's frame refuses it rather than redo or skip frames.
+    let shard = RenderOptions { resume: Some(ckpt.clone()), shard: Some(Shard { index: 0, count: 2 }), ..o.clone() };
+    let e = render::render(&shard).unwrap_err().to_string();
+    assert!(e.contains("its frame 1") && e.contains("shard 0/2 renders frames 0..0"), "{e}");
     render::render(&RenderOptions { resume: Some(ckpt.clone()), ..o.clone() }).expect("resumed batch");
     for (p, w) in outs.iter().zip(&want) {
         assert!(&std::fs::read(p).unwrap() == w, "{} differs", p.display());
     }
     assert_eq!(log_lines(o.log_json.as_ref().unwrap()), want_log);
     assert!(!ckpt.exists());
+}
+
+/// A resumed render computes with the interrupted one's kernel choices even when the tuning
+/// table changed in between (here: none at first, so the fixed rules; then a table, e.g. from
+/// `stylize tune`, with other variants for every shape the render uses). The new table alone
+/// changes the losses, so the recorded choices are what keeps the resume bit-identical.
+#[test]
+fn a_resume_repeats_the_interrupted_renders_kernel_choices() {
+    let d = tmpdir("tune");
+    let dir = d.join("tune");
+    let o = RenderOptions { tune: Some(TuneMode::Cached), tune_dir: Some(dir.clone()), ..options(&d) };
+    let log = o.log_json.clone().unwrap();
+    render::render(&o).expect("uninterrupted render");
+    let (want, want_log) = (std::fs::read(&o.output).unwrap(), log_lines(&log));
+    let mut stop = Stopper { stop_at: 5, asked: 0, keep: None, kept: PathBuf::new(), output: o.output.clone() };
+    render::render_with(&o, &mut stop).expect_err("stopped");
+    let ckpt = checkpoint_path(&o.output);
+    let ck = Checkpoint::read(&ckpt).unwrap();
+    assert!(ck.kernels.iter().any(|(k, _)| k.starts_with("conv3x3")), "{:?}", ck.kernels);
+    assert!(ck.kernels.iter().all(|(_, v)| v == "rules"), "no table yet: {:?}", ck.kernels);
+    // A table for this adapter appears: the storage-buffer kernels for every shape used.
+    let ctx = Context::new(&AdapterChoice::parse(&o.adapter)).unwrap();
+    let kernels: serde_json::Map<String, serde_json::Value> =
+        ck.kernels.iter().map(|(k, _)| (k.clone(), "tiled".into())).collect();
+    std::fs::create_dir_all(&dir).unwrap();
+    let table = serde_json::json!({ "adapter": adapter_key(&ctx.info), "kernels": kernels });
+    std::fs::write(table_path(&dir, &ctx.info), table.to_string()).unwrap();
+    drop(ctx);
+    render::render(&RenderOptions { resume: Some(ckpt), ..o.clone() }).expect("resumed render");
+    assert!(std::fs::read(&o.output).unwrap() == want, "the resumed render's file differs");
+    assert_eq!(log_lines(&log), want_log, "the resumed render's log differs");
+    // The losses show the other kernels' rounding (the 8-bit PNG of 9 steps may not).
+    render::render(&RenderOptions { checkpoint_every: None, ..o.clone() }).expect("a render with the table");
+    assert_ne!(log_lines(&log), want_log, "the table's kernels should change the losses");
 }

@@ -225,8 +225,9 @@ pub(crate) struct RenderArgs {
     checkpoint_every: Option<u32>,
     /// Continue the render from the checkpoint CKPT (see --checkpoint-every), with the same
     /// command line otherwise: the result is bit-identical to an uninterrupted render on the same
-    /// adapter. Refused, naming what differs, when a setting, an input file's bytes or the
-    /// adapter changed.
+    /// adapter (the interrupted render's kernel choices are reused). Refused, naming what differs,
+    /// when a setting, an input file's bytes or the adapter changed, or when the checkpoint's frame
+    /// is not one this render (--shard) renders.
     #[arg(long, value_name = "CKPT")]
     resume: Option<PathBuf>,
     /// VGG16 or VGG19 weights: a .pth (torchvision) or .npz file, or random:SEED for random

@@ -4,8 +4,9 @@
 //!
 //! File layout (version 1), all integers little-endian:
 //! `b"STYLCKPT"`, u32 version, u32 header length, the header (UTF-8 JSON: position, counters,
-//! digest, and the name and length of each array), the arrays' f32 values back to back in the
-//! header's order, then the SHA-256 of every byte before it (a torn or corrupted file is refused).
+//! digest, kernel choices, and the name and length of each array), the arrays' f32 values back
+//! to back in the header's order, then the SHA-256 of every byte before it (a torn or corrupted
+//! file is refused).
 
 use super::engine::Stage;
 use super::observe::StageInfo;
@@ -44,6 +45,11 @@ pub struct Checkpoint {
     /// Length in bytes of the `--log-json` file when the checkpoint was taken (a resumed render
     /// cuts the log there and appends).
     pub log_len: Option<u64>,
+    /// The kernel variant chosen for each conv/Gram shape so far ([`Tuner::choices`]; empty
+    /// without a tuner): a resumed render forces them, so it computes with the same kernels.
+    ///
+    /// [`Tuner::choices`]: crate::gpu::tune::Tuner::choices
+    pub kernels: Vec<(String, String)>,
     /// Integer counters of the optimiser (L-BFGS iterations recorded, the tiled Adam's t).
     pub counters: Vec<(String, u64)>,
     /// Named f32 arrays: `image`, `good`, `first.content`, `first.style`, `first.tv` (the
@@ -100,6 +106,7 @@ impl Checkpoint {
             "log_len": self.log_len,
             "counters": self.counters.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
             "digest": self.digest.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
+            "kernels": self.kernels.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
             "arrays": self.arrays.iter().map(|(k, v)| json!([k, v.len()])).collect::<Vec<_>>(),
         })
         .to_string();
@@ -163,6 +170,10 @@ impl Checkpoint {
         }
         Ok(Checkpoint {
             digest: pairs("digest").into_iter().map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string())).collect(),
+            kernels: pairs("kernels")
+                .into_iter()
+                .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
+                .collect(),
             frame: num("frame")? as usize,
             scale: num("scale")? as usize,
             step: num("step")? as u32,
@@ -292,7 +303,7 @@ pub(super) fn capture_stage(ctx: &Context, st: &Stage, good: &Tensor, first: &Lo
     arrays.push(("good".to_string(), good.read(ctx)?));
     arrays.extend(losses_arrays(first));
     let counters = vec![("iterations".to_string(), st.graph.iterations())];
-    Ok(Checkpoint { counters, arrays, ..Default::default() })
+    Ok(Checkpoint { counters, arrays, kernels: kernel_choices(ctx), ..Default::default() })
 }
 
 /// Puts a checkpoint's state (read from `path`) back into a freshly built untiled stage and
@@ -307,6 +318,20 @@ pub(super) fn restore_stage(ctx: &Context, st: &Stage, good: &Tensor, ck: &Check
     }
     st.graph.set_iterations(ck.counter("iterations"));
     losses_from(ck, path)
+}
+
+/// The kernel choices made so far on `ctx` (none without a tuner: the fixed rules and the
+/// forced overrides, both in the digest, decide alone).
+fn kernel_choices(ctx: &Context) -> Vec<(String, String)> {
+    ctx.tuner().map(|t| t.choices()).unwrap_or_default()
+}
+
+/// Makes `ctx`'s tuner repeat the kernel choices recorded in `ck` (read from `path`).
+pub(super) fn pin_kernels(ctx: &Context, ck: &Checkpoint, path: &Path) -> Result<()> {
+    match ctx.tuner() {
+        Some(t) => t.pin(&ck.kernels).map_err(|why| bad(path, &why)),
+        None => Ok(()),
+    }
 }
 
 /// The stage's initial losses as arrays.
@@ -328,7 +353,7 @@ fn losses_from(ck: &Checkpoint, path: &Path) -> Result<Losses> {
 
 /// A tiled stage's state (all on the host): the image, Adam's moments and count, the last good
 /// image and the stage's initial losses.
-pub(super) fn capture_tiled(tg: &TiledGraph, good: &[f32], first: &Losses) -> Checkpoint {
+pub(super) fn capture_tiled(ctx: &Context, tg: &TiledGraph, good: &[f32], first: &Losses) -> Checkpoint {
     let (m, v, t) = tg.adam_state();
     let mut arrays = vec![
         ("image".to_string(), tg.image.clone()),
@@ -337,7 +362,8 @@ pub(super) fn capture_tiled(tg: &TiledGraph, good: &[f32], first: &Losses) -> Ch
         ("good".to_string(), good.to_vec()),
     ];
     arrays.extend(losses_arrays(first));
-    Checkpoint { counters: vec![("adam_t".to_string(), t as u64)], arrays, ..Default::default() }
+    let counters = vec![("adam_t".to_string(), t as u64)];
+    Checkpoint { counters, arrays, kernels: kernel_choices(ctx), ..Default::default() }
 }
 
 /// Puts a tiled checkpoint's state back into `tg`; returns (the last good image, the initial
@@ -371,6 +397,7 @@ mod tests {
             good_step: 15,
             pending: true,
             log_len: Some(1234),
+            kernels: vec![("conv3x3 3x64 9x7".into(), "wino".into()), ("gram 64x63".into(), "rules".into())],
             counters: vec![("lbfgs_iterations".into(), 17)],
             arrays: vec![("image".into(), r.vec(189, -1.0, 1.0)), ("adam.v".into(), r.vec(5, 0.0, 1e-9))],
         }

@@ -3,7 +3,7 @@
 //! them, plus snapshots, previews and the `--log-json` loss log on the way.
 
 use super::batch::{check_existing, forget_record, write_record, Existing};
-use super::checkpoint::{checkpoint_path, digest, file_sha256, Checkpoint};
+use super::checkpoint::{self, checkpoint_path, digest, file_sha256, Checkpoint};
 use super::engine::{load_checked, Engine};
 use super::log::JsonLog;
 use super::observe::{Control, Observer, RenderInfo, StageInfo, StepInfo};
@@ -91,15 +91,32 @@ pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<Ren
         }
         None => 0..all.len(),
     };
-    let frames = &all[range.clone()];
-    if frames.is_empty() {
-        return Ok(RenderReport::nothing(String::new(), vec![]));
-    }
-    // A checkpoint to resume from is read (and checked whole) before the slow setup.
+    // A checkpoint to resume from is read (and checked whole) before the slow setup; its frame
+    // must be one this render (or shard) renders, else the frames around it would be skipped or
+    // redone silently.
     let resume = match &o.resume {
         Some(p) => Some((Checkpoint::read(p)?, p.as_path())),
         None => None,
     };
+    if let Some((ck, p)) = &resume {
+        if !range.contains(&ck.frame) {
+            let frame = all.get(ck.frame).map_or(String::new(), |f| format!(" ({})", f.content.display()));
+            let ours = match (o.shard, range.is_empty()) {
+                (Some(sh), true) => format!("shard {sh} renders no frames"),
+                (Some(sh), false) => format!("shard {sh} renders frames {}..{}", range.start, range.end - 1),
+                (None, _) => format!("this render has frames 0..{}", all.len().saturating_sub(1)),
+            };
+            return Err(Error::InvalidArgument(format!(
+                "cannot resume from {}: its frame {}{frame} is not in this render ({ours})",
+                p.display(),
+                ck.frame
+            )));
+        }
+    }
+    let frames = &all[range.clone()];
+    if frames.is_empty() {
+        return Ok(RenderReport::nothing(String::new(), vec![]));
+    }
     let limits = DecodeLimits::default();
     // Check the first content image before the slow setup (a typo should fail at once).
     let first_content = load_checked(&frames[0].content, &limits)?;
@@ -109,6 +126,10 @@ pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<Ren
         image_io::check_output_path(&frames[0].output)?;
     }
     let (mut eng, mut first_plans) = Engine::new(o, Some(&first_content))?;
+    if let Some((ck, p)) = &resume {
+        // Before any stage is built: the resumed stages compute with the interrupted run's kernels.
+        checkpoint::pin_kernels(&eng.ctx, ck, p)?;
+    }
     let frame_steps: u32 = steps_per_scale(o).iter().sum();
     let info = eng.info(first_plans.as_deref().unwrap_or_default(), frames.len());
     let log = match (&o.log_json, resume.as_ref().and_then(|(ck, _)| ck.log_len)) {
@@ -266,8 +287,12 @@ pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<Ren
     }
     let total_steps = frame_steps * outputs.len() as u32;
     // Optimisation loops only (not loading, targets or graph building), as for one stage.
-    let ms_per_iter = stages.iter().map(|s| s.ms_per_iter * s.steps as f64).sum::<f64>() / total_steps.max(1) as f64;
-    let (Some(f), Some(l)) = (stages.first(), stages.last()) else {
+    // (Resumed stages: the steps this render ran.)
+    let run: u32 = stages.iter().map(|s| s.steps_run()).sum();
+    let ms_per_iter = stages.iter().map(|s| s.ms_per_iter * s.steps_run() as f64).sum::<f64>() / run.max(1) as f64;
+    // The first stage this render ran (a resumed one knows its initial losses, a skipped one not).
+    let (Some(f), Some(l)) = (stages.iter().find(|s| s.steps_run() > 0 || s.resumed_at.is_none()), stages.last())
+    else {
         // Every frame of the batch (or shard) was complete already.
         return Ok(RenderReport::nothing(eng.ctx.describe(), skipped));
     };

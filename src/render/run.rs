@@ -44,14 +44,42 @@ pub struct StageReport {
     pub last: Losses,
     /// Milliseconds per optimiser iteration (the loop only).
     pub ms_per_iter: f64,
-    /// Tiles per step (1: untiled).
+    /// Tiles per step (1: untiled; 0: a stage skipped on resume).
     pub tiles: usize,
+    /// Some(k) when this render resumed the stage from a checkpoint taken after k of its steps
+    /// (`ms_per_iter` then covers the other steps only); Some(`steps`) for a stage the
+    /// interrupted render had finished, skipped here: its losses are then empty (unknown) and
+    /// `ms_per_iter` 0. None: run whole.
+    pub resumed_at: Option<u32>,
 }
 
 impl StageReport {
     fn new(info: &StageInfo, first: Losses, last: Losses, ms_per_iter: f64, tiles: usize) -> StageReport {
         let (frame, scale, width, height, steps) = (info.frame, info.scale, info.width, info.height, info.steps);
-        StageReport { frame, scale, width, height, steps, first, last, ms_per_iter, tiles }
+        StageReport { frame, scale, width, height, steps, first, last, ms_per_iter, tiles, resumed_at: None }
+    }
+
+    /// A stage the interrupted render had finished, skipped on resume.
+    fn skipped(frame: usize, plan: &StagePlan) -> StageReport {
+        let (scale, width, height, steps) = (plan.scale, plan.width, plan.height, plan.steps);
+        let (first, last) = (Losses::default(), Losses::default());
+        StageReport {
+            frame,
+            scale,
+            width,
+            height,
+            steps,
+            first,
+            last,
+            ms_per_iter: 0.0,
+            tiles: 0,
+            resumed_at: Some(steps),
+        }
+    }
+
+    /// Steps this render ran of the stage.
+    pub fn steps_run(&self) -> u32 {
+        self.steps - self.resumed_at.unwrap_or(0).min(self.steps)
     }
 }
 
@@ -151,6 +179,7 @@ pub(super) fn run_frame(
         if let Some((ck, path)) = resume {
             if plan.scale < ck.scale {
                 offset += plan.steps;
+                stages.push(StageReport::skipped(frame, plan));
                 continue;
             }
             if plan.scale > ck.scale || (plan.width, plan.height) != ck.size || ck.step > plan.steps {
@@ -189,8 +218,11 @@ pub(super) fn run_frame(
                 run_stage(&eng.ctx, o, &st, info, t0, obs, resume)?
             }
         };
-        resume = None;
-        stages.extend(out.report);
+        let mut report = out.report;
+        if let (Some(r), Some((ck, _))) = (&mut report, resume.take()) {
+            r.resumed_at = Some(ck.step);
+        }
+        stages.extend(report);
         let raw = Planar { width: w, height: h, data: out.image };
         if out.ended != Ended::Finished {
             let image = finish(o, raw.data.clone(), &out.content);
@@ -263,7 +295,7 @@ fn run_tiled_stage(
         let frame_step = info.step_offset + step;
         if step > start + 1 && checkpoint_due(o, frame_step - 1) {
             // The host holds the whole state: the image after step - 1, not yet reported.
-            let mut ck = checkpoint::capture_tiled(&tg, &good.0, &first);
+            let mut ck = checkpoint::capture_tiled(ctx, &tg, &good.0, &first);
             ck.at(&info, step - 1, good.1, step > 1);
             obs.checkpoint(&info, &mut ck)?;
         }
@@ -272,7 +304,7 @@ fn run_tiled_stage(
                 // A lost GPU leaves the host-side state whole: keep it (best effort, the
                 // error that ended the stage is what is reported).
                 if o.checkpoint_every.is_some() {
-                    let mut ck = checkpoint::capture_tiled(&tg, &good.0, &first);
+                    let mut ck = checkpoint::capture_tiled(ctx, &tg, &good.0, &first);
                     ck.at(&info, step - 1, good.1, true);
                     let _ = obs.checkpoint(&info, &mut ck);
                 }
@@ -291,7 +323,7 @@ fn run_tiled_stage(
         }
         if next_control(obs, &mut idle) == Control::Stop {
             if o.checkpoint_every.is_some() {
-                let mut ck = checkpoint::capture_tiled(&tg, &good.0, &first);
+                let mut ck = checkpoint::capture_tiled(ctx, &tg, &good.0, &first);
                 ck.at(&info, step - 1, good.1, false);
                 obs.checkpoint(&info, &mut ck)?;
             }
