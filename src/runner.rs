@@ -585,6 +585,17 @@ impl Graph {
         Ok(())
     }
 
+    /// Optimiser iterations recorded so far (L-BFGS's iteration number k, which picks the ring
+    /// slots; Adam keeps its own count on the GPU).
+    pub fn iterations(&self) -> u64 {
+        self.iterations.get()
+    }
+
+    /// Sets the iteration count (resuming from a checkpoint, with L-BFGS's buffers restored).
+    pub fn set_iterations(&self, k: u64) {
+        self.iterations.set(k);
+    }
+
     /// Losses and gradient at the current image, without changing it.
     pub fn evaluate(&self, ctx: &Context) -> Result<()> {
         self.submit(ctx, 1, false)?;

@@ -458,6 +458,19 @@ impl TiledGraph {
         }
     }
 
+    /// Adam's host-side state: moments m, v and the step count t (for checkpoints).
+    pub fn adam_state(&self) -> (&[f32], &[f32], u32) {
+        (&self.m, &self.v, self.t)
+    }
+
+    /// Restores Adam's state saved by [`TiledGraph::adam_state`] (lengths must match the image).
+    pub fn set_adam_state(&mut self, m: &[f32], v: &[f32], t: u32) {
+        assert!(m.len() == self.image.len() && v.len() == self.image.len());
+        self.m.copy_from_slice(m);
+        self.v.copy_from_slice(v);
+        self.t = t;
+    }
+
     /// The distinct region shapes (each has one set of GPU buffers).
     pub fn region_shapes(&self) -> Vec<(usize, usize)> {
         self.graphs.keys().copied().collect()

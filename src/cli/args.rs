@@ -215,6 +215,21 @@ pub(crate) struct RenderArgs {
     /// `stylize plot PATH -o curve.png` draws it.
     #[arg(long, value_name = "PATH")]
     log_json: Option<PathBuf>,
+    /// Write a checkpoint to OUT.ckpt (the output path with .ckpt appended) every N steps, and
+    /// when the render is stopped (Ctrl-C, SIGTERM); 0: only when stopped. It holds the image,
+    /// the optimiser's whole state (Adam moments, L-BFGS history), the --avg-decay average, the
+    /// position (frame, scale, step) and a digest of the settings and inputs; --resume continues
+    /// from it. Written atomically; removed once the frame is finished. A NaN stop or a lost GPU
+    /// leaves the last periodic checkpoint in place.
+    #[arg(long, value_name = "N")]
+    checkpoint_every: Option<u32>,
+    /// Continue the render from the checkpoint CKPT (see --checkpoint-every), with the same
+    /// command line otherwise: the result is bit-identical to an uninterrupted render on the same
+    /// adapter (the interrupted render's kernel choices are reused). Refused, naming what differs,
+    /// when a setting, an input file's bytes or the adapter changed, or when the checkpoint's frame
+    /// is not one this render (--shard) renders.
+    #[arg(long, value_name = "CKPT")]
+    resume: Option<PathBuf>,
     /// VGG16 or VGG19 weights: a .pth (torchvision) or .npz file, or random:SEED for random
     /// weights. Default: torchvision's vgg19-dcbb9e9d.pth (vgg16-397923af.pth with --model
     /// vgg16) from the cache, downloaded on first use.
@@ -345,5 +360,7 @@ pub(crate) fn options(a: RenderArgs) -> Result<RenderOptions> {
         kernels: kernel_overrides_from_env(),
         // Fault injection for the tests of the non-finite guard.
         fault_nan_at: std::env::var("STYLIZE_FAULT_NAN_AT").ok().and_then(|v| v.parse().ok()),
+        checkpoint_every: a.checkpoint_every,
+        resume: a.resume,
     })
 }

@@ -218,6 +218,24 @@ impl Lbfgs {
         Ok(())
     }
 
+    /// Every buffer of the optimiser's state, named, in a fixed order (for checkpoints): the
+    /// scalars (step length, dots, rho and alpha per pair, the safeguard counters), the direction,
+    /// the previous gradient, the last step and the history ring (s, y per slot). With the
+    /// iteration count ([`crate::runner::Graph::iterations`]) they determine every later step.
+    pub fn state(&self) -> Vec<(String, &Tensor)> {
+        let mut v = vec![
+            ("lbfgs.scalars".to_string(), &self.scalars),
+            ("lbfgs.dir".to_string(), &self.dir),
+            ("lbfgs.prev_grad".to_string(), &self._prev_grad),
+            ("lbfgs.last_step".to_string(), &self._last_step),
+        ];
+        for (k, (s, y)) in self.hist_s.iter().zip(&self.hist_y).enumerate() {
+            v.push((format!("lbfgs.s{k}"), s));
+            v.push((format!("lbfgs.y{k}"), y));
+        }
+        v
+    }
+
     /// Bytes of the curvature-pair history.
     pub fn history_bytes(&self) -> u64 {
         self.hist_s.iter().chain(&self.hist_y).map(|t| t.bytes()).sum()

@@ -76,6 +76,10 @@ pub struct Tuner {
 
 struct State {
     table: BTreeMap<String, Variant>,
+    /// Every answer given so far, by shape (None: the fixed rules), for a checkpoint to record.
+    used: BTreeMap<String, Option<Variant>>,
+    /// Answers forced by [`Tuner::pin`] (a resumed render repeats the interrupted one's).
+    pinned: BTreeMap<String, Option<Variant>>,
     budget: Duration,
     spent: Duration,
     measured: usize,
@@ -94,7 +98,15 @@ impl Tuner {
 
     /// [`Tuner::new`] for the adapter whose [`adapter_key`] is `key`.
     fn for_adapter(key: String, mode: TuneMode, path: Option<PathBuf>, budget: Duration) -> Tuner {
-        let mut st = State { table: BTreeMap::new(), budget, spent: Duration::ZERO, measured: 0, warnings: vec![] };
+        let mut st = State {
+            table: BTreeMap::new(),
+            used: BTreeMap::new(),
+            pinned: BTreeMap::new(),
+            budget,
+            spent: Duration::ZERO,
+            measured: 0,
+            warnings: vec![],
+        };
         if let (Some(p), true) = (&path, mode != TuneMode::Off) {
             match std::fs::read_to_string(p) {
                 Ok(text) => match parse_table(&text, &key) {
@@ -135,6 +147,29 @@ impl Tuner {
         self.lock().table.iter().map(|(k, v)| (k.clone(), variant_name(*v))).collect()
     }
 
+    /// Every choice made so far: (shape, variant name, or `rules` where the fixed rules
+    /// decided), sorted. A checkpoint records them; [`Tuner::pin`] makes a resumed render repeat them.
+    pub fn choices(&self) -> Vec<(String, String)> {
+        let name = |v: &Option<Variant>| v.map_or_else(|| "rules".to_string(), variant_name);
+        self.lock().used.iter().map(|(k, v)| (k.clone(), name(v))).collect()
+    }
+
+    /// Forces the choices `pins` ([`Tuner::choices`]' form) for their shapes, over the table,
+    /// a measurement or the budget: a render resumed from a checkpoint computes with the kernels
+    /// the interrupted one used even when the table changed or the budget ran out differently.
+    /// Kept in memory only (the table file is not changed). Errors on an unknown variant name.
+    pub fn pin(&self, pins: &[(String, String)]) -> Result<(), String> {
+        let mut st = self.lock();
+        for (k, v) in pins {
+            let v = match v.as_str() {
+                "rules" => None,
+                name => Some(Variant::parse(name).ok_or_else(|| format!("unknown kernel variant {name} for {k}"))?),
+            };
+            st.pinned.insert(k.clone(), v);
+        }
+        Ok(())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -155,24 +190,32 @@ impl Tuner {
     /// the budget runs out, after which it starts no further candidate (so one shape overruns
     /// the budget by at most one candidate's compile and runs); a measurement cut short that way
     /// is neither used nor saved (the fixed rules apply), so a table never holds a choice made
-    /// among some of the candidates only.
+    /// among some of the candidates only. Pins ([`Tuner::pin`]) come first; every answer is
+    /// recorded ([`Tuner::choices`]).
     fn choose_by(
         &self,
         key: String,
         measure: impl FnOnce(Instant) -> crate::error::Result<Timings>,
     ) -> Option<Variant> {
-        if self.mode == TuneMode::Off {
-            return None;
-        }
-        if let Some(v) = self.lock().table.get(&key) {
-            return Some(*v);
-        }
-        if self.mode != TuneMode::Full {
-            return None;
-        }
+        let v = self.decide(&key, measure);
+        self.lock().used.insert(key, v);
+        v
+    }
+
+    /// [`Tuner::choose_by`]'s answer, not yet recorded as used.
+    fn decide(&self, key: &str, measure: impl FnOnce(Instant) -> crate::error::Result<Timings>) -> Option<Variant> {
         let left = {
             let st = self.lock();
-            if st.spent >= st.budget {
+            if let Some(v) = st.pinned.get(key) {
+                return *v;
+            }
+            if self.mode == TuneMode::Off {
+                return None;
+            }
+            if let Some(v) = st.table.get(key) {
+                return Some(*v);
+            }
+            if self.mode != TuneMode::Full || st.spent >= st.budget {
                 return None;
             }
             st.budget - st.spent
@@ -199,7 +242,7 @@ impl Tuner {
         let best = best?;
         let mut st = self.lock();
         st.measured += 1;
-        st.table.insert(key, best);
+        st.table.insert(key.to_string(), best);
         if let Some(p) = &self.path {
             if let Err(e) = write_table(p, &self.key, &st.table) {
                 let w = format!("{}: could not save the tuning table: {e}", p.display());
@@ -429,6 +472,32 @@ mod tests {
         assert_eq!(tuner(TuneMode::Cached, None, 60).choose_by("k".into(), never), None);
         assert_eq!(tuner(TuneMode::Off, None, 60).choose_by("k".into(), never), None);
         assert_eq!(tuner(TuneMode::Full, None, 0).choose_by("k".into(), never), None);
+    }
+
+    #[test]
+    fn pins_override_the_table_and_the_budget_and_choices_are_recorded() {
+        let dir = std::env::temp_dir().join(format!("stylize-tune-pin-{}", std::process::id()));
+        let path = dir.join("t.json");
+        let first = tuner(TuneMode::Full, Some(path.clone()), 60);
+        assert_eq!(
+            first.choose_by("a".into(), |_| Ok(vec![(Variant::Tex, 1.0), (Variant::Wino, 2.0)].into())),
+            Some(Variant::Tex)
+        );
+        let spent = tuner(TuneMode::Full, None, 0);
+        assert_eq!(spent.choose_by("b".into(), |_| Ok(Timings::default())), None);
+        let mut used = first.choices();
+        used.extend(spent.choices());
+        assert_eq!(used, vec![("a".to_string(), "tex".to_string()), ("b".to_string(), "rules".to_string())]);
+        // Later the table says wino for a and the budget would measure b: the pins win.
+        let later = tuner(TuneMode::Full, Some(path), 60);
+        later.lock().table.insert("a".into(), Variant::Wino);
+        later.pin(&used).unwrap();
+        let never = |_| -> crate::error::Result<Timings> { panic!("measured a pinned shape") };
+        assert_eq!(later.choose_by("a".into(), never), Some(Variant::Tex));
+        assert_eq!(later.choose_by("b".into(), never), None);
+        assert_eq!(later.choices(), used);
+        assert!(later.pin(&[("c".into(), "nonsense".into())]).unwrap_err().contains("nonsense"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! stylised image and its loss history out, with progress and cancellation through an
 //! [`Observer`]. No printing and no signal handlers; the only file it touches is the conv tuning
 //! table in the cache folder (see [`RenderOptions::tune`]; `Some(TuneMode::Off)` leaves it
-//! alone).
+//! alone). It neither writes nor resumes checkpoints (`checkpoint_every` and `resume` are
+//! refused): the files-to-files [`render`](super::render) does.
 //!
 //! [`RenderOptions::tune`]: super::RenderOptions::tune
 
@@ -10,7 +11,7 @@ use super::engine::{check_side, Engine};
 use super::observe::{Control, Observer, RenderInfo, StageInfo, StepInfo};
 use super::run::{run_frame, Ended, StageReport};
 use super::{validate_settings, RenderOptions};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::image_io::Planar;
 use crate::model::{Model, ModelEvidence};
 use crate::runner::Losses;
@@ -55,6 +56,7 @@ pub struct Stylized {
 /// (empty: the best one). The fields of `options` that name files (`content`, `content_list`,
 /// `styles`, `output`, `preview`, `log_json`, `weights`, `save_every`) are not used here: the
 /// inputs come in memory and `observer` receives the progress (and any image it asks for).
+/// `checkpoint_every` and `resume` are refused (checkpoints belong to the files-to-files render).
 ///
 /// ```
 /// use stylize::image_io::synthetic_photo;
@@ -75,6 +77,14 @@ pub fn stylize(
 ) -> Result<Stylized> {
     let o = options;
     validate_settings(o, styles.len())?;
+    if o.resume.is_some() || o.checkpoint_every.is_some() {
+        // A checkpoint's digest covers files (inputs, output, log) this in-memory render lacks.
+        return Err(Error::InvalidArgument(
+            "checkpoint_every, resume: stylize() renders in memory and neither writes nor resumes \
+             checkpoints; render::render does"
+                .into(),
+        ));
+    }
     check_side("the content image", content)?;
     for s in styles {
         check_side("a style image", s)?;
@@ -94,7 +104,7 @@ pub fn stylize(
     let info = eng.info(&plans, 1);
     let mut history = History { inner: observer, records: vec![] };
     history.started(&info);
-    let out = run_frame(&mut eng, o, content, &plans, None, (0, 1), Instant::now(), &mut history)?;
+    let out = run_frame(&mut eng, o, content, &plans, None, (0, 1), Instant::now(), &mut history, None)?;
     Ok(Stylized {
         image: out.image,
         history: history.records,

@@ -3,6 +3,7 @@
 //! them, plus snapshots, previews and the `--log-json` loss log on the way.
 
 use super::batch::{check_existing, forget_record, write_record, Existing};
+use super::checkpoint::{self, checkpoint_path, digest, file_sha256, Checkpoint};
 use super::engine::{load_checked, Engine};
 use super::log::JsonLog;
 use super::observe::{Control, Observer, RenderInfo, StageInfo, StepInfo};
@@ -90,6 +91,28 @@ pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<Ren
         }
         None => 0..all.len(),
     };
+    // A checkpoint to resume from is read (and checked whole) before the slow setup; its frame
+    // must be one this render (or shard) renders, else the frames around it would be skipped or
+    // redone silently.
+    let resume = match &o.resume {
+        Some(p) => Some((Checkpoint::read(p)?, p.as_path())),
+        None => None,
+    };
+    if let Some((ck, p)) = &resume {
+        if !range.contains(&ck.frame) {
+            let frame = all.get(ck.frame).map_or(String::new(), |f| format!(" ({})", f.content.display()));
+            let ours = match (o.shard, range.is_empty()) {
+                (Some(sh), true) => format!("shard {sh} renders no frames"),
+                (Some(sh), false) => format!("shard {sh} renders frames {}..{}", range.start, range.end - 1),
+                (None, _) => format!("this render has frames 0..{}", all.len().saturating_sub(1)),
+            };
+            return Err(Error::InvalidArgument(format!(
+                "cannot resume from {}: its frame {}{frame} is not in this render ({ours})",
+                p.display(),
+                ck.frame
+            )));
+        }
+    }
     let frames = &all[range.clone()];
     if frames.is_empty() {
         return Ok(RenderReport::nothing(String::new(), vec![]));
@@ -103,12 +126,36 @@ pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<Ren
         image_io::check_output_path(&frames[0].output)?;
     }
     let (mut eng, mut first_plans) = Engine::new(o, Some(&first_content))?;
+    if let Some((ck, p)) = &resume {
+        // Before any stage is built: the resumed stages compute with the interrupted run's kernels.
+        checkpoint::pin_kernels(&eng.ctx, ck, p)?;
+    }
     let frame_steps: u32 = steps_per_scale(o).iter().sum();
     let info = eng.info(first_plans.as_deref().unwrap_or_default(), frames.len());
-    let log = match &o.log_json {
-        Some(p) => Some(JsonLog::create(p)?),
-        None => None,
+    let log = match (&o.log_json, resume.as_ref().and_then(|(ck, _)| ck.log_len)) {
+        (Some(p), Some(len)) => Some(JsonLog::resume(p, len)?),
+        (Some(p), None) => Some(JsonLog::create(p)?),
+        (None, _) => None,
     };
+    // What the digest of a checkpoint holds beyond the settings text: the inputs' bytes, the
+    // adapter and the settings that change the arithmetic but are not recorded in the PNG.
+    let mut inputs = vec![];
+    if o.checkpoint_every.is_some() || resume.is_some() {
+        let mut files: Vec<(&str, &Path)> = o.styles.iter().map(|p| ("style", p.as_path())).collect();
+        if let WeightsSource::File(p) = &o.weights {
+            files.push(("weights", p));
+        }
+        if let Init::Image(p) = &o.init {
+            files.push(("init", p));
+        }
+        for (what, p) in files {
+            inputs.push((format!("{what} {} (SHA-256)", p.display()), file_sha256(p)?));
+        }
+        inputs.push(("adapter".into(), eng.ctx.describe()));
+        inputs.push(("--tile".into(), format!("{:?}", o.tile)));
+        inputs.push(("--max-gpu-memory".into(), format!("{:?}", o.max_gpu_memory)));
+        inputs.push(("kernel overrides".into(), format!("{:?}", o.kernels)));
+    }
     let mut files = FilesObserver {
         o,
         log,
@@ -117,6 +164,9 @@ pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<Ren
         text: vec![],
         save: Default::default(),
         inner_wants: false,
+        checkpoint: PathBuf::new(),
+        digest: vec![],
+        resumed: false,
     };
     files.started(&info);
     let t0 = Instant::now();
@@ -142,7 +192,23 @@ pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<Ren
     }
     for (k, frame) in frames.iter().enumerate() {
         let fi = range.start + k;
+        // Frames before the checkpoint's were finished by the interrupted run.
+        if matches!(&resume, Some((ck, _)) if fi < ck.frame) {
+            (previous, previous_file) = (None, Some(frame.output.clone()));
+            continue;
+        }
         let text = text_of(&eng, fi);
+        let frame_resume = resume.as_ref().filter(|(ck, _)| ck.frame == fi).map(|(ck, p)| (ck, *p));
+        if o.checkpoint_every.is_some() || frame_resume.is_some() {
+            let mut d = inputs.clone();
+            d.insert(0, (format!("content {} (SHA-256)", frame.content.display()), file_sha256(&frame.content)?));
+            files.digest = digest(&text, &d);
+            files.checkpoint = checkpoint_path(&frame.output);
+        }
+        if let Some((ck, p)) = frame_resume {
+            ck.check_digest(p, &files.digest)?;
+            files.resumed = true;
+        }
         if batch && !o.overwrite {
             let state = check_existing(&frame.output, &text, frame_steps);
             if state != Existing::Missing {
@@ -178,7 +244,7 @@ pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<Ren
         let opts = files.save.clone();
         files.inner.frame_output(fi, &frame.output, &text, &opts);
         let prev = previous.as_ref().filter(|_| o.temporal_init);
-        let out = run_frame(&mut eng, o, &content, &plans, prev, (fi, all.len()), t0, &mut files)?;
+        let out = run_frame(&mut eng, o, &content, &plans, prev, (fi, all.len()), t0, &mut files, frame_resume)?;
         stages.extend(out.stages);
         if batch {
             forget_record(&frame.output)?;
@@ -194,9 +260,19 @@ pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<Ren
             write_record(&frame.output, &text, step)?;
         }
         match out.ended {
-            Ended::Finished => {}
+            Ended::Finished => {
+                // A finished frame needs no checkpoint; a stale one would resume a done render.
+                if !files.checkpoint.as_os_str().is_empty() && files.checkpoint.exists() {
+                    std::fs::remove_file(&files.checkpoint)
+                        .map_err(|e| Error::Io { path: files.checkpoint.display().to_string(), source: e })?;
+                }
+            }
             Ended::Stopped { step } => {
-                return Err(Error::Interrupted { step, saved: Some(frame.output.display().to_string()) });
+                let mut saved = frame.output.display().to_string();
+                if o.checkpoint_every.is_some() {
+                    saved += &format!(" (continue with --resume {})", files.checkpoint.display());
+                }
+                return Err(Error::Interrupted { step, saved: Some(saved) });
             }
             Ended::NonFinite { step, good_step } => {
                 let saved = Some(format!("{} (step {good_step})", frame.output.display()));
@@ -211,8 +287,12 @@ pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<Ren
     }
     let total_steps = frame_steps * outputs.len() as u32;
     // Optimisation loops only (not loading, targets or graph building), as for one stage.
-    let ms_per_iter = stages.iter().map(|s| s.ms_per_iter * s.steps as f64).sum::<f64>() / total_steps.max(1) as f64;
-    let (Some(f), Some(l)) = (stages.first(), stages.last()) else {
+    // (Resumed stages: the steps this render ran.)
+    let run: u32 = stages.iter().map(|s| s.steps_run()).sum();
+    let ms_per_iter = stages.iter().map(|s| s.ms_per_iter * s.steps_run() as f64).sum::<f64>() / run.max(1) as f64;
+    // The first stage this render ran (a resumed one knows its initial losses, a skipped one not).
+    let (Some(f), Some(l)) = (stages.iter().find(|s| s.steps_run() > 0 || s.resumed_at.is_none()), stages.last())
+    else {
         // Every frame of the batch (or shard) was complete already.
         return Ok(RenderReport::nothing(eng.ctx.describe(), skipped));
     };
@@ -270,6 +350,11 @@ struct FilesObserver<'a> {
     save: SaveOptions,
     /// Whether the inner observer asked for the image being produced.
     inner_wants: bool,
+    /// The current frame's checkpoint file and digest (with `checkpoint_every`).
+    checkpoint: PathBuf,
+    digest: Vec<(String, String)>,
+    /// The next stage is resumed: its initial losses are in the log already.
+    resumed: bool,
 }
 
 impl FilesObserver<'_> {
@@ -293,7 +378,7 @@ impl Observer for FilesObserver<'_> {
     }
 
     fn stage_started(&mut self, stage: &StageInfo, first: &Losses, elapsed_s: f64) -> Result<()> {
-        if let Some(log) = &mut self.log {
+        if let (Some(log), false) = (&mut self.log, std::mem::take(&mut self.resumed)) {
             log.line(stage.frame, stage.scale, stage.width, stage.height, 0, first, elapsed_s)?;
         }
         self.inner.stage_started(stage, first, elapsed_s)
@@ -310,6 +395,13 @@ impl Observer for FilesObserver<'_> {
             }
         }
         self.inner.step(s)
+    }
+
+    fn checkpoint(&mut self, stage: &StageInfo, ck: &mut Checkpoint) -> Result<()> {
+        ck.digest = self.digest.clone();
+        ck.log_len = self.log.as_ref().map(|l| l.len());
+        ck.write(&self.checkpoint)?;
+        self.inner.checkpoint(stage, ck)
     }
 
     fn wants_image(&mut self, stage: &StageInfo, frame_step: u32) -> bool {

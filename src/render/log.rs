@@ -14,13 +14,37 @@ use std::path::{Path, PathBuf};
 pub(super) struct JsonLog {
     path: PathBuf,
     file: std::io::BufWriter<std::fs::File>,
+    /// Bytes written to the file so far (a checkpoint records it).
+    len: u64,
 }
 
 impl JsonLog {
     pub(super) fn create(path: &Path) -> Result<JsonLog> {
         let file =
             std::fs::File::create(path).map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;
-        Ok(JsonLog { path: path.to_path_buf(), file: std::io::BufWriter::new(file) })
+        Ok(JsonLog { path: path.to_path_buf(), file: std::io::BufWriter::new(file), len: 0 })
+    }
+
+    /// The log of a resumed render: the file cut to `len` bytes (its length when the checkpoint
+    /// was taken; the lines after it are written again) and appended to.
+    pub(super) fn resume(path: &Path, len: u64) -> Result<JsonLog> {
+        let io = |e| Error::Io { path: path.display().to_string(), source: e };
+        let file = std::fs::OpenOptions::new().write(true).open(path).map_err(io)?;
+        if file.metadata().map_err(io)?.len() < len {
+            return Err(Error::InvalidArgument(format!(
+                "{}: shorter than when the checkpoint was taken ({len} bytes); give another --log-json",
+                path.display()
+            )));
+        }
+        file.set_len(len).map_err(io)?;
+        let mut file = std::io::BufWriter::new(file);
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(len)).map_err(io)?;
+        Ok(JsonLog { path: path.to_path_buf(), file, len })
+    }
+
+    /// Bytes written so far.
+    pub(super) fn len(&self) -> u64 {
+        self.len
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -51,6 +75,7 @@ impl JsonLog {
         s.push('\n');
         let io = |e| Error::Io { path: self.path.display().to_string(), source: e };
         self.file.write_all(s.as_bytes()).map_err(io)?;
+        self.len += s.len() as u64;
         self.file.flush().map_err(|e| Error::Io { path: self.path.display().to_string(), source: e })
     }
 }

@@ -15,6 +15,7 @@
 
 mod api;
 mod batch;
+mod checkpoint;
 mod engine;
 mod files;
 mod log;
@@ -25,6 +26,7 @@ mod run;
 
 pub use api::{stylize, LossRecord, Stylized};
 pub use batch::{check_existing, sidecar_path, Existing, Shard, SHARD_COUNT_VAR};
+pub use checkpoint::{checkpoint_path, digest, file_sha256, Checkpoint};
 pub use engine::{evaluate, load_input, load_weights, noise, prepare, Engine, Stage};
 pub use files::{render, render_with, RenderReport};
 pub(crate) use files::{save as save_with_text, snapshot_path};

@@ -2,6 +2,7 @@
 //! passes in. The library itself prints nothing and installs no signal handler; the command line
 //! tool's observer prints the progress line and turns Ctrl-C into [`Control::Stop`].
 
+use super::checkpoint::Checkpoint;
 use crate::error::Result;
 use crate::image_io::{Planar, SaveOptions};
 use crate::model::Preprocess;
@@ -124,6 +125,12 @@ pub trait Observer {
     fn image(&mut self, _stage: &StageInfo, _frame_step: u32, _image: &Planar) -> Result<()> {
         Ok(())
     }
+    /// A checkpoint of the stage's whole state (with `checkpoint_every` set: every that many
+    /// frame steps, and when the render is stopped), its digest still empty: the files-to-files
+    /// render fills in the digest and writes it. Reading the state back costs a GPU round trip.
+    fn checkpoint(&mut self, _stage: &StageInfo, _ck: &mut Checkpoint) -> Result<()> {
+        Ok(())
+    }
     /// The files-to-files render ([`render_with`](super::render_with)), as each frame starts:
     /// where its image will be written and the text that PNG records (the settings).
     fn frame_output(&mut self, _frame: usize, _output: &Path, _text: &[(String, String)], _save: &SaveOptions) {}
@@ -184,6 +191,10 @@ impl<A: Observer, B: Observer> Observer for Both<A, B> {
         }
         Ok(())
     }
+    fn checkpoint(&mut self, stage: &StageInfo, ck: &mut Checkpoint) -> Result<()> {
+        self.a.checkpoint(stage, ck)?;
+        self.b.checkpoint(stage, ck)
+    }
     fn frame_output(&mut self, frame: usize, output: &Path, text: &[(String, String)], save: &SaveOptions) {
         self.a.frame_output(frame, output, text, save);
         self.b.frame_output(frame, output, text, save);
@@ -213,6 +224,9 @@ impl<T: Observer + ?Sized> Observer for &mut T {
     }
     fn image(&mut self, stage: &StageInfo, frame_step: u32, image: &Planar) -> Result<()> {
         (**self).image(stage, frame_step, image)
+    }
+    fn checkpoint(&mut self, stage: &StageInfo, ck: &mut Checkpoint) -> Result<()> {
+        (**self).checkpoint(stage, ck)
     }
     fn frame_output(&mut self, frame: usize, output: &Path, text: &[(String, String)], save: &SaveOptions) {
         (**self).frame_output(frame, output, text, save)

@@ -186,6 +186,13 @@ pub struct RenderOptions {
     /// For tests of the non-finite guard: poison the image with NaN after this frame step
     /// (the command line tool reads it from `$STYLIZE_FAULT_NAN_AT`).
     pub fault_nan_at: Option<u32>,
+    /// Checkpoints (see [`checkpoint_path`](super::checkpoint_path)): None, none; Some(n), one
+    /// every n frame steps (n > 0; a stage's last step excepted) and one when the render is
+    /// stopped (Some(0): only then). A NaN/Inf stop or a lost GPU leaves the last one in place.
+    pub checkpoint_every: Option<u32>,
+    /// Continue the render from this checkpoint; refused when its digest (settings, inputs,
+    /// adapter) differs from this render's.
+    pub resume: Option<PathBuf>,
 }
 
 /// `--edge-margin`'s default: with the shared VGG16 weights at 256 px the edge rows then differ
@@ -271,6 +278,8 @@ impl Default for RenderOptions {
             tune_dir: None,
             kernels: KernelOverrides::default(),
             fault_nan_at: None,
+            checkpoint_every: None,
+            resume: None,
         }
     }
 }

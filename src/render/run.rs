@@ -2,6 +2,7 @@
 //! coarse to fine. Everything the caller sees goes through an [`Observer`]; nothing here touches
 //! files or the terminal.
 
+use super::checkpoint::{self, Checkpoint};
 use super::engine::{Engine, Stage, StageInputs};
 use super::observe::{Control, Observer, StageInfo, StepInfo, PAUSE_POLL};
 use super::plan::StagePlan;
@@ -12,7 +13,16 @@ use crate::gpu::{Context, Tensor};
 use crate::image_io::transfer_luminance;
 use crate::image_io::{self, Planar};
 use crate::runner::Losses;
+use std::path::Path;
 use std::time::{Duration, Instant};
+
+/// A checkpoint to continue from, and its file (for messages).
+pub(super) type Resume<'a> = Option<(&'a Checkpoint, &'a Path)>;
+
+/// Whether a periodic checkpoint of the state after frame step `frame_step` is due.
+fn checkpoint_due(o: &RenderOptions, frame_step: u32) -> bool {
+    matches!(o.checkpoint_every, Some(n) if n > 0 && frame_step.is_multiple_of(n))
+}
 
 /// One stage (one scale of one frame) of a render.
 #[derive(Clone, Debug)]
@@ -34,14 +44,42 @@ pub struct StageReport {
     pub last: Losses,
     /// Milliseconds per optimiser iteration (the loop only).
     pub ms_per_iter: f64,
-    /// Tiles per step (1: untiled).
+    /// Tiles per step (1: untiled; 0: a stage skipped on resume).
     pub tiles: usize,
+    /// Some(k) when this render resumed the stage from a checkpoint taken after k of its steps
+    /// (`ms_per_iter` then covers the other steps only); Some(`steps`) for a stage the
+    /// interrupted render had finished, skipped here: its losses are then empty (unknown) and
+    /// `ms_per_iter` 0. None: run whole.
+    pub resumed_at: Option<u32>,
 }
 
 impl StageReport {
     fn new(info: &StageInfo, first: Losses, last: Losses, ms_per_iter: f64, tiles: usize) -> StageReport {
         let (frame, scale, width, height, steps) = (info.frame, info.scale, info.width, info.height, info.steps);
-        StageReport { frame, scale, width, height, steps, first, last, ms_per_iter, tiles }
+        StageReport { frame, scale, width, height, steps, first, last, ms_per_iter, tiles, resumed_at: None }
+    }
+
+    /// A stage the interrupted render had finished, skipped on resume.
+    fn skipped(frame: usize, plan: &StagePlan) -> StageReport {
+        let (scale, width, height, steps) = (plan.scale, plan.width, plan.height, plan.steps);
+        let (first, last) = (Losses::default(), Losses::default());
+        StageReport {
+            frame,
+            scale,
+            width,
+            height,
+            steps,
+            first,
+            last,
+            ms_per_iter: 0.0,
+            tiles: 0,
+            resumed_at: Some(steps),
+        }
+    }
+
+    /// Steps this render ran of the stage.
+    pub fn steps_run(&self) -> u32 {
+        self.steps - self.resumed_at.unwrap_or(0).min(self.steps)
     }
 }
 
@@ -119,7 +157,8 @@ fn finish(o: &RenderOptions, data: Vec<f32>, content: &Planar) -> Planar {
 /// Runs every stage of one frame (`plans`, coarse to fine) on `content` (full resolution): each
 /// scale starts from the previous one's result upsampled, the first from `previous` (the previous
 /// frame's result, for `--temporal-init`) or the options' init. Stops at the first stage that
-/// does not finish.
+/// does not finish. With `resume`, the stages before the checkpoint's are skipped and its stage
+/// continues from the state it holds.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn run_frame(
     eng: &mut Engine,
@@ -130,12 +169,30 @@ pub(super) fn run_frame(
     (frame, frames): (usize, usize),
     t0: Instant,
     obs: &mut dyn Observer,
+    mut resume: Resume,
 ) -> Result<FrameOut> {
     let frame_steps: u32 = plans.iter().map(|p| p.steps).sum();
     let mut stages = vec![];
     let mut result: Option<(Planar, Planar)> = None;
     let mut offset = 0;
     for plan in plans {
+        if let Some((ck, path)) = resume {
+            if plan.scale < ck.scale {
+                offset += plan.steps;
+                stages.push(StageReport::skipped(frame, plan));
+                continue;
+            }
+            if plan.scale > ck.scale || (plan.width, plan.height) != ck.size || ck.step > plan.steps {
+                return Err(Error::InvalidArgument(format!(
+                    "cannot resume from {}: its stage (scale {}, {}x{}, step {}) is not one of this render's",
+                    path.display(),
+                    ck.scale,
+                    ck.size.0,
+                    ck.size.1,
+                    ck.step
+                )));
+            }
+        }
         let (w, h) = (plan.width as u32, plan.height as u32);
         let init = match (&result, previous) {
             (Some((r, _)), _) => Some(image_io::resize_exact(r, w, h).data),
@@ -155,13 +212,17 @@ pub(super) fn run_frame(
             tiles: None,
         };
         let out = match plan.tile {
-            Some(tile) => run_tiled_stage(eng, o, content, plan, tile, init, info, t0, obs)?,
+            Some(tile) => run_tiled_stage(eng, o, content, plan, tile, init, info, t0, obs, resume)?,
             None => {
                 let st = eng.stage(o, content, plan, init)?;
-                run_stage(&eng.ctx, o, &st, info, t0, obs)?
+                run_stage(&eng.ctx, o, &st, info, t0, obs, resume)?
             }
         };
-        stages.extend(out.report);
+        let mut report = out.report;
+        if let (Some(r), Some((ck, _))) = (&mut report, resume.take()) {
+            r.resumed_at = Some(ck.step);
+        }
+        stages.extend(report);
         let raw = Planar { width: w, height: h, data: out.image };
         if out.ended != Ended::Finished {
             let image = finish(o, raw.data.clone(), &out.content);
@@ -190,6 +251,7 @@ fn run_tiled_stage(
     mut info: StageInfo,
     t0: Instant,
     obs: &mut dyn Observer,
+    resume: Resume,
 ) -> Result<StageOut> {
     if o.optimizer == Optimizer::Lbfgs || o.avg_decay > 0.0 {
         return Err(Error::InvalidArgument(
@@ -203,20 +265,51 @@ fn run_tiled_stage(
     info.tiles = Some((tg.tiles.len(), tile));
     let ctx = &eng.ctx;
     let adam = AdamConfig { lr: o.learning_rate(), clamp: Some((0.0, 1.0)), ..Default::default() };
-    tg.evaluate(ctx, &eng.net)?;
-    let first = tg.read_losses(ctx)?;
-    obs.stage_started(&info, &first, t0.elapsed().as_secs_f64())?;
+    // A resumed stage continues after step `start`; `pending`: whether step `start` is still to
+    // be reported (a stop's checkpoint was taken after the report).
+    let (first, start, mut good, pending) = match resume {
+        Some((ck, path)) => {
+            let (good, first) = checkpoint::restore_tiled(&mut tg, ck, path)?;
+            if ck.step == 0 {
+                // Step 1 uses the gradient of the initial image (the others measure their own).
+                tg.evaluate(ctx, &eng.net)?;
+            }
+            obs.stage_started(&info, &first, t0.elapsed().as_secs_f64())?;
+            (first, ck.step, (good, ck.good_step), ck.pending)
+        }
+        None => {
+            tg.evaluate(ctx, &eng.net)?;
+            let first = tg.read_losses(ctx)?;
+            obs.stage_started(&info, &first, t0.elapsed().as_secs_f64())?;
+            let good = (tg.image.clone(), info.step_offset);
+            (first, 0, good, false)
+        }
+    };
     let mut last = first.clone();
-    let mut good = (tg.image.clone(), info.step_offset);
     let t_stage = Instant::now();
     let mut idle = Duration::ZERO;
     // Each pass over the tiles gives the losses of the current image, the image after
     // `step - 1` updates: step k is reported (with its losses) once step k + 1's pass ran, and
     // the last step after one more pass.
-    for step in 1..=steps {
+    for step in start + 1..=steps {
         let frame_step = info.step_offset + step;
+        if step > start + 1 && checkpoint_due(o, frame_step - 1) {
+            // The host holds the whole state: the image after step - 1, not yet reported.
+            let mut ck = checkpoint::capture_tiled(ctx, &tg, &good.0, &first);
+            ck.at(&info, step - 1, good.1, step > 1);
+            obs.checkpoint(&info, &mut ck)?;
+        }
         if step > 1 {
-            tg.evaluate(ctx, &eng.net)?;
+            if let Err(e) = tg.evaluate(ctx, &eng.net) {
+                // A lost GPU leaves the host-side state whole: keep it (best effort, the
+                // error that ended the stage is what is reported).
+                if o.checkpoint_every.is_some() {
+                    let mut ck = checkpoint::capture_tiled(ctx, &tg, &good.0, &first);
+                    ck.at(&info, step - 1, good.1, true);
+                    let _ = obs.checkpoint(&info, &mut ck);
+                }
+                return Err(e);
+            }
             last = tg.read_losses(ctx)?;
         }
         // Every step's losses are at hand here (tiles are read back anyway): check each.
@@ -225,10 +318,15 @@ fn run_tiled_stage(
             return Ok(StageOut { report: None, image: good.0, content, ended });
         }
         good = (tg.image.clone(), frame_step - 1);
-        if step > 1 {
+        if step > 1 && (step > start + 1 || pending) {
             report_step(o, obs, &info, step - 1, Some(&last), t0)?;
         }
         if next_control(obs, &mut idle) == Control::Stop {
+            if o.checkpoint_every.is_some() {
+                let mut ck = checkpoint::capture_tiled(ctx, &tg, &good.0, &first);
+                ck.at(&info, step - 1, good.1, false);
+                obs.checkpoint(&info, &mut ck)?;
+            }
             let ended = Ended::Stopped { step: frame_step - 1 };
             return Ok(StageOut { report: None, image: tg.image, content, ended });
         }
@@ -237,7 +335,7 @@ fn run_tiled_stage(
             obs.image(&info, frame_step, &finish(o, tg.image.clone(), &content))?;
         }
     }
-    let ms_per_iter = ms_per_step(t_stage, idle, steps);
+    let ms_per_iter = ms_per_step(t_stage, idle, steps - start);
     if steps > 0 {
         tg.evaluate(ctx, &eng.net)?;
         last = tg.read_losses(ctx)?;
@@ -278,13 +376,28 @@ fn run_stage(
     info: StageInfo,
     t0: Instant,
     obs: &mut dyn Observer,
+    resume: Resume,
 ) -> Result<StageOut> {
     let steps = info.steps;
     let graph = &st.graph;
-    let init_copy = graph.read_image(ctx)?;
-    graph.evaluate(ctx)?;
-    let first = graph.read_losses(ctx)?;
-    obs.stage_started(&info, &first, t0.elapsed().as_secs_f64())?;
+    let mut candidate = Tensor::new(ctx, graph.x.shape, "candidate image")?;
+    let mut good = Tensor::new(ctx, graph.x.shape, "last good image")?;
+    // A resumed stage continues after step `start` with the state the checkpoint holds; the
+    // pass that would measure its initial image is not run again.
+    let (first, start, mut pending, mut good_step) = match resume {
+        Some((ck, path)) => {
+            let first = checkpoint::restore_stage(ctx, st, &good, ck, path)?;
+            obs.stage_started(&info, &first, t0.elapsed().as_secs_f64())?;
+            (first, ck.step, ck.pending, ck.good_step)
+        }
+        None => {
+            good.write(ctx, &graph.read_image(ctx)?);
+            graph.evaluate(ctx)?;
+            let first = graph.read_losses(ctx)?;
+            obs.stage_started(&info, &first, t0.elapsed().as_secs_f64())?;
+            (first, 0, false, info.step_offset)
+        }
+    };
     let mut last = first.clone();
     // Non-finite guard: every `check` steps the losses are read (a few bytes) and, when finite,
     // the image they were computed from (copied on the GPU just before the next update) becomes
@@ -296,16 +409,21 @@ fn run_stage(
     let printed = |k: u32| o.print_every > 0 && k.is_multiple_of(o.print_every);
     // Steps whose losses are read from the next update's pass (the last step has its own).
     let wanted = |k: u32| k < steps && (printed(k) || k.is_multiple_of(check));
-    let mut candidate = Tensor::new(ctx, graph.x.shape, "candidate image")?;
-    let mut good = Tensor::from_slice(ctx, graph.x.shape, &init_copy, "last good image")?;
-    let mut good_step = info.step_offset;
     let t_stage = Instant::now();
     let mut idle = Duration::ZERO;
-    // Whether the image after the previous step awaits its losses (and its report).
-    let mut pending = false;
-    for step in 1..=steps {
+    // `pending`: whether the image after the previous step awaits its losses (and its report).
+    for step in start + 1..=steps {
         let frame_step = info.step_offset + step;
-        if next_control(obs, &mut idle) == Control::Stop {
+        let due = step > start + 1 && checkpoint_due(o, frame_step - 1);
+        let stop = next_control(obs, &mut idle) == Control::Stop;
+        if due || (stop && o.checkpoint_every.is_some()) {
+            // The state after step - 1, before any pass measures it (so the resumed run's
+            // first update measures and reports it as this run would have).
+            let mut ck = checkpoint::capture_stage(ctx, st, &good, &first)?;
+            ck.at(&info, step - 1, good_step, pending);
+            obs.checkpoint(&info, &mut ck)?;
+        }
+        if stop {
             if pending {
                 graph.evaluate(ctx)?;
                 let l = graph.read_losses(ctx)?;
@@ -342,7 +460,7 @@ fn run_stage(
             obs.image(&info, frame_step, &finish(o, st.read_output(ctx)?, &st.content))?;
         }
     }
-    let ms_per_iter = ms_per_step(t_stage, idle, steps);
+    let ms_per_iter = ms_per_step(t_stage, idle, steps - start);
     // What is written: the average with --avg-decay, clamped to [0,1] as the image file is
     // (L-BFGS iterates are not kept in [0,1]); its losses are the stage's last.
     let mut image = st.read_output(ctx)?;
