@@ -115,10 +115,12 @@ pub(crate) struct RenderArgs {
     /// 0: off.
     #[arg(long, default_value_t = 0.0, value_name = "D")]
     avg_decay: f64,
-    /// Weight of the content loss [default: 1 for torchvision weights, 5 for Caffe weights].
+    /// Weight of the content loss [default: 1 for torchvision weights, 5 for Caffe weights; 5 with
+    /// --normalize-gradients].
     #[arg(long)]
     content_weight: Option<f32>,
-    /// Weight of the style loss [default: 1e6 for torchvision weights, 20 for Caffe weights].
+    /// Weight of the style loss [default: 1e6 for torchvision weights, 100 for Caffe weights; 100
+    /// with --normalize-gradients].
     #[arg(long)]
     style_weight: Option<f32>,
     /// Weight of the total-variation (smoothness) loss [default: 100 torchvision, 1e5 Caffe].

@@ -109,9 +109,10 @@ pub struct RenderOptions {
     pub lbfgs_clamp: bool,
     /// None: [`ADAM_LR`] for Adam, [`LBFGS_LR`] for L-BFGS.
     pub lr: Option<f32>,
-    /// None: the default of the weights' convention (see [`default_weights_for`]).
+    /// None: the default of the weights' convention (see [`default_weights_for`]), or
+    /// [`NORMALIZED_WEIGHTS`] with `normalize_gradients`.
     pub content_weight: Option<f32>,
-    /// None: the default of the weights' convention.
+    /// None: as `content_weight`.
     pub style_weight: Option<f32>,
     /// None: the default of the weights' convention.
     pub tv_weight: Option<f32>,
