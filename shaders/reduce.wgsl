@@ -7,11 +7,14 @@
 //   mse_backward: dx (+)= scale * (x - t)             (scale = 2 * weight / n)
 //   tv_backward:  dx (+)= scale * d tv_sum / dx       (scale = 2 * weight / (c*h*w) is applied
 //                 to the stencil of differences; see reference::tv_backward)
+//   add_l1_normalized: Out (+)= scale * X / (Tg[0] + 1e-8), Tg[0] = sum |X| written just before
+//                 by abs_sum_partial + reduce_finish (one loss term's gradient under
+//                 --normalize-gradients, as jcjohnson/neural-style; see reference::add_l1_normalized)
 // TV here is the sum of squared horizontal and vertical neighbour differences of (c, h, w).
 // Stage 1 reads 4 elements per load (X4, T4: the same buffers as vec4s; the last n % 4 elements
 // one at a time) and the wrappers size the grid so each lane takes >= 16 loads: on CPU drivers
 // every load is a per-lane loop and every barrier of the tree sum a pass over the workgroup.
-// Checked by tests/kernels.rs against reference::mse_*, tv_*, sum.
+// Checked by tests/kernels.rs against reference::mse_*, tv_*, sum, add_l1_normalized.
 
 struct Params {
     n: u32,          // elements
@@ -199,4 +202,17 @@ fn abs_sum_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     if (wid.x == 0u && i < P.n) { s += abs(X[i]); }
     let t = tree_sum(li, s);
     if (li == 0u) { Out[wid.x] = t; }
+}
+
+// jcjohnson/neural-style's epsilon: torch.norm(g, 1) + 1e-8.
+const L1_EPS: f32 = 1e-8;
+
+@compute @workgroup_size(256)
+fn add_l1_normalized(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let i = (wid.y * P.gx + wid.x) * 256u + li;
+    if (i >= P.n) { return; }
+    let s = P.scale / (Tg[0] + L1_EPS);
+    var v = s * X[i];
+    if (P.accumulate != 0u) { v += Out[i]; }
+    Out[i] = v;
 }

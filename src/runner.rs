@@ -360,26 +360,32 @@ pub fn compute_targets(
 
 /// Records content term `k`'s gradient (w.r.t. its tapped activation) into the tensor given,
 /// accumulating when the flag is set; the same for style terms. The whole-image graph and the
-/// tiles supply their own loss kernels; [`backward`] decides where each is injected.
-pub(crate) type TermGradient<'a> = &'a mut dyn FnMut(&mut Vec<Op>, usize, &Tensor, bool);
+/// tiles supply their own loss kernels; [`backward`] decides where each is injected. The last
+/// tensor is workspace the term may overwrite: one of the two gradient buffers, free at that
+/// moment and as large as any activation (`--normalize-gradients` puts a term's own gradient
+/// there before normalising it, so the option costs no memory).
+pub(crate) type TermGradient<'a> = &'a mut dyn FnMut(&mut Vec<Op>, usize, &Tensor, bool, &Tensor);
 
 /// Records the loss gradients of every content and style term tapped at `t` into `g` (written
-/// fresh if `have` is false, then accumulated; `have` is set once anything was written).
+/// fresh if `have` is false, then accumulated; `have` is set once anything was written), with
+/// `free` as the terms' workspace (see [`TermGradient`]).
+#[allow(clippy::too_many_arguments)]
 fn inject(
     s: &LossSettings,
     t: Tap,
     g: &Tensor,
     have: &mut bool,
+    free: &Tensor,
     ops: &mut Vec<Op>,
     content: &mut TermGradient<'_>,
     style: &mut TermGradient<'_>,
 ) {
     for (k, _) in s.content_layers.iter().enumerate().filter(|(_, &c)| c == t) {
-        content(ops, k, g, *have);
+        content(ops, k, g, *have, free);
         *have = true;
     }
     for (k, _) in s.style_layers.iter().enumerate().filter(|(_, &c)| c == t) {
-        style(ops, k, g, *have);
+        style(ops, k, g, *have, free);
         *have = true;
     }
 }
@@ -398,18 +404,23 @@ pub(crate) fn backward(
     mut content: TermGradient<'_>,
     mut style: TermGradient<'_>,
 ) -> Result<()> {
-    let mut add_taps = |ops: &mut Vec<Op>, t: Tap, g: &Tensor, have: &mut bool| match &fwd.crop_grad {
-        None => inject(s, t, g, have, ops, &mut content, &mut style),
-        Some(buf) => {
-            // The terms' gradient over the image's positions, then placed into the padded map.
-            let Some((_, c)) = fwd.crops.iter().find(|(u, _)| *u == t) else { return };
-            let gc = Tensor { buf: buf.buf.clone(), shape: c.shape };
-            let mut any = false;
-            inject(s, t, &gc, &mut any, ops, &mut content, &mut style);
-            if any {
-                let o = fwd.margin >> t.level(s.model);
-                ops.push(tile::crop_backward(ctx, &gc, [o, o], g, *have));
-                *have = true;
+    let mut add_taps = |ops: &mut Vec<Op>, t: Tap, g: &Tensor, have: &mut bool| {
+        // g is a view of one gradient buffer; the other is free at every tap (its gradient was
+        // consumed, or it is next written by the layer's backward).
+        let free = &fwd.scratch[if g.buf == fwd.scratch[0].buf { 1 } else { 0 }];
+        match &fwd.crop_grad {
+            None => inject(s, t, g, have, free, ops, &mut content, &mut style),
+            Some(buf) => {
+                // The terms' gradient over the image's positions, then placed into the padded map.
+                let Some((_, c)) = fwd.crops.iter().find(|(u, _)| *u == t) else { return };
+                let gc = Tensor { buf: buf.buf.clone(), shape: c.shape };
+                let mut any = false;
+                inject(s, t, &gc, &mut any, free, ops, &mut content, &mut style);
+                if any {
+                    let o = fwd.margin >> t.level(s.model);
+                    ops.push(tile::crop_backward(ctx, &gc, [o, o], g, *have));
+                    *have = true;
+                }
             }
         }
     };
@@ -496,6 +507,28 @@ impl Graph {
         w: usize,
         adam_cfg: AdamConfig,
     ) -> Result<Graph> {
+        Graph::new_with(ctx, net, s, targets, init, h, w, adam_cfg, false)
+    }
+
+    /// [`Graph::new`], and with `normalize_gradients` jcjohnson/neural-style's
+    /// `-normalize_gradients`: each content and style term's gradient at its tap is divided by
+    /// its L1 norm (+ 1e-8) and times the term's weight before the terms are summed (TV is not
+    /// normalised; the losses read back stay the plain weighted ones). Each such term then
+    /// writes its weight-free gradient into the free gradient buffer and
+    /// [`reduce::add_l1_normalized`] adds it, normalised, to the layer's gradient: three more
+    /// small dispatches per term, no readback, no extra memory. Off, every term accumulates
+    /// straight into the layer's gradient as before. Oracle: `reference::step::evaluate_with`.
+    pub fn new_with(
+        ctx: &Context,
+        net: &Net,
+        s: &LossSettings,
+        targets: &Targets,
+        init: &[f32],
+        h: usize,
+        w: usize,
+        adam_cfg: AdamConfig,
+        normalize_gradients: bool,
+    ) -> Result<Graph> {
         s.validate()?;
         let n = s.convs_needed();
         let x = Tensor::from_slice(ctx, [3, h, w], init, "image")?;
@@ -523,18 +556,35 @@ impl Graph {
         let max_c = s.style_layers.iter().map(|t| t.channels(s.model)).max().unwrap_or(1);
         let dgram = Tensor::new(ctx, [max_c * max_c, 1, 1], "gram gradient")?;
 
-        // Each loss term and its gradient in one pass (mse_forward_backward).
-        let mut content = |ops: &mut Vec<Op>, k: usize, g: &Tensor, have: bool| {
+        // Each loss term and its gradient in one pass (mse_forward_backward). Normalised, the
+        // gradient is taken weight-free into `free` (a view with the tap's shape) and added
+        // normalised and weighted.
+        let mut content = |ops: &mut Vec<Op>, k: usize, g: &Tensor, have: bool, free: &Tensor| {
             let a = fwd.tap(s.content_layers[k]);
-            ops.push(reduce::mse_forward_backward(ctx, a, &targets.content[k], &losses, k, cw, g, have));
+            let t = &targets.content[k];
+            if normalize_gradients {
+                let d = Tensor { buf: free.buf.clone(), shape: a.shape };
+                ops.push(reduce::mse_forward_backward_split(ctx, a, t, &losses, k, cw, 1.0, &d, false));
+                ops.push(reduce::add_l1_normalized(ctx, &d, cw, g, have));
+            } else {
+                ops.push(reduce::mse_forward_backward(ctx, a, t, &losses, k, cw, g, have));
+            }
         };
-        let mut style = |ops: &mut Vec<Op>, k: usize, g: &Tensor, have: bool| {
+        let mut style = |ops: &mut Vec<Op>, k: usize, g: &Tensor, have: bool, free: &Tensor| {
             let a = fwd.tap(s.style_layers[k]);
             let c = a.shape[0];
             let dg = Tensor { buf: dgram.buf.clone(), shape: [c, c, 1] };
             let sw = s.style_weight * s.style_layer_weights[k];
-            ops.push(reduce::mse_forward_backward(ctx, &grams[k], &targets.style[k], &losses, nc + k, sw, &dg, false));
-            ops.push(gram::gram_backward(ctx, a, &dg, g, have));
+            let gw = if normalize_gradients { 1.0 } else { sw };
+            let t = &targets.style[k];
+            ops.push(reduce::mse_forward_backward_split(ctx, &grams[k], t, &losses, nc + k, sw, gw, &dg, false));
+            if normalize_gradients {
+                let d = Tensor { buf: free.buf.clone(), shape: a.shape };
+                ops.push(gram::gram_backward(ctx, a, &dg, &d, false));
+                ops.push(reduce::add_l1_normalized(ctx, &d, sw, g, have));
+            } else {
+                ops.push(gram::gram_backward(ctx, a, &dg, g, have));
+            }
         };
         backward(ctx, net, s, &fwd, &grad, &mut ops, &mut content, &mut style)?;
         ops.push(reduce::tv_backward(ctx, &x, &grad, s.tv_weight, true));

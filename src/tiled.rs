@@ -158,14 +158,14 @@ impl RegionGraph {
         let mut pass2 = vec![];
         let keep: Vec<Tensor> = masked.values().cloned().collect();
         if with_backward {
-            let mut content = |ops: &mut Vec<Op>, k: usize, g: &Tensor, have: bool| {
+            let mut content = |ops: &mut Vec<Op>, k: usize, g: &Tensor, have: bool, _free: &Tensor| {
                 let t = s.content_layers[k];
                 let m = &masked[&t];
                 // mse_backward scales by 2 weight / len: make that 2 cw / (C N_image).
                 let weight = cw * m.len() as f32 / (m.shape[0] * n_at(t)) as f32;
                 ops.push(reduce::mse_backward(ctx, m, &content_t[k], g, weight, have));
             };
-            let mut style = |ops: &mut Vec<Op>, k: usize, g: &Tensor, have: bool| {
+            let mut style = |ops: &mut Vec<Op>, k: usize, g: &Tensor, have: bool, _free: &Tensor| {
                 let t = s.style_layers[k];
                 let m = &masked[&t];
                 let scale = 1.0 / (m.shape[0] * n_at(t)) as f32;

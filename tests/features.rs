@@ -704,6 +704,38 @@ fn optimizer_lbfgs_is_used_by_the_render() {
     assert!(png_text(&out, "stylize:command").contains("--lbfgs-history 3"));
 }
 
+#[test]
+fn normalize_gradients_changes_the_steps_not_the_losses_and_is_recorded() {
+    // Its numerics are in tests/step.rs; here: the render uses it, the losses before the first
+    // update are the plain ones, the PNG records it, its default weights, and tiles refuse it.
+    let d = tmpdir("normgrad");
+    let (c, s1, _) = images(&d);
+    let mut o = fast(&c, &[&s1], &d.join("plain.png"));
+    (o.content_weight, o.style_weight) = (Some(5.0), Some(100.0));
+    let plain = render::render(&o).unwrap();
+    o.normalize_gradients = true;
+    o.output = d.join("norm.png");
+    let norm = render::render(&o).unwrap();
+    assert_eq!(plain.first, norm.first, "normalisation changes the gradient only");
+    assert_ne!(plain.last, norm.last);
+    assert_ne!(load(&d.join("plain.png")).data, load(&d.join("norm.png")).data);
+    assert!(png_text(&d.join("norm.png"), "stylize:command").contains(" --normalize-gradients"));
+    assert!(!png_text(&d.join("plain.png"), "stylize:command").contains("--normalize-gradients"));
+    // Unset weights: jcjohnson's 5 and 100 for either convention; TV keeps the convention's.
+    (o.content_weight, o.style_weight) = (None, None);
+    let (eng, _) = Engine::new(&o, None).unwrap();
+    let s = &eng.settings;
+    assert_eq!((s.content_weight, s.style_weight), render::NORMALIZED_WEIGHTS);
+    assert_eq!(s.tv_weight, render::default_weights_for(s.preprocess).2);
+    // Tiled: one line naming the option, before any work.
+    let out = d.join("tiled.png");
+    let mut args = vec!["render", c.to_str().unwrap(), s1.to_str().unwrap(), "-o", out.to_str().unwrap()];
+    args.extend(FAST);
+    args.extend(["--normalize-gradients", "--tile", "16"]);
+    fails_with(&args, "--normalize-gradients works untiled only");
+    assert!(!out.exists());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Errors and help
 // ---------------------------------------------------------------------------------------------
@@ -774,6 +806,7 @@ fn render_help_explains_every_option() {
         "--lbfgs-history",
         "--lbfgs-clamp",
         "--bit-depth",
+        "--normalize-gradients",
     ] {
         assert!(help.contains(flag), "render --help does not mention {flag}:\n{help}");
     }

@@ -10,7 +10,8 @@
 //!   typical sqrt(K)*u is ~2e-6, and we observe ~1e-6. 2e-5 catches any wrong term (an error
 //!   of one term is ~1/K ~ 1e-3 of the scale) while staying well under 1e-4. The Winograd
 //!   F(4x4) conv rounds through transforms with constants up to 8 and 1/24: ~5e-6 observed.
-//! - reductions to a scalar (MSE, TV, sum over <= 64k terms, tree-summed): 1e-5.
+//! - reductions to a scalar (MSE, TV, sum over <= 64k terms, tree-summed): 1e-5; also for
+//!   add_l1_normalized, whose error is its L1 norm's plus one rounding.
 //! - finite differences (f64, h = 1e-6 on piecewise-linear or quadratic functions): the
 //!   truncation error is ~0 and the cancellation error ~1e-10 relative; the comparison with
 //!   the f32 GPU gradient is limited by f32: 1e-4.
@@ -857,6 +858,68 @@ fn mse_forward_backward() {
             );
         }
     }
+}
+
+#[test]
+fn mse_forward_backward_split_weighs_loss_and_gradient_apart() {
+    // The loss keeps its weight, the gradient takes its own (1 under --normalize-gradients).
+    let mut rng = Rng::new(16);
+    let n = 13 * 7 * 5;
+    let (x, t) = (rng.vec(n, -1.0, 1.0), rng.vec(n, -1.0, 1.0));
+    let (xd, td) = (f64s(&x), f64s(&t));
+    let losses = Tensor::new(ctx(), [2, 1, 1], "losses").unwrap();
+    losses.fill(ctx(), f32::NAN);
+    let dx = poisoned([n, 1, 1]);
+    let (tx, tt) = (upload([n, 1, 1], &x), upload([n, 1, 1], &t));
+    run(&reduce::mse_forward_backward_split(ctx(), &tx, &tt, &losses, 1, 3.5, 1.0, &dx, false));
+    assert_close(
+        "mse_forward_backward_split loss",
+        &read(&losses)[1..2],
+        &[3.5 * r::mse_forward(&xd, &td)],
+        TOL_REDUCE,
+    );
+    assert_close("mse_forward_backward_split dx", &read(&dx), &r::mse_backward(&xd, &td, 1.0), TOL_ELEMENTWISE * 4.0);
+}
+
+#[test]
+fn add_l1_normalized() {
+    // dx (+)= w g / (|g|_1 + 1e-8): the norm is tree-summed (TOL_REDUCE), then one rounding.
+    let mut rng = Rng::new(17);
+    for &(n, scale) in &[(1usize, 1.0f32), (7, 1e-9), (13 * 7 * 5, 1.0), (64 * 32 * 32, 1e-3), (300_001, 5.0)] {
+        let g: Vec<f32> = rng.vec(n, -1.0, 1.0).iter().map(|v| v * scale).collect();
+        let gd = f64s(&g);
+        let tg = upload([n, 1, 1], &g);
+        let weight = 2.5f32;
+        for accumulate in [false, true] {
+            let base = rng.vec(n, -1.0, 1.0);
+            let dx = if accumulate { upload([n, 1, 1], &base) } else { poisoned([n, 1, 1]) };
+            run(&reduce::add_l1_normalized(ctx(), &tg, weight, &dx, accumulate));
+            let mut want = if accumulate { f64s(&base) } else { vec![0.0; n] };
+            r::add_l1_normalized(&mut want, &gd, weight as f64);
+            let got = read(&dx);
+            assert_close(
+                &format!("add_l1_normalized n={n} |g|~{scale:e} accumulate={accumulate}"),
+                &got,
+                &want,
+                TOL_REDUCE,
+            );
+            if !accumulate {
+                // The normalised gradient's L1 norm is the weight, but for the 1e-8 guard,
+                // which shrinks it visibly only when |g|_1 is itself ~1e-8 (the 7 x 1e-9 case).
+                let l1: f64 = want.iter().map(|v| v.abs()).sum();
+                let norm: f64 = gd.iter().map(|v| v.abs()).sum();
+                assert!((l1 - weight as f64 * norm / (norm + r::L1_EPS)).abs() < 1e-9 * l1);
+                if scale < 1e-6 {
+                    assert!(l1 < 0.5 * weight as f64, "the epsilon must matter for |g|_1 = {norm:e}");
+                }
+            }
+        }
+    }
+    // A zero gradient stays zero (no 0/0).
+    let z = upload([9, 1, 1], &[0.0; 9]);
+    let dx = poisoned([9, 1, 1]);
+    run(&reduce::add_l1_normalized(ctx(), &z, 3.0, &dx, false));
+    assert!(read(&dx).iter().all(|v| *v == 0.0));
 }
 
 #[test]

@@ -35,6 +35,20 @@ fn check_iteration(what: &str, s: &LossSettings, h: usize, w: usize, seed: u64) 
 }
 
 fn check_iteration_edge(what: &str, s: &LossSettings, h: usize, w: usize, seed: u64, edge: Edge) {
+    check_iteration_with(what, s, h, w, seed, edge, false);
+}
+
+/// One GPU iteration (`--normalize-gradients` when `normalize`) against the f64 reference;
+/// returns the GPU's image gradient.
+fn check_iteration_with(
+    what: &str,
+    s: &LossSettings,
+    h: usize,
+    w: usize,
+    seed: u64,
+    edge: Edge,
+    normalize: bool,
+) -> Vec<f32> {
     let n = s.convs_needed();
     let r = edge.margin(s);
     let net_w = random_convs_of(s.model, &mut Rng::new(seed), n);
@@ -50,7 +64,7 @@ fn check_iteration_edge(what: &str, s: &LossSettings, h: usize, w: usize, seed: 
     let tc = compute_targets(ctx(), &net, s, &content, h, w, true, false).unwrap();
     let ts = compute_targets(ctx(), &net, s, &style, sh, sw, false, true).unwrap();
     let targets = stylize::runner::Targets { content: tc.content, style: ts.style };
-    let g = Graph::new(ctx(), &net, s, &targets, &x0, h, w, AdamConfig::default()).unwrap();
+    let g = Graph::new_with(ctx(), &net, s, &targets, &x0, h, w, AdamConfig::default(), normalize).unwrap();
     g.losses.fill(ctx(), f32::NAN);
     g.grad.fill(ctx(), f32::NAN);
     g.evaluate(ctx()).unwrap();
@@ -59,7 +73,7 @@ fn check_iteration_edge(what: &str, s: &LossSettings, h: usize, w: usize, seed: 
 
     let (rc, _) = rs::targets(&net_w, s, &f64s(&content), h, w, r);
     let (_, rsty) = rs::targets(&net_w, s, &f64s(&style), sh, sw, r);
-    let (lc, ls, tv, dx) = rs::evaluate(&net_w, s, &rc, &rsty, &f64s(&x0), h, w, r);
+    let (lc, ls, tv, dx) = rs::evaluate_with(&net_w, s, &rc, &rsty, &f64s(&x0), h, w, r, normalize);
     for (k, (gv, rv)) in losses.content.iter().zip(&lc).enumerate() {
         assert_close(&format!("{what}: content loss {k}"), &[*gv], &[*rv], TOL_STEP);
     }
@@ -69,6 +83,7 @@ fn check_iteration_edge(what: &str, s: &LossSettings, h: usize, w: usize, seed: 
     }
     assert_close(&format!("{what}: tv loss"), &[losses.tv], &[tv], TOL_STEP);
     assert_close(&format!("{what}: image gradient"), &grad, &dx, TOL_STEP);
+    grad
 }
 
 #[test]
@@ -240,4 +255,145 @@ fn fifty_adam_steps_lower_the_loss() {
     assert!(img.iter().all(|v| (0.0..=1.0).contains(v)), "pixels stay clamped to [0,1]");
     // Observed: 0.324 -> 0.054 (6.0x) at lr 0.05 from noise.
     assert!(first / last > 5.0, "loss fell only by {:.2}x", first / last);
+}
+
+/// Settings with seeded random loss weights (content, style, per style layer, TV).
+fn random_weights(s: LossSettings, seed: u64) -> LossSettings {
+    let mut rng = Rng::new(seed);
+    let v = rng.vec(3 + s.style_layers.len(), 0.2, 3.0);
+    LossSettings {
+        content_weight: v[0],
+        style_weight: 100.0 * v[1],
+        tv_weight: v[2],
+        style_layer_weights: v[3..].to_vec(),
+        ..s
+    }
+}
+
+#[test]
+fn one_iteration_normalized_gradients_match_reference() {
+    // --normalize-gradients (jcjohnson's -normalize_gradients): each content and style term's
+    // gradient divided by its L1 norm at its tap. Its extra error is each norm's (a tree sum,
+    // ~1e-7 relative) scaling the whole term, far below the chained convs' ~3e-6: the same
+    // TOL_STEP holds. Off and on must differ by far more than that, or the test could not fail.
+    let cases = [
+        (
+            "48x40 avg torch default layers",
+            LossSettings {
+                model: Model::Vgg19,
+                content_layers: taps(&["relu4_2"]),
+                style_layers: taps(&["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]),
+                style_layer_weights: vec![],
+                content_weight: 0.0,
+                style_weight: 0.0,
+                tv_weight: 0.0,
+                pool: Pool::Avg,
+                preprocess: Preprocess::Torch,
+            },
+            48,
+            40,
+            Edge::Zero,
+        ),
+        (
+            // Two content layers (the weight split), a content and a style term on one tap
+            // (each normalised apart, then summed), conv and pool taps, max pooling, a margin.
+            "27x21 max caffe shared taps, reflect 8",
+            LossSettings {
+                model: Model::Vgg19,
+                content_layers: taps(&["conv2_2", "relu2_1"]),
+                style_layers: taps(&["conv1_1", "pool1", "relu2_1", "relu3_1"]),
+                style_layer_weights: vec![],
+                content_weight: 0.0,
+                style_weight: 0.0,
+                tv_weight: 0.0,
+                pool: Pool::Max,
+                preprocess: Preprocess::Caffe,
+            },
+            27,
+            21,
+            Edge::Reflect(5),
+        ),
+    ];
+    for (k, (what, s, h, w, edge)) in cases.into_iter().enumerate() {
+        let s = random_weights(s, 40 + k as u64);
+        let seed = 11 + k as u64;
+        let on = check_iteration_with(&format!("{what}, normalized"), &s, h, w, seed, edge, true);
+        let off = check_iteration_with(&format!("{what}, plain"), &s, h, w, seed, edge, false);
+        let d = rel_err(&on, &f64s(&off));
+        println!("{what}: normalized vs plain image gradient, rel diff {d:.2e}");
+        assert!(d > 0.1, "{what}: --normalize-gradients changed the gradient by only {d:.2e}");
+    }
+}
+
+#[test]
+fn normalized_gradient_is_the_gradient_of_terms_reweighted_by_their_norms() {
+    // An independent check of the reference's normalisation, and a finite-difference check of
+    // it: at x0, the normalised gradient is the plain gradient of the loss whose term k has
+    // weight w_k / (|g_k(x0)|_1 + 1e-8), g_k the term's weight-free gradient at its tap
+    // (computed here from the reference's ops), and so matches central differences of that loss.
+    let base = LossSettings {
+        model: Model::Vgg19,
+        content_layers: taps(&["relu2_2"]),
+        style_layers: taps(&["relu1_1", "relu2_1", "relu3_1"]),
+        style_layer_weights: vec![],
+        content_weight: 0.0,
+        style_weight: 0.0,
+        tv_weight: 0.0,
+        pool: Pool::Avg,
+        preprocess: Preprocess::Torch,
+    };
+    let s = random_weights(base, 50);
+    let (h, w, r) = (12, 10, 4);
+    let net_w = random_net(3, s.convs_needed());
+    let mut rng = Rng::new(51);
+    let content = f64s(&rng.vec(3 * h * w, 0.0, 1.0));
+    let style = f64s(&rng.vec(3 * h * w, 0.0, 1.0));
+    let x = f64s(&rng.vec(3 * h * w, 0.0, 1.0));
+    let (rc, _) = rs::targets(&net_w, &s, &content, h, w, r);
+    let (_, rsty) = rs::targets(&net_w, &s, &style, h, w, r);
+
+    // Each term's weight-free tap gradient and its L1 norm.
+    let f = rs::forward(&net_w, &s, &x, h, w, r, s.convs_needed());
+    let l1 = |v: &[f64]| v.iter().map(|a| a.abs()).sum::<f64>() + stylize::reference::L1_EPS;
+    let (a, _) = rs::crop(&f, &s, s.content_layers[0], h, w, r);
+    let nc = l1(&stylize::reference::mse_backward(&a, &rc[0], 1.0));
+    let ns: Vec<f64> = (0..s.style_layers.len())
+        .map(|k| {
+            let (a, [c, hh, ww]) = rs::crop(&f, &s, s.style_layers[k], h, w, r);
+            let g = stylize::reference::gram_forward(&a, c, hh * ww);
+            let dg = stylize::reference::mse_backward(&g, &rsty[k], 1.0);
+            l1(&stylize::reference::gram_backward(&a, &dg, c, hh * ww))
+        })
+        .collect();
+    let reweighted = LossSettings {
+        content_weight: (s.content_weight as f64 / nc) as f32,
+        style_weight: 1.0,
+        style_layer_weights: ns
+            .iter()
+            .zip(&s.style_layer_weights)
+            .map(|(n, lw)| (s.style_weight as f64 * *lw as f64 / n) as f32)
+            .collect(),
+        ..s.clone()
+    };
+    let (lc, ls, tv, normalized) = rs::evaluate_with(&net_w, &s, &rc, &rsty, &x, h, w, r, true);
+    let (lc0, ls0, tv0, _) = rs::evaluate(&net_w, &s, &rc, &rsty, &x, h, w, r);
+    assert_eq!((lc, ls, tv), (lc0, ls0, tv0), "the losses do not change with the option");
+    let (_, _, _, plain) = rs::evaluate(&net_w, &reweighted, &rc, &rsty, &x, h, w, r);
+    // The reweighted settings hold f32 weights: ~6e-8 relative.
+    let scale = normalized.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let err = normalized.iter().zip(&plain).fold(0.0f64, |m, (a, b)| m.max((a - b).abs())) / scale;
+    println!("normalized gradient vs reweighted plain gradient: rel err {err:.2e}");
+    assert!(err < 1e-6, "normalized vs reweighted {err:.3e}");
+
+    let total = |v: &[f64]| {
+        let (a, b, c, _) = rs::evaluate(&net_w, &reweighted, &rc, &rsty, v, h, w, r);
+        a.iter().sum::<f64>() + b.iter().sum::<f64>() + c
+    };
+    let mut worst = 0.0f64;
+    for _ in 0..12 {
+        let i = rng.below(x.len());
+        worst = worst.max((fd(&total, &x, i, 1e-6) - normalized[i]).abs() / scale);
+    }
+    println!("normalized gradient vs finite differences of the reweighted loss: rel err {worst:.2e}");
+    assert!(worst < 1e-5, "normalized gradient vs FD {worst:.3e}");
 }

@@ -115,15 +115,24 @@ pub(crate) struct RenderArgs {
     /// 0: off.
     #[arg(long, default_value_t = 0.0, value_name = "D")]
     avg_decay: f64,
-    /// Weight of the content loss [default: 1 for torchvision weights, 5 for Caffe weights].
+    /// Weight of the content loss [default: 1 for torchvision weights, 5 for Caffe weights; 5 with
+    /// --normalize-gradients].
     #[arg(long)]
     content_weight: Option<f32>,
-    /// Weight of the style loss [default: 1e6 for torchvision weights, 20 for Caffe weights].
+    /// Weight of the style loss [default: 1e6 for torchvision weights, 100 for Caffe weights; 100
+    /// with --normalize-gradients].
     #[arg(long)]
     style_weight: Option<f32>,
     /// Weight of the total-variation (smoothness) loss [default: 100 torchvision, 1e5 Caffe].
     #[arg(long)]
     tv_weight: Option<f32>,
+    /// jcjohnson/neural-style's -normalize_gradients: divide each content and style layer's
+    /// gradient by its L1 norm before weighting and summing them, so every layer pulls with its
+    /// weight whatever its scale (TV is not normalised; reported losses are unchanged). The
+    /// weights then mean something else: start near --content-weight 5 --style-weight 100 and
+    /// tune from there. Untiled renders only.
+    #[arg(long)]
+    normalize_gradients: bool,
     /// Layers whose activations the content loss compares (comma-separated; conv1_1..conv5_4,
     /// relu1_1..relu5_4, pool1..pool5 for VGG19; up to conv5_3/relu5_3 for VGG16, which has
     /// 3 layers in blocks 3-5).
@@ -312,6 +321,7 @@ pub(crate) fn options(a: RenderArgs) -> Result<RenderOptions> {
         content_weight: a.content_weight,
         style_weight: a.style_weight,
         tv_weight: a.tv_weight,
+        normalize_gradients: a.normalize_gradients,
         content_layers: a.content_layers,
         style_layers: a.style_layers,
         style_layer_weights: a.style_layer_weights,

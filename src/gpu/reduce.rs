@@ -69,12 +69,31 @@ pub fn mse_forward_backward(
     dx: &Tensor,
     accumulate: bool,
 ) -> Op {
+    mse_forward_backward_split(ctx, x, t, out, slot, weight, weight, dx, accumulate)
+}
+
+#[allow(clippy::too_many_arguments)]
+/// [`mse_forward_backward`] with the loss and the gradient weighted apart: out\[slot\] =
+/// loss_weight * mean((x - t)^2) and dx (+)= grad_weight * 2 (x - t) / n. With
+/// `--normalize-gradients` a term's gradient is taken weight-free (grad_weight 1) and its weight
+/// applied after the L1 normalisation ([`add_l1_normalized`]), while the loss keeps its weight.
+pub fn mse_forward_backward_split(
+    ctx: &Context,
+    x: &Tensor,
+    t: &Tensor,
+    out: &Tensor,
+    slot: usize,
+    loss_weight: f32,
+    grad_weight: f32,
+    dx: &Tensor,
+    accumulate: bool,
+) -> Op {
     assert_eq!(x.len(), t.len());
     assert_eq!(x.len(), dx.len());
     let n = x.len() as f32;
-    let p = ReduceParams { gscale: 2.0 * weight / n, gaccumulate: accumulate as u32, ..Default::default() };
+    let p = ReduceParams { gscale: 2.0 * grad_weight / n, gaccumulate: accumulate as u32, ..Default::default() };
     let inputs: &Bindings<'_> = &[("X", x), ("X4", x), ("Tg", t), ("T4", t), ("D", dx), ("D4", dx)];
-    two_stage(ctx, "mse_partial_grad", x, inputs, p, out, slot, weight / n)
+    two_stage(ctx, "mse_partial_grad", x, inputs, p, out, slot, loss_weight / n)
 }
 
 /// out\[slot\] (+)= scale * sum((x - t)^2): tiles add their share with the whole image's scale.
@@ -150,4 +169,27 @@ pub fn dot_forward(ctx: &Context, a: &Tensor, b: &Tensor, out: &Tensor, slot: us
 /// out\[slot\] = scale * sum(|x|).
 pub fn abs_sum_forward(ctx: &Context, x: &Tensor, out: &Tensor, slot: usize, scale: f32) -> Op {
     two_stage(ctx, "abs_sum_partial", x, &[("X", x), ("X4", x)], ReduceParams::default(), out, slot, scale)
+}
+
+/// dx (+)= weight * g / (sum(|g|) + 1e-8): one loss term's gradient g at its tap, normalised by
+/// its L1 norm and weighted, as jcjohnson/neural-style's `-normalize_gradients` (the CPU twin is
+/// `reference::add_l1_normalized`). Three dispatches, no readback: the norm (`abs_sum_partial`,
+/// `reduce_finish`) into a 4-byte buffer the op owns, then the scaled add. dx may not alias g.
+pub fn add_l1_normalized(ctx: &Context, g: &Tensor, weight: f32, dx: &Tensor, accumulate: bool) -> Op {
+    assert_eq!(g.len(), dx.len());
+    let norm = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("L1 norm"),
+        size: 16,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    let norm_t = Tensor { buf: norm.clone(), shape: [1, 1, 1] };
+    let sum = abs_sum_forward(ctx, g, &norm_t, 0, 1.0);
+    let n = g.len();
+    let (gx, gy) = grid(ctx, n);
+    let p = ReduceParams { n: n as u32, scale: weight, accumulate: accumulate as u32, gx, ..Default::default() };
+    let add = ctx.dispatch(FILE, "add_l1_normalized", &p, &[("X", g), ("Tg", &norm), ("Out", dx)], (gx, gy, 1));
+    let mut op = sum.then(ctx.op(add));
+    op.scratch.push(norm);
+    op
 }

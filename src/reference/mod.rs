@@ -210,6 +210,18 @@ pub fn mse_backward(x: &[f64], t: &[f64], scale: f64) -> Vec<f64> {
     x.iter().zip(t).map(|(a, b)| 2.0 * (a - b) / n * scale).collect()
 }
 
+/// jcjohnson/neural-style's guard against a zero gradient: g / (|g|_1 + 1e-8).
+pub const L1_EPS: f64 = 1e-8;
+
+/// dx += weight * g / (sum(|g|) + [`L1_EPS`]): one loss term's gradient at its tap under
+/// `--normalize-gradients` (jcjohnson/neural-style's `-normalize_gradients`: each content and
+/// style term's gradient divided by its L1 norm, then multiplied by the term's weight).
+pub fn add_l1_normalized(dx: &mut [f64], g: &[f64], weight: f64) {
+    assert_eq!(dx.len(), g.len());
+    let s = weight / (g.iter().map(|v| v.abs()).sum::<f64>() + L1_EPS);
+    dx.iter_mut().zip(g).for_each(|(d, v)| *d += s * v);
+}
+
 /// Total variation: (sum of squared differences of horizontal neighbours + of vertical
 /// neighbours) / (C*H*W). Normalised by the element count so its weight does not depend on
 /// image size; defined (zero) for 1-pixel-wide or -high images.

@@ -142,6 +142,36 @@ pub fn evaluate(
     w: usize,
     r: usize,
 ) -> (Vec<f64>, Vec<f64>, f64, Vec<f64>) {
+    evaluate_with(net, s, content_targets, style_targets, x, h, w, r, false)
+}
+
+/// [`evaluate`], and with `normalize_gradients` jcjohnson/neural-style's `-normalize_gradients`:
+/// each content and style term's weight-free gradient at its tap divided by its L1 norm
+/// ([`add_l1_normalized`]), then times the term's weight, before the terms are summed; TV
+/// untouched. The losses returned are the plain weighted ones either way (the oracle of
+/// `runner::Graph::new_with`).
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_with(
+    net: &[ConvLayer],
+    s: &LossSettings,
+    content_targets: &[Vec<f64>],
+    style_targets: &[Vec<f64>],
+    x: &[f64],
+    h: usize,
+    w: usize,
+    r: usize,
+    normalize_gradients: bool,
+) -> (Vec<f64>, Vec<f64>, f64, Vec<f64>) {
+    // A term's gradient at its tap from its weight-free gradient `g`.
+    let weigh = |g: Vec<f64>, weight: f64| {
+        if normalize_gradients {
+            let mut d = vec![0.0; g.len()];
+            add_l1_normalized(&mut d, &g, weight);
+            d
+        } else {
+            g.iter().map(|v| v * weight).collect()
+        }
+    };
     let n = s.convs_needed();
     let f = forward(net, s, x, h, w, r, n);
     // A tap's gradient over the image's positions, placed back into the padded map.
@@ -158,15 +188,15 @@ pub fn evaluate(
     for (k, &t) in s.content_layers.iter().enumerate() {
         let (a, _) = crop(&f, s, t, h, w, r);
         lc.push(cw * mse_forward(&a, &content_targets[k]));
-        tap_grads.push((t, uncrop(t, mse_backward(&a, &content_targets[k], cw))));
+        tap_grads.push((t, uncrop(t, weigh(mse_backward(&a, &content_targets[k], 1.0), cw))));
     }
     for (k, &t) in s.style_layers.iter().enumerate() {
         let (a, [c, hh, ww]) = crop(&f, s, t, h, w, r);
         let g = gram_forward(&a, c, hh * ww);
         let sw = s.style_weight as f64 * s.style_layer_weights[k] as f64;
         ls.push(sw * mse_forward(&g, &style_targets[k]));
-        let dg = mse_backward(&g, &style_targets[k], sw);
-        tap_grads.push((t, uncrop(t, gram_backward(&a, &dg, c, hh * ww))));
+        let dg = mse_backward(&g, &style_targets[k], 1.0);
+        tap_grads.push((t, uncrop(t, weigh(gram_backward(&a, &dg, c, hh * ww), sw))));
     }
     let add = |g: &mut Option<Vec<f64>>, t: Tap| {
         for (tt, d) in &tap_grads {

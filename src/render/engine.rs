@@ -2,7 +2,10 @@
 
 use super::observe::RenderInfo;
 use super::plan::{check_fits, plan_stages, StagePlan};
-use super::{default_weights_for, parse_taps, validate, Init, Optimizer, RenderOptions, WeightsSource, MIN_SIDE};
+use super::{
+    default_weights_for, parse_taps, validate, Init, Optimizer, RenderOptions, WeightsSource, MIN_SIDE,
+    NORMALIZED_WEIGHTS,
+};
 use crate::error::{Error, Result};
 use crate::gpu::adam::AdamConfig;
 use crate::gpu::ema::Ema;
@@ -222,7 +225,12 @@ impl Engine {
         };
         let (convs, recognised, source) = load(model, needed)?;
         settings.preprocess = o.preprocess.or(recognised).unwrap_or(Preprocess::Torch);
-        let (dc, ds, dt) = default_weights_for(settings.preprocess);
+        let (mut dc, mut ds, dt) = default_weights_for(settings.preprocess);
+        if o.normalize_gradients {
+            // Normalised terms no longer scale with the activations: jcjohnson's defaults fit
+            // either convention (without them, torchvision's 1 : 1e6 would drown the content).
+            (dc, ds) = NORMALIZED_WEIGHTS;
+        }
         settings.content_weight = o.content_weight.unwrap_or(dc);
         settings.style_weight = o.style_weight.unwrap_or(ds);
         settings.tv_weight = o.tv_weight.unwrap_or(dt);
@@ -355,7 +363,8 @@ impl Engine {
         let tc = compute_targets(&self.ctx, &self.net, &self.settings, &content.data, h, w, true, false)?;
         let targets = Targets { content: tc.content, style };
         let adam = AdamConfig { lr: o.learning_rate(), clamp: Some((0.0, 1.0)), ..Default::default() };
-        let mut graph = Graph::new(&self.ctx, &self.net, &self.settings, &targets, &init, h, w, adam)?;
+        let (s, n) = (&self.settings, o.normalize_gradients);
+        let mut graph = Graph::new_with(&self.ctx, &self.net, s, &targets, &init, h, w, adam, n)?;
         if o.optimizer == Optimizer::Lbfgs {
             let bounds = o.lbfgs_clamp.then_some((0.0, 1.0));
             graph.set_lbfgs(&self.ctx, LbfgsConfig { history: o.lbfgs_history, lr: o.learning_rate(), bounds })?;

@@ -513,6 +513,9 @@ fn settings_text(o: &RenderOptions, s: &LossSettings, source: &str, frame: Optio
     if o.avg_decay > 0.0 {
         cmd += &format!(" --avg-decay {}", o.avg_decay);
     }
+    if o.normalize_gradients {
+        cmd += " --normalize-gradients";
+    }
     if o.original_colors {
         cmd += " --original-colors";
     }

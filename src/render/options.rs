@@ -109,12 +109,17 @@ pub struct RenderOptions {
     pub lbfgs_clamp: bool,
     /// None: [`ADAM_LR`] for Adam, [`LBFGS_LR`] for L-BFGS.
     pub lr: Option<f32>,
-    /// None: the default of the weights' convention (see [`default_weights_for`]).
+    /// None: the default of the weights' convention (see [`default_weights_for`]), or
+    /// [`NORMALIZED_WEIGHTS`] with `normalize_gradients`.
     pub content_weight: Option<f32>,
-    /// None: the default of the weights' convention.
+    /// None: as `content_weight`.
     pub style_weight: Option<f32>,
     /// None: the default of the weights' convention.
     pub tv_weight: Option<f32>,
+    /// jcjohnson/neural-style's `-normalize_gradients`: each content and style term's gradient
+    /// divided by its L1 norm before it is weighted and summed (TV untouched; the losses
+    /// reported are unchanged). Untiled stages only.
+    pub normalize_gradients: bool,
     /// Taps of the content loss, e.g. `relu4_2`.
     pub content_layers: Vec<String>,
     /// Taps of the style loss.
@@ -247,6 +252,7 @@ impl Default for RenderOptions {
             content_weight: None,
             style_weight: None,
             tv_weight: None,
+            normalize_gradients: false,
             content_layers: vec!["relu4_2".into()],
             style_layers: ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"].map(String::from).to_vec(),
             style_layer_weights: None,
@@ -310,6 +316,12 @@ pub fn default_weights_for(p: Preprocess) -> (f32, f32, f32) {
         Preprocess::Caffe => (5.0, 100.0, 1e5),
     }
 }
+
+/// (content, style) weights used with `--normalize-gradients` when not given, for either
+/// convention: jcjohnson/neural-style's defaults, which its users pair with `-normalize_gradients`.
+/// Each normalised term's gradient has L1 norm equal to its weight, so these say how hard each
+/// layer pulls, whatever the weights' scale (README "Normalised gradients").
+pub const NORMALIZED_WEIGHTS: (f32, f32) = (5.0, 100.0);
 
 pub(super) fn check_finite(name: &str, v: f32, positive: bool) -> Result<()> {
     if !v.is_finite() || v < 0.0 || (positive && v == 0.0) {

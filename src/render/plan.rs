@@ -214,6 +214,16 @@ pub fn plan_stages(
     for (scale, &size) in sizes.iter().enumerate().rev() {
         let (width, height) = working_size(content.0, content.1, size);
         let tile = decide_tile(ctx, s, o, width, height)?;
+        if tile.is_some() && o.normalize_gradients {
+            // A term's L1 norm spans the whole image, which no tile sees.
+            let hint = match o.tile {
+                TileMode::Size(_) => "drop --tile",
+                _ => "use a smaller --size",
+            };
+            return Err(Error::InvalidArgument(format!(
+                "--normalize-gradients works untiled only, but the {width}x{height} stage would be tiled; {hint}"
+            )));
+        }
         let style_longest = ((o.style_scale as f64 * size as f64).round() as u32).max(1);
         let styles = styles
             .iter()
