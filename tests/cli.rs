@@ -332,8 +332,9 @@ fn tune_command_measures_and_saves_a_table_a_render_then_reads() {
     let run = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_stylize")).args(args).env("STYLIZE_CACHE", &d).output().expect("run")
     };
-    // A small size and budget keep it short on lavapipe (pipelines compile slowly there).
-    let o = run(&["tune", "--sizes", "8", "--budget", "2"]);
+    // A small size keeps it short on lavapipe; the budget must let at least the first shape time
+    // every candidate (pipelines compile slowly there), since a shape cut short is not kept.
+    let o = run(&["tune", "--sizes", "8", "--budget", "30"]);
     let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(o.status.success(), "{out}{err}");
     assert!(out.contains("conv3x3 ") && err.contains("measured in"), "{out}{err}");
