@@ -103,6 +103,15 @@ fn a_16_bit_render_is_the_8_bit_one_with_finer_levels() {
     assert!(!jpg.exists());
     let r = render(&c, &s, &o8, &["--bit-depth", "12"]);
     assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains("8 or 16"));
+    // A batch whose outputs mix PNG and JPEG: refused before its first frame (a.png), not after.
+    let (frames, styled) = (d.join("frames"), d.join("styled"));
+    std::fs::create_dir_all(&frames).unwrap();
+    image_io::save_image(&frames.join("a.png"), &image_io::synthetic_photo(40, 30, 3), &[]).unwrap();
+    image_io::save_image(&frames.join("b.jpg"), &image_io::synthetic_photo(40, 30, 4), &[]).unwrap();
+    let r = render(&frames, &s, &styled, &["--bit-depth", "16"]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success() && err.contains("JPEG holds 8 bits per channel"), "{err}");
+    assert!(!styled.join("a.png").exists(), "the PNG frame was rendered before the refusal");
 }
 
 #[test]

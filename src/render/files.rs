@@ -66,6 +66,12 @@ pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<Ren
     if !batch && !o.output.as_os_str().is_empty() {
         image_io::check_output_path(&o.output)?;
     }
+    // Every output's format must hold the bit depth before the first frame, not halfway through.
+    if batch {
+        for f in &all {
+            image_io::check_bit_depth(&f.output, o.bit_depth)?;
+        }
+    }
     let range = match o.shard {
         Some(_) if !batch => {
             return Err(Error::InvalidArgument(
@@ -231,9 +237,6 @@ pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<Ren
         }
         files.output = frame.output.clone();
         files.text = text.clone();
-        if batch {
-            image_io::check_bit_depth(&frame.output, o.bit_depth)?;
-        }
         // The content's colour profile goes into every image of its frame (its pixels are the
         // content's values, optimised).
         let icc = match frame.content.is_file() {
