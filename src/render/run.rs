@@ -317,7 +317,9 @@ fn run_tiled_stage(
             let ended = Ended::NonFinite { step: frame_step - 1, good_step: good.1 };
             return Ok(StageOut { report: None, image: good.0, content, ended });
         }
-        good = (tg.image.clone(), frame_step - 1);
+        // Into the kept buffer: a copy, but no allocation per step (the image can be GBs).
+        good.0.clone_from(&tg.image);
+        good.1 = frame_step - 1;
         if step > 1 && (step > start + 1 || pending) {
             report_step(o, obs, &info, step - 1, Some(&last), t0)?;
         }
