@@ -6,6 +6,8 @@
 //!
 //! Tiny renders (24 px, random weights, shallow layers) so it runs on a software Vulkan driver.
 
+mod common;
+use common::{images, tmpdir};
 use std::path::{Path, PathBuf};
 use stylize::gpu::tune::{adapter_key, table_path, TuneMode};
 use stylize::gpu::{AdapterChoice, Context};
@@ -13,21 +15,6 @@ use stylize::image_io;
 use stylize::render::{self, checkpoint_path, Checkpoint, Control, Observer, Optimizer, RenderOptions, StageInfo};
 use stylize::render::{Shard, TileMode, WeightsSource};
 use stylize::{Error, Result};
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("stylize-ckpt-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// A 40x30 content photo and a 36x36 style painting in `dir`.
-fn images(dir: &Path) -> (PathBuf, PathBuf) {
-    let (c, s) = (dir.join("content.png"), dir.join("style.png"));
-    image_io::save_image(&c, &image_io::synthetic_photo(40, 30, 1), &[]).unwrap();
-    image_io::save_image(&s, &image_io::synthetic_painting(36, 36, 2), &[]).unwrap();
-    (c, s)
-}
 
 /// 24 px, random weights, 9 steps, losses printed every 2 steps (so checkpoints fall both where
 /// a step's losses are still to be measured and where they are not), a checkpoint every 3 steps.

@@ -1,26 +1,13 @@
 //! What a loss log's step means (issue 18): line k of `--log-json` holds the losses of the image
 //! after k updates (line 0: the initial image) and the last line those of the image written.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::{images, tmpdir};
+use std::path::Path;
 use std::process::Command;
 use stylize::image_io::{self, Planar};
 use stylize::render::{self, Optimizer, RenderOptions, WeightsSource};
 use stylize::runner::Losses;
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("stylize-logsteps-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// A 40x30 content photo and a 36x36 style.
-fn images(dir: &Path) -> (PathBuf, PathBuf) {
-    let (c, s) = (dir.join("content.png"), dir.join("style.png"));
-    image_io::save_image(&c, &image_io::synthetic_photo(40, 30, 1), &[]).unwrap();
-    image_io::save_image(&s, &image_io::synthetic_painting(36, 36, 2), &[]).unwrap();
-    (c, s)
-}
 
 fn options(c: &Path, s: &Path, out: &Path, steps: u32, optimizer: Optimizer) -> RenderOptions {
     RenderOptions {

@@ -131,3 +131,21 @@ pub fn fails_with(args: &[&str], needle: &str) {
     assert!(err.to_lowercase().contains(&needle.to_lowercase()), "for {args:?}: expected {needle:?} in: {err}");
     println!("{args:?}\n  -> {}", err.trim());
 }
+
+/// A fresh scratch folder for test `name` of this test binary (its crate name and the process
+/// id in the path, so binaries and runs never share one).
+pub fn tmpdir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("stylize-{}-{name}-{}", env!("CARGO_CRATE_NAME"), std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A 40x30 content photo and a 36x36 style painting written into `dir`.
+pub fn images(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    use stylize::image_io;
+    let (c, s) = (dir.join("content.png"), dir.join("style.png"));
+    image_io::save_image(&c, &image_io::synthetic_photo(40, 30, 1), &[]).unwrap();
+    image_io::save_image(&s, &image_io::synthetic_painting(36, 36, 2), &[]).unwrap();
+    (c, s)
+}
