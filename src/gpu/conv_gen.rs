@@ -3,7 +3,8 @@
 //! for one [`TexConfig`]. Every variant the wrappers can select is written out under
 //! `shaders/generated/` by tests/generated.rs, so it can be read as a file.
 
-use super::conv::{tex_configs, GemmTile, TexConfig, WG};
+use super::conv_gemm::GemmTile;
+use super::conv_tex::{tex_configs, TexConfig, WG};
 use super::kernel::{uniform, wgsl_struct};
 
 uniform! {

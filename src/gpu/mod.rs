@@ -6,7 +6,9 @@
 
 pub mod adam;
 pub mod conv;
+pub mod conv_gemm;
 pub mod conv_gen;
+pub mod conv_tex;
 pub mod conv_wino_gemm;
 pub mod ema;
 pub mod gram;
