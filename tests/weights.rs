@@ -144,6 +144,20 @@ fn pth_parameters_with_named_keys() {
 }
 
 #[test]
+fn pth_half_precision_is_converted_exactly() {
+    // features.0.weight is float16 and features.0.bias bfloat16: every value is an f32 exactly,
+    // so the sums and first elements match torch's upcast values to the last bit.
+    let exp = expected();
+    for file in ["conv1_1_half_zip.pth", "conv1_1_half_legacy.pth"] {
+        let w = weights::load(&data(file), 1).unwrap_or_else(|e| panic!("{file}: {e}"));
+        check_values("conv1_1_half", "features.0.weight", &w.layers[0].weight, &exp);
+        check_values("conv1_1_half", "features.0.bias", &w.layers[0].bias, &exp);
+        // bfloat16 keeps 8 significant bits: every bias is a multiple of its own 2^-7 ulp.
+        assert!(w.layers[0].bias.iter().all(|b| b.to_bits() & 0xffff == 0), "{file}: bias not bfloat16 values");
+    }
+}
+
+#[test]
 fn pth_forbidden_global_is_refused() {
     for file in ["forbidden_global_legacy.pth", "forbidden_global_zip.pth"] {
         let err = weights::load(&data(file), 1).unwrap_err();
@@ -271,7 +285,7 @@ fn npz_both_key_styles_and_compression() {
 }
 
 #[test]
-fn npz_float64_is_converted_and_big_endian_read() {
+fn npz_float64_and_float16_are_converted_and_big_endian_read() {
     let dir = scratch("npz-f64");
     let (mut members, w) = vgg_members(1, false, 5);
     members[0] = (
@@ -287,6 +301,24 @@ fn npz_float64_is_converted_and_big_endian_read() {
     let got = weights::load(&p, 1).unwrap();
     assert_eq!(got.layers[0].weight, w.layers[0].weight);
     assert_eq!(got.layers[0].bias, w.layers[0].bias);
+
+    // float16, both byte orders: 1 + k/1024 and -(2^-14)(k/1024) (subnormal) are exact halves.
+    let halves: Vec<(u16, f32)> = (0..64u16)
+        .map(|k| {
+            if k % 2 == 0 {
+                (0x3c00 | k, 1.0 + k as f32 / 1024.0)
+            } else {
+                (0x8000 | k, -(k as f32) * 2f32.powi(-24))
+            }
+        })
+        .collect();
+    members[1] = ("conv1_1.bias".into(), "<f2", vec![64], halves.iter().flat_map(|h| h.0.to_le_bytes()).collect());
+    write_npz(&p, &members, false);
+    let want: Vec<f32> = halves.iter().map(|h| h.1).collect();
+    assert_eq!(weights::load(&p, 1).unwrap().layers[0].bias, want);
+    members[1] = ("conv1_1.bias".into(), ">f2", vec![64], halves.iter().flat_map(|h| h.0.to_be_bytes()).collect());
+    write_npz(&p, &members, false);
+    assert_eq!(weights::load(&p, 1).unwrap().layers[0].bias, want);
     let _ = fs::remove_dir_all(&dir);
 }
 

@@ -30,6 +30,9 @@ What the fixtures exercise (all values seeded, so reruns give identical tensors)
                          (pickled through torch._utils._rebuild_parameter).
   * conv1_1_legacy.pth   legacy format, conv1_1 only (features.0.*) plus an ignored
                          classifier.6.bias: small seeds for the fuzz test.
+  * conv1_1_half_{zip,legacy}.pth  conv1_1 with a float16 weight and a bfloat16 bias:
+                         half-precision checkpoints load (converted to float32 exactly; the
+                         expected values are the upcast ones).
   * forbidden_global_{legacy,zip}.pth  hand-written pickle bytes that name os.system; they are
                          never unpickled here, only written, and the loader must refuse them.
 Expected values (sum, sum of squares, first elements in logical row-major order, float64) go to
@@ -108,9 +111,17 @@ def conv1_1_legacy():
     ])
 
 
+def conv1_1_half():
+    g = torch.Generator().manual_seed(16)
+    return collections.OrderedDict([
+        ("features.0.weight", (torch.randn(64, 3, 3, 3, generator=g) * 0.2).half()),
+        ("features.0.bias", (torch.randn(64, generator=g) * 0.1).bfloat16()),
+    ])
+
+
 def describe(name, sd, lines):
     for key, t in sd.items():
-        if t.dtype != torch.float32:
+        if not t.is_floating_point():
             continue
         flat = t.detach().contiguous().reshape(-1).double()
         first = " ".join(repr(float(v)) for v in flat[:4].tolist())
@@ -148,9 +159,15 @@ def main():
     torch.save(small, os.path.join(OUT, "conv1_1_legacy.pth"), _use_new_zipfile_serialization=False)
     describe("conv1_1_legacy", small, lines)
 
+    half = conv1_1_half()
+    torch.save(half, os.path.join(OUT, "conv1_1_half_zip.pth"))
+    torch.save(half, os.path.join(OUT, "conv1_1_half_legacy.pth"), _use_new_zipfile_serialization=False)
+    describe("conv1_1_half", half, lines)
+
     # Round-trip check with torch itself, so the expected values are what torch.load sees.
     for f, want in [("vgg_tiny_zip.pth", sd), ("vgg_tiny_legacy.pth", sd),
-                    ("vgg16_tiny_zip.pth", sd16), ("vgg16_tiny_legacy.pth", sd16)]:
+                    ("vgg16_tiny_zip.pth", sd16), ("vgg16_tiny_legacy.pth", sd16),
+                    ("conv1_1_half_zip.pth", half), ("conv1_1_half_legacy.pth", half)]:
         back = torch.load(os.path.join(OUT, f), weights_only=True)
         for k, v in want.items():
             assert torch.equal(back[k], v), (f, k)

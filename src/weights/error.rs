@@ -197,8 +197,8 @@ impl fmt::Display for WeightsError {
             }
             BadDtype { path, tensor, dtype } => write!(
                 f,
-                "{}: tensor `{tensor}` has element type {dtype}; only float32 is supported \
-                 (convert with tensor.float())",
+                "{}: tensor `{tensor}` has element type {dtype}; only floating-point \
+                 tensors (float32, float64, float16, bfloat16) are read (convert with tensor.float())",
                 path.display()
             ),
             NonFinite { path, tensor, index, value } => write!(

@@ -9,7 +9,7 @@ use npyz::zip;
 
 use super::catalogue::{Backend, Entry, EntrySrc, Format, Opened};
 use super::error::{malformed, truncated, Result};
-use super::tensor::{gather_f32, Dtype, StorageRef, TensorRef};
+use super::tensor::{f16_to_f32, gather_f32, Dtype, StorageRef, TensorRef};
 use super::zipfile::{member_read_error, zip_error};
 
 /// Largest .npy header we accept (numpy itself caps it at 64 KiB for version 1).
@@ -18,7 +18,7 @@ const MAX_NPY_HEADER: u64 = 1 << 20;
 pub(super) struct NpyMember {
     member: String,
     data_offset: u64,
-    elem: Option<(u8, bool)>, // (bytes per element 4|8, big endian)
+    elem: Option<(u8, bool)>, // (bytes per element 2|4|8, big endian)
     fortran: bool,
 }
 
@@ -38,11 +38,13 @@ pub(super) fn open_npz(path: &Path, mut zip: zip::ZipArchive<BufReader<File>>, n
                 let is_float = ts.type_char() == npyz::TypeChar::Float;
                 let big = ts.endianness() == npyz::Endianness::Big;
                 let elem = match (is_float, ts.size_field()) {
+                    (true, 2) => Some((2u8, big)),
                     (true, 4) => Some((4u8, big)),
                     (true, 8) => Some((8u8, big)),
                     _ => None,
                 };
                 let name = match elem {
+                    Some((2, _)) => "float16".to_string(),
                     Some((4, _)) => "float32".to_string(),
                     Some(_) => "float64".to_string(),
                     None => format!("numpy {descr}"),
@@ -129,7 +131,11 @@ pub(super) fn read_npy_member(
     if (raw.len() as u64) < nbytes {
         return Err(truncated(path, format!("npz member {} holds {} of its {nbytes} data bytes", m.member, raw.len())));
     }
-    let vals: Vec<f32> = if esize == 4 {
+    let vals: Vec<f32> = if esize == 2 {
+        raw.chunks_exact(2)
+            .map(|c| f16_to_f32(if big { u16::from_be_bytes([c[0], c[1]]) } else { u16::from_le_bytes([c[0], c[1]]) }))
+            .collect()
+    } else if esize == 4 {
         raw.chunks_exact(4)
             .map(|c| {
                 let b = [c[0], c[1], c[2], c[3]];

@@ -7,7 +7,7 @@ use super::catalogue::{Entry, EntrySrc};
 use super::error::Result;
 use super::pickle::Unpickler;
 use super::pickle_values::{dict_get, Global, Map, Val};
-use super::tensor::{Dtype, StorageRef, TensorRef};
+use super::tensor::{StorageRef, TensorRef};
 use super::WeightsError;
 
 impl Unpickler<'_> {
@@ -148,7 +148,7 @@ pub(super) fn torch_entries(path: &Path, root: &Val) -> Result<Vec<Entry>> {
                     key,
                     shape: t.size.clone(),
                     dtype: t.storage.dtype.name().to_string(),
-                    readable: t.storage.dtype == Dtype::F32,
+                    readable: t.storage.dtype.is_float(),
                     src: EntrySrc::Torch(t.clone()),
                 }),
                 _ => None,

@@ -49,6 +49,10 @@ impl Dtype {
             Dtype::C128 => 16,
         }
     }
+    /// Whether the loader converts this type's elements to f32 (exactly, except float64's rounding).
+    pub(super) fn is_float(self) -> bool {
+        matches!(self, Dtype::F32 | Dtype::F64 | Dtype::F16 | Dtype::BF16)
+    }
     pub(super) fn name(self) -> &'static str {
         match self {
             Dtype::F32 => "float32",
@@ -87,13 +91,26 @@ pub(super) struct TensorRef {
     pub(super) stride: Vec<u64>,
 }
 
-/// Strided copy of a tensor out of its root storage's bytes, in row-major order.
+/// IEEE binary16 to f32 (exact: every half is an f32).
+pub(super) fn f16_to_f32(h: u16) -> f32 {
+    let sign = if h >> 15 == 1 { -1.0 } else { 1.0 };
+    let (exp, man) = ((h >> 10) & 0x1f, (h & 0x3ff) as u32);
+    match exp {
+        0 => sign * man as f32 * (1.0 / (1u32 << 24) as f32), // zero and subnormals: man * 2^-24
+        31 => f32::from_bits(((h as u32 >> 15) << 31) | 0x7f80_0000 | (man << 13)), // inf, NaN
+        _ => f32::from_bits(((h as u32 >> 15) << 31) | ((exp as u32 + 112) << 23) | (man << 13)),
+    }
+}
+
+/// Strided copy of a tensor out of its root storage's bytes, in row-major order, converted to
+/// f32 (float32, float64, float16 and bfloat16 storages; half-precision checkpoints are common).
 pub(super) fn gather_f32(t: &TensorRef, bytes: &[u8], big_endian: bool) -> std::result::Result<Vec<f32>, String> {
     let s = &t.storage;
-    if s.dtype != Dtype::F32 {
-        return Err(format!("storage holds {}, not float32", s.dtype.name()));
+    if !s.dtype.is_float() {
+        return Err(format!("storage holds {}, not a floating-point type", s.dtype.name()));
     }
-    let root_elems = bytes.len() as u64 / 4;
+    let esize = s.dtype.size() as usize;
+    let root_elems = (bytes.len() / esize) as u64;
     match s.view_offset.checked_add(s.view_numel) {
         Some(end) if end <= root_elems => {}
         _ => {
@@ -126,13 +143,19 @@ pub(super) fn gather_f32(t: &TensorRef, bytes: &[u8], big_endian: bool) -> std::
         ));
     }
     let base = s.view_offset + t.offset; // fits: both bounded by root_elems
+    let dtype = s.dtype;
     let read = |i: u64| -> f32 {
-        let at = (i * 4) as usize;
-        let b = [bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]];
+        let at = i as usize * esize;
+        let mut b = [0u8; 8];
+        b[..esize].copy_from_slice(&bytes[at..at + esize]);
         if big_endian {
-            f32::from_be_bytes(b)
-        } else {
-            f32::from_le_bytes(b)
+            b[..esize].reverse();
+        }
+        match dtype {
+            Dtype::F64 => f64::from_le_bytes(b) as f32,
+            Dtype::F16 => f16_to_f32(u16::from_le_bytes([b[0], b[1]])),
+            Dtype::BF16 => f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16),
+            _ => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
         }
     };
     let mut out = Vec::with_capacity(numel as usize);
@@ -171,6 +194,46 @@ pub(super) fn gather_f32(t: &TensorRef, bytes: &[u8], big_endian: bool) -> std::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn half_and_bfloat16_convert_exactly() {
+        // binary16: 1, -2, the largest normal, the smallest normal and subnormal, -0, inf.
+        for (h, want) in [
+            (0x3c00u16, 1.0f32),
+            (0xc000, -2.0),
+            (0x7bff, 65504.0),
+            (0x0400, 2f32.powi(-14)),
+            (0x0001, 2f32.powi(-24)),
+            (0x03ff, 1023.0 * 2f32.powi(-24)),
+            (0x8000, -0.0),
+            (0x7c00, f32::INFINITY),
+        ] {
+            assert_eq!(f16_to_f32(h).to_bits(), want.to_bits(), "{h:#06x}");
+        }
+        assert!(f16_to_f32(0x7e00).is_nan());
+        // Storages of each type, little and big endian, through the strided copy.
+        let vals = [1.5f32, -0.375, 3.0e-3, 7.0];
+        let t = |dtype| TensorRef {
+            storage: Rc::new(StorageRef { dtype, key: "0".into(), numel: 4, view_offset: 0, view_numel: 4 }),
+            offset: 1,
+            size: vec![3],
+            stride: vec![1],
+        };
+        let f16 = [0x3e00u16, 0xb600, 0x1a25, 0x4700];
+        let le: Vec<u8> = f16.iter().flat_map(|h| h.to_le_bytes()).collect();
+        let be: Vec<u8> = f16.iter().flat_map(|h| h.to_be_bytes()).collect();
+        let want: Vec<f32> = f16[1..].iter().map(|&h| f16_to_f32(h)).collect();
+        assert_eq!(gather_f32(&t(Dtype::F16), &le, false).unwrap(), want);
+        assert_eq!(gather_f32(&t(Dtype::F16), &be, true).unwrap(), want);
+        assert!((want[1] - 3.0e-3).abs() < 1e-6);
+        let bf: Vec<u8> = vals.iter().flat_map(|v| ((v.to_bits() >> 16) as u16).to_le_bytes()).collect();
+        let got = gather_f32(&t(Dtype::BF16), &bf, false).unwrap();
+        assert_eq!(got, [-0.375, f32::from_bits(3.0e-3f32.to_bits() & 0xffff_0000), 7.0]);
+        let f64s: Vec<u8> = vals.iter().flat_map(|&v| (v as f64).to_be_bytes()).collect();
+        assert_eq!(gather_f32(&t(Dtype::F64), &f64s, true).unwrap(), vals[1..]);
+        let ints = vec![0u8; 32];
+        assert!(gather_f32(&t(Dtype::I64), &ints, false).unwrap_err().contains("int64"));
+    }
 
     #[test]
     fn gather_handles_strides_and_rejects_out_of_range() {
