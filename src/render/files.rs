@@ -239,8 +239,12 @@ pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<Ren
         files.text = text.clone();
         // The content's colour profile goes into every image of its frame (its pixels are the
         // content's values, optimised).
+        // An unreadable profile is metadata lost, not a reason to stop a batch: warn, go on.
         let icc = match frame.content.is_file() {
-            true => image_io::load_icc_profile(&frame.content)?,
+            true => image_io::load_icc_profile(&frame.content).unwrap_or_else(|e| {
+                files.notice(&format!("warning: {e}; {} gets no colour profile", frame.output.display()));
+                None
+            }),
             false => None,
         };
         files.save = SaveOptions { bit_depth: o.bit_depth, icc_profile: icc };
