@@ -389,6 +389,20 @@ impl Context {
         self.check_lost()
     }
 
+    /// Blocks until submission `idx` (and every one before it) has finished, not later ones:
+    /// a loop that waits for its previous step keeps one step queued behind the running one.
+    pub fn wait_for(&self, idx: wgpu::SubmissionIndex) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::Wait { submission_index: Some(idx), timeout: None })
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
+        self.check_lost()
+    }
+
+    /// A marker for everything submitted so far, for [`Context::wait_for`].
+    pub fn submitted(&self) -> wgpu::SubmissionIndex {
+        self.queue.submit([])
+    }
+
     /// An error if the device was lost.
     pub fn check_lost(&self) -> Result<()> {
         match self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone() {

@@ -414,6 +414,7 @@ fn run_stage(
     let t_stage = Instant::now();
     let mut idle = Duration::ZERO;
     // `pending`: whether the image after the previous step awaits its losses (and its report).
+    let mut in_flight = None;
     for step in start + 1..=steps {
         let frame_step = info.step_offset + step;
         let due = step > start + 1 && checkpoint_due(o, frame_step - 1);
@@ -439,7 +440,11 @@ fn run_stage(
             return Ok(StageOut { report: None, image, content: st.content.clone(), ended });
         }
         st.step(ctx, pending.then_some(&candidate))?;
-        ctx.wait()?;
+        // Wait for the previous step, not this one: the CPU records and submits step k + 1 while
+        // the GPU runs step k (readbacks below wait for everything anyway).
+        if let Some(prev) = in_flight.replace(ctx.submitted()) {
+            ctx.wait_for(prev)?;
+        }
         if pending {
             last = graph.read_losses(ctx)?;
             if !last.total().is_finite() {
