@@ -560,9 +560,9 @@ fn run_tile<'a>(
 
 /// Bytes of GPU buffers an untiled graph of an h x w image holds (as `runner::Forward` and
 /// `Graph` allocate them: image-sized state, tapped activations, ReLU masks at 1 bit per element,
-/// max-pool inputs, the two activation/gradient buffers, Gram matrices), and the largest single
-/// buffer, without allocating: what `--tile auto` compares with the adapter's limits and the
-/// memory budget.
+/// max-pool inputs, the two activation/gradient buffers, Gram matrices and the split-K partials
+/// of [`gram_partials_bytes`]), and the largest single buffer, without allocating: what
+/// `--tile auto` compares with the adapter's limits and the memory budget.
 pub fn graph_bytes(s: &LossSettings, h: usize, w: usize) -> (u64, u64) {
     let n = s.convs_needed();
     let taps: Vec<Tap> = s.content_layers.iter().chain(&s.style_layers).copied().collect();
@@ -605,7 +605,29 @@ pub fn graph_bytes(s: &LossSettings, h: usize, w: usize) -> (u64, u64) {
         let c = t.channels(s.model);
         add(f4(3 * c * c), &mut total); // Gram, target, gradient
     }
+    total += gram_partials_bytes(s, h, w);
     (total, largest)
+}
+
+/// Bytes of the split-K partial Grams of the style taps at h x w ([`gram::partials_bytes`]):
+/// counted by [`graph_bytes`] always, held only where the Gram runs on storage buffers (GPUs;
+/// CPU drivers' texture variant keeps them in a texture).
+pub fn gram_partials_bytes(s: &LossSettings, h: usize, w: usize) -> u64 {
+    let pooled = s.pools();
+    let (mut hh, mut ww) = (h, w);
+    let mut bytes = 0;
+    for i in 0..s.convs_needed() {
+        let c = s.model.convs()[i].2;
+        let at = |t: &Tap| *t == Tap::Conv(i) || *t == Tap::Relu(i);
+        bytes += s.style_layers.iter().filter(|t| at(t)).count() as u64 * gram::partials_bytes(c, hh * ww);
+        if pooled[i] {
+            hh /= 2;
+            ww /= 2;
+            let pool = Tap::Pool(s.model.block_of(i).0);
+            bytes += s.style_layers.iter().filter(|&&t| t == pool).count() as u64 * gram::partials_bytes(c, hh * ww);
+        }
+    }
+    bytes
 }
 
 /// The tile interior side for `--tile auto`: None when the untiled graph fits `budget` bytes and

@@ -191,8 +191,11 @@ fn auto_tiling_decision_and_memory_estimate() {
     let real = g.gpu_bytes();
     println!("graph bytes at {w}x{h}: estimated {est}, allocated {real}");
     // The estimate also counts the EMA and line-search images and the style targets, which
-    // this graph does not hold: a little over, never under.
-    assert!(est >= real && (est as f64) < 1.15 * real as f64, "estimate {est} vs {real}");
+    // this graph does not hold, and the Gram partials, which only storage-buffer Grams (GPUs)
+    // hold: a little over, never under.
+    let partials = stylize::tiled::gram_partials_bytes(&s, h, w);
+    assert!(partials > 0);
+    assert!(est >= real && (est as f64) < 1.15 * real as f64 + partials as f64, "estimate {est} vs {real}");
     assert_eq!(choose_tile(&s, h, w, u64::MAX, u64::MAX).unwrap(), None);
     let t = choose_tile(&s, h, w, est / 2, u64::MAX).unwrap().expect("tiles when over budget");
     assert!(t.is_multiple_of(4) && t < 70);

@@ -217,6 +217,12 @@ fn chunking(c: usize, n: usize) -> (u32, u32) {
     (chunk as u32, n.div_ceil(chunk).max(1) as u32)
 }
 
+/// Bytes of the split-K partial Grams the storage-buffer variants (`Tiled`, `Gemm`) allocate
+/// for a Gram of `c` channels over `n` positions (the texture variant keeps them in a texture).
+pub fn partials_bytes(c: usize, n: usize) -> u64 {
+    chunking(c, n).1 as u64 * (c * c) as u64 * 4
+}
+
 /// The split-K partial Grams' buffer: `splits` c x c matrices.
 fn partials(ctx: &Context, c: usize, splits: u32) -> wgpu::Buffer {
     ctx.device.create_buffer(&wgpu::BufferDescriptor {
