@@ -16,6 +16,7 @@ pub mod gram_gen;
 pub mod image;
 pub mod kernel;
 pub mod lbfgs;
+pub mod mask;
 pub mod op;
 pub mod overrides;
 pub mod peak;
