@@ -255,7 +255,8 @@ pub struct TiledGraph {
     between: Vec<Op>,
     /// Per tile, per content tap: the masked content target of the tile's region.
     content_tiles: Vec<Vec<Vec<f32>>>,
-    /// The image (3, h, w) RGB in \[0,1\], and dLoss/dimage after [`TiledGraph::evaluate`].
+    /// The image (3, h, w) RGB, in \[0,1\] but for unprojected L-BFGS's iterates
+    /// (`--lbfgs-clamp off`); the one [`TiledGraph::evaluate`] measures.
     pub image: Vec<f32>,
     /// dLoss/dImage after [`TiledGraph::evaluate`], (3, h, w).
     pub grad: Vec<f32>,
