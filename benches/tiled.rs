@@ -7,6 +7,7 @@ use stylize::gpu::adam::AdamConfig;
 use stylize::gpu::{AdapterChoice, Context};
 use stylize::model::{LossSettings, Model, Pool, Preprocess, Tap};
 use stylize::runner::{compute_targets, Graph, Net, Targets};
+use stylize::tiled::optim::HostAdam;
 use stylize::tiled::{graph_bytes, style_targets, TiledGraph};
 
 fn main() {
@@ -54,13 +55,14 @@ fn main() {
         let tile = (n / 2).max(16);
         let st = style_targets(&ctx, &net, &s, &sty, n, n, tile).unwrap();
         let mut tg = TiledGraph::new(&ctx, &net, &s, (&img, n, n), st, &img, tile).unwrap();
+        let mut adam = HostAdam::new(tg.image.len(), cfg);
         tg.evaluate(&ctx, &net).unwrap();
-        tg.adam_step(&cfg);
+        adam.step(&mut tg.image, &tg.grad);
         let t = Instant::now();
         let steps = 2;
         for _ in 0..steps {
             tg.evaluate(&ctx, &net).unwrap();
-            tg.adam_step(&cfg);
+            adam.step(&mut tg.image, &tg.grad);
         }
         let ms = t.elapsed().as_secs_f64() * 1000.0 / steps as f64;
         let label = format!("tile {tile}");

@@ -15,8 +15,8 @@
 //!
 //! Tile origins and the halo are multiples of 2^pools so every tile pools on the whole image's
 //! grid; image borders keep the network's zero padding, tile borders add none that matters.
-//! The image, its gradient and the optimiser state live in host memory; the TV loss (a cheap
-//! stencil) is computed there too.
+//! The image, its gradient and the optimiser state ([`optim`]: Adam or L-BFGS, and the
+//! iterate average) live in host memory; the TV loss (a cheap stencil) is computed there too.
 //!
 //! With a reflected margin r (`--edge reflect`, [`crate::runner::Net::edge`]) the tiles are cut
 //! from the image padded by reflection on the host (the untiled graph's network input, before
@@ -25,11 +25,12 @@
 //! the same function as the untiled graph's, so still exact.
 
 use crate::error::{Error, Result};
-use crate::gpu::adam::AdamConfig;
 use crate::gpu::{gram, reduce, tile, Context, Op, Tensor};
 use crate::model::{reflect_fold, reflect_pad, LossSettings, Model, Pool, Tap};
 use crate::runner::{backward, Forward, Losses, Net};
 use std::collections::HashMap;
+
+pub mod optim;
 
 /// A tile: its interior (the positions it owns) and its region (interior + halo, clipped to the
 /// network input), both (y0, x0, y1, x1) in pixels of the network input (the image padded by
@@ -254,15 +255,12 @@ pub struct TiledGraph {
     between: Vec<Op>,
     /// Per tile, per content tap: the masked content target of the tile's region.
     content_tiles: Vec<Vec<Vec<f32>>>,
-    /// The image (3, h, w) RGB in \[0,1\], and dLoss/dimage after [`TiledGraph::evaluate`].
+    /// The image (3, h, w) RGB, in \[0,1\] but for unprojected L-BFGS's iterates
+    /// (`--lbfgs-clamp off`); the one [`TiledGraph::evaluate`] measures.
     pub image: Vec<f32>,
     /// dLoss/dImage after [`TiledGraph::evaluate`], (3, h, w).
     pub grad: Vec<f32>,
     tv: f32,
-    /// Adam's moments and step count (host side, like the image).
-    m: Vec<f32>,
-    v: Vec<f32>,
-    t: u32,
 }
 
 impl TiledGraph {
@@ -379,9 +377,6 @@ impl TiledGraph {
             image: init.to_vec(),
             grad: vec![0.0; 3 * h * w],
             tv: 0.0,
-            m: vec![0.0; 3 * h * w],
-            v: vec![0.0; 3 * h * w],
-            t: 0,
         })
     }
 
@@ -436,39 +431,6 @@ impl TiledGraph {
         let v = self.losses.read(ctx)?;
         let (nc, ns) = (self.s.content_layers.len(), self.s.style_layers.len());
         Ok(Losses { content: v[..nc].to_vec(), style: v[nc..nc + ns].to_vec(), tv: self.tv })
-    }
-
-    /// One Adam step on the host image from the last gradient (the same f32 arithmetic as
-    /// shaders/adam.wgsl), then the clamp.
-    pub fn adam_step(&mut self, cfg: &AdamConfig) {
-        self.t += 1;
-        let (b1, b2) = (cfg.beta1 as f32, cfg.beta2 as f32);
-        let (ob1, ob2) = ((1.0 - cfg.beta1) as f32, (1.0 - cfg.beta2) as f32);
-        let bc1 = (1.0 - cfg.beta1.powi(self.t as i32)) as f32;
-        let bc2 = (1.0 - cfg.beta2.powi(self.t as i32)) as f32;
-        for i in 0..self.image.len() {
-            let g = self.grad[i];
-            self.m[i] = b1 * self.m[i] + ob1 * g;
-            self.v[i] = b2 * self.v[i] + ob2 * g * g;
-            let mut p = self.image[i] - cfg.lr * (self.m[i] / bc1) / ((self.v[i] / bc2).sqrt() + cfg.eps);
-            if let Some((lo, hi)) = cfg.clamp {
-                p = p.clamp(lo, hi);
-            }
-            self.image[i] = p;
-        }
-    }
-
-    /// Adam's host-side state: moments m, v and the step count t (for checkpoints).
-    pub fn adam_state(&self) -> (&[f32], &[f32], u32) {
-        (&self.m, &self.v, self.t)
-    }
-
-    /// Restores Adam's state saved by [`TiledGraph::adam_state`] (lengths must match the image).
-    pub fn set_adam_state(&mut self, m: &[f32], v: &[f32], t: u32) {
-        assert!(m.len() == self.image.len() && v.len() == self.image.len());
-        self.m.copy_from_slice(m);
-        self.v.copy_from_slice(v);
-        self.t = t;
     }
 
     /// The distinct region shapes (each has one set of GPU buffers).

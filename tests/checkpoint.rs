@@ -179,6 +179,24 @@ fn a_tiled_stage_resumes_bit_identically() {
 }
 
 #[test]
+fn a_tiled_lbfgs_stage_with_the_average_resumes_bit_identically() {
+    let d = tmpdir("tiled-lbfgs");
+    // The host-side L-BFGS (history 2: wrapped by step 5, so the pairs' order and counts matter)
+    // and the iterate average, both restored from the file.
+    let o = RenderOptions {
+        optimizer: Optimizer::Lbfgs,
+        lbfgs_history: 2,
+        avg_decay: 0.8,
+        tile: TileMode::Auto,
+        max_gpu_memory: Some(1),
+        ..options(&d)
+    };
+    let r = resumed_equals_uninterrupted(&o, 6, None);
+    assert!(r.stages[0].tiles >= 2, "the budget should force tiling");
+    resumed_equals_uninterrupted(&o, 8, Some((0, 6)));
+}
+
+#[test]
 fn a_resume_with_other_settings_or_inputs_is_refused_naming_the_difference() {
     let d = tmpdir("refuse");
     let o = options(&d);

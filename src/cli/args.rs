@@ -111,8 +111,8 @@ pub(crate) struct RenderArgs {
     #[arg(long)]
     lr: Option<f32>,
     /// Write the exponential moving average of the iterates (decay D, bias-corrected, updated on
-    /// the GPU every step; crowsonkb uses 0.99) instead of the last iterate: smoother results.
-    /// 0: off.
+    /// the GPU every step, on the host in tiled stages; crowsonkb uses 0.99) instead of the last
+    /// iterate: smoother results. 0: off.
     #[arg(long, default_value_t = 0.0, value_name = "D")]
     avg_decay: f64,
     /// Weight of the content loss [default: 1 for torchvision weights, 5 for Caffe weights; 5 with
@@ -258,7 +258,9 @@ pub(crate) struct RenderArgs {
     /// Exact tiled rendering, for outputs larger than the GPU holds: auto (tile only when the
     /// untiled render would not fit the adapter's buffer limits or --max-gpu-memory), off, or
     /// the tile size in pixels. Tiles overlap by the deepest layer's receptive radius, so the
-    /// result equals an untiled render's; each step then costs two passes over the tiles.
+    /// result equals an untiled render's; each step then costs two passes over the tiles. Adam,
+    /// L-BFGS and --avg-decay work tiled, their state in host memory (L-BFGS: 2 x
+    /// --lbfgs-history x 12 bytes per pixel).
     #[arg(long, default_value = "auto")]
     tile: String,
     /// GPU memory budget in MiB that --tile auto keeps the render within [default: only the

@@ -4,8 +4,10 @@
 //! `conv3x3_forward` in `shaders/conv3x3.wgsl` and `gpu::conv`). Tensors are batch 1, CHW,
 //! row-major. Written to be obviously right, not fast.
 
+mod lbfgs;
 pub mod mask;
 pub mod step;
+pub use lbfgs::{Lbfgs, Real};
 
 /// y\[o, i, j\] = b\[o\] + sum_{c, dy, dx} w\[o, c, dy, dx\] * x\[c, i + dy - 1, j + dx - 1\]
 /// (zero padding 1, stride 1), then max(0, .) when `relu`.
@@ -309,135 +311,6 @@ pub fn ema_update(avg: &mut [f64], x: &[f64], d: f64) {
 /// Sum of all elements (the oracle of the GPU reductions).
 pub fn sum(x: &[f64]) -> f64 {
     x.iter().sum()
-}
-
-/// L-BFGS as torch.optim.LBFGS without line search (jcjohnson/neural-style's optimizer): the
-/// oracle of `gpu::lbfgs`, with its safeguards and their one difference from torch: a pair with
-/// y.s <= 1e-10 is skipped but still takes a slot (rho 0); a non-descent direction (g.d >= 0)
-/// falls back to -H g. Call [`Lbfgs::step`] once per iteration with the gradient at x.
-pub struct Lbfgs {
-    /// Curvature pairs kept.
-    pub history: usize,
-    /// Step length.
-    pub lr: f64,
-    /// Pairs skipped for too little curvature so far.
-    pub skipped: u32,
-    /// Steepest-descent fallbacks taken so far.
-    pub fallbacks: u32,
-    /// Projected L-BFGS: iterates clamped to \[lo, hi\], pairs from the steps taken.
-    pub bounds: Option<(f64, f64)>,
-    last_step: Vec<f64>,
-    s: std::collections::VecDeque<Vec<f64>>,
-    y: std::collections::VecDeque<Vec<f64>>,
-    ro: std::collections::VecDeque<f64>,
-    d: Vec<f64>,
-    prev_g: Vec<f64>,
-    t: f64,
-    h: f64,
-    k: u64,
-}
-
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-impl Lbfgs {
-    /// An optimiser keeping `history` pairs, step length `lr`.
-    pub fn new(history: usize, lr: f64) -> Lbfgs {
-        Lbfgs {
-            history,
-            lr,
-            skipped: 0,
-            fallbacks: 0,
-            bounds: None,
-            last_step: vec![],
-            s: Default::default(),
-            y: Default::default(),
-            ro: Default::default(),
-            d: vec![],
-            prev_g: vec![],
-            t: 0.0,
-            h: 1.0,
-            k: 0,
-        }
-    }
-
-    /// Sets rho of the pair `age` iterations old (0: the newest) to `rho`: a test hook to plant
-    /// a pair of negative curvature (see `gpu::lbfgs::Lbfgs::set_rho`).
-    pub fn set_rho(&mut self, age: usize, rho: f64) {
-        let n = self.ro.len();
-        self.ro[n - 1 - age] = rho;
-    }
-
-    /// One iteration: updates `x` in place from its gradient `g`.
-    pub fn step(&mut self, x: &mut [f64], g: &[f64]) {
-        self.k += 1;
-        if self.k == 1 {
-            self.d = g.iter().map(|v| -v).collect();
-            self.h = 1.0;
-            let l1: f64 = g.iter().map(|v| v.abs()).sum();
-            self.t = (1.0f64).min(1.0 / l1) * self.lr;
-        } else {
-            let y: Vec<f64> = g.iter().zip(&self.prev_g).map(|(a, b)| a - b).collect();
-            let s = std::mem::take(&mut self.last_step);
-            let ys = dot(&y, &s);
-            if self.s.len() == self.history {
-                self.s.pop_front();
-                self.y.pop_front();
-                self.ro.pop_front();
-            }
-            // Too little curvature: the pair contributes nothing (rho 0) and H stays.
-            let ro = if ys > 1e-10 {
-                self.h = ys / dot(&y, &y);
-                1.0 / ys
-            } else {
-                self.skipped += 1;
-                0.0
-            };
-            self.s.push_back(s);
-            self.y.push_back(y);
-            self.ro.push_back(ro);
-            // Two-loop recursion, newest pair first.
-            let mut q: Vec<f64> = g.iter().map(|v| -v).collect();
-            let mut al = vec![0.0; self.s.len()];
-            for i in (0..self.s.len()).rev() {
-                al[i] = dot(&self.s[i], &q) * self.ro[i];
-                q.iter_mut().zip(&self.y[i]).for_each(|(a, b)| *a -= al[i] * b);
-            }
-            let mut r: Vec<f64> = q.iter().map(|v| v * self.h).collect();
-            for i in 0..self.s.len() {
-                let be = dot(&self.y[i], &r) * self.ro[i];
-                r.iter_mut().zip(&self.s[i]).for_each(|(a, b)| *a += (al[i] - be) * b);
-            }
-            // Not a descent direction (only rounding or a planted pair can do that): -H g.
-            let gd = dot(g, &r);
-            // `!(gd < 0)` rather than `gd >= 0`: a NaN g.d falls back too.
-            if gd.is_nan() || gd >= 0.0 {
-                self.fallbacks += 1;
-                r = g.iter().map(|v| -v * self.h).collect();
-            }
-            self.d = r;
-            self.t = self.lr;
-        }
-        self.prev_g = g.to_vec();
-        let t = self.t;
-        self.last_step = match self.bounds {
-            None => {
-                x.iter_mut().zip(&self.d).for_each(|(a, b)| *a += t * b);
-                self.d.iter().map(|v| v * t).collect()
-            }
-            Some((lo, hi)) => x
-                .iter_mut()
-                .zip(&self.d)
-                .map(|(a, &d)| {
-                    let new = (*a + t * d).clamp(lo, hi);
-                    let s = new - *a;
-                    *a = new;
-                    s
-                })
-                .collect(),
-        };
-    }
 }
 
 /// x inside the rectangle [y0, y1) x [x0, x1) of every (h, w) plane, 0 outside.

@@ -13,6 +13,7 @@ use super::observe::StageInfo;
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Tensor};
 use crate::runner::Losses;
+use crate::tiled::optim::TiledOptimizer;
 use crate::tiled::TiledGraph;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -50,7 +51,8 @@ pub struct Checkpoint {
     ///
     /// [`Tuner::choices`]: crate::gpu::tune::Tuner::choices
     pub kernels: Vec<(String, String)>,
-    /// Integer counters of the optimiser (L-BFGS iterations recorded, the tiled Adam's t).
+    /// Integer counters of the optimiser (L-BFGS iterations recorded, a tiled stage's Adam t or
+    /// L-BFGS counts).
     pub counters: Vec<(String, u64)>,
     /// Named f32 arrays: `image`, `good`, `first.content`, `first.style`, `first.tv` (the
     /// stage's initial losses), the optimiser's (`adam.*`, `lbfgs.*`) and the average's (`ema.*`).
@@ -345,24 +347,32 @@ fn losses_from(ck: &Checkpoint, path: &Path) -> Result<Losses> {
     })
 }
 
-/// A tiled stage's state (all on the host): the image, Adam's moments and count, the last good
-/// image and the stage's initial losses.
-pub(super) fn capture_tiled(ctx: &Context, tg: &TiledGraph, good: &[f32], first: &Losses) -> Checkpoint {
-    let (m, v, t) = tg.adam_state();
-    let mut arrays = vec![
-        ("image".to_string(), tg.image.clone()),
-        ("adam.m".to_string(), m.to_vec()),
-        ("adam.v".to_string(), v.to_vec()),
-        ("good".to_string(), good.to_vec()),
-    ];
+/// A tiled stage's state (all on the host): the image, the optimiser's (Adam's moments and
+/// count, or L-BFGS's pairs, scalars and counters) and the average's, the last good image and
+/// the stage's initial losses.
+pub(super) fn capture_tiled(
+    ctx: &Context,
+    tg: &TiledGraph,
+    opt: &TiledOptimizer,
+    good: &[f32],
+    first: &Losses,
+) -> Checkpoint {
+    let (state, counters) = opt.state();
+    let mut arrays = vec![("image".to_string(), tg.image.clone())];
+    arrays.extend(state);
+    arrays.push(("good".to_string(), good.to_vec()));
     arrays.extend(losses_arrays(first));
-    let counters = vec![("adam_t".to_string(), t as u64)];
     Checkpoint { counters, arrays, kernels: kernel_choices(ctx), ..Default::default() }
 }
 
-/// Puts a tiled checkpoint's state back into `tg`; returns (the last good image, the initial
-/// losses).
-pub(super) fn restore_tiled(tg: &mut TiledGraph, ck: &Checkpoint, path: &Path) -> Result<(Vec<f32>, Losses)> {
+/// Puts a tiled checkpoint's state back into `tg` and `opt`; returns (the last good image, the
+/// initial losses).
+pub(super) fn restore_tiled(
+    tg: &mut TiledGraph,
+    opt: &mut TiledOptimizer,
+    ck: &Checkpoint,
+    path: &Path,
+) -> Result<(Vec<f32>, Losses)> {
     let n = tg.image.len();
     let get = |name: &str| -> Result<&[f32]> {
         let v = ck.need(path, name)?;
@@ -372,7 +382,8 @@ pub(super) fn restore_tiled(tg: &mut TiledGraph, ck: &Checkpoint, path: &Path) -
         }
     };
     tg.image.copy_from_slice(get("image")?);
-    tg.set_adam_state(get("adam.m")?, get("adam.v")?, ck.counter("adam_t") as u32);
+    let array = |name: &str| ck.array(name).map(<[f32]>::to_vec);
+    opt.restore(n, &array, &|name| ck.counter(name)).map_err(|why| bad(path, &why))?;
     Ok((get("good")?.to_vec(), losses_from(ck, path)?))
 }
 

@@ -7,8 +7,8 @@ use crate::gpu::Context;
 use crate::model::LossSettings;
 use std::path::{Path, PathBuf};
 
-/// Host memory a tiled render may use for its image-sized buffers (image, gradient, Adam's
-/// moments, the last good copy, content targets): beyond this, refuse rather than swap.
+/// Host memory a tiled render may use for its image-sized buffers (image, gradient, the
+/// optimiser's state, the last good copy, content targets): beyond this, refuse rather than swap.
 pub const MAX_HOST_BYTES: u64 = 32 << 30;
 
 /// Whether (and with which tile size) an h x w image must be tiled on `ctx` under `o`. The
@@ -28,10 +28,14 @@ pub fn decide_tile(ctx: &Context, s: &LossSettings, o: &RenderOptions, w: usize,
         TileMode::Auto => crate::tiled::choose_tile(s, ph, pw, budget, max_binding)?,
     };
     if t.is_some() {
-        let host = 3 * pw as u64 * ph as u64 * 4 * 6 + crate::tiled::graph_bytes(s, ph, pw).0 / 4;
+        // Image, gradient, the last good copy, the padded image, and the optimiser's state.
+        let lbfgs = (o.optimizer == super::Optimizer::Lbfgs).then_some(o.lbfgs_history);
+        let per_value = 4 + crate::tiled::optim::TiledOptimizer::values_per_pixel(lbfgs, o.avg_decay > 0.0);
+        let host = 3 * pw as u64 * ph as u64 * 4 * per_value + crate::tiled::graph_bytes(s, ph, pw).0 / 4;
         if host > MAX_HOST_BYTES {
+            let hint = if lbfgs.is_some() { "a smaller --lbfgs-history or --size" } else { "a smaller --size" };
             return Err(Error::TooLarge(format!(
-                "a {w}x{h} render needs about {} GiB of host memory even when tiled (limit {} GiB); use a smaller --size",
+                "a {w}x{h} render needs about {} GiB of host memory even when tiled (limit {} GiB); use {hint}",
                 host >> 30,
                 MAX_HOST_BYTES >> 30
             )));

@@ -9,10 +9,12 @@ use super::plan::StagePlan;
 use super::{Optimizer, RenderOptions, NAN_CHECK_EVERY};
 use crate::error::{Error, Result};
 use crate::gpu::adam::AdamConfig;
+use crate::gpu::lbfgs::LbfgsConfig;
 use crate::gpu::{Context, Tensor};
 use crate::image_io::transfer_luminance;
 use crate::image_io::{self, Planar};
 use crate::runner::Losses;
+use crate::tiled::optim::TiledOptimizer;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -239,7 +241,8 @@ pub(super) fn run_frame(
 }
 
 /// A stage too large for one GPU graph: exact tiled optimisation (src/tiled.rs), the image and
-/// Adam's state in host memory, each step two passes over the tiles.
+/// the optimiser's state (Adam or L-BFGS, and the average) in host memory, each step two passes
+/// over the tiles.
 #[allow(clippy::too_many_arguments)]
 fn run_tiled_stage(
     eng: &mut Engine,
@@ -253,23 +256,18 @@ fn run_tiled_stage(
     obs: &mut dyn Observer,
     resume: Resume,
 ) -> Result<StageOut> {
-    if o.optimizer == Optimizer::Lbfgs || o.avg_decay > 0.0 {
-        return Err(Error::InvalidArgument(
-            "tiled rendering supports Adam without --avg-decay; use --optimizer adam, or --tile off with a smaller --size".into(),
-        ));
-    }
     let (w, h, steps) = (plan.width, plan.height, plan.steps);
     let StageInputs { content, style, init } = eng.stage_inputs(o, content, plan, init)?;
     let mut tg =
         crate::tiled::TiledGraph::new(&eng.ctx, &eng.net, &eng.settings, (&content.data, h, w), style, &init, tile)?;
     info.tiles = Some((tg.tiles.len(), tile));
     let ctx = &eng.ctx;
-    let adam = AdamConfig { lr: o.learning_rate(), clamp: Some((0.0, 1.0)), ..Default::default() };
+    let mut opt = tiled_optimizer(o, &tg.image);
     // A resumed stage continues after step `start`; `pending`: whether step `start` is still to
     // be reported (a stop's checkpoint was taken after the report).
     let (first, start, mut good, pending) = match resume {
         Some((ck, path)) => {
-            let (good, first) = checkpoint::restore_tiled(&mut tg, ck, path)?;
+            let (good, first) = checkpoint::restore_tiled(&mut tg, &mut opt, ck, path)?;
             if ck.step == 0 {
                 // Step 1 uses the gradient of the initial image (the others measure their own).
                 tg.evaluate(ctx, &eng.net)?;
@@ -295,7 +293,7 @@ fn run_tiled_stage(
         let frame_step = info.step_offset + step;
         if step > start + 1 && checkpoint_due(o, frame_step - 1) {
             // The host holds the whole state: the image after step - 1, not yet reported.
-            let mut ck = checkpoint::capture_tiled(ctx, &tg, &good.0, &first);
+            let mut ck = checkpoint::capture_tiled(ctx, &tg, &opt, &good.0, &first);
             ck.at(&info, step - 1, good.1, step > 1);
             obs.checkpoint(&info, &mut ck)?;
         }
@@ -304,7 +302,7 @@ fn run_tiled_stage(
                 // A lost GPU leaves the host-side state whole: keep it (best effort, the
                 // error that ended the stage is what is reported).
                 if o.checkpoint_every.is_some() {
-                    let mut ck = checkpoint::capture_tiled(ctx, &tg, &good.0, &first);
+                    let mut ck = checkpoint::capture_tiled(ctx, &tg, &opt, &good.0, &first);
                     ck.at(&info, step - 1, good.1, true);
                     let _ = obs.checkpoint(&info, &mut ck);
                 }
@@ -325,30 +323,55 @@ fn run_tiled_stage(
         }
         if next_control(obs, &mut idle) == Control::Stop {
             if o.checkpoint_every.is_some() {
-                let mut ck = checkpoint::capture_tiled(ctx, &tg, &good.0, &first);
+                let mut ck = checkpoint::capture_tiled(ctx, &tg, &opt, &good.0, &first);
                 ck.at(&info, step - 1, good.1, false);
                 obs.checkpoint(&info, &mut ck)?;
             }
             let ended = Ended::Stopped { step: frame_step - 1 };
-            return Ok(StageOut { report: None, image: tg.image, content, ended });
+            return Ok(StageOut { report: None, image: opt.output(&tg.image), content, ended });
         }
-        tg.adam_step(&adam);
+        opt.step(&mut tg.image, &tg.grad);
         if obs.wants_image(&info, frame_step) {
-            obs.image(&info, frame_step, &finish(o, tg.image.clone(), &content))?;
+            obs.image(&info, frame_step, &finish(o, opt.output(&tg.image), &content))?;
         }
     }
     let ms_per_iter = ms_per_step(t_stage, idle, steps - start);
-    if steps > 0 {
+    // What is written, as the untiled stage: the average with --avg-decay, clamped to [0,1];
+    // its losses are the stage's last.
+    tg.image = opt.output(&tg.image);
+    tg.image.iter_mut().for_each(|v| *v = v.clamp(0.0, 1.0));
+    if steps > 0 || opt.ema.is_some() {
         tg.evaluate(ctx, &eng.net)?;
         last = tg.read_losses(ctx)?;
         if !last.total().is_finite() {
             let ended = Ended::NonFinite { step: info.step_offset + steps, good_step: good.1 };
             return Ok(StageOut { report: None, image: good.0, content, ended });
         }
+    }
+    if steps > 0 {
         report_step(o, obs, &info, steps, Some(&last), t0)?;
     }
     let report = StageReport::new(&info, first, last, ms_per_iter, tg.tiles.len());
     Ok(StageOut { report: Some(report), image: tg.image, content, ended: Ended::Finished })
+}
+
+/// A tiled stage's optimiser under `o`, with the options an untiled stage's has (engine.rs),
+/// averaging from the initial image `x0` with `--avg-decay`.
+fn tiled_optimizer(o: &RenderOptions, x0: &[f32]) -> TiledOptimizer {
+    let opt = match o.optimizer {
+        Optimizer::Adam => {
+            let cfg = AdamConfig { lr: o.learning_rate(), clamp: Some((0.0, 1.0)), ..Default::default() };
+            TiledOptimizer::adam(x0.len(), cfg)
+        }
+        Optimizer::Lbfgs => {
+            let bounds = o.lbfgs_clamp.then_some((0.0, 1.0));
+            TiledOptimizer::lbfgs(LbfgsConfig { history: o.lbfgs_history, lr: o.learning_rate(), bounds })
+        }
+    };
+    match o.avg_decay > 0.0 {
+        true => opt.average(o.avg_decay, x0),
+        false => opt,
+    }
 }
 
 /// Tells the observer that stage step `step` is done; `losses` are those of the image after it.
