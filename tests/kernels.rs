@@ -132,10 +132,20 @@ const CONV_SHAPES: &[(usize, usize, usize, usize)] = &[
 
 /// `Tiled` and, where the texture kernels run, `texture` too (on a CPU adapter, lavapipe, they
 /// must really run, not fall back). `tex`: why the texture kernels cannot run, if so.
+/// On a GPU they are skipped unless `STYLIZE_TEST_TEXTURE=1`: they are the CPU drivers' designs,
+/// never chosen on a GPU, and on the H200 their many generated pipelines took minutes to build.
 fn variants_with(what: &str, tex: Option<String>, texture: &[conv::Variant]) -> Vec<conv::Variant> {
-    if conv::TexCaps::of(ctx()).device_type == wgpu::DeviceType::Cpu {
+    let cpu = conv::TexCaps::of(ctx()).device_type == wgpu::DeviceType::Cpu;
+    if cpu {
         assert!(tex.is_none(), "texture {what} unavailable on the CPU adapter: {tex:?}");
     }
+    let opted_in = std::env::var("STYLIZE_TEST_TEXTURE").is_ok_and(|v| v == "1");
+    let tex = match tex {
+        None if !cpu && !opted_in => {
+            Some("a GPU adapter (the texture kernels are for CPU drivers; STYLIZE_TEST_TEXTURE=1 tests them)".into())
+        }
+        other => other,
+    };
     match tex {
         None => [conv::Variant::Tiled].iter().chain(texture).copied().collect(),
         Some(why) => {
