@@ -9,6 +9,7 @@ pub mod conv;
 pub mod conv_gen;
 pub mod conv_wino_gemm;
 pub mod ema;
+pub mod flow;
 pub mod gram;
 pub mod gram_gen;
 pub mod image;
