@@ -25,6 +25,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("pool.wgsl", include_str!("../shaders/pool.wgsl")),
     ("reduce.wgsl", include_str!("../shaders/reduce.wgsl")),
     ("relu.wgsl", include_str!("../shaders/relu.wgsl")),
+    ("temporal.wgsl", include_str!("../shaders/temporal.wgsl")),
     ("tile.wgsl", include_str!("../shaders/tile.wgsl")),
 ];
 
@@ -61,6 +62,7 @@ pub fn uniforms() -> Vec<(&'static str, UniformLayout)> {
         ("pool.wgsl", pool::PoolParams::LAYOUT),
         ("reduce.wgsl", reduce::ReduceParams::LAYOUT),
         ("relu.wgsl", relu::ReluParams::LAYOUT),
+        ("temporal.wgsl", temporal::TemporalParams::LAYOUT),
         ("tile.wgsl", tile::TileParams::LAYOUT),
     ]
 }

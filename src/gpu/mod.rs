@@ -21,6 +21,7 @@ pub mod peak;
 pub mod pool;
 pub mod reduce;
 pub mod relu;
+pub mod temporal;
 pub mod tensor;
 pub mod tile;
 pub mod tune;

@@ -193,3 +193,18 @@ pub fn flow(a: &[f64], b: &[f64], h: usize, w: usize, s: &FlowSettings) -> Vec<f
     }
     f
 }
+
+/// The temporal loss weight * sum m² (x - t)² / n and its gradient 2 weight m² (x - t) / n, for x
+/// and t (c, h, w) and the mask m (h, w) broadcast over the channels.
+pub fn temporal_loss(x: &[f64], t: &[f64], m: &[f64], weight: f64) -> (f64, Vec<f64>) {
+    let (n, plane) = (x.len(), m.len());
+    let mut loss = 0.0;
+    let grad = (0..n)
+        .map(|i| {
+            let d = m[i % plane] * (x[i] - t[i]);
+            loss += d * d;
+            2.0 * weight * m[i % plane] * d / n as f64
+        })
+        .collect();
+    (weight * loss / n as f64, grad)
+}
