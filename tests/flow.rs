@@ -125,28 +125,10 @@ fn flow_consistency_matches_reference() {
     }
 }
 
-/// A smooth random texture in [0,1]: a sum of 40 plane waves of random direction and phase, of
-/// 0.02 to 0.12 cycles per pixel (well below Nyquist, so every pyramid level still sees it).
-struct Texture(Vec<[f64; 4]>);
-
-impl Texture {
-    fn new(seed: u64) -> Texture {
-        let mut rng = Rng::new(seed);
-        let mut u = || rng.uniform(0.0, 1.0) as f64;
-        let tau = std::f64::consts::TAU;
-        Texture((0..40).map(|_| [tau * (0.02 + 0.1 * u()), tau * u(), tau * u(), 0.5 + 0.5 * u()]).collect())
-    }
-    fn at(&self, x: f64, y: f64) -> f64 {
-        let norm: f64 = self.0.iter().map(|k| k[3] * k[3]).sum::<f64>().sqrt();
-        let s: f64 = self.0.iter().map(|&[fr, th, ph, a]| a * (fr * (th.cos() * x + th.sin() * y) + ph).sin()).sum();
-        0.5 + s / (norm * 3.0)
-    }
-}
-
 /// (prev, next) RGB images (3, h, w) and the true forward flow: next(m(p)) = prev(p) for the
 /// motion m, so the forward flow at p is m(p) - p. `inv` maps a point of next back into prev.
 fn frames(h: usize, w: usize, m: &dyn Fn(f64, f64) -> (f64, f64), inv: &dyn Fn(f64, f64) -> (f64, f64)) -> Frames {
-    let tex: Vec<Texture> = (0..3).map(|c| Texture::new(100 + c)).collect();
+    let tex: Vec<rf::Texture> = (0..3).map(|c| rf::Texture::new(100 + c)).collect();
     let n = h * w;
     let (mut prev, mut next, mut fwd, mut bwd) =
         (vec![0.0f32; 3 * n], vec![0.0f32; 3 * n], vec![0.0; 2 * n], vec![0.0; 2 * n]);

@@ -52,11 +52,11 @@ impl FlowSettings {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidArgument(m));
         if !(self.alpha.is_finite() && self.alpha > 0.0) {
-            return bad(format!("flow smoothness must be a positive number, got {}", self.alpha));
+            return bad(format!("flow smoothness (--flow-smoothness) must be a positive number, got {}", self.alpha));
         }
         if self.warps == 0 || self.iterations == 0 {
             return bad(format!(
-                "flow warps and iterations must be at least 1, got {} and {}",
+                "flow warps and iterations (--flow-warps, --flow-iterations) must be at least 1, got {} and {}",
                 self.warps, self.iterations
             ));
         }

@@ -208,3 +208,25 @@ pub fn temporal_loss(x: &[f64], t: &[f64], m: &[f64], weight: f64) -> (f64, Vec<
         .collect();
     (weight * loss / n as f64, grad)
 }
+
+/// A smooth random texture in \[0,1\] for tests with known motion: a sum of 40 plane waves of
+/// random direction and phase, of 0.02 to 0.12 cycles per pixel (well below Nyquist, so every
+/// pyramid level still sees it), defined at any real point.
+pub struct Texture(Vec<[f64; 4]>);
+
+impl Texture {
+    /// The texture of `seed`.
+    pub fn new(seed: u64) -> Texture {
+        let mut rng = crate::rng::SplitMix64::new(seed);
+        let mut u = || rng.uniform(0.0, 1.0) as f64;
+        let tau = std::f64::consts::TAU;
+        Texture((0..40).map(|_| [tau * (0.02 + 0.1 * u()), tau * u(), tau * u(), 0.5 + 0.5 * u()]).collect())
+    }
+
+    /// Its value at (x, y) (pixels).
+    pub fn at(&self, x: f64, y: f64) -> f64 {
+        let norm: f64 = self.0.iter().map(|k| k[3] * k[3]).sum::<f64>().sqrt();
+        let s: f64 = self.0.iter().map(|&[fr, th, ph, a]| a * (fr * (th.cos() * x + th.sin() * y) + ph).sin()).sum();
+        0.5 + s / (norm * 3.0)
+    }
+}
