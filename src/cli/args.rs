@@ -190,7 +190,9 @@ pub(crate) struct RenderArgs {
     /// times the mean squared difference to the previous output warped into this frame by optical
     /// flow (computed on the GPU between the content frames), on the pixels where the forward and
     /// backward flows agree and off motion boundaries. Each frame starts from that warped output
-    /// (implies --temporal-init's chaining). 0: off. Not with tiled rendering.
+    /// (implies --temporal-init's chaining). 0: off. Not with tiled rendering. W scales with the
+    /// content and style weights: ~1e3 held a test clip with torchvision weights, ~1e7 with
+    /// Caffe-convention weights (README).
     #[arg(long, default_value_t = 0.0, value_name = "W")]
     temporal_weight: f32,
     /// --temporal-weight's optical flow (Horn-Schunck, coarse to fine): smoothness alpha for luma
