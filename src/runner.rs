@@ -491,6 +491,8 @@ pub struct Graph {
     backward_ops: Vec<Op>,
     /// Scratch kept alive for the ops that bind it.
     _scratch: Vec<Tensor>,
+    /// The temporal loss's slot, once [`Graph::add_temporal`] added it.
+    temporal_loss: Option<Tensor>,
     n_content: usize,
     n_style: usize,
 }
@@ -602,6 +604,7 @@ impl Graph {
             forward: fwd,
             backward_ops: ops,
             _scratch: scratch,
+            temporal_loss: None,
             n_content: nc,
             n_style: ns,
         })
@@ -624,6 +627,24 @@ impl Graph {
                 None => self.adam.op.record(pass),
             }
         }
+    }
+
+    /// Adds the short-term temporal loss of video frames (Ruder et al. 2016) and its gradient to
+    /// every iteration: weight * mean over x's elements of mask² (x - target)², target the
+    /// previous frame's output warped into this frame (3, h, w), mask (1, h, w) 1 where the flow
+    /// is trusted (gpu::flow). Its value is read with [`Graph::read_temporal_loss`].
+    pub fn add_temporal(&mut self, ctx: &Context, target: &Tensor, mask: &Tensor, weight: f32) -> Result<()> {
+        let out = Tensor::new(ctx, [1, 1, 1], "temporal loss")?;
+        let op = crate::gpu::temporal::temporal_loss(ctx, &self.x, target, mask, &out, 0, weight, &self.grad, true)?;
+        self.backward_ops.push(op);
+        self._scratch.extend([target.clone(), mask.clone()]);
+        self.temporal_loss = Some(out);
+        Ok(())
+    }
+
+    /// The weighted temporal loss of the last forward pass (None without [`Graph::add_temporal`]).
+    pub fn read_temporal_loss(&self, ctx: &Context) -> Result<Option<f32>> {
+        self.temporal_loss.as_ref().map(|t| Ok(t.read(ctx)?[0])).transpose()
     }
 
     /// Optimise with L-BFGS (torch.optim.LBFGS's update without line search, as

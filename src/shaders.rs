@@ -13,6 +13,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("conv3x3_tex_weights.wgsl", include_str!("../shaders/conv3x3_tex_weights.wgsl")),
     ("conv3x3_wino_gemm.wgsl", include_str!("../shaders/conv3x3_wino_gemm.wgsl")),
     ("ema.wgsl", include_str!("../shaders/ema.wgsl")),
+    ("flow.wgsl", include_str!("../shaders/flow.wgsl")),
     ("gram.wgsl", include_str!("../shaders/gram.wgsl")),
     ("gram_gemm.wgsl", include_str!("../shaders/gram_gemm.wgsl")),
     ("gram_tex_finish.wgsl", include_str!("../shaders/gram_tex_finish.wgsl")),
@@ -25,6 +26,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("pool.wgsl", include_str!("../shaders/pool.wgsl")),
     ("reduce.wgsl", include_str!("../shaders/reduce.wgsl")),
     ("relu.wgsl", include_str!("../shaders/relu.wgsl")),
+    ("temporal.wgsl", include_str!("../shaders/temporal.wgsl")),
     ("tile.wgsl", include_str!("../shaders/tile.wgsl")),
 ];
 
@@ -49,6 +51,7 @@ pub fn uniforms() -> Vec<(&'static str, UniformLayout)> {
         ("conv3x3_tex_weights.wgsl", conv::TexWeightsParams::LAYOUT),
         ("conv3x3_wino_gemm.wgsl", conv_wino_gemm::WinoGemmParams::LAYOUT),
         ("ema.wgsl", ema::EmaParams::LAYOUT),
+        ("flow.wgsl", flow::FlowParams::LAYOUT),
         ("gram.wgsl", gram::GramParams::LAYOUT),
         ("gram_gemm.wgsl", gram::GramGemmParams::LAYOUT),
         ("gram_tex_finish.wgsl", gram::GramTexFinishParams::LAYOUT),
@@ -61,6 +64,7 @@ pub fn uniforms() -> Vec<(&'static str, UniformLayout)> {
         ("pool.wgsl", pool::PoolParams::LAYOUT),
         ("reduce.wgsl", reduce::ReduceParams::LAYOUT),
         ("relu.wgsl", relu::ReluParams::LAYOUT),
+        ("temporal.wgsl", temporal::TemporalParams::LAYOUT),
         ("tile.wgsl", tile::TileParams::LAYOUT),
     ]
 }

@@ -4,6 +4,7 @@
 //! `conv3x3_forward` in `shaders/conv3x3.wgsl` and `gpu::conv`). Tensors are batch 1, CHW,
 //! row-major. Written to be obviously right, not fast.
 
+pub mod flow;
 mod lbfgs;
 pub mod mask;
 pub mod step;

@@ -104,7 +104,7 @@ pub fn stylize(
     let info = eng.info(&plans, 1);
     let mut history = History { inner: observer, records: vec![] };
     history.started(&info);
-    let out = run_frame(&mut eng, o, content, &plans, None, (0, 1), Instant::now(), &mut history, None)?;
+    let out = run_frame(&mut eng, o, content, &plans, None, None, (0, 1), Instant::now(), &mut history, None)?;
     Ok(Stylized {
         image: out.image,
         history: history.records,

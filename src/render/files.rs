@@ -186,7 +186,9 @@ pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<Ren
     // complete (rendered by the previous shard or an earlier run), else starts from --init.
     let mut previous: Option<Planar> = None;
     let mut previous_file: Option<PathBuf> = None;
-    if o.temporal_init && range.start > 0 {
+    // --temporal-weight chains the frames as --temporal-init does (it needs the previous output).
+    let chain = o.temporal_init || o.temporal_weight > 0.0;
+    if chain && range.start > 0 {
         let before = &all[range.start - 1].output;
         let state = complete(&eng, range.start - 1);
         let first = frames[0].content.display();
@@ -232,7 +234,7 @@ pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<Ren
             (0, Some(p)) => p,
             _ => eng.plan(o, &content)?,
         };
-        if let (true, None, Some(f)) = (o.temporal_init, &previous, previous_file.take()) {
+        if let (true, None, Some(f)) = (chain, &previous, previous_file.take()) {
             previous = Some(load_checked(&f, &limits)?);
         }
         files.output = frame.output.clone();
@@ -250,8 +252,14 @@ pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<Ren
         files.save = SaveOptions { bit_depth: o.bit_depth, icc_profile: icc };
         let opts = files.save.clone();
         files.inner.frame_output(fi, &frame.output, &text, &opts);
-        let prev = previous.as_ref().filter(|_| o.temporal_init);
-        let out = run_frame(&mut eng, o, &content, &plans, prev, (fi, all.len()), t0, &mut files, frame_resume)?;
+        let prev = previous.as_ref().filter(|_| chain);
+        // The flow of --temporal-weight runs between this content frame and the one before.
+        let prev_content = match (o.temporal_weight > 0.0, prev, fi) {
+            (true, Some(_), 1..) => Some(load_checked(&all[fi - 1].content, &limits)?),
+            _ => None,
+        };
+        let (pc, fs) = (prev_content.as_ref(), (fi, all.len()));
+        let out = run_frame(&mut eng, o, &content, &plans, prev, pc, fs, t0, &mut files, frame_resume)?;
         stages.extend(out.stages);
         if batch {
             forget_record(&frame.output)?;
@@ -531,6 +539,13 @@ fn settings_text(o: &RenderOptions, s: &LossSettings, source: &str, frame: Optio
     }
     if o.temporal_init {
         cmd += " --temporal-init";
+    }
+    if o.temporal_weight > 0.0 {
+        let f = &o.flow;
+        cmd += &format!(
+            " --temporal-weight {} --flow-smoothness {} --flow-warps {} --flow-iterations {}",
+            o.temporal_weight, f.alpha, f.warps, f.iterations
+        );
     }
     if o.bit_depth == 16 {
         cmd += " --bit-depth 16";

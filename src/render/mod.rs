@@ -23,6 +23,7 @@ mod observe;
 mod options;
 mod plan;
 mod run;
+mod temporal;
 
 pub use api::{stylize, LossRecord, Stylized};
 pub use batch::{check_existing, sidecar_path, Existing, Shard, SHARD_COUNT_VAR};

@@ -137,6 +137,12 @@ pub struct RenderOptions {
     pub seed: u64,
     /// Each frame after the first starts from the previous frame's result.
     pub temporal_init: bool,
+    /// Frames after the first: weight of the short-term temporal loss (Ruder et al. 2016) toward
+    /// the previous output warped by optical flow, on the pixels the flow is trusted (0: off).
+    /// Implies the chaining of `temporal_init`; the frame starts from the warped previous output.
+    pub temporal_weight: f32,
+    /// The optical flow solver of `temporal_weight`.
+    pub flow: crate::gpu::flow::FlowSettings,
     /// Batch renders only: render this shard's contiguous range of the frames (None: all).
     pub shard: Option<super::Shard>,
     /// Batch renders only: re-render outputs an earlier run completed with the same settings
@@ -261,6 +267,8 @@ impl Default for RenderOptions {
             init: Init::Content,
             seed: 0,
             temporal_init: false,
+            temporal_weight: 0.0,
+            flow: Default::default(),
             shard: None,
             overwrite: false,
             original_colors: false,
@@ -393,6 +401,12 @@ pub(super) fn validate_settings(o: &RenderOptions, styles: usize) -> Result<()> 
     }
     if !(0.0..1.0).contains(&o.avg_decay) || !o.avg_decay.is_finite() {
         return Err(Error::InvalidArgument(format!("--avg-decay must be in [0, 1), got {}", o.avg_decay)));
+    }
+    if !(o.temporal_weight >= 0.0 && o.temporal_weight.is_finite()) {
+        return Err(Error::InvalidArgument(format!("--temporal-weight must be >= 0, got {}", o.temporal_weight)));
+    }
+    if o.temporal_weight > 0.0 {
+        o.flow.validate()?;
     }
     if o.optimizer == Optimizer::Lbfgs && o.lbfgs_history == 0 {
         return Err(Error::InvalidArgument("--lbfgs-history must be at least 1".into()));

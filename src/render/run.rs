@@ -6,6 +6,7 @@ use super::checkpoint::{self, Checkpoint};
 use super::engine::{Engine, Stage, StageInputs};
 use super::observe::{Control, Observer, StageInfo, StepInfo, PAUSE_POLL};
 use super::plan::StagePlan;
+use super::temporal::Warped;
 use super::{Optimizer, RenderOptions, NAN_CHECK_EVERY};
 use crate::error::{Error, Result};
 use crate::gpu::adam::AdamConfig;
@@ -168,6 +169,7 @@ pub(super) fn run_frame(
     content: &Planar,
     plans: &[StagePlan],
     previous: Option<&Planar>,
+    previous_content: Option<&Planar>,
     (frame, frames): (usize, usize),
     t0: Instant,
     obs: &mut dyn Observer,
@@ -196,7 +198,7 @@ pub(super) fn run_frame(
             }
         }
         let (w, h) = (plan.width as u32, plan.height as u32);
-        let init = match (&result, previous) {
+        let mut init = match (&result, previous) {
             (Some((r, _)), _) => Some(image_io::resize_exact(r, w, h).data),
             (None, Some(p)) => Some(image_io::resize_exact(p, w, h).data),
             _ => None,
@@ -213,10 +215,39 @@ pub(super) fn run_frame(
             frame_steps,
             tiles: None,
         };
+        // --temporal-weight: the previous output warped into this frame by the flow between the
+        // content frames; the frame's first stage starts from it (Ruder et al.'s init).
+        let warped = match (o.temporal_weight > 0.0, previous, previous_content) {
+            (true, Some(p), Some(pc)) => {
+                if plan.tile.is_some() {
+                    return Err(Error::InvalidArgument(
+                        "--temporal-weight does not work with tiled rendering; use --tile off with a smaller --size"
+                            .into(),
+                    ));
+                }
+                let wp = Warped::new(&eng.ctx, &o.flow, pc, content, p, (plan.width, plan.height))?;
+                obs.notice(&format!(
+                    "frame {}: optical flow at {}x{} in {:.0} ms, {:.1}% of the pixels trusted",
+                    frame + 1,
+                    plan.width,
+                    plan.height,
+                    wp.ms,
+                    100.0 * wp.trusted(&eng.ctx)?
+                ));
+                if result.is_none() {
+                    init = Some(wp.target.read(&eng.ctx)?);
+                }
+                Some(wp)
+            }
+            _ => None,
+        };
         let out = match plan.tile {
             Some(tile) => run_tiled_stage(eng, o, content, plan, tile, init, info, t0, obs, resume)?,
             None => {
-                let st = eng.stage(o, content, plan, init)?;
+                let mut st = eng.stage(o, content, plan, init)?;
+                if let Some(wp) = &warped {
+                    st.graph.add_temporal(&eng.ctx, &wp.target, &wp.mask, o.temporal_weight)?;
+                }
                 run_stage(&eng.ctx, o, &st, info, t0, obs, resume)?
             }
         };
