@@ -14,6 +14,7 @@ pub mod gram_gen;
 pub mod image;
 pub mod kernel;
 pub mod lbfgs;
+pub mod meancov;
 pub mod op;
 pub mod overrides;
 pub mod peak;

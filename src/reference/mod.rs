@@ -4,6 +4,7 @@
 //! `conv3x3_forward` in `shaders/conv3x3.wgsl` and `gpu::conv`). Tensors are batch 1, CHW,
 //! row-major. Written to be obviously right, not fast.
 
+pub mod meancov;
 pub mod step;
 
 /// y\[o, i, j\] = b\[o\] + sum_{c, dy, dx} w\[o, c, dy, dx\] * x\[c, i + dy - 1, j + dx - 1\]
