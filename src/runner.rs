@@ -571,13 +571,7 @@ impl Graph {
             }
         }
         // The mean-covariance loss's targets: mu_t, R = C_t^{1/2} and tr C_t, once, on the host.
-        let mc_targets = if meancov {
-            let each =
-                |(k, t): (usize, &Tensor)| MeanCovTarget::new(ctx, &t.read(ctx)?, s.style_layers[k].channels(s.model));
-            targets.style.iter().enumerate().map(each).collect::<Result<Vec<_>>>()?
-        } else {
-            vec![]
-        };
+        let mc_targets = if meancov { MeanCovTarget::all(ctx, s, &targets.style)? } else { vec![] };
         // The MSE terms are computed with their gradients, in the backward (add_taps).
         for &t in s.style_layers.iter().filter(|_| !meancov) {
             let a = fwd.tap(t);

@@ -129,7 +129,7 @@ pub(crate) struct RenderArgs {
     #[arg(long)]
     content_weight: Option<f32>,
     /// Weight of the style loss [default: 1e6 for torchvision weights, 100 for Caffe weights; 100
-    /// with --normalize-gradients].
+    /// with --normalize-gradients; with --style-loss mean-cov 100 torchvision, 40 Caffe].
     #[arg(long)]
     style_weight: Option<f32>,
     /// Weight of the total-variation (smoothness) loss [default: 100 torchvision, 1e5 Caffe].
@@ -145,7 +145,8 @@ pub(crate) struct RenderArgs {
     /// What the style loss compares at each style layer: `gram` (Gatys et al.) or `mean-cov`,
     /// the squared Wasserstein-2 distance between Gaussians fitted to the features (mean and
     /// covariance; crowsonkb/style-transfer-pytorch's loss), divided by the channels. mean-cov
-    /// has its own default --style-weight (10 torchvision, 50 Caffe); untiled renders only.
+    /// has its own default --style-weight (100 torchvision, 40 Caffe; 100 with --normalize-gradients);
+    /// untiled renders only (a stage or style image that would be tiled is refused).
     #[arg(long, value_enum, default_value = "gram", value_name = "gram|mean-cov")]
     style_loss: StyleLossArg,
     /// Layers whose activations the content loss compares (comma-separated; conv1_1..conv5_4,
@@ -273,7 +274,8 @@ pub(crate) struct RenderArgs {
     /// Exact tiled rendering, for outputs larger than the GPU holds: auto (tile only when the
     /// untiled render would not fit the adapter's buffer limits or --max-gpu-memory), off, or
     /// the tile size in pixels. Tiles overlap by the deepest layer's receptive radius, so the
-    /// result equals an untiled render's; each step then costs two passes over the tiles.
+    /// result equals an untiled render's; each step then costs two passes over the tiles. Not
+    /// with --normalize-gradients or --style-loss mean-cov (refused when a stage would be tiled).
     #[arg(long, default_value = "auto")]
     tile: String,
     /// GPU memory budget in MiB that --tile auto keeps the render within [default: only the

@@ -25,7 +25,7 @@ use super::gram;
 use super::kernel::uniform;
 use super::{Context, Op, Tensor};
 use crate::error::Result;
-use crate::model::MEANCOV_EPS;
+use crate::model::{LossSettings, Tap, MEANCOV_EPS};
 use crate::reference::meancov as rm;
 
 const FILE: &str = "meancov.wgsl";
@@ -60,6 +60,14 @@ impl MeanCovTarget {
             mean: Tensor::from_slice(ctx, [c, 1, 1], &f32s(&t.mean), "mean-cov target mean")?,
             trace: t.trace as f32,
         })
+    }
+}
+
+impl MeanCovTarget {
+    /// One per style tap of `s` from the raw-moment targets `style` (read back once).
+    pub fn all(ctx: &Context, s: &LossSettings, style: &[Tensor]) -> Result<Vec<MeanCovTarget>> {
+        let each = |(t, tap): (&Tensor, &Tap)| MeanCovTarget::new(ctx, &t.read(ctx)?, tap.channels(s.model));
+        style.iter().zip(&s.style_layers).map(each).collect()
     }
 }
 

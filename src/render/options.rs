@@ -332,8 +332,8 @@ pub const NORMALIZED_WEIGHTS: (f32, f32) = (5.0, 100.0);
 /// first step, measured, over the mean-covariance loss's (README "Mean-covariance style loss").
 pub fn meancov_style_weight(p: Preprocess) -> f32 {
     match p {
-        Preprocess::Torch => 10.0,
-        Preprocess::Caffe => 50.0,
+        Preprocess::Torch => 100.0,
+        Preprocess::Caffe => 40.0,
     }
 }
 
