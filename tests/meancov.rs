@@ -6,7 +6,10 @@
 //! Tolerances: the element-wise kernels and reductions are f32 sums of <= a few thousand terms
 //! (observed <= 1e-6; required 1e-5). The whole term runs 13 Newton-Schulz iterations in f32
 //! (`gpu::meancov`): where the covariances have full rank it converges to ~1e-4 (observed
-//! <= 1.1e-4 on the gradient, 2e-6 on the loss; required 1e-3 and 1e-4). Where they do not
+//! <= 1.1e-4 on the gradient, 2e-6 on the loss; required 1e-3 and 1e-4), less closely where
+//! positions barely outnumber channels (96 channels, 132 positions: 1.3e-3 and 4.4e-5, the same on
+//! every Gram variant, so the iteration's, not a kernel's; required 3e-3, the study's 2e-3
+//! full-rank bound with room for the spectrum). Where they do not
 //! (fewer positions than channels, as at deep taps of small images) M's near-null directions,
 //! eigenvalues ~eps^2, stay unconverged in 13 iterations and float32 rounding bars going on
 //! (tools/meancov_ns_study.py): observed up to 7e-3 on the gradient and 3e-3 on the loss here and
@@ -16,6 +19,7 @@ mod common;
 use common::*;
 use stylize::gpu::adam::AdamConfig;
 use stylize::gpu::meancov as gm;
+use stylize::gpu::{AdapterChoice, Context, KernelOverrides, Tensor, Variant};
 use stylize::model::{LossSettings, Model, Pool, Preprocess, StyleLoss, Tap, MEANCOV_EPS};
 use stylize::reference::meancov as rm;
 use stylize::reference::step as rs;
@@ -174,6 +178,11 @@ fn kernels_match_reference() {
 /// The whole term on the GPU vs the reference: (loss error, gradient error), the gradient
 /// accumulated onto a random tensor.
 fn whole_term(seed: u64, c: usize, h: usize, w: usize, k: usize) -> (f64, f64) {
+    whole_term_on(ctx(), seed, c, h, w, k)
+}
+
+/// [`whole_term`] on the context `cx` (whose Gram variant runs the matrix products).
+fn whole_term_on(cx: &Context, seed: u64, c: usize, h: usize, w: usize, k: usize) -> (f64, f64) {
     let mut rng = Rng::new(seed);
     let n = h * w;
     let f = relu_features(&mut rng, c, n, k);
@@ -182,24 +191,39 @@ fn whole_term(seed: u64, c: usize, h: usize, w: usize, k: usize) -> (f64, f64) {
     let tt = rm::meancov_target(&moments_t, c);
     let (loss, df) = rm::meancov_forward_backward(&f, c, n, &tt);
 
-    let target = gm::MeanCovTarget::new(ctx(), &f32s(&moments_t), c).unwrap();
-    let scratch = gm::MeanCovScratch::new(ctx(), c + 3).unwrap();
-    let ff = upload([c, h, w], &f32s(&f));
-    let losses = poisoned([4, 1, 1]);
+    let target = gm::MeanCovTarget::new(cx, &f32s(&moments_t), c).unwrap();
+    let scratch = gm::MeanCovScratch::new(cx, c + 3).unwrap();
+    let up = |shape, v: &[f64]| Tensor::from_slice(cx, shape, &f32s(v), "test input").unwrap();
+    let ff = up([c, h, w], &f);
+    let losses = up([4, 1, 1], &[f64::NAN; 4]);
     let base = f64s(&rng.vec(c * n, -1.0, 1.0));
-    let d = upload([c, h, w], &f32s(&base));
+    let d = up([c, h, w], &base);
     let (lw, gw) = (2.5, 0.75);
-    let ops = gm::meancov_forward_backward(ctx(), &ff, &target, &scratch, &losses, 2, lw, gw, &d, true);
-    ctx().run(&ops.iter().collect::<Vec<_>>()).unwrap();
-    let want: Vec<f64> = base.iter().zip(&df).map(|(b, g)| b + gw as f64 * g).collect();
-    let got = read(&d);
+    let ops = gm::meancov_forward_backward(cx, &ff, &target, &scratch, &losses, 2, lw, gw, &d, true);
+    cx.run(&ops.iter().collect::<Vec<_>>()).unwrap();
+    let got = d.read(cx).unwrap();
     // The gradient's error relative to the gradient (the base only shifts it).
     let diff: Vec<f32> = got.iter().zip(&base).map(|(g, b)| (*g as f64 - b) as f32).collect();
     let eg = rel_err(&diff, &df.iter().map(|g| gw as f64 * g).collect::<Vec<_>>());
-    assert!(rel_err(&got, &want).is_finite());
-    let el = rel_err(&read(&losses)[2..3], &[lw as f64 * loss]);
+    let el = rel_err(&losses.read(cx).unwrap()[2..3], &[lw as f64 * loss]);
     println!("c {c} n {n} (rank <= {k}): loss {:.4e}: loss err {el:.1e}, gradient err {eg:.1e}", lw as f64 * loss);
     (el, eg)
+}
+
+#[test]
+fn whole_term_on_the_other_gram_variants() {
+    // lavapipe runs the products on the texture Gram kernels; real GPUs on the tiled or GEMM
+    // ones: the same term through each (full rank, tolerances as on the default variant).
+    let (el0, eg0) = whole_term(13, 96, 11, 12, 96);
+    println!("default variant: loss err {el0:.1e}, gradient err {eg0:.1e}");
+    for v in [Variant::Tiled, Variant::GEMM] {
+        let mut cx =
+            Context::new(&AdapterChoice::parse(&std::env::var("STYLIZE_ADAPTER").unwrap_or_default())).unwrap();
+        cx.set_overrides(KernelOverrides { gram: Some(v), ..Default::default() });
+        println!("gram variant {v:?}:");
+        let (el, eg) = whole_term_on(&cx, 13, 96, 11, 12, 96);
+        assert!(el < 1e-4 && eg < 3e-3, "{v:?}: loss err {el:.2e}, gradient err {eg:.2e}");
+    }
 }
 
 #[test]
@@ -382,4 +406,7 @@ fn binary_refuses_mean_cov_in_tiled_stages() {
     fails_with(&args, "--style-loss mean-cov works untiled only, but the 64x48 stage would be tiled; drop --tile");
     assert!(!out.exists());
     fails_with(&["render", cs, ss, "-o", os, "--style-loss", "covariance"], "invalid value 'covariance'");
+    let help = String::from_utf8_lossy(&stylize(&["render", "--help"]).stdout).to_string();
+    assert!(help.contains("--style-loss <gram|mean-cov>") && help.contains("Wasserstein-2"), "{help}");
+    assert!(help.contains("with --style-loss mean-cov 100 torchvision, 40 Caffe"), "{help}");
 }
