@@ -25,7 +25,7 @@ use super::gram;
 use super::kernel::uniform;
 use super::{Context, Op, Tensor};
 use crate::error::Result;
-use crate::model::{LossSettings, Tap, MEANCOV_EPS};
+use crate::model::{LossSettings, MEANCOV_EPS};
 use crate::reference::meancov as rm;
 
 const FILE: &str = "meancov.wgsl";
@@ -50,24 +50,40 @@ pub struct MeanCovTarget {
 
 impl MeanCovTarget {
     /// From the raw moments [S (c x c); mu (c)] (`model::StyleLoss::target_len`), in f64 on the
-    /// host by a Jacobi eigendecomposition (once per target; ~1 s at c = 512).
+    /// host by a Jacobi eigendecomposition (once per target; ~4 s at c = 512 on one core).
     pub fn new(ctx: &Context, moments: &[f32], c: usize) -> Result<MeanCovTarget> {
         let m: Vec<f64> = moments.iter().map(|&v| v as f64).collect();
-        let t = rm::meancov_target(&m, c);
+        MeanCovTarget::upload(ctx, &rm::meancov_target(&m, c))
+    }
+}
+
+impl MeanCovTarget {
+    /// One per style tap of `s` from the raw-moment targets `style` (read back once; the host
+    /// eigendecompositions, ~4 s at 512 channels, run one thread per tap).
+    pub fn all(ctx: &Context, s: &LossSettings, style: &[Tensor]) -> Result<Vec<MeanCovTarget>> {
+        let moments = style.iter().map(|t| t.read(ctx)).collect::<Result<Vec<_>>>()?;
+        let chans: Vec<usize> = s.style_layers.iter().map(|t| t.channels(s.model)).collect();
+        let host: Vec<rm::MeanCovTarget> = std::thread::scope(|sc| {
+            let jobs: Vec<_> = moments
+                .iter()
+                .zip(&chans)
+                .map(|(m, &c)| {
+                    sc.spawn(move || rm::meancov_target(&m.iter().map(|&v| v as f64).collect::<Vec<_>>(), c))
+                })
+                .collect();
+            jobs.into_iter().map(|j| j.join().expect("eigendecomposition thread")).collect()
+        });
+        host.iter().map(|t| MeanCovTarget::upload(ctx, t)).collect()
+    }
+
+    fn upload(ctx: &Context, t: &rm::MeanCovTarget) -> Result<MeanCovTarget> {
         let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
+        let c = t.c;
         Ok(MeanCovTarget {
             root: Tensor::from_slice(ctx, [c, c, 1], &f32s(&t.root), "mean-cov target root")?,
             mean: Tensor::from_slice(ctx, [c, 1, 1], &f32s(&t.mean), "mean-cov target mean")?,
             trace: t.trace as f32,
         })
-    }
-}
-
-impl MeanCovTarget {
-    /// One per style tap of `s` from the raw-moment targets `style` (read back once).
-    pub fn all(ctx: &Context, s: &LossSettings, style: &[Tensor]) -> Result<Vec<MeanCovTarget>> {
-        let each = |(t, tap): (&Tensor, &Tap)| MeanCovTarget::new(ctx, &t.read(ctx)?, tap.channels(s.model));
-        style.iter().zip(&s.style_layers).map(each).collect()
     }
 }
 
