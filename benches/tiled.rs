@@ -23,6 +23,7 @@ fn main() {
         style_layer_weights: vec![1.0; 3],
         content_weight: 1.0,
         style_weight: 1e3,
+        style_loss: Default::default(),
         tv_weight: 1.0,
         pool: Pool::Avg,
         preprocess: Preprocess::Torch,

@@ -147,6 +147,7 @@ pub fn run_checks_for(adapter: &str, kernels: KernelOverrides, model: Model) -> 
         style_layer_weights: vec![1.0; 5],
         content_weight: 1.0,
         style_weight: 1e3,
+        style_loss: Default::default(),
         tv_weight: 1.0,
         pool: Pool::Avg,
         preprocess: Preprocess::Torch,

@@ -238,9 +238,10 @@ fn run(cmd: Cmd) -> Result<()> {
             let (l, g, w, h) = render::evaluate(&o)?;
             let list = |v: &[f32]| v.iter().map(|x| format!("{x:e}")).collect::<Vec<_>>().join(", ");
             println!(
-                "{{\"width\": {w}, \"height\": {h}, \"content\": [{}], \"style\": [{}], \"tv\": {:e}}}",
+                "{{\"width\": {w}, \"height\": {h}, \"content\": [{}], \"style\": [{}], \"style_loss\": \"{}\", \"tv\": {:e}}}",
                 list(&l.content),
                 list(&l.style),
+                o.style_loss.name(),
                 l.tv
             );
             if let Some(p) = grad_out {

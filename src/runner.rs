@@ -6,8 +6,9 @@ use crate::error::{Error, Result};
 use crate::gpu::adam::{Adam, AdamConfig};
 use crate::gpu::lbfgs::Lbfgs;
 pub use crate::gpu::lbfgs::LbfgsConfig;
+use crate::gpu::meancov::{self, MeanCovScratch, MeanCovTarget};
 use crate::gpu::{conv, gram, image, pool, reduce, relu, tile, Context, Op, Tensor};
-use crate::model::{ConvLayer, Edge, LossSettings, Pool, Tap};
+use crate::model::{ConvLayer, Edge, LossSettings, Pool, StyleLoss, Tap};
 
 /// One conv layer on the GPU.
 pub struct NetLayer {
@@ -302,12 +303,13 @@ impl Losses {
 pub struct Targets {
     /// Activation of the content image at each content tap.
     pub content: Vec<Tensor>,
-    /// Gram matrix of the style image at each style tap.
+    /// The style image's statistic at each style tap: its Gram matrix (c, c, 1), or with
+    /// `--style-loss mean-cov` its raw moments [S; mu] (c * c + c, 1, 1).
     pub style: Vec<Tensor>,
 }
 
 /// Runs a forward pass of `pixels` ((3, h, w), RGB in \[0,1\]) and returns the activations at
-/// `content` taps and the Gram matrices at `style` taps.
+/// `content` taps and the style targets ([`Targets::style`]) at `style` taps.
 pub fn compute_targets(
     ctx: &Context,
     net: &Net,
@@ -328,7 +330,7 @@ pub fn compute_targets(
         for &t in &s.content_layers {
             let a = f.tap(t);
             let dst = Tensor::new(ctx, a.shape, "content target")?;
-            copies.push((a.buf.clone(), dst.buf.clone(), a.bytes()));
+            copies.push((a.buf.clone(), dst.buf.clone(), 0, a.bytes()));
             out.content.push(dst);
         }
     }
@@ -336,8 +338,21 @@ pub fn compute_targets(
         for &t in &s.style_layers {
             let a = f.tap(t);
             let c = a.shape[0];
-            let g = Tensor::new(ctx, [c, c, 1], "style target")?;
-            ops.push(gram::gram_forward(ctx, a, &g));
+            let shape = match s.style_loss {
+                StyleLoss::Gram => [c, c, 1],
+                StyleLoss::MeanCov => [c * c + c, 1, 1],
+            };
+            let g = Tensor::new(ctx, shape, "style target")?;
+            match s.style_loss {
+                StyleLoss::Gram => ops.push(gram::gram_forward(ctx, a, &g)),
+                StyleLoss::MeanCov => {
+                    // [S; mu]: computed apart, then copied into place.
+                    let (sm, mu) = (Tensor::new(ctx, [c, c, 1], "moments")?, Tensor::new(ctx, [c, 1, 1], "mean")?);
+                    ops.extend(meancov::meancov_moments(ctx, a, &sm, &mu));
+                    copies.push((sm.buf.clone(), g.buf.clone(), 0, sm.bytes()));
+                    copies.push((mu.buf.clone(), g.buf.clone(), sm.bytes(), mu.bytes()));
+                }
+            }
             out.style.push(g);
         }
     }
@@ -349,8 +364,8 @@ pub fn compute_targets(
                 op.record(&mut pass);
             }
         }
-        for (src, dst, bytes) in &copies {
-            enc.copy_buffer_to_buffer(src, 0, dst, 0, *bytes);
+        for (src, dst, at, bytes) in &copies {
+            enc.copy_buffer_to_buffer(src, 0, dst, *at, *bytes);
         }
         ctx.queue.submit([enc.finish()]);
     })?;
@@ -545,8 +560,22 @@ impl Graph {
         // evenly so the total does not depend on how many layers are chosen.
         let cw = s.content_weight / nc.max(1) as f32;
         let mut grams = vec![];
+        let meancov = s.style_loss == StyleLoss::MeanCov;
+        for (k, t) in targets.style.iter().enumerate() {
+            let c = s.style_layers[k].channels(s.model);
+            if t.len() != s.style_loss.target_len(c) {
+                return Err(Error::InvalidArgument(format!(
+                    "style target {k} has {} values where the {} style loss at {c} channels needs {}",
+                    t.len(),
+                    s.style_loss.name(),
+                    s.style_loss.target_len(c)
+                )));
+            }
+        }
+        // The mean-covariance loss's targets: mu_t, R = C_t^{1/2} and tr C_t, once, on the host.
+        let mc_targets = if meancov { MeanCovTarget::all(ctx, s, &targets.style)? } else { vec![] };
         // The MSE terms are computed with their gradients, in the backward (add_taps).
-        for &t in &s.style_layers {
+        for &t in s.style_layers.iter().filter(|_| !meancov) {
             let a = fwd.tap(t);
             let c = a.shape[0];
             let g = Tensor::new(ctx, [c, c, 1], "gram")?;
@@ -556,7 +585,8 @@ impl Graph {
         ops.push(reduce::tv_forward(ctx, &x, &losses, nc + ns, s.tv_weight));
 
         let max_c = s.style_layers.iter().map(|t| t.channels(s.model)).max().unwrap_or(1);
-        let dgram = Tensor::new(ctx, [max_c * max_c, 1, 1], "gram gradient")?;
+        let dgram = Tensor::new(ctx, [if meancov { 1 } else { max_c * max_c }, 1, 1], "gram gradient")?;
+        let mc_scratch = if meancov { Some(MeanCovScratch::new(ctx, max_c)?) } else { None };
 
         // Each loss term and its gradient in one pass (mse_forward_backward). Normalised, the
         // gradient is taken weight-free into `free` (a view with the tap's shape) and added
@@ -575,9 +605,21 @@ impl Graph {
         let mut style = |ops: &mut Vec<Op>, k: usize, g: &Tensor, have: bool, free: &Tensor| {
             let a = fwd.tap(s.style_layers[k]);
             let c = a.shape[0];
-            let dg = Tensor { buf: dgram.buf.clone(), shape: [c, c, 1] };
             let sw = s.style_weight * s.style_layer_weights[k];
             let gw = if normalize_gradients { 1.0 } else { sw };
+            if let Some(mc) = &mc_scratch {
+                let t = &mc_targets[k];
+                let slot = nc + k;
+                if normalize_gradients {
+                    let d = Tensor { buf: free.buf.clone(), shape: a.shape };
+                    ops.extend(meancov::meancov_forward_backward(ctx, a, t, mc, &losses, slot, sw, 1.0, &d, false));
+                    ops.push(reduce::add_l1_normalized(ctx, &d, sw, g, have));
+                } else {
+                    ops.extend(meancov::meancov_forward_backward(ctx, a, t, mc, &losses, slot, sw, sw, g, have));
+                }
+                return;
+            }
+            let dg = Tensor { buf: dgram.buf.clone(), shape: [c, c, 1] };
             let t = &targets.style[k];
             ops.push(reduce::mse_forward_backward_split(ctx, &grams[k], t, &losses, nc + k, sw, gw, &dg, false));
             if normalize_gradients {
@@ -592,6 +634,8 @@ impl Graph {
         ops.push(reduce::tv_backward(ctx, &x, &grad, s.tv_weight, true));
         scratch.push(dgram);
         scratch.extend(grams);
+        scratch.extend(mc_scratch.iter().flat_map(|m| m.tensors().cloned()));
+        scratch.extend(mc_targets.into_iter().flat_map(|t| [t.root, t.mean]));
 
         let adam = Adam::new(ctx, &x, &grad, adam_cfg)?;
         Ok(Graph {

@@ -18,6 +18,7 @@ fn settings(pre: Preprocess, content: &str, style: &[&str]) -> LossSettings {
         style_layer_weights: vec![1.0; style.len()],
         content_weight: 5.0,
         style_weight: 20.0,
+        style_loss: Default::default(),
         tv_weight: 1e5,
         pool: Pool::Avg,
         preprocess: pre,

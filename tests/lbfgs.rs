@@ -66,6 +66,7 @@ fn lbfgs_beats_adam_on_the_pipeline_in_the_same_iterations() {
         style_layer_weights: vec![1.0; 3],
         content_weight: 1.0,
         style_weight: 1e3,
+        style_loss: Default::default(),
         tv_weight: 0.1,
         pool: Pool::Avg,
         preprocess: Preprocess::Torch,

@@ -92,6 +92,7 @@ fn graph_adds_the_temporal_gradient_and_loss() {
         style_layer_weights: vec![1.0, 1.0],
         content_weight: 1.0,
         style_weight: 10.0,
+        style_loss: Default::default(),
         tv_weight: 0.1,
         pool: Pool::Avg,
         preprocess: Preprocess::Torch,

@@ -116,6 +116,7 @@ fn settings(pool: Pool) -> LossSettings {
         style_layer_weights: vec![1.0, 0.5, 1.0, 2.0],
         content_weight: 1.0,
         style_weight: 1e3,
+        style_loss: Default::default(),
         tv_weight: 0.5,
         pool,
         preprocess: Preprocess::Torch,

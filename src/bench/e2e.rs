@@ -25,6 +25,7 @@ pub(super) fn default_settings(model: Model) -> LossSettings {
         style_layers: style,
         content_weight: cw,
         style_weight: sw,
+        style_loss: Default::default(),
         tv_weight: tw,
         pool: Pool::Avg,
         preprocess: Preprocess::Torch,

@@ -4,7 +4,7 @@
 use crate::{adapter_or_env, kernel_overrides_from_env};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
-use stylize::model::{Edge, Model, Pool, Preprocess};
+use stylize::model::{Edge, Model, Pool, Preprocess, StyleLoss};
 use stylize::render::{self, Init, Optimizer, RenderOptions, WeightsSource};
 use stylize::{Error, Result};
 
@@ -12,6 +12,15 @@ use stylize::{Error, Result};
 pub(crate) enum PoolArg {
     Avg,
     Max,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum StyleLossArg {
+    /// Gatys et al.: the mean squared difference of the Gram matrices F F^T / (C H W).
+    Gram,
+    /// The Wasserstein-2 distance between Gaussians with the features' means and covariances
+    /// (as crowsonkb/style-transfer-pytorch), per channel.
+    MeanCov,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -120,7 +129,7 @@ pub(crate) struct RenderArgs {
     #[arg(long)]
     content_weight: Option<f32>,
     /// Weight of the style loss [default: 1e6 for torchvision weights, 100 for Caffe weights; 100
-    /// with --normalize-gradients].
+    /// with --normalize-gradients; with --style-loss mean-cov 100 torchvision, 40 Caffe].
     #[arg(long)]
     style_weight: Option<f32>,
     /// Weight of the total-variation (smoothness) loss [default: 100 torchvision, 1e5 Caffe].
@@ -133,6 +142,13 @@ pub(crate) struct RenderArgs {
     /// tune from there. Untiled renders only.
     #[arg(long)]
     normalize_gradients: bool,
+    /// What the style loss compares at each style layer: `gram` (Gatys et al.) or `mean-cov`,
+    /// the squared Wasserstein-2 distance between Gaussians fitted to the features (mean and
+    /// covariance; crowsonkb/style-transfer-pytorch's loss), divided by the channels. mean-cov
+    /// has its own default --style-weight (100 torchvision, 40 Caffe; 100 with --normalize-gradients);
+    /// untiled renders only (a stage or style image that would be tiled is refused).
+    #[arg(long, value_enum, default_value = "gram", value_name = "gram|mean-cov")]
+    style_loss: StyleLossArg,
     /// Layers whose activations the content loss compares (comma-separated; conv1_1..conv5_4,
     /// relu1_1..relu5_4, pool1..pool5 for VGG19; up to conv5_3/relu5_3 for VGG16, which has
     /// 3 layers in blocks 3-5).
@@ -279,7 +295,8 @@ pub(crate) struct RenderArgs {
     /// the tile size in pixels. Tiles overlap by the deepest layer's receptive radius, so the
     /// result equals an untiled render's; each step then costs two passes over the tiles. Adam,
     /// L-BFGS and --avg-decay work tiled, their state in host memory (L-BFGS: 2 x
-    /// --lbfgs-history x 12 bytes per pixel).
+    /// --lbfgs-history x 12 bytes per pixel). Not with --normalize-gradients or --style-loss
+    /// mean-cov (refused when a stage would be tiled).
     #[arg(long, default_value = "auto")]
     tile: String,
     /// GPU memory budget in MiB that --tile auto keeps the render within [default: only the
@@ -343,6 +360,10 @@ pub(crate) fn options(a: RenderArgs) -> Result<RenderOptions> {
         style_weight: a.style_weight,
         tv_weight: a.tv_weight,
         normalize_gradients: a.normalize_gradients,
+        style_loss: match a.style_loss {
+            StyleLossArg::Gram => StyleLoss::Gram,
+            StyleLossArg::MeanCov => StyleLoss::MeanCov,
+        },
         content_layers: a.content_layers,
         style_layers: a.style_layers,
         style_layer_weights: a.style_layer_weights,

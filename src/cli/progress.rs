@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
+use stylize::model::StyleLoss;
 use stylize::render::{Control, Observer, RenderInfo, StageInfo, StepInfo};
 use stylize::runner::Losses;
 use stylize::Result;
@@ -35,13 +36,23 @@ pub struct CliProgress {
     total: u32,
     /// Tuning warnings printed at the start.
     warned: usize,
+    /// The style term's name in the progress lines (which loss it is, unless Gram's).
+    style_term: &'static str,
 }
 
 impl CliProgress {
     /// A reporter for a render; `quiet` prints nothing (Ctrl-C still stops the render).
     pub fn new(quiet: bool) -> CliProgress {
         let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-        CliProgress { quiet, tty, label: String::new(), start: Instant::now(), total: 0, warned: 0 }
+        CliProgress {
+            quiet,
+            tty,
+            label: String::new(),
+            start: Instant::now(),
+            total: 0,
+            warned: 0,
+            style_term: "style",
+        }
     }
 
     /// How many tuning warnings [`Observer::started`] printed.
@@ -61,9 +72,10 @@ impl CliProgress {
         let mut line = format!("{}[{bar}] step {step}/{} {rate:.2} it/s", self.label, self.total);
         if let Some(l) = losses {
             line += &format!(
-                " | loss {:.4e} (content {:.3e}, style {:.3e}, tv {:.3e})",
+                " | loss {:.4e} (content {:.3e}, {} {:.3e}, tv {:.3e})",
                 l.total(),
                 l.content_total(),
+                self.style_term,
                 l.style_total(),
                 l.tv
             );
@@ -94,9 +106,19 @@ impl Observer for CliProgress {
                 String::new()
             };
             let frames = if info.frames > 1 { format!(" | {} frames", info.frames) } else { String::new() };
+            if info.style_loss == StyleLoss::MeanCov {
+                self.style_term = "style (mean-cov)";
+            }
             eprintln!(
-                "stylize: {}x{} on {} | weights {} ({}, {:?} preprocessing) | {} steps{scales}{frames}",
-                info.size.0, info.size.1, info.adapter, info.weights, info.model, info.preprocess, info.frame_steps
+                "stylize: {}x{} on {} | weights {} ({}, {:?} preprocessing) | {} steps{scales}{frames} | style loss {}",
+                info.size.0,
+                info.size.1,
+                info.adapter,
+                info.weights,
+                info.model,
+                info.preprocess,
+                info.frame_steps,
+                info.style_loss.name()
             );
         }
         install_interrupt_handler();

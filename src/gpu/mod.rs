@@ -18,6 +18,7 @@ pub mod image;
 pub mod kernel;
 pub mod lbfgs;
 pub mod mask;
+pub mod meancov;
 pub mod op;
 pub mod overrides;
 pub mod peak;

@@ -46,6 +46,44 @@ pub enum Pool {
     Max,
 }
 
+/// What the style loss compares at each style tap (`--style-loss`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StyleLoss {
+    /// Gatys et al.: mean((G - A)^2) of the Gram matrices G = F F^T / (C H W).
+    #[default]
+    Gram,
+    /// The squared Wasserstein-2 distance between the Gaussians with the features' mean and
+    /// covariance (as crowsonkb/style-transfer-pytorch), divided by C: mean((mu - mu_t)^2) +
+    /// tr(C + C_t - 2 (R C R)^{1/2}) / C with R = C_t^{1/2}, both covariances plus
+    /// [`MEANCOV_EPS`] I.
+    MeanCov,
+}
+
+impl StyleLoss {
+    /// The option's spelling (`gram`, `mean-cov`).
+    pub fn name(self) -> &'static str {
+        match self {
+            StyleLoss::Gram => "gram",
+            StyleLoss::MeanCov => "mean-cov",
+        }
+    }
+
+    /// Elements of one style tap's target for `c` channels: the Gram matrix (c x c), or the raw
+    /// moments of the mean-covariance loss, S = F F^T / N (c x c) then the mean (c). Raw moments
+    /// mix linearly, so blending several style images stays a weighted sum of targets.
+    pub fn target_len(self, c: usize) -> usize {
+        match self {
+            StyleLoss::Gram => c * c,
+            StyleLoss::MeanCov => c * c + c,
+        }
+    }
+}
+
+/// The ridge added to both covariances of [`StyleLoss::MeanCov`]: it keeps R and the matrix
+/// square roots defined when a tap has fewer positions than channels (rank-deficient
+/// covariances), as crowsonkb's eps = 1e-4.
+pub const MEANCOV_EPS: f64 = 1e-4;
+
 /// What the losses look at and how much each counts.
 #[derive(Clone, Debug)]
 pub struct LossSettings {
@@ -61,6 +99,8 @@ pub struct LossSettings {
     pub content_weight: f32,
     /// Weight of the style loss.
     pub style_weight: f32,
+    /// What the style loss compares.
+    pub style_loss: StyleLoss,
     /// Weight of the total-variation loss.
     pub tv_weight: f32,
     /// Pooling kind of the network.

@@ -7,6 +7,7 @@
 pub mod flow;
 mod lbfgs;
 pub mod mask;
+pub mod meancov;
 pub mod step;
 pub use lbfgs::{Lbfgs, Real};
 

@@ -1,7 +1,7 @@
 //! Whole-pipeline reference: the input transform and a whole Gatys step (losses and image
 //! gradient), from the device-independent [`crate::model`] only.
 
-use crate::model::{reflect_fold, reflect_pad, Affine, ConvLayer, LossSettings, Pool, Tap};
+use crate::model::{reflect_fold, reflect_pad, Affine, ConvLayer, LossSettings, Pool, StyleLoss, Tap};
 
 /// y\[c\] = x\[src\[c\]\] * a\[c\] + b\[c\] on a (3, h, w) image padded by reflection by r pixels
 /// on every side: (3, h + 2r, w + 2r) out.
@@ -105,8 +105,9 @@ pub fn crop(f: &RefForward, s: &LossSettings, t: Tap, h: usize, w: usize, r: usi
     (crop_forward(a, c, ph, pw, [o, o], [hh, ww]), [c, hh, ww])
 }
 
-/// Content activations and style Gram matrices of an image (over its positions only, the image
-/// padded by reflection by `r` pixels first).
+/// Content activations and style targets of an image (over its positions only, the image
+/// padded by reflection by `r` pixels first): Gram matrices, or with [`StyleLoss::MeanCov`] the
+/// raw moments of `meancov::meancov_moments`.
 pub fn targets(
     net: &[ConvLayer],
     s: &LossSettings,
@@ -122,7 +123,10 @@ pub fn targets(
         .iter()
         .map(|&t| {
             let (a, [c, hh, ww]) = crop(&f, s, t, h, w, r);
-            gram_forward(&a, c, hh * ww)
+            match s.style_loss {
+                StyleLoss::Gram => gram_forward(&a, c, hh * ww),
+                StyleLoss::MeanCov => super::meancov::meancov_moments(&a, c, hh * ww),
+            }
         })
         .collect();
     (content, style)
@@ -192,11 +196,20 @@ pub fn evaluate_with(
     }
     for (k, &t) in s.style_layers.iter().enumerate() {
         let (a, [c, hh, ww]) = crop(&f, s, t, h, w, r);
-        let g = gram_forward(&a, c, hh * ww);
         let sw = s.style_weight as f64 * s.style_layer_weights[k] as f64;
-        ls.push(sw * mse_forward(&g, &style_targets[k]));
-        let dg = mse_backward(&g, &style_targets[k], 1.0);
-        tap_grads.push((t, uncrop(t, weigh(gram_backward(&a, &dg, c, hh * ww), sw))));
+        let (loss, da) = match s.style_loss {
+            StyleLoss::Gram => {
+                let g = gram_forward(&a, c, hh * ww);
+                let dg = mse_backward(&g, &style_targets[k], 1.0);
+                (mse_forward(&g, &style_targets[k]), gram_backward(&a, &dg, c, hh * ww))
+            }
+            StyleLoss::MeanCov => {
+                let tgt = super::meancov::meancov_target(&style_targets[k], c);
+                super::meancov::meancov_forward_backward(&a, c, hh * ww, &tgt)
+            }
+        };
+        ls.push(sw * loss);
+        tap_grads.push((t, uncrop(t, weigh(da, sw))));
     }
     let add = |g: &mut Option<Vec<f64>>, t: Tap| {
         for (tt, d) in &tap_grads {

@@ -3,8 +3,8 @@
 use super::observe::RenderInfo;
 use super::plan::{check_fits, plan_stages, StagePlan};
 use super::{
-    default_weights_for, parse_taps, validate, Init, Optimizer, RenderOptions, WeightsSource, MIN_SIDE,
-    NORMALIZED_WEIGHTS,
+    default_weights_for, meancov_style_weight, parse_taps, validate, Init, Optimizer, RenderOptions, WeightsSource,
+    MIN_SIDE, NORMALIZED_WEIGHTS,
 };
 use crate::error::{Error, Result};
 use crate::gpu::adam::AdamConfig;
@@ -12,7 +12,7 @@ use crate::gpu::ema::Ema;
 use crate::gpu::tune::{self, TuneMode, Tuner};
 use crate::gpu::{AdapterChoice, Context, Tensor};
 use crate::image_io::{self, color_match, DecodeLimits, Planar};
-use crate::model::{ConvLayer, LossSettings, Model, ModelEvidence, Preprocess};
+use crate::model::{ConvLayer, LossSettings, Model, ModelEvidence, Preprocess, StyleLoss};
 use crate::runner::{compute_targets, Graph, LbfgsConfig, Losses, Net, Targets};
 use crate::weights;
 use std::collections::HashMap;
@@ -200,6 +200,7 @@ impl Engine {
             style_layer_weights,
             content_weight: 0.0,
             style_weight: 0.0,
+            style_loss: o.style_loss,
             tv_weight: 0.0,
             pool: o.pool,
             preprocess: Preprocess::Torch,
@@ -226,6 +227,9 @@ impl Engine {
         let (convs, recognised, source) = load(model, needed)?;
         settings.preprocess = o.preprocess.or(recognised).unwrap_or(Preprocess::Torch);
         let (mut dc, mut ds, dt) = default_weights_for(settings.preprocess);
+        if o.style_loss == StyleLoss::MeanCov {
+            ds = meancov_style_weight(settings.preprocess);
+        }
         if o.normalize_gradients {
             // Normalised terms no longer scale with the activations: jcjohnson's defaults fit
             // either convention (without them, torchvision's 1 : 1e6 would drown the content).
@@ -253,6 +257,7 @@ impl Engine {
             frame_steps: plans.iter().map(|p| p.steps).sum(),
             frames,
             tune_warnings: self.ctx.tuner().map(|t| t.warnings()).unwrap_or_default(),
+            style_loss: self.settings.style_loss,
         }
     }
 

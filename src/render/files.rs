@@ -12,7 +12,7 @@ use super::run::{run_frame, Ended, StageReport};
 use super::{steps_per_scale, validate, Init, Optimizer, RenderOptions, WeightsSource, DEFAULT_EDGE_MARGIN};
 use crate::error::{Error, Result};
 use crate::image_io::{self, DecodeLimits, Planar, SaveOptions};
-use crate::model::{Edge, LossSettings, Model, Pool, Preprocess, Tap};
+use crate::model::{Edge, LossSettings, Model, Pool, Preprocess, StyleLoss, Tap};
 use crate::runner::Losses;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -530,6 +530,9 @@ fn settings_text(o: &RenderOptions, s: &LossSettings, source: &str, frame: Optio
     }
     if o.normalize_gradients {
         cmd += " --normalize-gradients";
+    }
+    if s.style_loss != StyleLoss::Gram {
+        cmd += &format!(" --style-loss {}", s.style_loss.name());
     }
     if o.original_colors {
         cmd += " --original-colors";

@@ -30,6 +30,8 @@ pub struct RenderInfo {
     pub frames: usize,
     /// Problems with the conv tuning table (unreadable, corrupt, another adapter's), one line each.
     pub tune_warnings: Vec<String>,
+    /// What the style loss compares.
+    pub style_loss: crate::model::StyleLoss,
 }
 
 /// Where a stage (one scale of one frame) sits in a render.

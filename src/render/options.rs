@@ -4,7 +4,7 @@ use crate::error::{Error, Result};
 use crate::gpu::tune::TuneMode;
 use crate::gpu::KernelOverrides;
 use crate::image_io;
-use crate::model::{Edge, Model, Pool, Preprocess, Tap};
+use crate::model::{Edge, Model, Pool, Preprocess, StyleLoss, Tap};
 use std::path::{Path, PathBuf};
 
 /// Steps between checks of the losses for NaN/Inf when printing is rarer.
@@ -120,6 +120,9 @@ pub struct RenderOptions {
     /// divided by its L1 norm before it is weighted and summed (TV untouched; the losses
     /// reported are unchanged). Untiled stages only.
     pub normalize_gradients: bool,
+    /// What the style loss compares (Gram matrices, or means and covariances). With
+    /// [`StyleLoss::MeanCov`] and no `style_weight`, [`meancov_style_weight`]; untiled stages only.
+    pub style_loss: StyleLoss,
     /// Taps of the content loss, e.g. `relu4_2`.
     pub content_layers: Vec<String>,
     /// Taps of the style loss.
@@ -259,6 +262,7 @@ impl Default for RenderOptions {
             style_weight: None,
             tv_weight: None,
             normalize_gradients: false,
+            style_loss: StyleLoss::Gram,
             content_layers: vec!["relu4_2".into()],
             style_layers: ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"].map(String::from).to_vec(),
             style_layer_weights: None,
@@ -330,6 +334,16 @@ pub fn default_weights_for(p: Preprocess) -> (f32, f32, f32) {
 /// Each normalised term's gradient has L1 norm equal to its weight, so these say how hard each
 /// layer pulls, whatever the weights' scale (README "Normalised gradients").
 pub const NORMALIZED_WEIGHTS: (f32, f32) = (5.0, 100.0);
+
+/// The style weight used with `--style-loss mean-cov` when none is given (without
+/// `--normalize-gradients`, which brings its own): the Gram default's style gradient at the
+/// first step, measured, over the mean-covariance loss's (README "Mean-covariance style loss").
+pub fn meancov_style_weight(p: Preprocess) -> f32 {
+    match p {
+        Preprocess::Torch => 100.0,
+        Preprocess::Caffe => 40.0,
+    }
+}
 
 pub(super) fn check_finite(name: &str, v: f32, positive: bool) -> Result<()> {
     if !v.is_finite() || v < 0.0 || (positive && v == 0.0) {

@@ -4,7 +4,7 @@
 use super::{RenderOptions, TileMode};
 use crate::error::{Error, Result};
 use crate::gpu::Context;
-use crate::model::LossSettings;
+use crate::model::{LossSettings, StyleLoss};
 use std::path::{Path, PathBuf};
 
 /// Host memory a tiled render may use for its image-sized buffers (image, gradient, the
@@ -218,6 +218,13 @@ pub fn plan_stages(
     for (scale, &size) in sizes.iter().enumerate().rev() {
         let (width, height) = working_size(content.0, content.1, size);
         let tile = decide_tile(ctx, s, o, width, height)?;
+        if let (Some(_), StyleLoss::MeanCov) = (tile, s.style_loss) {
+            // Each term's covariance square root spans the whole image, which no tile sees.
+            return Err(Error::InvalidArgument(format!(
+                "--style-loss mean-cov works untiled only, but the {width}x{height} stage would be tiled; {}",
+                if matches!(o.tile, TileMode::Size(_)) { "drop --tile" } else { "use a smaller --size" }
+            )));
+        }
         if tile.is_some() && o.normalize_gradients {
             // A term's L1 norm spans the whole image, which no tile sees.
             let hint = match o.tile {
@@ -233,7 +240,14 @@ pub fn plan_stages(
             .iter()
             .map(|&(sw, sh)| {
                 let (width, height) = working_size(sw, sh, style_longest);
-                Ok(StyleSize { width, height, tile: decide_tile(ctx, s, o, width, height)? })
+                let tile = decide_tile(ctx, s, o, width, height)?;
+                if tile.is_some() && s.style_loss == StyleLoss::MeanCov {
+                    return Err(Error::InvalidArgument(format!(
+                        "--style-loss mean-cov works untiled only, but the {width}x{height} style image would be \
+                         tiled; use a smaller --size or --style-scale"
+                    )));
+                }
+                Ok(StyleSize { width, height, tile })
             })
             .collect::<Result<Vec<_>>>()?;
         out.push(StagePlan { scale, size, width, height, tile, steps: steps[scale], style_longest, styles });
