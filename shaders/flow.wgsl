@@ -37,34 +37,36 @@ struct Params { w: u32, h: u32, sw: u32, sh: u32, c: u32, alpha2: f32, sx: f32, 
 @group(0) @binding(6) var<storage, read> G: array<f32>;        // (Ix, Iy, It) (3, h, w)
 @group(0) @binding(7) var<storage, read_write> Y: array<f32>;  // the output
 
-// Bilinear sample of plane `base` (h, w) of X at (x, y), clamped into the image.
-fn sample_x(base: u32, w: u32, h: u32, x: f32, y: f32) -> f32 {
+// Where a bilinear sample of an (h, w) plane at (x, y), clamped into the image, reads: the four
+// offsets (top-left, top-right, bottom-left, bottom-right) and the weights fx, fy.
+struct Bilinear { i00: u32, i01: u32, i10: u32, i11: u32, fx: f32, fy: f32 }
+
+fn bilinear(w: u32, h: u32, x: f32, y: f32) -> Bilinear {
     let cx = clamp(x, 0.0, f32(w - 1u));
     let cy = clamp(y, 0.0, f32(h - 1u));
     let x0 = u32(floor(cx));
     let y0 = u32(floor(cy));
     let x1 = min(x0 + 1u, w - 1u);
     let y1 = min(y0 + 1u, h - 1u);
-    let fx = cx - f32(x0);
-    let fy = cy - f32(y0);
-    let top = X[base + y0 * w + x0] * (1.0 - fx) + X[base + y0 * w + x1] * fx;
-    let bot = X[base + y1 * w + x0] * (1.0 - fx) + X[base + y1 * w + x1] * fx;
-    return top * (1.0 - fy) + bot * fy;
+    return Bilinear(y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1, cx - f32(x0), cy - f32(y0));
+}
+
+fn mix4(b: Bilinear, v00: f32, v01: f32, v10: f32, v11: f32) -> f32 {
+    let top = v00 * (1.0 - b.fx) + v01 * b.fx;
+    let bot = v10 * (1.0 - b.fx) + v11 * b.fx;
+    return top * (1.0 - b.fy) + bot * b.fy;
+}
+
+// Bilinear sample of plane `base` (h, w) of X at (x, y), clamped into the image.
+fn sample_x(base: u32, w: u32, h: u32, x: f32, y: f32) -> f32 {
+    let b = bilinear(w, h, x, y);
+    return mix4(b, X[base + b.i00], X[base + b.i01], X[base + b.i10], X[base + b.i11]);
 }
 
 // The same sample of plane `base` of B (flow_consistency's other flow).
 fn sample_b(base: u32, w: u32, h: u32, x: f32, y: f32) -> f32 {
-    let cx = clamp(x, 0.0, f32(w - 1u));
-    let cy = clamp(y, 0.0, f32(h - 1u));
-    let x0 = u32(floor(cx));
-    let y0 = u32(floor(cy));
-    let x1 = min(x0 + 1u, w - 1u);
-    let y1 = min(y0 + 1u, h - 1u);
-    let fx = cx - f32(x0);
-    let fy = cy - f32(y0);
-    let top = B[base + y0 * w + x0] * (1.0 - fx) + B[base + y0 * w + x1] * fx;
-    let bot = B[base + y1 * w + x0] * (1.0 - fx) + B[base + y1 * w + x1] * fx;
-    return top * (1.0 - fy) + bot * fy;
+    let b = bilinear(w, h, x, y);
+    return mix4(b, B[base + b.i00], B[base + b.i01], B[base + b.i10], B[base + b.i11]);
 }
 
 fn inside(x: f32, y: f32) -> bool {

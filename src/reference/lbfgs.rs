@@ -219,13 +219,7 @@ impl<T: Real> Lbfgs<T> {
         array: &dyn Fn(&str) -> Option<Vec<T>>,
         counter: &dyn Fn(&str) -> u64,
     ) -> Result<(), String> {
-        let get = |name: &str, len: usize| -> Result<Vec<T>, String> {
-            let v = array(name).ok_or_else(|| format!("array {name} missing"))?;
-            match v.len() == len {
-                true => Ok(v),
-                false => Err(format!("array {name} has {} values, the stage needs {len}", v.len())),
-            }
-        };
+        let get = |name: &str, len: usize| sized_array(array, name, len);
         let k = counter("lbfgs_iterations");
         let pairs = counter("lbfgs_pairs") as usize;
         if pairs > self.history || pairs as u64 > k.saturating_sub(1) {
@@ -247,5 +241,15 @@ impl<T: Real> Lbfgs<T> {
         self.skipped = counter("lbfgs_skipped") as u32;
         self.fallbacks = counter("lbfgs_fallbacks") as u32;
         Ok(())
+    }
+}
+
+/// The saved array `name` of `array`, which must hold `len` values; the error names it (shared
+/// by every optimiser state a checkpoint restores).
+pub(crate) fn sized_array<T>(array: &dyn Fn(&str) -> Option<Vec<T>>, name: &str, len: usize) -> Result<Vec<T>, String> {
+    let v = array(name).ok_or_else(|| format!("array {name} missing"))?;
+    match v.len() == len {
+        true => Ok(v),
+        false => Err(format!("array {name} has {} values, the stage needs {len}", v.len())),
     }
 }

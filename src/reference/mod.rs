@@ -9,6 +9,7 @@ mod lbfgs;
 pub mod mask;
 pub mod meancov;
 pub mod step;
+pub(crate) use lbfgs::sized_array;
 pub use lbfgs::{Lbfgs, Real};
 
 /// y\[o, i, j\] = b\[o\] + sum_{c, dy, dx} w\[o, c, dy, dx\] * x\[c, i + dy - 1, j + dx - 1\]

@@ -168,13 +168,7 @@ impl TiledOptimizer {
         array: &dyn Fn(&str) -> Option<Vec<f32>>,
         counter: &dyn Fn(&str) -> u64,
     ) -> Result<(), String> {
-        let get = |name: &str, len: usize| -> Result<Vec<f32>, String> {
-            let v = array(name).ok_or_else(|| format!("array {name} missing"))?;
-            match v.len() == len {
-                true => Ok(v),
-                false => Err(format!("array {name} has {} values, the stage needs {len}", v.len())),
-            }
-        };
+        let get = |name: &str, len: usize| crate::reference::sized_array(array, name, len);
         match &mut self.rule {
             Rule::Adam(a) => {
                 (a.m, a.v) = (get("adam.m", n)?, get("adam.v", n)?);
