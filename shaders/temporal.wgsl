@@ -5,14 +5,13 @@
 //   dx  (+)= 2 weight m[p]^2 (x[c,p] - t[c,p]) / n
 // (m is 0 or 1 from flow_consistency, so m^2 = m: Ruder's c_k (x - t)^2; squared so that a soft
 // mask would still give a loss whose gradient this is.)
-// Two deterministic stages as reduce.wgsl:
-//   temporal_partial: workgroup z sums its grid-stride share of the terms into Part[z] and writes
-//                     the gradient of those elements (scale gscale = 2 weight / n)
-//   temporal_finish:  one workgroup sums Part[0..groups] into Out[slot] = scale * sum
-//                     (scale = weight / n)
+// Stage 1 of reduce.wgsl's two deterministic stages: temporal_partial's workgroup z sums its
+// grid-stride share of the terms into Part[z] and writes the gradient of those elements (gscale =
+// 2 weight / n); reduce.wgsl's reduce_finish then sums Part into the loss slot (scale = weight / n).
+// tree_sum is reduce.wgsl's (WGSL has no includes; every file stands alone).
 // CPU twin: reference::flow::temporal_loss; checked by tests/temporal.rs (and finite differences).
 
-struct Params { n: u32, plane: u32, groups: u32, slot: u32, scale: f32, gscale: f32, accumulate: u32, pad: u32 }
+struct Params { n: u32, plane: u32, groups: u32, accumulate: u32, gscale: f32, pad0: u32, pad1: u32, pad2: u32 }
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> X: array<f32>;          // x (c, h, w)
@@ -20,7 +19,6 @@ struct Params { n: u32, plane: u32, groups: u32, slot: u32, scale: f32, gscale: 
 @group(0) @binding(3) var<storage, read> M: array<f32>;          // the mask (h, w)
 @group(0) @binding(4) var<storage, read_write> D: array<f32>;    // dx (c, h, w)
 @group(0) @binding(5) var<storage, read_write> Part: array<f32>; // partial sums (groups)
-@group(0) @binding(6) var<storage, read_write> Out: array<f32>;  // the loss slot
 
 var<workgroup> red: array<f32, 256>;
 
@@ -48,14 +46,4 @@ fn temporal_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
     }
     let t = tree_sum(li, s);
     if (li == 0u) { Part[wid.x] = t; }
-}
-
-@compute @workgroup_size(256)
-fn temporal_finish(@builtin(local_invocation_index) li: u32) {
-    var s = 0.0;
-    for (var i = li; i < P.groups; i += 256u) {
-        s += Part[i];
-    }
-    let t = tree_sum(li, s);
-    if (li == 0u) { Out[P.slot] = t * P.scale; }
 }

@@ -49,6 +49,14 @@ fn two_stage(
     Op { dispatches: vec![d1, d2], scratch: vec![parts], textures: vec![] }
 }
 
+/// Stage 2 for another file's stage 1 (e.g. temporal.wgsl): out\[slot\] = scale * sum of the
+/// first `groups` partial sums in `parts`, so every loss ends in the same deterministic tree sum.
+pub(crate) fn finish(ctx: &Context, parts: &Tensor, groups: usize, out: &Tensor, slot: usize, scale: f32) -> Op {
+    assert!(slot < out.len() && groups <= parts.len());
+    let p = ReduceParams { groups: groups as u32, scale, slot: slot as u32, ..ReduceParams::default() };
+    ctx.op(ctx.dispatch(FILE, "reduce_finish", &p, &[("X", parts), ("Out", out)], (1, 1, 1)))
+}
+
 /// out\[slot\] = weight * mean((x - t)^2).
 pub fn mse_forward(ctx: &Context, x: &Tensor, t: &Tensor, out: &Tensor, slot: usize, weight: f32) -> Op {
     assert_eq!(x.len(), t.len());

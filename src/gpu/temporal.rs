@@ -10,12 +10,13 @@ const FILE: &str = "temporal.wgsl";
 uniform! {
     /// `shaders/temporal.wgsl`'s `Params`.
     pub struct TemporalParams {
-        n: u32, plane: u32, groups: u32, slot: u32, scale: f32, gscale: f32, accumulate: u32, pad: u32
+        n: u32, plane: u32, groups: u32, accumulate: u32, gscale: f32, pad0: u32, pad1: u32, pad2: u32
     }
 }
 
 /// out\[slot\] = weight * sum m² (x - t)² / n and dx (+)= 2 weight m² (x - t) / n, with x, t and dx
-/// (c, h, w), the mask m (1, h, w) broadcast over the channels, n = c h w. Owns its partial sums.
+/// (c, h, w), the mask m (1, h, w) broadcast over the channels, n = c h w. Owns its partial sums;
+/// reduce.wgsl's `reduce_finish` sums them.
 #[allow(clippy::too_many_arguments)]
 pub fn temporal_loss(
     ctx: &Context,
@@ -39,11 +40,9 @@ pub fn temporal_loss(
         n: n as u32,
         plane: (h * w) as u32,
         groups: groups as u32,
-        slot: slot as u32,
-        scale: (weight as f64 / n as f64) as f32,
-        gscale: (2.0 * weight as f64 / n as f64) as f32,
         accumulate: accumulate as u32,
-        pad: 0,
+        gscale: (2.0 * weight as f64 / n as f64) as f32,
+        ..TemporalParams::default()
     };
     let stage1 = ctx.dispatch(
         FILE,
@@ -53,7 +52,7 @@ pub fn temporal_loss(
         (groups as u32, 1, 1),
     );
     let a = ctx.op(stage1);
-    let b = ctx.op(ctx.dispatch(FILE, "temporal_finish", &p, &[("Part", &part), ("Out", out)], (1, 1, 1)));
+    let b = super::reduce::finish(ctx, &part, groups, out, slot, (weight as f64 / n as f64) as f32);
     let mut op = a.then(b);
     op.scratch.push(part.buf);
     Ok(op)
