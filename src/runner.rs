@@ -273,7 +273,8 @@ impl Forward {
     }
 }
 
-/// Loss slots in the losses buffer: content taps, then style taps, then TV.
+/// Loss slots in the losses buffer: content taps, then style taps, then TV (and the temporal
+/// loss, in its own buffer).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Losses {
     /// Weighted content loss per content tap.
@@ -282,6 +283,8 @@ pub struct Losses {
     pub style: Vec<f32>,
     /// Weighted total-variation loss.
     pub tv: f32,
+    /// Weighted temporal loss of a video frame ([`Graph::add_temporal`]); None without one.
+    pub temporal: Option<f32>,
 }
 
 impl Losses {
@@ -295,7 +298,7 @@ impl Losses {
     }
     /// Every term summed.
     pub fn total(&self) -> f32 {
-        self.content_total() + self.style_total() + self.tv
+        self.content_total() + self.style_total() + self.tv + self.temporal.unwrap_or(0.0)
     }
 }
 
@@ -676,7 +679,8 @@ impl Graph {
     /// Adds the short-term temporal loss of video frames (Ruder et al. 2016) and its gradient to
     /// every iteration: weight * mean over x's elements of mask² (x - target)², target the
     /// previous frame's output warped into this frame (3, h, w), mask (1, h, w) 1 where the flow
-    /// is trusted (gpu::flow). Its value is read with [`Graph::read_temporal_loss`].
+    /// is trusted (gpu::flow). Its value is read with [`Graph::read_temporal_loss`] and is part of
+    /// [`Graph::read_losses`].
     pub fn add_temporal(&mut self, ctx: &Context, target: &Tensor, mask: &Tensor, weight: f32) -> Result<()> {
         let out = Tensor::new(ctx, [1, 1, 1], "temporal loss")?;
         let op = crate::gpu::temporal::temporal_loss(ctx, &self.x, target, mask, &out, 0, weight, &self.grad, true)?;
@@ -757,7 +761,8 @@ impl Graph {
     pub fn read_losses(&self, ctx: &Context) -> Result<Losses> {
         let v = self.losses.read(ctx)?;
         let (nc, ns) = (self.n_content, self.n_style);
-        Ok(Losses { content: v[..nc].to_vec(), style: v[nc..nc + ns].to_vec(), tv: v[nc + ns] })
+        let temporal = self.read_temporal_loss(ctx)?;
+        Ok(Losses { content: v[..nc].to_vec(), style: v[nc..nc + ns].to_vec(), tv: v[nc + ns], temporal })
     }
 
     /// The current image, (3, h, w) RGB.

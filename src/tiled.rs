@@ -430,7 +430,7 @@ impl TiledGraph {
     pub fn read_losses(&self, ctx: &Context) -> Result<Losses> {
         let v = self.losses.read(ctx)?;
         let (nc, ns) = (self.s.content_layers.len(), self.s.style_layers.len());
-        Ok(Losses { content: v[..nc].to_vec(), style: v[nc..nc + ns].to_vec(), tv: self.tv })
+        Ok(Losses { content: v[..nc].to_vec(), style: v[nc..nc + ns].to_vec(), tv: self.tv, temporal: None })
     }
 
     /// The distinct region shapes (each has one set of GPU buffers).

@@ -108,6 +108,7 @@ fn graph_adds_the_temporal_gradient_and_loss() {
     g.evaluate(ctx()).unwrap();
     let base = read(&g.grad);
     assert_eq!(g.read_temporal_loss(ctx()).unwrap(), None);
+    assert_eq!(g.read_losses(ctx()).unwrap().temporal, None);
 
     let (t, m) = (rng.vec(3 * h * w, 0.0, 1.0), mask(&mut rng, h * w, false));
     let weight = 50.0;
@@ -117,6 +118,10 @@ fn graph_adds_the_temporal_gradient_and_loss() {
     let (want_loss, want_grad) = rf::temporal_loss(&f64s(&x0), &f64s(&t), &f64s(&m), weight as f64);
     let got_loss = g.read_temporal_loss(ctx()).unwrap().unwrap();
     assert_close("graph temporal loss", &[got_loss], &[want_loss], TOL);
+    // The progress line and --log-json read it with the other terms, and it is in the total.
+    let l = g.read_losses(ctx()).unwrap();
+    assert_eq!(l.temporal, Some(got_loss));
+    assert_eq!(l.total(), l.content_total() + l.style_total() + l.tv + got_loss);
     let added: Vec<f32> = read(&g.grad).iter().zip(&base).map(|(a, b)| a - b).collect();
     // The difference of two O(grad) vectors: f32 cancellation, so relative to the sum's scale.
     let scale = base.iter().fold(0.0f32, |a, v| a.max(v.abs())) as f64;

@@ -114,7 +114,9 @@ fn temporal_loss_reduces_flicker_on_a_moving_clip() {
     let steps = ["--steps", "30"];
     let (independent, _) = render(&dir, &frames, &style, n, "independent", &steps);
     let (init, _) = render(&dir, &frames, &style, n, "init", &[&steps[..], &["--temporal-init"]].concat());
-    let tw = [&steps[..], &["--temporal-weight", "1000"]].concat();
+    let log = dir.join("temporal.jsonl");
+    let tw = [&steps[..], &["--temporal-weight", "1000", "--print-every", "10", "--log-json", log.to_str().unwrap()]]
+        .concat();
     let (temporal, ms) = render(&dir, &frames, &style, n, "temporal", &tw);
     println!("flicker (mean |out_k - warp(out_k-1, true flow)|, [0,1] pixel units, {n} frames 40x32, 30 steps):");
     println!("  independent frames            {independent:.4}");
@@ -124,6 +126,25 @@ fn temporal_loss_reduces_flicker_on_a_moving_clip() {
     assert_eq!(ms.len(), n - 1, "one flow per frame after the first");
     // Measured 0.0137 / 0.0440 / 0.0018 (lavapipe): a 2x margin on a 7x effect.
     assert!(temporal < 0.5 * init && temporal < 0.5 * independent, "the temporal loss must cut the flicker");
+
+    // The log names the temporal term on the frames that have one, and it is part of the total.
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&log).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut with_term = 0;
+    for v in &lines {
+        let (frame, total) = (v["frame"].as_u64().unwrap(), v["total"].as_f64().unwrap());
+        let sum: f64 = ["content", "style", "tv", "temporal"].iter().filter_map(|k| v[*k].as_f64()).sum();
+        assert!((total - sum).abs() <= 1e-5 * total, "total {total} vs the terms' sum {sum}: {v}");
+        match v.get("temporal").and_then(|t| t.as_f64()) {
+            Some(t) => {
+                // Step 0 of a frame starts at its target (the warped previous output): 0 there.
+                assert!(frame >= 1 && t >= 0.0, "{v}");
+                with_term += 1;
+            }
+            None => assert_eq!(frame, 0, "frames after the first carry the temporal term: {v}"),
+        }
+    }
+    assert!(with_term >= 2 * (n - 1), "{with_term} lines with the temporal term");
 }
 
 #[test]

@@ -253,7 +253,8 @@ pub(crate) struct RenderArgs {
     #[arg(long, default_value_t = 8, value_name = "8|16")]
     bit_depth: u8,
     /// Write one JSON line per printed step (and the initial image, step 0) to PATH:
-    /// {"frame","scale","width","height","step","content","style","tv","total","elapsed_s"}.
+    /// {"frame","scale","width","height","step","content","style","tv","total","elapsed_s"}, and
+    /// "temporal" on frames with a --temporal-weight term (it is part of "total").
     /// Step k holds the losses of the image after k updates of its scale; each scale's last line
     /// those of its result as written (clamped to [0,1]; the average with --avg-decay).
     /// `stylize plot PATH -o curve.png` draws it.

@@ -10,9 +10,15 @@ use std::path::Path;
 use stylize::image_io::{self, Planar};
 use stylize::{Error, Result};
 
-/// The terms drawn, with their colours (matplotlib's first four, total in near-black).
-const SERIES: [(&str, [u8; 3]); 4] =
-    [("content", [31, 119, 180]), ("style", [255, 127, 14]), ("tv", [44, 160, 44]), ("total", [40, 40, 40])];
+/// The terms drawn, with their colours (matplotlib's first four, total in near-black); temporal
+/// appears in video logs with --temporal-weight only.
+const SERIES: [(&str, [u8; 3]); 5] = [
+    ("content", [31, 119, 180]),
+    ("style", [255, 127, 14]),
+    ("tv", [44, 160, 44]),
+    ("temporal", [214, 39, 40]),
+    ("total", [40, 40, 40]),
+];
 
 /// One log line: numbers by key (null and non-numbers are left out).
 type Record = HashMap<String, f64>;
@@ -274,7 +280,9 @@ fn draw(records: &[Record], w: u32, h: u32) -> Result<Canvas> {
     }
     // Legend.
     let lx = left + pw + 12;
-    for (k, (name, col)) in SERIES.iter().enumerate() {
+    // Only the terms the log has (no "temporal" entry for a still image).
+    let present = SERIES.iter().enumerate().filter(|(si, _)| cv.series[*si].iter().any(|seg| !seg.is_empty()));
+    for (k, (_, (name, col))) in present.enumerate() {
         let y = top + 4 + k as i64 * 12 * fs;
         c.rect(lx, y + fs, 10 * fs, 5 * fs, *col);
         c.text(lx + 14 * fs, y, name, label, fs);

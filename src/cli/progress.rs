@@ -72,13 +72,18 @@ impl CliProgress {
         let mut line = format!("{}[{bar}] step {step}/{} {rate:.2} it/s", self.label, self.total);
         if let Some(l) = losses {
             line += &format!(
-                " | loss {:.4e} (content {:.3e}, {} {:.3e}, tv {:.3e})",
+                " | loss {:.4e} (content {:.3e}, {} {:.3e}, tv {:.3e}",
                 l.total(),
                 l.content_total(),
                 self.style_term,
                 l.style_total(),
                 l.tv
             );
+            // Only frames with a temporal term (after the first, with --temporal-weight) have one.
+            if let Some(t) = l.temporal {
+                line += &format!(", temporal {t:.3e}");
+            }
+            line += ")";
         }
         let mut e = std::io::stderr();
         if self.tty {

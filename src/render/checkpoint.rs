@@ -332,11 +332,13 @@ pub(super) fn pin_kernels(ctx: &Context, ck: &Checkpoint, path: &Path) -> Result
 
 /// The stage's initial losses as arrays.
 fn losses_arrays(l: &Losses) -> Vec<(String, Vec<f32>)> {
-    vec![
+    let mut a = vec![
         ("first.content".to_string(), l.content.clone()),
         ("first.style".to_string(), l.style.clone()),
         ("first.tv".to_string(), vec![l.tv]),
-    ]
+    ];
+    a.extend(l.temporal.map(|t| ("first.temporal".to_string(), vec![t])));
+    a
 }
 
 fn losses_from(ck: &Checkpoint, path: &Path) -> Result<Losses> {
@@ -344,6 +346,8 @@ fn losses_from(ck: &Checkpoint, path: &Path) -> Result<Losses> {
         content: ck.need(path, "first.content")?.to_vec(),
         style: ck.need(path, "first.style")?.to_vec(),
         tv: ck.need(path, "first.tv")?.first().copied().unwrap_or(0.0),
+        // Only frames with a temporal term have one.
+        temporal: ck.array("first.temporal").and_then(|a| a.first().copied()),
     })
 }
 

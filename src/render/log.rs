@@ -59,7 +59,7 @@ impl JsonLog {
         elapsed: f64,
     ) -> Result<()> {
         // Non-finite values have no JSON form: serde_json writes them as null.
-        let mut s = serde_json::json!({
+        let mut v = serde_json::json!({
             "frame": frame,
             "scale": scale,
             "width": w,
@@ -70,8 +70,12 @@ impl JsonLog {
             "tv": l.tv,
             "total": l.total(),
             "elapsed_s": (elapsed * 1e4).round() / 1e4,
-        })
-        .to_string();
+        });
+        // Only frames with a temporal term (after the first, with --temporal-weight) have one.
+        if let Some(t) = l.temporal {
+            v["temporal"] = serde_json::json!(t);
+        }
+        let mut s = v.to_string();
         s.push('\n');
         let io = |e| Error::Io { path: self.path.display().to_string(), source: e };
         self.file.write_all(s.as_bytes()).map_err(io)?;

@@ -519,12 +519,16 @@ impl Observer for WebView {
 
 /// A loss point with the fields of a `--log-json` line, plus `x`: the step over every frame.
 fn loss_point(stage: &StageInfo, step: u32, l: &Losses, elapsed: f64) -> Value {
-    json!({
+    let mut v = json!({
         "frame": stage.frame, "scale": stage.scale, "width": stage.width, "height": stage.height, "step": step,
         "content": l.content_total(), "style": l.style_total(), "tv": l.tv, "total": l.total(),
         "elapsed_s": (elapsed * 1e4).round() / 1e4,
         "x": stage.frame as u64 * stage.frame_steps as u64 + (stage.step_offset + step) as u64,
-    })
+    });
+    if let Some(t) = l.temporal {
+        v["temporal"] = json!(t);
+    }
+    v
 }
 
 #[cfg(test)]
