@@ -26,7 +26,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{gram, reduce, tile, Context, Op, Tensor};
-use crate::model::{reflect_fold, reflect_pad, LossSettings, Model, Pool, Tap};
+use crate::model::{reflect_fold, reflect_pad, LossSettings, Model, Pool, StyleLoss, Tap};
 use crate::runner::{backward, Forward, Losses, Net};
 use std::collections::HashMap;
 
@@ -523,8 +523,9 @@ fn run_tile<'a>(
 /// Bytes of GPU buffers an untiled graph of an h x w image holds (as `runner::Forward` and
 /// `Graph` allocate them: image-sized state, tapped activations, ReLU masks at 1 bit per element,
 /// max-pool inputs, the two activation/gradient buffers, Gram matrices and the split-K partials
-/// of [`gram_partials_bytes`]), and the largest single buffer, without allocating: what
-/// `--tile auto` compares with the adapter's limits and the memory budget.
+/// of [`gram_partials_bytes`]; with `--style-loss mean-cov` its targets and scratch), and the
+/// largest single buffer, without allocating: what `--tile auto` compares with the adapter's
+/// limits and the memory budget.
 pub fn graph_bytes(s: &LossSettings, h: usize, w: usize) -> (u64, u64) {
     let n = s.convs_needed();
     let taps: Vec<Tap> = s.content_layers.iter().chain(&s.style_layers).copied().collect();
@@ -565,7 +566,21 @@ pub fn graph_bytes(s: &LossSettings, h: usize, w: usize) -> (u64, u64) {
     add(f4(max_act), &mut total);
     for t in &s.style_layers {
         let c = t.channels(s.model);
-        add(f4(3 * c * c), &mut total); // Gram, target, gradient
+        if s.style_loss == StyleLoss::MeanCov {
+            add(f4(c * c + c), &mut total); // the target's moments [S; mu]
+            add(f4(c * c), &mut total); // R = C_t^{1/2}
+            add(f4(c), &mut total); // mu_t
+        } else {
+            add(f4(3 * c * c), &mut total); // Gram, target, gradient
+        }
+    }
+    if s.style_loss == StyleLoss::MeanCov {
+        // gpu::meancov::MeanCovScratch, shared by the taps: six c x c matrices at the widest tap.
+        let c = s.style_layers.iter().map(|t| t.channels(s.model)).max().unwrap_or(0);
+        for _ in 0..6 {
+            add(f4(c * c), &mut total);
+        }
+        add(f4(2 * c + 4), &mut total);
     }
     total += gram_partials_bytes(s, h, w);
     (total, largest)

@@ -9,7 +9,7 @@ use stylize::gpu::conv::GemmTile;
 use stylize::gpu::lbfgs::LbfgsConfig;
 use stylize::gpu::{tile, AdapterChoice, Context, KernelOverrides, Variant};
 use stylize::image_io;
-use stylize::model::{ConvLayer, LossSettings, Model, Preprocess, Tap};
+use stylize::model::{ConvLayer, LossSettings, Model, Preprocess, StyleLoss, Tap};
 use stylize::model::{Edge, Pool};
 use stylize::reference as r;
 use stylize::render::{render, Optimizer, RenderOptions, TileMode, WeightsSource};
@@ -282,6 +282,13 @@ fn auto_tiling_decision_and_memory_estimate() {
     let real = Graph::new(&gpu_like, &net, &s, &tc, &px, h, w, AdamConfig::default()).unwrap().gpu_bytes();
     println!("with GPU kernels: estimated {est}, allocated {real} (Gram partials {partials})");
     assert!(est >= real && (est as f64) < 1.15 * real as f64, "estimate {est} vs {real} with GPU kernels");
+    // The mean-covariance loss holds its targets' roots and its Newton-Schulz workspace too.
+    let mc = LossSettings { style_loss: StyleLoss::MeanCov, ..s.clone() };
+    let (est_mc, _) = graph_bytes(&mc, h, w);
+    let tc = compute_targets(&gpu_like, &net, &mc, &px, h, w, true, true).unwrap();
+    let real = Graph::new(&gpu_like, &net, &mc, &tc, &px, h, w, AdamConfig::default()).unwrap().gpu_bytes();
+    println!("mean-cov with GPU kernels: estimated {est_mc}, allocated {real}");
+    assert!(est_mc >= real && (est_mc as f64) < 1.15 * real as f64, "estimate {est_mc} vs {real}");
     assert_eq!(choose_tile(&s, h, w, u64::MAX, u64::MAX).unwrap(), None);
     let t = choose_tile(&s, h, w, est / 2, u64::MAX).unwrap().expect("tiles when over budget");
     assert!(t.is_multiple_of(4) && t < 70);
