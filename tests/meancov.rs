@@ -213,7 +213,7 @@ fn whole_term_on(cx: &Context, seed: u64, c: usize, h: usize, w: usize, k: usize
 #[test]
 fn whole_term_on_the_other_gram_variants() {
     // lavapipe runs the products on the texture Gram kernels; real GPUs on the tiled or GEMM
-    // ones: the same term through each (full rank, tolerances as on the default variant).
+    // ones: the same term through each (full rank).
     let (el0, eg0) = whole_term(13, 96, 11, 12, 96);
     println!("default variant: loss err {el0:.1e}, gradient err {eg0:.1e}");
     for v in [Variant::Tiled, Variant::GEMM] {
@@ -222,6 +222,7 @@ fn whole_term_on_the_other_gram_variants() {
         cx.set_overrides(KernelOverrides { gram: Some(v), ..Default::default() });
         println!("gram variant {v:?}:");
         let (el, eg) = whole_term_on(&cx, 13, 96, 11, 12, 96);
+        // Measured 4.4e-5 and 1.3e-3 on every variant (this seed's M is worse conditioned): 2.3x.
         assert!(el < 1e-4 && eg < 3e-3, "{v:?}: loss err {el:.2e}, gradient err {eg:.2e}");
     }
 }
@@ -230,7 +231,9 @@ fn whole_term_on_the_other_gram_variants() {
 fn whole_term_matches_reference_full_rank() {
     for (seed, c, h, w) in [(10, 16, 9, 11), (11, 64, 12, 13), (12, 128, 16, 16)] {
         let (el, eg) = whole_term(seed, c, h, w, c);
-        assert!(el < 1e-4 && eg < 1e-3, "c {c}: loss err {el:.2e}, gradient err {eg:.2e}");
+        // Measured at most 1.9e-6 and 1.1e-4 (lavapipe): the f32 Newton-Schulz iteration's error;
+        // about 5x that.
+        assert!(el < 1e-5 && eg < 5e-4, "c {c}: loss err {el:.2e}, gradient err {eg:.2e}");
     }
 }
 
@@ -240,7 +243,9 @@ fn whole_term_matches_reference_rank_deficient() {
     // but for the ridge, M's condition number ~1e8 and more.
     for (seed, c, h, w, k) in [(20, 64, 5, 4, 8), (21, 256, 6, 5, 30)] {
         let (el, eg) = whole_term(seed, c, h, w, k);
-        assert!(el < 2e-2 && eg < 2e-2, "c {c}: loss err {el:.2e}, gradient err {eg:.2e}");
+        // Measured at most 2.7e-3 and 6.9e-3: rounding grows in M's near-null directions
+        // (tools/meancov_ns_study.py); about 3x that.
+        assert!(el < 1e-2 && eg < 2e-2, "c {c}: loss err {el:.2e}, gradient err {eg:.2e}");
     }
 }
 
