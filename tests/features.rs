@@ -590,6 +590,33 @@ fn log_json_has_one_line_per_print_step_and_plot_draws_it() {
     for c in [[31, 119, 180], [255, 127, 14], [44, 160, 44], [40, 40, 40]] {
         assert!(colours.contains(&c), "colour {c:?} missing from the plot");
     }
+    // Temporal (red) only where the log has it: video frames with --temporal-weight.
+    let red = [214, 39, 40];
+    assert!(!colours.contains(&red), "a still image's plot has no temporal curve or legend");
+    let video = d.join("video.jsonl");
+    let line = |frame: u32, step: u32, t: Option<f64>| {
+        let tt = t.map(|t| format!(",\"temporal\":{t}")).unwrap_or_default();
+        format!(
+            "{{\"frame\":{frame},\"scale\":0,\"step\":{step},\"content\":5,\"style\":9,\"tv\":1,\"total\":20{tt}}}\n"
+        )
+    };
+    let text =
+        [line(0, 0, None), line(0, 5, None), line(1, 0, Some(0.0)), line(1, 5, Some(3.0)), line(1, 9, Some(2.0))];
+    std::fs::write(&video, text.concat()).unwrap();
+    ok(&stylize(&[
+        "plot",
+        video.to_str().unwrap(),
+        "-o",
+        curve.to_str().unwrap(),
+        "--width",
+        "320",
+        "--height",
+        "200",
+    ]));
+    let img = load(&curve);
+    let n = img.plane_len();
+    let has = |c: [u8; 3]| (0..n).any(|i| [0, 1, 2].map(|k| (img.data[k * n + i] * 255.0).round() as u8) == c);
+    assert!(has(red), "the temporal curve is drawn");
     // A log with nothing to plot is a clear error.
     let empty = d.join("empty.jsonl");
     std::fs::write(&empty, "\n").unwrap();
