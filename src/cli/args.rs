@@ -129,7 +129,7 @@ pub(crate) struct RenderArgs {
     #[arg(long)]
     content_weight: Option<f32>,
     /// Weight of the style loss [default: 1e6 for torchvision weights, 100 for Caffe weights; 100
-    /// with --normalize-gradients; with --style-loss mean-cov 100 torchvision, 40 Caffe].
+    /// with --normalize-gradients; with --style-loss mean-cov 0.2 torchvision, 1 Caffe].
     #[arg(long)]
     style_weight: Option<f32>,
     /// Weight of the total-variation (smoothness) loss [default: 100 torchvision, 1e5 Caffe].
@@ -145,7 +145,7 @@ pub(crate) struct RenderArgs {
     /// What the style loss compares at each style layer: `gram` (Gatys et al.) or `mean-cov`,
     /// the squared Wasserstein-2 distance between Gaussians fitted to the features (mean and
     /// covariance; crowsonkb/style-transfer-pytorch's loss), divided by the channels. mean-cov
-    /// has its own default --style-weight (100 torchvision, 40 Caffe; 100 with --normalize-gradients);
+    /// has its own default --style-weight (0.2 torchvision, 1 Caffe; 100 with --normalize-gradients);
     /// untiled renders only (a stage or style image that would be tiled is refused).
     #[arg(long, value_enum, default_value = "gram", value_name = "gram|mean-cov")]
     style_loss: StyleLossArg,

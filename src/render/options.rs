@@ -336,14 +336,19 @@ pub fn default_weights_for(p: Preprocess) -> (f32, f32, f32) {
 pub const NORMALIZED_WEIGHTS: (f32, f32) = (5.0, 100.0);
 
 /// The style weight used with `--style-loss mean-cov` when none is given (without
-/// `--normalize-gradients`, which brings its own): the Gram default's style gradient at the
-/// first step, measured, over the mean-covariance loss's (README "Mean-covariance style loss").
+/// `--normalize-gradients`, which brings its own). Caffe: 1, chosen by eye with the full-depth
+/// ImageNet VGG16 on real photos and paintings at 128 and 256 px (README "Mean-covariance style
+/// loss"). Both the content MSE and the mean-covariance loss scale as the features squared, so
+/// their balance does not depend on the convention's feature scale: torchvision's is Caffe's
+/// times the ratio of the content weights (1 / 5).
 pub fn meancov_style_weight(p: Preprocess) -> f32 {
-    match p {
-        Preprocess::Torch => 100.0,
-        Preprocess::Caffe => 40.0,
-    }
+    let (content, _, _) = default_weights_for(p);
+    let (caffe_content, _, _) = default_weights_for(Preprocess::Caffe);
+    MEANCOV_CAFFE_STYLE_WEIGHT * content / caffe_content
 }
+
+/// `--style-loss mean-cov`'s default style weight with Caffe-convention weights.
+const MEANCOV_CAFFE_STYLE_WEIGHT: f32 = 1.0;
 
 pub(super) fn check_finite(name: &str, v: f32, positive: bool) -> Result<()> {
     if !v.is_finite() || v < 0.0 || (positive && v == 0.0) {
