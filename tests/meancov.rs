@@ -414,4 +414,8 @@ fn binary_refuses_mean_cov_in_tiled_stages() {
     let help = String::from_utf8_lossy(&stylize(&["render", "--help"]).stdout).to_string();
     assert!(help.contains("--style-loss <gram|mean-cov>") && help.contains("Wasserstein-2"), "{help}");
     assert!(help.contains("with --style-loss mean-cov 0.2 torchvision, 1 Caffe"), "{help}");
+    // What --help says is what a render uses.
+    use stylize::model::Preprocess;
+    assert_eq!(stylize::render::meancov_style_weight(Preprocess::Caffe), 1.0);
+    assert!((stylize::render::meancov_style_weight(Preprocess::Torch) - 0.2).abs() < 1e-7);
 }
