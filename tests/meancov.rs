@@ -419,3 +419,22 @@ fn binary_refuses_mean_cov_in_tiled_stages() {
     assert_eq!(stylize::render::meancov_style_weight(Preprocess::Caffe), 1.0);
     assert!((stylize::render::meancov_style_weight(Preprocess::Torch) - 0.2).abs() < 1e-7);
 }
+
+#[test]
+fn host_targets_are_memoised_by_their_exact_moments() {
+    let mut rng = Rng::new(77);
+    let (c, n) = (24, 40);
+    let f = relu_features(&mut rng, c, n, c);
+    let moments = f32s(&rm::meancov_moments(&f, c, n));
+    let (first, hit1) = gm::host_target(&moments, c);
+    let (again, hit2) = gm::host_target(&moments, c);
+    assert!(!hit1 && hit2, "the second request is served from the memo");
+    assert!(std::sync::Arc::ptr_eq(&first, &again));
+    let direct = rm::meancov_target(&f64s(&moments), c);
+    assert_eq!((&first.root, &first.mean, first.trace), (&direct.root, &direct.mean, direct.trace));
+    // Any other moments (one value changed by one ulp) are decomposed anew.
+    let mut other = moments.clone();
+    other[5] = f32::from_bits(other[5].to_bits() + 1);
+    let (changed, hit3) = gm::host_target(&other, c);
+    assert!(!hit3 && !std::sync::Arc::ptr_eq(&first, &changed));
+}

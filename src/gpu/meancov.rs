@@ -27,6 +27,7 @@ use super::{Context, Op, Tensor};
 use crate::error::Result;
 use crate::model::{LossSettings, MEANCOV_EPS};
 use crate::reference::meancov as rm;
+use std::sync::{Arc, Mutex};
 
 const FILE: &str = "meancov.wgsl";
 
@@ -59,18 +60,14 @@ impl MeanCovTarget {
 
 impl MeanCovTarget {
     /// One per style tap of `s` from the raw-moment targets `style` (read back once; the host
-    /// eigendecompositions, ~4 s at 512 channels, run one thread per tap).
+    /// eigendecompositions, ~4 s at 512 channels, run one thread per tap, each through
+    /// [`host_target`]'s memo: the frames of a video share their style targets).
     pub fn all(ctx: &Context, s: &LossSettings, style: &[Tensor]) -> Result<Vec<MeanCovTarget>> {
         let moments = style.iter().map(|t| t.read(ctx)).collect::<Result<Vec<_>>>()?;
         let chans: Vec<usize> = s.style_layers.iter().map(|t| t.channels(s.model)).collect();
-        let host: Vec<rm::MeanCovTarget> = std::thread::scope(|sc| {
-            let jobs: Vec<_> = moments
-                .iter()
-                .zip(&chans)
-                .map(|(m, &c)| {
-                    sc.spawn(move || rm::meancov_target(&m.iter().map(|&v| v as f64).collect::<Vec<_>>(), c))
-                })
-                .collect();
+        let host: Vec<Arc<rm::MeanCovTarget>> = std::thread::scope(|sc| {
+            let jobs: Vec<_> =
+                moments.iter().zip(&chans).map(|(m, &c)| sc.spawn(move || host_target(m, c).0)).collect();
             jobs.into_iter().map(|j| j.join().expect("eigendecomposition thread")).collect()
         });
         host.iter().map(|t| MeanCovTarget::upload(ctx, t)).collect()
@@ -85,6 +82,33 @@ impl MeanCovTarget {
             trace: t.trace as f32,
         })
     }
+}
+
+/// Host targets computed so far, newest last, with their moments (compared exactly: a hit is the
+/// same f64 computation's result) and bytes; at most [`MEMO_BYTES`] held.
+static MEMO: Mutex<Vec<(usize, Vec<f32>, Arc<rm::MeanCovTarget>)>> = Mutex::new(Vec::new());
+
+/// What the memo may hold: a 512-channel tap's entry is ~3 MiB (moments f32, root f64).
+const MEMO_BYTES: usize = 64 << 20;
+
+/// The host target (`reference::meancov::meancov_target`) of raw moments `moments` at `c`
+/// channels, and whether it came from the memo rather than a new eigendecomposition. A render
+/// builds one graph per stage and per video frame from the same style targets; the memo keeps
+/// each frame from repeating seconds of host work. Results are identical either way.
+pub fn host_target(moments: &[f32], c: usize) -> (Arc<rm::MeanCovTarget>, bool) {
+    let memo = || MEMO.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, _, t)) = memo().iter().find(|(cc, m, _)| *cc == c && m.as_slice() == moments) {
+        return (t.clone(), true);
+    }
+    // Computed outside the lock: the taps' threads decompose in parallel.
+    let t = Arc::new(rm::meancov_target(&moments.iter().map(|&v| v as f64).collect::<Vec<_>>(), c));
+    let mut memo = memo();
+    memo.push((c, moments.to_vec(), t.clone()));
+    let bytes = |e: &(usize, Vec<f32>, Arc<rm::MeanCovTarget>)| e.1.len() * 4 + e.2.root.len() * 8;
+    while memo.len() > 1 && memo.iter().map(bytes).sum::<usize>() > MEMO_BYTES {
+        memo.remove(0);
+    }
+    (t, false)
 }
 
 /// Workspace for every tap up to `c` channels (taps run one after another): six c x c matrices,
