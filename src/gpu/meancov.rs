@@ -86,7 +86,10 @@ impl MeanCovTarget {
 
 /// Host targets computed so far, newest last, with their moments (compared exactly: a hit is the
 /// same f64 computation's result) and bytes; at most [`MEMO_BYTES`] held.
-static MEMO: Mutex<Vec<(usize, Vec<f32>, Arc<rm::MeanCovTarget>)>> = Mutex::new(Vec::new());
+static MEMO: Mutex<Vec<MemoEntry>> = Mutex::new(Vec::new());
+
+/// Channels, raw moments, the host target.
+type MemoEntry = (usize, Vec<f32>, Arc<rm::MeanCovTarget>);
 
 /// What the memo may hold: a 512-channel tap's entry is ~3 MiB (moments f32, root f64).
 const MEMO_BYTES: usize = 64 << 20;
@@ -104,7 +107,7 @@ pub fn host_target(moments: &[f32], c: usize) -> (Arc<rm::MeanCovTarget>, bool) 
     let t = Arc::new(rm::meancov_target(&moments.iter().map(|&v| v as f64).collect::<Vec<_>>(), c));
     let mut memo = memo();
     memo.push((c, moments.to_vec(), t.clone()));
-    let bytes = |e: &(usize, Vec<f32>, Arc<rm::MeanCovTarget>)| e.1.len() * 4 + e.2.root.len() * 8;
+    let bytes = |e: &MemoEntry| e.1.len() * 4 + e.2.root.len() * 8;
     while memo.len() > 1 && memo.iter().map(bytes).sum::<usize>() > MEMO_BYTES {
         memo.remove(0);
     }
