@@ -9,6 +9,7 @@ pub use crate::gpu::lbfgs::LbfgsConfig;
 use crate::gpu::meancov::{self, MeanCovScratch, MeanCovTarget};
 use crate::gpu::{conv, gram, image, pool, reduce, relu, tile, Context, Op, Tensor};
 use crate::model::{ConvLayer, Edge, LossSettings, Pool, StyleLoss, Tap};
+use crate::regional::RegionalStyles;
 
 /// One conv layer on the GPU.
 pub struct NetLayer {
@@ -546,6 +547,46 @@ impl Graph {
         adam_cfg: AdamConfig,
         normalize_gradients: bool,
     ) -> Result<Graph> {
+        Graph::new_inner(ctx, net, s, targets, None, init, h, w, adam_cfg, normalize_gradients)
+    }
+
+    /// [`Graph::new_with`] with regional styles (`--style-mask`): the style terms are
+    /// `regional`'s masked ones (see [`crate::regional`]), `targets.style` is ignored, and each
+    /// style layer's loss slot holds the sum of its per-style terms. Gram style loss only.
+    pub fn new_regional(
+        ctx: &Context,
+        net: &Net,
+        s: &LossSettings,
+        targets: &Targets,
+        regional: &RegionalStyles,
+        init: &[f32],
+        h: usize,
+        w: usize,
+        adam_cfg: AdamConfig,
+        normalize_gradients: bool,
+    ) -> Result<Graph> {
+        if s.style_loss != StyleLoss::Gram {
+            return Err(Error::InvalidArgument(format!(
+                "--style-mask works with --style-loss gram only, not {}",
+                s.style_loss.name()
+            )));
+        }
+        Graph::new_inner(ctx, net, s, targets, Some(regional), init, h, w, adam_cfg, normalize_gradients)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new_inner(
+        ctx: &Context,
+        net: &Net,
+        s: &LossSettings,
+        targets: &Targets,
+        regional: Option<&RegionalStyles>,
+        init: &[f32],
+        h: usize,
+        w: usize,
+        adam_cfg: AdamConfig,
+        normalize_gradients: bool,
+    ) -> Result<Graph> {
         s.validate()?;
         let n = s.convs_needed();
         let x = Tensor::from_slice(ctx, [3, h, w], init, "image")?;
@@ -561,7 +602,7 @@ impl Graph {
         let cw = s.content_weight / nc.max(1) as f32;
         let mut grams = vec![];
         let meancov = s.style_loss == StyleLoss::MeanCov;
-        for (k, t) in targets.style.iter().enumerate() {
+        for (k, t) in targets.style.iter().enumerate().filter(|_| regional.is_none()) {
             let c = s.style_layers[k].channels(s.model);
             if t.len() != s.style_loss.target_len(c) {
                 return Err(Error::InvalidArgument(format!(
@@ -575,7 +616,7 @@ impl Graph {
         // The mean-covariance loss's targets: mu_t, R = C_t^{1/2} and tr C_t, once, on the host.
         let mc_targets = if meancov { MeanCovTarget::all(ctx, s, &targets.style)? } else { vec![] };
         // The MSE terms are computed with their gradients, in the backward (add_taps).
-        for &t in s.style_layers.iter().filter(|_| !meancov) {
+        for &t in s.style_layers.iter().filter(|_| !meancov && regional.is_none()) {
             let a = fwd.tap(t);
             let c = a.shape[0];
             let g = Tensor::new(ctx, [c, c, 1], "gram")?;
@@ -606,6 +647,10 @@ impl Graph {
             let a = fwd.tap(s.style_layers[k]);
             let c = a.shape[0];
             let sw = s.style_weight * s.style_layer_weights[k];
+            if let Some(r) = regional {
+                r.record(ctx, ops, k, a, &losses, nc + k, sw, normalize_gradients, g, have, free);
+                return;
+            }
             let gw = if normalize_gradients { 1.0 } else { sw };
             if let Some(mc) = &mc_scratch {
                 let t = &mc_targets[k];
@@ -636,6 +681,7 @@ impl Graph {
         scratch.extend(grams);
         scratch.extend(mc_scratch.iter().flat_map(|m| m.tensors().cloned()));
         scratch.extend(mc_targets.into_iter().flat_map(|t| [t.root, t.mean]));
+        scratch.extend(regional.iter().flat_map(|r| r.tensors().cloned()));
 
         let adam = Adam::new(ctx, &x, &grad, adam_cfg)?;
         Ok(Graph {

@@ -166,6 +166,58 @@ pub fn evaluate_with(
     r: usize,
     normalize_gradients: bool,
 ) -> (Vec<f64>, Vec<f64>, f64, Vec<f64>) {
+    evaluate_terms(net, s, content_targets, StyleTerms::Plain(style_targets), x, h, w, r, normalize_gradients)
+}
+
+/// What the style terms of [`evaluate_terms`] compare.
+pub enum StyleTerms<'a> {
+    /// One target per style tap (a Gram, or mean-cov moments).
+    Plain(&'a [Vec<f64>]),
+    /// Regional styles (`--style-mask`): per style k, its Gram target per style tap, its mask at
+    /// the image's (h, w) in \[0,1\], and its weight b_k. Each (k, tap) is its own term on the
+    /// masked Gram ([`super::mask::masked_gram_forward`]) with the mask average-pooled down to
+    /// the tap; a tap's loss is the sum over k.
+    Regional {
+        /// `targets[k][l]`: style k's Gram at style tap l.
+        targets: &'a [Vec<Vec<f64>>],
+        /// `masks[k]`: h * w values.
+        masks: &'a [Vec<f64>],
+        /// `weights[k]`: b_k.
+        weights: &'a [f64],
+    },
+}
+
+/// [`evaluate_with`] with regional styles (the oracle of `runner::Graph::new_regional`).
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_regional(
+    net: &[ConvLayer],
+    s: &LossSettings,
+    content_targets: &[Vec<f64>],
+    targets: &[Vec<Vec<f64>>],
+    masks: &[Vec<f64>],
+    weights: &[f64],
+    x: &[f64],
+    h: usize,
+    w: usize,
+    r: usize,
+    normalize_gradients: bool,
+) -> (Vec<f64>, Vec<f64>, f64, Vec<f64>) {
+    let terms = StyleTerms::Regional { targets, masks, weights };
+    evaluate_terms(net, s, content_targets, terms, x, h, w, r, normalize_gradients)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn evaluate_terms(
+    net: &[ConvLayer],
+    s: &LossSettings,
+    content_targets: &[Vec<f64>],
+    style: StyleTerms<'_>,
+    x: &[f64],
+    h: usize,
+    w: usize,
+    r: usize,
+    normalize_gradients: bool,
+) -> (Vec<f64>, Vec<f64>, f64, Vec<f64>) {
     // A term's gradient at its tap from its weight-free gradient `g`.
     let weigh = |g: Vec<f64>, weight: f64| {
         if normalize_gradients {
@@ -197,6 +249,29 @@ pub fn evaluate_with(
     for (k, &t) in s.style_layers.iter().enumerate() {
         let (a, [c, hh, ww]) = crop(&f, s, t, h, w, r);
         let sw = s.style_weight as f64 * s.style_layer_weights[k] as f64;
+        let style_targets = match &style {
+            StyleTerms::Plain(t) => *t,
+            StyleTerms::Regional { targets, masks, weights } => {
+                let n = hh * ww;
+                let mut loss = 0.0;
+                for (j, m) in masks.iter().enumerate() {
+                    let (mut m, mut mh, mut mw) = (m.clone(), h, w);
+                    for _ in 0..t.level(s.model) {
+                        m = avgpool2x2_forward(&m, 1, mh, mw);
+                        (mh, mw) = pool_out(mh, mw);
+                    }
+                    assert_eq!((mh, mw), (hh, ww), "mask {j} at {}", t.name(s.model));
+                    let wk = sw * weights[j];
+                    let g = super::mask::masked_gram_forward(&a, &m, c, n);
+                    let dg = mse_backward(&g, &targets[j][k], 1.0);
+                    loss += wk * mse_forward(&g, &targets[j][k]);
+                    let da = super::mask::masked_gram_backward(&a, &m, &dg, c, n);
+                    tap_grads.push((t, uncrop(t, weigh(da, wk))));
+                }
+                ls.push(loss);
+                continue;
+            }
+        };
         let (loss, da) = match s.style_loss {
             StyleLoss::Gram => {
                 let g = gram_forward(&a, c, hh * ww);

@@ -225,6 +225,13 @@ pub fn plan_stages(
                 if matches!(o.tile, TileMode::Size(_)) { "drop --tile" } else { "use a smaller --size" }
             )));
         }
+        if tile.is_some() && !o.style_masks.is_empty() {
+            // A masked Gram's area and sum span the whole image, which no tile sees.
+            return Err(Error::InvalidArgument(format!(
+                "--style-mask works untiled only, but the {width}x{height} stage would be tiled; {}",
+                if matches!(o.tile, TileMode::Size(_)) { "drop --tile" } else { "use a smaller --size" }
+            )));
+        }
         if tile.is_some() && o.normalize_gradients {
             // A term's L1 norm spans the whole image, which no tile sees.
             let hint = match o.tile {
