@@ -1,6 +1,6 @@
 //! Regional styles (`--style-mask`) on the GPU: each style's mask at every style tap and the
 //! masked Gram terms a [`crate::runner::Graph`] records at each tap (oracle:
-//! `reference::step::evaluate_regional`).
+//! `reference::step::evaluate_masked`). [`ContentMask`] is `--content-mask`.
 //!
 //! With masks the styles are not blended: every (style k, style tap l) pair is its own term,
 //! loss = style_weight * layer_weight_l * b_k * mean((G_kl - A_kl)^2), where A_kl is style k's
@@ -151,4 +151,111 @@ impl RegionalStyles {
     pub(crate) fn tensors(&self) -> impl Iterator<Item = &Tensor> {
         self.targets.iter().flatten().chain(self.masks.iter().flatten()).chain([&self.gram, &self.dgram, &self.dfm])
     }
+}
+
+/// `--content-mask` on the GPU: the content loss weighted per position, per content tap l:
+/// cw * sum_{c,p} m_p (F - P)^2 / (C * sum_p m_p), m the mask at tap l's resolution (a weighted
+/// mean over the region: an all-white mask is the plain content loss). Recorded as the plain MSE
+/// of sqrt(m) F against sqrt(m) P, its gradient multiplied by sqrt(m) once more.
+pub struct ContentMask {
+    /// Per content tap: sqrt(m) at its resolution, (1, h_l, w_l).
+    roots: Vec<Tensor>,
+    /// Per content tap: h_l * w_l / sum(m), the MSE's mean turned into the masked mean.
+    scales: Vec<f32>,
+    /// Per content tap: the masked features, the masked target and the masked gradient.
+    scratch: Vec<[Tensor; 3]>,
+}
+
+impl ContentMask {
+    /// The mask `m` (named `name`, h * w values in \[0,1\]) at every content tap of an (h, w)
+    /// image; refuses one black everywhere at some content tap's resolution.
+    pub fn new(ctx: &Context, s: &LossSettings, name: &str, m: &[f32], h: usize, w: usize) -> Result<ContentMask> {
+        if m.len() != h * w {
+            return Err(Error::InvalidArgument(format!(
+                "content mask {name} has {} values for a {w}x{h} image",
+                m.len()
+            )));
+        }
+        let deepest = s.content_layers.iter().map(|t| t.level(s.model)).max().unwrap_or(0);
+        let levels = mask::mask_levels(m, h, w, deepest);
+        let mut out = ContentMask { roots: vec![], scales: vec![], scratch: vec![] };
+        for t in &s.content_layers {
+            let (lm, lh, lw) = &levels[t.level(s.model)];
+            let area: f64 = lm.iter().map(|&v| v as f64).sum();
+            if area <= 0.0 {
+                return Err(Error::InvalidArgument(format!(
+                    "--content-mask {name}: the mask is black everywhere at {}'s resolution ({lw}x{lh}); \
+                     give it a white region (larger at small sizes)",
+                    t.name(s.model)
+                )));
+            }
+            let root: Vec<f32> = lm.iter().map(|v| v.sqrt()).collect();
+            out.roots.push(Tensor::from_slice(ctx, [1, *lh, *lw], &root, "content mask")?);
+            out.scales.push(((lh * lw) as f64 / area) as f32);
+            let shape = [t.channels(s.model), *lh, *lw];
+            out.scratch.push([
+                Tensor::new(ctx, shape, "masked content features")?,
+                Tensor::new(ctx, shape, "masked content target")?,
+                Tensor::new(ctx, shape, "masked content gradient")?,
+            ]);
+        }
+        Ok(out)
+    }
+
+    /// Records content tap `k`'s masked term on its activation `a` against `target`: the loss
+    /// into `losses[k]`, the gradient into `g` (fresh unless `have`); with `normalize`, the
+    /// term's gradient L1-normalised in `free` (not aliasing `a` or `g`) before its weight.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn record(
+        &self,
+        ctx: &Context,
+        ops: &mut Vec<Op>,
+        k: usize,
+        a: &Tensor,
+        target: &Tensor,
+        losses: &Tensor,
+        weight: f32,
+        normalize: bool,
+        g: &Tensor,
+        have: bool,
+        free: &Tensor,
+    ) {
+        let [xm, tm, d] = &self.scratch[k];
+        let root = &self.roots[k];
+        ops.push(mask::mask_mul(ctx, a, root, xm, false));
+        ops.push(mask::mask_mul(ctx, target, root, tm, false));
+        let lw = weight * self.scales[k];
+        ops.push(reduce::mse_forward_backward_split(
+            ctx,
+            xm,
+            tm,
+            losses,
+            k,
+            lw,
+            if normalize { 1.0 } else { lw },
+            d,
+            false,
+        ));
+        if normalize {
+            let f = Tensor { buf: free.buf.clone(), shape: a.shape };
+            ops.push(mask::mask_mul(ctx, d, root, &f, false));
+            ops.push(reduce::add_l1_normalized(ctx, &f, weight, g, have));
+        } else {
+            ops.push(mask::mask_mul(ctx, d, root, g, have));
+        }
+    }
+
+    /// The tensors the recorded ops bind.
+    pub(crate) fn tensors(&self) -> impl Iterator<Item = &Tensor> {
+        self.roots.iter().chain(self.scratch.iter().flatten())
+    }
+}
+
+/// What a [`crate::runner::Graph`] masks: regional styles, a content mask, or both.
+#[derive(Default)]
+pub struct Regions {
+    /// `--style-mask`: the style terms are these styles' masked ones.
+    pub styles: Option<RegionalStyles>,
+    /// `--content-mask`: the content terms are weighted by it.
+    pub content: Option<ContentMask>,
 }

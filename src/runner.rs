@@ -9,7 +9,7 @@ pub use crate::gpu::lbfgs::LbfgsConfig;
 use crate::gpu::meancov::{self, MeanCovScratch, MeanCovTarget};
 use crate::gpu::{conv, gram, image, pool, reduce, relu, tile, Context, Op, Tensor};
 use crate::model::{ConvLayer, Edge, LossSettings, Pool, StyleLoss, Tap};
-use crate::regional::RegionalStyles;
+use crate::regional::Regions;
 
 /// One conv layer on the GPU.
 pub struct NetLayer {
@@ -550,28 +550,29 @@ impl Graph {
         Graph::new_inner(ctx, net, s, targets, None, init, h, w, adam_cfg, normalize_gradients)
     }
 
-    /// [`Graph::new_with`] with regional styles (`--style-mask`): the style terms are
-    /// `regional`'s masked ones (see [`crate::regional`]), `targets.style` is ignored, and each
-    /// style layer's loss slot holds the sum of its per-style terms. Gram style loss only.
+    /// [`Graph::new_with`] with masks (see [`crate::regional`]). With `regions.styles`
+    /// (`--style-mask`, Gram style loss only) the style terms are its masked ones,
+    /// `targets.style` is ignored and each style layer's loss slot holds the sum of its
+    /// per-style terms; with `regions.content` (`--content-mask`) the content terms are masked.
     pub fn new_regional(
         ctx: &Context,
         net: &Net,
         s: &LossSettings,
         targets: &Targets,
-        regional: &RegionalStyles,
+        regions: &Regions,
         init: &[f32],
         h: usize,
         w: usize,
         adam_cfg: AdamConfig,
         normalize_gradients: bool,
     ) -> Result<Graph> {
-        if s.style_loss != StyleLoss::Gram {
+        if regions.styles.is_some() && s.style_loss != StyleLoss::Gram {
             return Err(Error::InvalidArgument(format!(
                 "--style-mask works with --style-loss gram only, not {}",
                 s.style_loss.name()
             )));
         }
-        Graph::new_inner(ctx, net, s, targets, Some(regional), init, h, w, adam_cfg, normalize_gradients)
+        Graph::new_inner(ctx, net, s, targets, Some(regions), init, h, w, adam_cfg, normalize_gradients)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -580,7 +581,7 @@ impl Graph {
         net: &Net,
         s: &LossSettings,
         targets: &Targets,
-        regional: Option<&RegionalStyles>,
+        regions: Option<&Regions>,
         init: &[f32],
         h: usize,
         w: usize,
@@ -588,6 +589,8 @@ impl Graph {
         normalize_gradients: bool,
     ) -> Result<Graph> {
         s.validate()?;
+        let regional = regions.and_then(|r| r.styles.as_ref());
+        let content_mask = regions.and_then(|r| r.content.as_ref());
         let n = s.convs_needed();
         let x = Tensor::from_slice(ctx, [3, h, w], init, "image")?;
         let grad = Tensor::new(ctx, [3, h, w], "image gradient")?;
@@ -635,7 +638,9 @@ impl Graph {
         let mut content = |ops: &mut Vec<Op>, k: usize, g: &Tensor, have: bool, free: &Tensor| {
             let a = fwd.tap(s.content_layers[k]);
             let t = &targets.content[k];
-            if normalize_gradients {
+            if let Some(m) = content_mask {
+                m.record(ctx, ops, k, a, t, &losses, cw, normalize_gradients, g, have, free);
+            } else if normalize_gradients {
                 let d = Tensor { buf: free.buf.clone(), shape: a.shape };
                 ops.push(reduce::mse_forward_backward_split(ctx, a, t, &losses, k, cw, 1.0, &d, false));
                 ops.push(reduce::add_l1_normalized(ctx, &d, cw, g, have));
@@ -682,6 +687,7 @@ impl Graph {
         scratch.extend(mc_scratch.iter().flat_map(|m| m.tensors().cloned()));
         scratch.extend(mc_targets.into_iter().flat_map(|t| [t.root, t.mean]));
         scratch.extend(regional.iter().flat_map(|r| r.tensors().cloned()));
+        scratch.extend(content_mask.iter().flat_map(|r| r.tensors().cloned()));
 
         let adam = Adam::new(ctx, &x, &grad, adam_cfg)?;
         Ok(Graph {

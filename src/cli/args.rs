@@ -176,6 +176,12 @@ pub(crate) struct RenderArgs {
     /// --normalize-gradients (each style's term is normalised on its own).
     #[arg(long = "style-mask", value_delimiter = ',', value_name = "MASK")]
     style_masks: Vec<PathBuf>,
+    /// Weights the content loss per position by a mask image (luma in [0,1], resized as
+    /// --style-mask's, average-pooled to each content layer): the loss is the mask-weighted mean
+    /// of the squared differences over the white region, so black areas are free of the content.
+    /// Not with tiling.
+    #[arg(long, value_name = "MASK")]
+    content_mask: Option<PathBuf>,
     /// Pooling: avg (Gatys et al.) or max (VGG's own).
     #[arg(long, value_enum, default_value = "avg")]
     pool: PoolArg,
@@ -354,6 +360,7 @@ pub(crate) fn options(a: RenderArgs) -> Result<RenderOptions> {
         styles,
         style_blend_weights: a.style_blend_weights,
         style_masks: a.style_masks,
+        content_mask: a.content_mask,
         style_scale: a.style_scale,
         output: a.output,
         size: a.size,

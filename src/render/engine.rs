@@ -1,6 +1,6 @@
 //! What a render sets up once (device, weights, network, style targets) and each stage's graph.
 
-use super::masks::{load_masks, regional, StyleMask};
+use super::masks::{load_masks, regions, MaskImage};
 use super::observe::RenderInfo;
 use super::plan::{check_fits, plan_stages, StagePlan};
 use super::{
@@ -96,7 +96,9 @@ pub struct Engine {
     /// Blend weights, normalised to sum 1.
     pub blend: Vec<f32>,
     /// `--style-mask`: one mask per style image, or none (then the styles' targets are blended).
-    pub masks: Vec<StyleMask>,
+    pub masks: Vec<MaskImage>,
+    /// `--content-mask`: weights the content loss per position.
+    pub content_mask: Option<MaskImage>,
     cache: HashMap<u32, Vec<Tensor>>,
     /// Forward passes spent on style targets so far.
     pub style_target_passes: usize,
@@ -245,8 +247,10 @@ impl Engine {
         let mut net = Net::new(&ctx, &convs)?;
         net.edge = o.edge;
         let masks = load_masks(&o.style_masks)?;
+        let content_mask = o.content_mask.as_deref().map(MaskImage::load).transpose()?;
+        let cache = HashMap::new();
         let eng =
-            Engine { ctx, net, settings, source, styles, blend, masks, cache: HashMap::new(), style_target_passes: 0 };
+            Engine { ctx, net, settings, source, styles, blend, masks, content_mask, cache, style_target_passes: 0 };
         Ok((eng, plans))
     }
 
@@ -376,13 +380,15 @@ impl Engine {
         let tc = compute_targets(&self.ctx, &self.net, &self.settings, &content.data, h, w, true, false)?;
         let adam = AdamConfig { lr: o.learning_rate(), clamp: Some((0.0, 1.0)), ..Default::default() };
         let (s, n) = (&self.settings, o.normalize_gradients);
-        let mut graph = if self.masks.is_empty() {
+        let mut graph = if self.masks.is_empty() && self.content_mask.is_none() {
             let targets = Targets { content: tc.content, style };
             Graph::new_with(&self.ctx, &self.net, s, &targets, &init, h, w, adam, n)?
         } else {
-            let rs = regional(&self.ctx, s, &self.masks, style, o.style_blend_weights.as_ref(), w, h)?;
-            let targets = Targets { content: tc.content, style: vec![] };
-            Graph::new_regional(&self.ctx, &self.net, s, &targets, &rs, &init, h, w, adam, n)?
+            let (cm, blend) = (self.content_mask.as_ref(), o.style_blend_weights.as_ref());
+            let rg = regions(&self.ctx, s, &self.masks, cm, &style, blend, w, h)?;
+            let style = if rg.styles.is_some() { vec![] } else { style };
+            let targets = Targets { content: tc.content, style };
+            Graph::new_regional(&self.ctx, &self.net, s, &targets, &rg, &init, h, w, adam, n)?
         };
         if o.optimizer == Optimizer::Lbfgs {
             let bounds = o.lbfgs_clamp.then_some((0.0, 1.0));

@@ -1,16 +1,16 @@
-//! `--style-mask` files: loaded as grey masks in \[0,1\], resized to each stage's working size
-//! by area averaging, and turned into a stage's [`RegionalStyles`].
+//! `--style-mask` and `--content-mask` files: loaded as grey masks in \[0,1\], resized to each
+//! stage's working size by area averaging, and turned into a stage's [`Regions`].
 
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Tensor};
 use crate::image_io::{DecodeLimits, Planar};
 use crate::model::LossSettings;
-use crate::regional::RegionalStyles;
+use crate::regional::{ContentMask, RegionalStyles, Regions};
 use std::path::{Path, PathBuf};
 
-/// One style's mask as loaded: its luma at the file's size.
+/// A mask as loaded (`--style-mask`, `--content-mask`): its luma at the file's size.
 #[derive(Clone, Debug)]
-pub struct StyleMask {
+pub struct MaskImage {
     /// The file, for messages.
     pub path: PathBuf,
     /// Width in pixels.
@@ -21,19 +21,19 @@ pub struct StyleMask {
     pub luma: Vec<f32>,
 }
 
-impl StyleMask {
+impl MaskImage {
     /// Reads an image file (any format the content images may have) as a grey mask.
-    pub fn load(path: &Path) -> Result<StyleMask> {
+    pub fn load(path: &Path) -> Result<MaskImage> {
         let img = crate::image_io::load_image(path, &DecodeLimits::default())?;
-        Ok(StyleMask::from_image(path, &img))
+        Ok(MaskImage::from_image(path, &img))
     }
 
     /// The luma of `img` as a mask named `path`.
-    pub fn from_image(path: &Path, img: &Planar) -> StyleMask {
+    pub fn from_image(path: &Path, img: &Planar) -> MaskImage {
         let n = img.plane_len();
         let luma = (0..n)
             .map(|i| (0.299 * img.data[i] + 0.587 * img.data[n + i] + 0.114 * img.data[2 * n + i]).clamp(0.0, 1.0));
-        StyleMask {
+        MaskImage {
             path: path.to_path_buf(),
             width: img.width as usize,
             height: img.height as usize,
@@ -48,13 +48,13 @@ impl StyleMask {
 }
 
 /// Loads every `--style-mask` (none: no masks).
-pub fn load_masks(paths: &[PathBuf]) -> Result<Vec<StyleMask>> {
-    paths.iter().map(|p| StyleMask::load(p)).collect()
+pub fn load_masks(paths: &[PathBuf]) -> Result<Vec<MaskImage>> {
+    paths.iter().map(|p| MaskImage::load(p)).collect()
 }
 
 /// Resizes one plane (sw x sh) to (dw x dh) by area averaging: each output pixel is the mean of
 /// the source over its footprint, each source pixel weighted by the share of it the footprint
-/// covers. Unlike Lanczos it neither rings nor leaves [0,1], and a mask's white share is kept,
+/// covers. Unlike Lanczos it neither rings nor leaves \[0,1\], and a mask's white share is kept,
 /// as the network's average pools keep it further down.
 pub fn resize_area(src: &[f32], sw: usize, sh: usize, dw: usize, dh: usize) -> Vec<f32> {
     assert_eq!(src.len(), sw * sh);
@@ -93,18 +93,27 @@ pub fn resize_area(src: &[f32], sw: usize, sh: usize, dw: usize, dh: usize) -> V
     out
 }
 
-/// A stage's regional styles at (w, h): `targets` holds each style's Gram targets, style after
-/// style (as `Engine::style_targets` returns them with masks), `blend` the styles' weights as
-/// given (None: 1 each).
-pub(super) fn regional(
+/// A stage's masks at (w, h): regional styles when `masks` is not empty (`targets` then holds
+/// each style's Gram targets, style after style, as `Engine::style_targets` returns them with
+/// masks; `blend` the styles' weights as given, None: 1 each), and the content mask.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn regions(
     ctx: &Context,
     s: &LossSettings,
-    masks: &[StyleMask],
-    targets: Vec<Tensor>,
+    masks: &[MaskImage],
+    content: Option<&MaskImage>,
+    targets: &[Tensor],
     blend: Option<&Vec<f32>>,
     w: usize,
     h: usize,
-) -> Result<RegionalStyles> {
+) -> Result<Regions> {
+    let content = match content {
+        Some(m) => Some(ContentMask::new(ctx, s, &m.path.display().to_string(), &m.resized(w, h), h, w)?),
+        None => None,
+    };
+    if masks.is_empty() {
+        return Ok(Regions { styles: None, content });
+    }
     let ns = s.style_layers.len();
     if targets.len() != masks.len() * ns {
         return Err(Error::InvalidArgument(format!(
@@ -113,9 +122,9 @@ pub(super) fn regional(
             masks.len()
         )));
     }
-    let mut it = targets.into_iter();
+    let mut it = targets.iter().cloned();
     let per_style = masks.iter().map(|_| it.by_ref().take(ns).collect()).collect();
     let named = masks.iter().map(|m| (m.path.display().to_string(), m.resized(w, h))).collect::<Vec<_>>();
     let weights = blend.cloned().unwrap_or_else(|| vec![1.0; masks.len()]);
-    RegionalStyles::new(ctx, s, &named, h, w, per_style, weights)
+    Ok(Regions { styles: Some(RegionalStyles::new(ctx, s, &named, h, w, per_style, weights)?), content })
 }

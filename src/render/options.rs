@@ -91,6 +91,9 @@ pub struct RenderOptions {
     /// `--style-mask`: one mask image per style (same order), or none. Each style's loss then
     /// applies where its mask is white ([`crate::regional`]); untiled stages, Gram loss only.
     pub style_masks: Vec<PathBuf>,
+    /// `--content-mask`: weights the content loss per position ([`crate::regional::ContentMask`]);
+    /// untiled stages only.
+    pub content_mask: Option<PathBuf>,
     /// The style image's longest side is this times the output's (at every scale).
     pub style_scale: f32,
     /// The output image (or folder, for several content images).
@@ -252,6 +255,7 @@ impl Default for RenderOptions {
             styles: vec![],
             style_blend_weights: None,
             style_masks: vec![],
+            content_mask: None,
             style_scale: 1.0,
             output: PathBuf::from("out.png"),
             size: 512,

@@ -225,10 +225,11 @@ pub fn plan_stages(
                 if matches!(o.tile, TileMode::Size(_)) { "drop --tile" } else { "use a smaller --size" }
             )));
         }
-        if tile.is_some() && !o.style_masks.is_empty() {
+        if tile.is_some() && (!o.style_masks.is_empty() || o.content_mask.is_some()) {
             // A masked Gram's area and sum span the whole image, which no tile sees.
+            let what = if o.style_masks.is_empty() { "--content-mask" } else { "--style-mask" };
             return Err(Error::InvalidArgument(format!(
-                "--style-mask works untiled only, but the {width}x{height} stage would be tiled; {}",
+                "{what} works untiled only, but the {width}x{height} stage would be tiled; {}",
                 if matches!(o.tile, TileMode::Size(_)) { "drop --tile" } else { "use a smaller --size" }
             )));
         }
