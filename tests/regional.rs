@@ -424,3 +424,67 @@ fn mask_count_mismatch_black_masks_tiling_and_mean_cov_are_refused() {
     assert!(help.contains("--style-mask") && help.contains("area averaging"), "{help}");
     assert!(help.contains("--content-mask"), "{help}");
 }
+
+/// Stops a render before its `at`-th step.
+struct StopAt(u32);
+
+impl stylize::render::Observer for StopAt {
+    fn control(&mut self) -> stylize::render::Control {
+        self.0 = self.0.saturating_sub(1);
+        if self.0 == 0 {
+            stylize::render::Control::Stop
+        } else {
+            stylize::render::Control::Continue
+        }
+    }
+}
+
+#[test]
+fn multi_scale_masked_render_resumes_and_its_checkpoint_covers_the_masks() {
+    use stylize::render::{self, checkpoint_path, RenderOptions, TileMode, WeightsSource};
+    let d = tmpdir("resume");
+    let (c, s) = images(&d);
+    // Masks of their own size (20x20), resized to each scale's working size (16x12, then 24x18).
+    let left = d.join("left.png");
+    let right = d.join("right.png");
+    let half = |l: bool| {
+        let p: Vec<f32> = (0..400).map(|i| if ((i % 20) < 10) == l { 1.0 } else { 0.0 }).collect();
+        Planar { width: 20, height: 20, data: [p.clone(), p.clone(), p].concat() }
+    };
+    save(&left, &half(true));
+    save(&right, &half(false));
+    let o = RenderOptions {
+        content: c,
+        styles: vec![s.clone(), s],
+        style_masks: vec![left.clone(), right],
+        content_mask: Some(left.clone()),
+        output: d.join("out.png"),
+        size: 24,
+        scales: 2,
+        initial_size: 16,
+        steps: 4,
+        weights: WeightsSource::Random(1),
+        content_layers: vec!["relu2_1".into()],
+        style_layers: vec!["relu1_1".into(), "relu2_1".into()],
+        checkpoint_every: Some(2),
+        tile: TileMode::Off,
+        quiet: true,
+        ..Default::default()
+    };
+    let e = render::render_with(&o, &mut StopAt(6)).expect_err("stopped");
+    assert!(matches!(e, stylize::Error::Interrupted { .. }), "{e}");
+    let ck = checkpoint_path(&o.output);
+    assert!(ck.exists());
+    // Another mask under the same name: the digest notices.
+    save(&left, &half(false));
+    let resumed = RenderOptions { resume: Some(ck.clone()), ..o.clone() };
+    let e = render::render(&resumed).expect_err("a changed mask must be refused").to_string();
+    println!("{e}");
+    assert!(e.contains("mask") && e.contains("differs"), "{e}");
+    // The same masks: the render resumes into its second scale and finishes.
+    save(&left, &half(true));
+    let r = render::render(&resumed).unwrap();
+    assert_eq!(r.stages.len(), 2);
+    let img = image_io::load_image(&o.output, &Default::default()).unwrap();
+    assert_eq!((img.width, img.height), (24, 18));
+}
