@@ -1,6 +1,7 @@
 //! Regional styles (`--style-mask`) on the GPU: each style's mask at every style tap and the
 //! masked Gram terms a [`crate::runner::Graph`] records at each tap (oracle:
-//! `reference::step::evaluate_masked`). [`ContentMask`] is `--content-mask`.
+//! `reference::step::evaluate_masked`), built by [`Graph::new_regional`] (here to keep runner.rs
+//! small). [`ContentMask`] is `--content-mask`.
 //!
 //! With masks the styles are not blended: every (style k, style tap l) pair is its own term,
 //! loss = style_weight * layer_weight_l * b_k * mean((G_kl - A_kl)^2), where A_kl is style k's
@@ -9,8 +10,10 @@
 //! resolution ([`crate::gpu::mask::mask_levels`]). A layer's loss slot holds the sum over k.
 
 use crate::error::{Error, Result};
+use crate::gpu::adam::AdamConfig;
 use crate::gpu::{gram, mask, reduce, Context, Op, Tensor};
-use crate::model::LossSettings;
+use crate::model::{LossSettings, StyleLoss};
+use crate::runner::{Graph, Net, Targets};
 
 /// The styles' targets and masks of one graph (one image size), and the scratch its terms share.
 pub struct RegionalStyles {
@@ -258,4 +261,31 @@ pub struct Regions {
     pub styles: Option<RegionalStyles>,
     /// `--content-mask`: the content terms are weighted by it.
     pub content: Option<ContentMask>,
+}
+
+impl Graph {
+    /// [`Graph::new_with`] with masks (see [`crate::regional`]). With `regions.styles`
+    /// (`--style-mask`, Gram style loss only) the style terms are its masked ones,
+    /// `targets.style` is ignored and each style layer's loss slot holds the sum of its
+    /// per-style terms; with `regions.content` (`--content-mask`) the content terms are masked.
+    pub fn new_regional(
+        ctx: &Context,
+        net: &Net,
+        s: &LossSettings,
+        targets: &Targets,
+        regions: &Regions,
+        init: &[f32],
+        h: usize,
+        w: usize,
+        adam_cfg: AdamConfig,
+        normalize_gradients: bool,
+    ) -> Result<Graph> {
+        if regions.styles.is_some() && s.style_loss != StyleLoss::Gram {
+            return Err(Error::InvalidArgument(format!(
+                "--style-mask works with --style-loss gram only, not {}",
+                s.style_loss.name()
+            )));
+        }
+        Graph::new_inner(ctx, net, s, targets, Some(regions), init, h, w, adam_cfg, normalize_gradients)
+    }
 }

@@ -550,33 +550,9 @@ impl Graph {
         Graph::new_inner(ctx, net, s, targets, None, init, h, w, adam_cfg, normalize_gradients)
     }
 
-    /// [`Graph::new_with`] with masks (see [`crate::regional`]). With `regions.styles`
-    /// (`--style-mask`, Gram style loss only) the style terms are its masked ones,
-    /// `targets.style` is ignored and each style layer's loss slot holds the sum of its
-    /// per-style terms; with `regions.content` (`--content-mask`) the content terms are masked.
-    pub fn new_regional(
-        ctx: &Context,
-        net: &Net,
-        s: &LossSettings,
-        targets: &Targets,
-        regions: &Regions,
-        init: &[f32],
-        h: usize,
-        w: usize,
-        adam_cfg: AdamConfig,
-        normalize_gradients: bool,
-    ) -> Result<Graph> {
-        if regions.styles.is_some() && s.style_loss != StyleLoss::Gram {
-            return Err(Error::InvalidArgument(format!(
-                "--style-mask works with --style-loss gram only, not {}",
-                s.style_loss.name()
-            )));
-        }
-        Graph::new_inner(ctx, net, s, targets, Some(regions), init, h, w, adam_cfg, normalize_gradients)
-    }
-
+    /// The graph with `regions` masking its terms (None: [`Graph::new_with`]'s).
     #[allow(clippy::too_many_arguments)]
-    fn new_inner(
+    pub(crate) fn new_inner(
         ctx: &Context,
         net: &Net,
         s: &LossSettings,
