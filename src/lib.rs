@@ -21,6 +21,7 @@ pub mod gpu;
 pub mod image_io;
 pub mod model;
 pub mod reference;
+pub mod regional;
 pub mod render;
 pub mod rng;
 pub mod runner;

@@ -9,6 +9,7 @@ pub use crate::gpu::lbfgs::LbfgsConfig;
 use crate::gpu::meancov::{self, MeanCovScratch, MeanCovTarget};
 use crate::gpu::{conv, gram, image, pool, reduce, relu, tile, Context, Op, Tensor};
 use crate::model::{ConvLayer, Edge, LossSettings, Pool, StyleLoss, Tap};
+use crate::regional::Regions;
 
 /// One conv layer on the GPU.
 pub struct NetLayer {
@@ -549,7 +550,26 @@ impl Graph {
         adam_cfg: AdamConfig,
         normalize_gradients: bool,
     ) -> Result<Graph> {
+        Graph::new_inner(ctx, net, s, targets, None, init, h, w, adam_cfg, normalize_gradients)
+    }
+
+    /// The graph with `regions` masking its terms (None: [`Graph::new_with`]'s).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new_inner(
+        ctx: &Context,
+        net: &Net,
+        s: &LossSettings,
+        targets: &Targets,
+        regions: Option<&Regions>,
+        init: &[f32],
+        h: usize,
+        w: usize,
+        adam_cfg: AdamConfig,
+        normalize_gradients: bool,
+    ) -> Result<Graph> {
         s.validate()?;
+        let regional = regions.and_then(|r| r.styles.as_ref());
+        let content_mask = regions.and_then(|r| r.content.as_ref());
         let n = s.convs_needed();
         let x = Tensor::from_slice(ctx, [3, h, w], init, "image")?;
         let grad = Tensor::new(ctx, [3, h, w], "image gradient")?;
@@ -564,7 +584,7 @@ impl Graph {
         let cw = s.content_weight / nc.max(1) as f32;
         let mut grams = vec![];
         let meancov = s.style_loss == StyleLoss::MeanCov;
-        for (k, t) in targets.style.iter().enumerate() {
+        for (k, t) in targets.style.iter().enumerate().filter(|_| regional.is_none()) {
             let c = s.style_layers[k].channels(s.model);
             if t.len() != s.style_loss.target_len(c) {
                 return Err(Error::InvalidArgument(format!(
@@ -578,7 +598,7 @@ impl Graph {
         // The mean-covariance loss's targets: mu_t, R = C_t^{1/2} and tr C_t, once, on the host.
         let mc_targets = if meancov { MeanCovTarget::all(ctx, s, &targets.style)? } else { vec![] };
         // The MSE terms are computed with their gradients, in the backward (add_taps).
-        for &t in s.style_layers.iter().filter(|_| !meancov) {
+        for &t in s.style_layers.iter().filter(|_| !meancov && regional.is_none()) {
             let a = fwd.tap(t);
             let c = a.shape[0];
             let g = Tensor::new(ctx, [c, c, 1], "gram")?;
@@ -597,7 +617,9 @@ impl Graph {
         let mut content = |ops: &mut Vec<Op>, k: usize, g: &Tensor, have: bool, free: &Tensor| {
             let a = fwd.tap(s.content_layers[k]);
             let t = &targets.content[k];
-            if normalize_gradients {
+            if let Some(m) = content_mask {
+                m.record(ctx, ops, k, a, t, &losses, cw, normalize_gradients, g, have, free);
+            } else if normalize_gradients {
                 let d = Tensor { buf: free.buf.clone(), shape: a.shape };
                 ops.push(reduce::mse_forward_backward_split(ctx, a, t, &losses, k, cw, 1.0, &d, false));
                 ops.push(reduce::add_l1_normalized(ctx, &d, cw, g, have));
@@ -609,6 +631,10 @@ impl Graph {
             let a = fwd.tap(s.style_layers[k]);
             let c = a.shape[0];
             let sw = s.style_weight * s.style_layer_weights[k];
+            if let Some(r) = regional {
+                r.record(ctx, ops, k, a, &losses, nc + k, sw, normalize_gradients, g, have, free);
+                return;
+            }
             let gw = if normalize_gradients { 1.0 } else { sw };
             if let Some(mc) = &mc_scratch {
                 let t = &mc_targets[k];
@@ -639,6 +665,8 @@ impl Graph {
         scratch.extend(grams);
         scratch.extend(mc_scratch.iter().flat_map(|m| m.tensors().cloned()));
         scratch.extend(mc_targets.into_iter().flat_map(|t| [t.root, t.mean]));
+        scratch.extend(regional.iter().flat_map(|r| r.tensors().cloned()));
+        scratch.extend(content_mask.iter().flat_map(|r| r.tensors().cloned()));
 
         let adam = Adam::new(ctx, &x, &grad, adam_cfg)?;
         Ok(Graph {

@@ -162,9 +162,26 @@ pub(crate) struct RenderArgs {
     style_layer_weights: Option<Vec<f32>>,
     /// One weight per style image (comma-separated), normalised to sum 1; the style targets are
     /// the blend sum_k w_k A_k of each style's Gram matrices, as jcjohnson/neural-style
-    /// [default: equal weights].
+    /// [default: equal weights]. With --style-mask nothing is blended: each weight multiplies
+    /// its style's regional loss as given (not normalised; default 1 each).
     #[arg(long, value_delimiter = ',')]
     style_blend_weights: Option<Vec<f32>>,
+    /// Regional styles: one mask image per style image, in the same order (repeat the option or
+    /// separate with commas). Each style's loss applies only where its mask is white: the mask's
+    /// luma in [0,1], resized by area averaging to each scale's working size and average-pooled
+    /// to every style layer, weights the generated image's features before their Gram, which is
+    /// normalised by the mask's area (sum of squared weights); the target is the style image's
+    /// whole Gram. A mask black at some style layer's resolution is refused. Not with tiling (a
+    /// stage that would be tiled is refused) nor --style-loss mean-cov; works with
+    /// --normalize-gradients (each style's term is normalised on its own).
+    #[arg(long = "style-mask", value_delimiter = ',', value_name = "MASK")]
+    style_masks: Vec<PathBuf>,
+    /// Weights the content loss per position by a mask image (luma in [0,1], resized as
+    /// --style-mask's, average-pooled to each content layer): the loss is the mask-weighted mean
+    /// of the squared differences over the white region, so black areas are free of the content.
+    /// Not with tiling.
+    #[arg(long, value_name = "MASK")]
+    content_mask: Option<PathBuf>,
     /// Pooling: avg (Gatys et al.) or max (VGG's own).
     #[arg(long, value_enum, default_value = "avg")]
     pool: PoolArg,
@@ -343,6 +360,8 @@ pub(crate) fn options(a: RenderArgs) -> Result<RenderOptions> {
         content_list: a.content_list,
         styles,
         style_blend_weights: a.style_blend_weights,
+        style_masks: a.style_masks,
+        content_mask: a.content_mask,
         style_scale: a.style_scale,
         output: a.output,
         size: a.size,

@@ -96,10 +96,33 @@ pub fn mse_forward_backward_split(
     dx: &Tensor,
     accumulate: bool,
 ) -> Op {
+    mse_forward_backward_summed(ctx, x, t, out, slot, loss_weight, grad_weight, dx, accumulate, false)
+}
+
+#[allow(clippy::too_many_arguments)]
+/// [`mse_forward_backward_split`] whose loss is added to out\[slot\] when `loss_accumulate`:
+/// regional styles sum their per-style terms of one layer into that layer's slot.
+pub fn mse_forward_backward_summed(
+    ctx: &Context,
+    x: &Tensor,
+    t: &Tensor,
+    out: &Tensor,
+    slot: usize,
+    loss_weight: f32,
+    grad_weight: f32,
+    dx: &Tensor,
+    accumulate: bool,
+    loss_accumulate: bool,
+) -> Op {
     assert_eq!(x.len(), t.len());
     assert_eq!(x.len(), dx.len());
     let n = x.len() as f32;
-    let p = ReduceParams { gscale: 2.0 * grad_weight / n, gaccumulate: accumulate as u32, ..Default::default() };
+    let p = ReduceParams {
+        gscale: 2.0 * grad_weight / n,
+        gaccumulate: accumulate as u32,
+        accumulate: loss_accumulate as u32,
+        ..Default::default()
+    };
     let inputs: &Bindings<'_> = &[("X", x), ("X4", x), ("Tg", t), ("T4", t), ("D", dx), ("D4", dx)];
     two_stage(ctx, "mse_partial_grad", x, inputs, p, out, slot, loss_weight / n)
 }

@@ -166,6 +166,54 @@ pub fn evaluate_with(
     r: usize,
     normalize_gradients: bool,
 ) -> (Vec<f64>, Vec<f64>, f64, Vec<f64>) {
+    evaluate_masked(net, s, content_targets, None, StyleTerms::Plain(style_targets), x, h, w, r, normalize_gradients)
+}
+
+/// What the style terms of [`evaluate_masked`] compare.
+pub enum StyleTerms<'a> {
+    /// One target per style tap (a Gram, or mean-cov moments).
+    Plain(&'a [Vec<f64>]),
+    /// Regional styles (`--style-mask`): per style k, its Gram target per style tap, its mask at
+    /// the image's (h, w) in \[0,1\], and its weight b_k. Each (k, tap) is its own term on the
+    /// masked Gram ([`super::mask::masked_gram_forward`]) with the mask average-pooled down to
+    /// the tap; a tap's loss is the sum over k.
+    Regional {
+        /// `targets[k][l]`: style k's Gram at style tap l.
+        targets: &'a [Vec<Vec<f64>>],
+        /// `masks[k]`: h * w values.
+        masks: &'a [Vec<f64>],
+        /// `weights[k]`: b_k.
+        weights: &'a [f64],
+    },
+}
+
+/// `mask` (h * w values) average-pooled down to tap `t`'s resolution (hh, ww).
+fn mask_at(s: &LossSettings, t: Tap, mask: &[f64], (h, w): (usize, usize), (hh, ww): (usize, usize)) -> Vec<f64> {
+    let (mut m, mut mh, mut mw) = (mask.to_vec(), h, w);
+    for _ in 0..t.level(s.model) {
+        m = avgpool2x2_forward(&m, 1, mh, mw);
+        (mh, mw) = pool_out(mh, mw);
+    }
+    assert_eq!((mh, mw), (hh, ww), "mask at {}", t.name(s.model));
+    m
+}
+
+/// [`evaluate_with`] with masks (the oracle of `runner::Graph::new_regional`): `style` says
+/// what the style terms compare, and `content_mask` (h * w values), when given, weights each
+/// content term: cw * sum_{c,p} m_p (F - P)^2 / (C * sum_p m_p), m pooled to the tap.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_masked(
+    net: &[ConvLayer],
+    s: &LossSettings,
+    content_targets: &[Vec<f64>],
+    content_mask: Option<&[f64]>,
+    style: StyleTerms<'_>,
+    x: &[f64],
+    h: usize,
+    w: usize,
+    r: usize,
+    normalize_gradients: bool,
+) -> (Vec<f64>, Vec<f64>, f64, Vec<f64>) {
     // A term's gradient at its tap from its weight-free gradient `g`.
     let weigh = |g: Vec<f64>, weight: f64| {
         if normalize_gradients {
@@ -190,13 +238,45 @@ pub fn evaluate_with(
     // Gradient w.r.t. each tapped activation.
     let mut tap_grads: Vec<(Tap, Vec<f64>)> = vec![];
     for (k, &t) in s.content_layers.iter().enumerate() {
-        let (a, _) = crop(&f, s, t, h, w, r);
-        lc.push(cw * mse_forward(&a, &content_targets[k]));
-        tap_grads.push((t, uncrop(t, weigh(mse_backward(&a, &content_targets[k], 1.0), cw))));
+        let (a, [c, hh, ww]) = crop(&f, s, t, h, w, r);
+        let tg = &content_targets[k];
+        match content_mask {
+            Some(m) => {
+                let m = mask_at(s, t, m, (h, w), (hh, ww));
+                let norm = c as f64 * m.iter().sum::<f64>();
+                let n = hh * ww;
+                let loss: f64 = (0..c * n).map(|i| m[i % n] * (a[i] - tg[i]).powi(2)).sum::<f64>() / norm;
+                let da: Vec<f64> = (0..c * n).map(|i| 2.0 * m[i % n] * (a[i] - tg[i]) / norm).collect();
+                lc.push(cw * loss);
+                tap_grads.push((t, uncrop(t, weigh(da, cw))));
+            }
+            None => {
+                lc.push(cw * mse_forward(&a, tg));
+                tap_grads.push((t, uncrop(t, weigh(mse_backward(&a, tg, 1.0), cw))));
+            }
+        }
     }
     for (k, &t) in s.style_layers.iter().enumerate() {
         let (a, [c, hh, ww]) = crop(&f, s, t, h, w, r);
         let sw = s.style_weight as f64 * s.style_layer_weights[k] as f64;
+        let style_targets = match &style {
+            StyleTerms::Plain(t) => *t,
+            StyleTerms::Regional { targets, masks, weights } => {
+                let n = hh * ww;
+                let mut loss = 0.0;
+                for (j, m) in masks.iter().enumerate() {
+                    let m = mask_at(s, t, m, (h, w), (hh, ww));
+                    let wk = sw * weights[j];
+                    let g = super::mask::masked_gram_forward(&a, &m, c, n);
+                    let dg = mse_backward(&g, &targets[j][k], 1.0);
+                    loss += wk * mse_forward(&g, &targets[j][k]);
+                    let da = super::mask::masked_gram_backward(&a, &m, &dg, c, n);
+                    tap_grads.push((t, uncrop(t, weigh(da, wk))));
+                }
+                ls.push(loss);
+                continue;
+            }
+        };
         let (loss, da) = match s.style_loss {
             StyleLoss::Gram => {
                 let g = gram_forward(&a, c, hh * ww);

@@ -1,5 +1,6 @@
 //! What a render sets up once (device, weights, network, style targets) and each stage's graph.
 
+use super::masks::{load_masks, regions, MaskImage};
 use super::observe::RenderInfo;
 use super::plan::{check_fits, plan_stages, StagePlan};
 use super::{
@@ -94,6 +95,10 @@ pub struct Engine {
     pub styles: Vec<Planar>,
     /// Blend weights, normalised to sum 1.
     pub blend: Vec<f32>,
+    /// `--style-mask`: one mask per style image, or none (then the styles' targets are blended).
+    pub masks: Vec<MaskImage>,
+    /// `--content-mask`: weights the content loss per position.
+    pub content_mask: Option<MaskImage>,
     cache: HashMap<u32, Vec<Tensor>>,
     /// Forward passes spent on style targets so far.
     pub style_target_passes: usize,
@@ -241,7 +246,11 @@ impl Engine {
         settings.validate()?;
         let mut net = Net::new(&ctx, &convs)?;
         net.edge = o.edge;
-        let eng = Engine { ctx, net, settings, source, styles, blend, cache: HashMap::new(), style_target_passes: 0 };
+        let masks = load_masks(&o.style_masks)?;
+        let content_mask = o.content_mask.as_deref().map(MaskImage::load).transpose()?;
+        let cache = HashMap::new();
+        let eng =
+            Engine { ctx, net, settings, source, styles, blend, masks, content_mask, cache, style_target_passes: 0 };
         Ok((eng, plans))
     }
 
@@ -279,7 +288,8 @@ impl Engine {
 
     /// The blended Gram targets A = sum_k b_k A_k of the style images at `plan`'s style sizes
     /// (each colour-matched to `match_to` first when given). Cached by the style size unless
-    /// colour-matched (then they depend on the content).
+    /// colour-matched (then they depend on the content). With style masks, not blended: each
+    /// style's own targets, style after style (regional styles weigh them per region).
     pub fn style_targets(&mut self, plan: &StagePlan, match_to: Option<&Planar>) -> Result<Vec<Tensor>> {
         let longest = plan.style_longest;
         if match_to.is_none() {
@@ -301,7 +311,9 @@ impl Engine {
             self.style_target_passes += 1;
             per_style.push(t);
         }
-        let blended = if per_style.len() == 1 {
+        let blended = if !self.masks.is_empty() {
+            per_style.into_iter().flatten().collect()
+        } else if per_style.len() == 1 {
             per_style.pop().unwrap_or_default()
         } else {
             // One-time host-side mix (a few Gram matrices, outside the loop).
@@ -366,10 +378,18 @@ impl Engine {
         check_fits(&self.ctx, w + 2 * r, h + 2 * r)?;
         let StageInputs { content, style, init } = self.stage_inputs(o, content, plan, init)?;
         let tc = compute_targets(&self.ctx, &self.net, &self.settings, &content.data, h, w, true, false)?;
-        let targets = Targets { content: tc.content, style };
         let adam = AdamConfig { lr: o.learning_rate(), clamp: Some((0.0, 1.0)), ..Default::default() };
         let (s, n) = (&self.settings, o.normalize_gradients);
-        let mut graph = Graph::new_with(&self.ctx, &self.net, s, &targets, &init, h, w, adam, n)?;
+        let mut graph = if self.masks.is_empty() && self.content_mask.is_none() {
+            let targets = Targets { content: tc.content, style };
+            Graph::new_with(&self.ctx, &self.net, s, &targets, &init, h, w, adam, n)?
+        } else {
+            let (cm, blend) = (self.content_mask.as_ref(), o.style_blend_weights.as_ref());
+            let rg = regions(&self.ctx, s, &self.masks, cm, &style, blend, w, h)?;
+            let style = if rg.styles.is_some() { vec![] } else { style };
+            let targets = Targets { content: tc.content, style };
+            Graph::new_regional(&self.ctx, &self.net, s, &targets, &rg, &init, h, w, adam, n)?
+        };
         if o.optimizer == Optimizer::Lbfgs {
             let bounds = o.lbfgs_clamp.then_some((0.0, 1.0));
             graph.set_lbfgs(&self.ctx, LbfgsConfig { history: o.lbfgs_history, lr: o.learning_rate(), bounds })?;

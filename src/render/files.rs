@@ -148,6 +148,8 @@ pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<Ren
     let mut inputs = vec![];
     if o.checkpoint_every.is_some() || resume.is_some() {
         let mut files: Vec<(&str, &Path)> = o.styles.iter().map(|p| ("style", p.as_path())).collect();
+        files.extend(o.style_masks.iter().map(|p| ("style mask", p.as_path())));
+        files.extend(o.content_mask.iter().map(|p| ("content mask", p.as_path())));
         if let WeightsSource::File(p) = &o.weights {
             files.push(("weights", p));
         }
@@ -509,6 +511,12 @@ fn settings_text(o: &RenderOptions, s: &LossSettings, source: &str, frame: Optio
     }
     if let Some(b) = &o.style_blend_weights {
         cmd += &format!(" --style-blend-weights {}", list(b));
+    }
+    for m in &o.style_masks {
+        cmd += &format!(" --style-mask {}", q(m));
+    }
+    if let Some(m) = &o.content_mask {
+        cmd += &format!(" --content-mask {}", q(m));
     }
     if o.style_scale != 1.0 {
         cmd += &format!(" --style-scale {}", o.style_scale);

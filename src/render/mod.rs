@@ -19,6 +19,7 @@ mod checkpoint;
 mod engine;
 mod files;
 mod log;
+mod masks;
 mod observe;
 mod options;
 mod plan;
@@ -31,6 +32,7 @@ pub use checkpoint::{checkpoint_path, digest, file_sha256, Checkpoint};
 pub use engine::{evaluate, load_input, load_weights, noise, prepare, Engine, Stage};
 pub use files::{render, render_with, RenderReport};
 pub(crate) use files::{save as save_with_text, snapshot_path};
+pub use masks::{load_masks, resize_area, MaskImage};
 pub use observe::{Both, Control, Observer, RenderInfo, StageInfo, StepInfo, PAUSE_POLL};
 pub use options::*;
 pub use plan::{

@@ -85,8 +85,15 @@ pub struct RenderOptions {
     pub content_list: Vec<PathBuf>,
     /// One or more style images.
     pub styles: Vec<PathBuf>,
-    /// One weight per style image (normalised to sum 1); None: equal weights.
+    /// One weight per style image (normalised to sum 1); None: equal weights. With
+    /// `style_masks`, each style's regional terms are weighted by its value as given.
     pub style_blend_weights: Option<Vec<f32>>,
+    /// `--style-mask`: one mask image per style (same order), or none. Each style's loss then
+    /// applies where its mask is white ([`crate::regional`]); untiled stages, Gram loss only.
+    pub style_masks: Vec<PathBuf>,
+    /// `--content-mask`: weights the content loss per position ([`crate::regional::ContentMask`]);
+    /// untiled stages only.
+    pub content_mask: Option<PathBuf>,
     /// The style image's longest side is this times the output's (at every scale).
     pub style_scale: f32,
     /// The output image (or folder, for several content images).
@@ -247,6 +254,8 @@ impl Default for RenderOptions {
             content_list: vec![],
             styles: vec![],
             style_blend_weights: None,
+            style_masks: vec![],
+            content_mask: None,
             style_scale: 1.0,
             output: PathBuf::from("out.png"),
             size: 512,
@@ -399,6 +408,19 @@ pub(super) fn validate_settings(o: &RenderOptions, styles: usize) -> Result<()> 
         if b.iter().sum::<f32>() <= 0.0 {
             return Err(Error::InvalidArgument("--style-blend-weights must not all be 0".into()));
         }
+    }
+    if !o.style_masks.is_empty() && o.style_masks.len() != styles {
+        return Err(Error::InvalidArgument(format!(
+            "--style-mask: {} masks for {} style images (give one mask per style, in the same order)",
+            o.style_masks.len(),
+            styles
+        )));
+    }
+    if !o.style_masks.is_empty() && o.style_loss != StyleLoss::Gram {
+        return Err(Error::InvalidArgument(format!(
+            "--style-mask works with --style-loss gram only, not {}",
+            o.style_loss.name()
+        )));
     }
     if o.scales == 0 {
         return Err(Error::InvalidArgument("--scales must be at least 1".into()));

@@ -225,6 +225,14 @@ pub fn plan_stages(
                 if matches!(o.tile, TileMode::Size(_)) { "drop --tile" } else { "use a smaller --size" }
             )));
         }
+        if tile.is_some() && (!o.style_masks.is_empty() || o.content_mask.is_some()) {
+            // A masked Gram's area and sum span the whole image, which no tile sees.
+            let what = if o.style_masks.is_empty() { "--content-mask" } else { "--style-mask" };
+            return Err(Error::InvalidArgument(format!(
+                "{what} works untiled only, but the {width}x{height} stage would be tiled; {}",
+                if matches!(o.tile, TileMode::Size(_)) { "drop --tile" } else { "use a smaller --size" }
+            )));
+        }
         if tile.is_some() && o.normalize_gradients {
             // A term's L1 norm spans the whole image, which no tile sees.
             let hint = match o.tile {
