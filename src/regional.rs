@@ -1,7 +1,7 @@
 //! Regional styles (`--style-mask`) on the GPU: each style's mask at every style tap and the
 //! masked Gram terms a [`crate::runner::Graph`] records at each tap (oracle:
-//! `reference::step::evaluate_masked`), built by [`Graph::new_regional`] (here to keep runner.rs
-//! small). [`ContentMask`] is `--content-mask`.
+//! `reference::step::evaluate_masked`), built by [`Graph::new_regional`] (here to keep the runner's
+//! graph.rs small). [`ContentMask`] is `--content-mask`.
 //!
 //! With masks the styles are not blended: every (style k, style tap l) pair is its own term,
 //! loss = style_weight * layer_weight_l * b_k * mean((G_kl - A_kl)^2), where A_kl is style k's
