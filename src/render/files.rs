@@ -4,16 +4,17 @@
 
 use super::batch::{check_existing, forget_record, write_record, Existing};
 use super::checkpoint::{self, checkpoint_path, digest, file_sha256, Checkpoint};
+use super::command::settings_text;
 use super::engine::{load_checked, Engine};
 use super::log::JsonLog;
 use super::observe::{Control, Observer, RenderInfo, StageInfo, StepInfo};
-use super::plan::plan_frames;
+use super::plan::{plan_frames, Frame};
 use super::run::{run_frame, Ended, StageReport};
-use super::{steps_per_scale, validate, Init, Optimizer, RenderOptions, WeightsSource, DEFAULT_EDGE_MARGIN};
+use super::{steps_per_scale, validate, Init, RenderOptions, WeightsSource};
 use crate::error::{Error, Result};
 use crate::image_io::{self, DecodeLimits, Planar, SaveOptions};
-use crate::model::{Edge, LossSettings, Model, Pool, Preprocess, StyleLoss, Tap};
 use crate::runner::Losses;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -72,53 +73,8 @@ pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<Ren
             image_io::check_bit_depth(&f.output, o.bit_depth)?;
         }
     }
-    let range = match o.shard {
-        Some(_) if !batch => {
-            return Err(Error::InvalidArgument(
-                "--shard splits a batch (a folder of images or --content-list); this render has one content image"
-                    .into(),
-            ))
-        }
-        Some(sh) => {
-            let r = sh.range(all.len());
-            let names = |i: usize| all[i].content.file_name().unwrap_or_default().to_string_lossy().to_string();
-            observer.notice(&match r.is_empty() {
-                true => format!("shard {sh}: no frames (the batch has {} for {} shards)", all.len(), sh.count),
-                false => format!(
-                    "shard {sh}: frames {}..{} of {} ({} .. {})",
-                    r.start,
-                    r.end - 1,
-                    all.len(),
-                    names(r.start),
-                    names(r.end - 1)
-                ),
-            });
-            r
-        }
-        None => 0..all.len(),
-    };
-    // A checkpoint to resume from is read (and checked whole) before the slow setup; its frame
-    // must be one this render (or shard) renders, else the frames around it would be skipped or
-    // redone silently.
-    let resume = match &o.resume {
-        Some(p) => Some((Checkpoint::read(p)?, p.as_path())),
-        None => None,
-    };
-    if let Some((ck, p)) = &resume {
-        if !range.contains(&ck.frame) {
-            let frame = all.get(ck.frame).map_or(String::new(), |f| format!(" ({})", f.content.display()));
-            let ours = match (o.shard, range.is_empty()) {
-                (Some(sh), true) => format!("shard {sh} renders no frames"),
-                (Some(sh), false) => format!("shard {sh} renders frames {}..{}", range.start, range.end - 1),
-                (None, _) => format!("this render has frames 0..{}", all.len().saturating_sub(1)),
-            };
-            return Err(Error::InvalidArgument(format!(
-                "cannot resume from {}: its frame {}{frame} is not in this render ({ours})",
-                p.display(),
-                ck.frame
-            )));
-        }
-    }
+    let range = shard_range(o, &all, batch, observer)?;
+    let resume = resume_checkpoint(o, &all, &range)?;
     let frames = &all[range.clone()];
     if frames.is_empty() {
         return Ok(RenderReport::nothing(String::new(), vec![]));
@@ -143,27 +99,7 @@ pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<Ren
         (Some(p), None) => Some(JsonLog::create(p)?),
         (None, _) => None,
     };
-    // What the digest of a checkpoint holds beyond the settings text: the inputs' bytes, the
-    // adapter and the settings that change the arithmetic but are not recorded in the PNG.
-    let mut inputs = vec![];
-    if o.checkpoint_every.is_some() || resume.is_some() {
-        let mut files: Vec<(&str, &Path)> = o.styles.iter().map(|p| ("style", p.as_path())).collect();
-        files.extend(o.style_masks.iter().map(|p| ("style mask", p.as_path())));
-        files.extend(o.content_mask.iter().map(|p| ("content mask", p.as_path())));
-        if let WeightsSource::File(p) = &o.weights {
-            files.push(("weights", p));
-        }
-        if let Init::Image(p) = &o.init {
-            files.push(("init", p));
-        }
-        for (what, p) in files {
-            inputs.push((format!("{what} {} (SHA-256)", p.display()), file_sha256(p)?));
-        }
-        inputs.push(("adapter".into(), eng.ctx.describe()));
-        inputs.push(("--tile".into(), format!("{:?}", o.tile)));
-        inputs.push(("--max-gpu-memory".into(), format!("{:?}", o.max_gpu_memory)));
-        inputs.push(("kernel overrides".into(), format!("{:?}", o.kernels)));
-    }
+    let inputs = if o.checkpoint_every.is_some() || resume.is_some() { digest_inputs(o, &eng)? } else { vec![] };
     let mut files = FilesObserver {
         o,
         log,
@@ -276,32 +212,50 @@ pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<Ren
         if batch {
             write_record(&frame.output, &text, step)?;
         }
-        match out.ended {
-            Ended::Finished => {
-                // A finished frame needs no checkpoint; a stale one would resume a done render.
-                if !files.checkpoint.as_os_str().is_empty() && files.checkpoint.exists() {
-                    std::fs::remove_file(&files.checkpoint)
-                        .map_err(|e| Error::Io { path: files.checkpoint.display().to_string(), source: e })?;
-                }
-            }
-            Ended::Stopped { step } => {
-                let mut saved = frame.output.display().to_string();
-                if o.checkpoint_every.is_some() {
-                    saved += &format!(" (continue with --resume {})", files.checkpoint.display());
-                }
-                return Err(Error::Interrupted { step, saved: Some(saved) });
-            }
-            Ended::NonFinite { step, good_step } => {
-                let saved = Some(format!("{} (step {good_step})", frame.output.display()));
-                return Err(Error::NonFinite { step, saved });
-            }
-        }
+        end_frame(o, &frame.output, &files.checkpoint, &out.ended)?;
         if let Some(p) = &o.preview {
             save(p, &out.image, &text, frame_steps, &opts)?;
         }
         outputs.push(frame.output.clone());
         previous = Some(out.raw);
     }
+    Ok(report(&eng, stages, outputs, skipped, frame_steps))
+}
+
+/// After a frame's image is saved: a finished frame's checkpoint removed (a stale one would
+/// resume a done render); a stopped or non-finite one ends the render with its error.
+fn end_frame(o: &RenderOptions, output: &Path, checkpoint: &Path, ended: &Ended) -> Result<()> {
+    match *ended {
+        Ended::Finished => {
+            // A finished frame needs no checkpoint; a stale one would resume a done render.
+            if !checkpoint.as_os_str().is_empty() && checkpoint.exists() {
+                std::fs::remove_file(checkpoint)
+                    .map_err(|e| Error::Io { path: checkpoint.display().to_string(), source: e })?;
+            }
+        }
+        Ended::Stopped { step } => {
+            let mut saved = output.display().to_string();
+            if o.checkpoint_every.is_some() {
+                saved += &format!(" (continue with --resume {})", checkpoint.display());
+            }
+            return Err(Error::Interrupted { step, saved: Some(saved) });
+        }
+        Ended::NonFinite { step, good_step } => {
+            let saved = Some(format!("{} (step {good_step})", output.display()));
+            return Err(Error::NonFinite { step, saved });
+        }
+    }
+    Ok(())
+}
+
+/// The whole render's report from its stages' and outputs.
+fn report(
+    eng: &Engine,
+    stages: Vec<StageReport>,
+    outputs: Vec<PathBuf>,
+    skipped: Vec<PathBuf>,
+    frame_steps: u32,
+) -> RenderReport {
     let total_steps = frame_steps * outputs.len() as u32;
     // Optimisation loops only (not loading, targets or graph building), as for one stage.
     // (Resumed stages: the steps this render ran.)
@@ -311,9 +265,9 @@ pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<Ren
     let (Some(f), Some(l)) = (stages.iter().find(|s| s.steps_run() > 0 || s.resumed_at.is_none()), stages.last())
     else {
         // Every frame of the batch (or shard) was complete already.
-        return Ok(RenderReport::nothing(eng.ctx.describe(), skipped));
+        return RenderReport::nothing(eng.ctx.describe(), skipped);
     };
-    Ok(RenderReport {
+    RenderReport {
         adapter: eng.ctx.describe(),
         width: l.width,
         height: l.height,
@@ -330,7 +284,89 @@ pub fn render_with(o: &RenderOptions, observer: &mut dyn Observer) -> Result<Ren
             (d.as_secs_f64(), n)
         }),
         stages,
+    }
+}
+
+/// The frames this render (or `--shard`) renders, announced to `observer`.
+fn shard_range(o: &RenderOptions, all: &[Frame], batch: bool, observer: &mut dyn Observer) -> Result<Range<usize>> {
+    Ok(match o.shard {
+        Some(_) if !batch => {
+            return Err(Error::InvalidArgument(
+                "--shard splits a batch (a folder of images or --content-list); this render has one content image"
+                    .into(),
+            ))
+        }
+        Some(sh) => {
+            let r = sh.range(all.len());
+            let names = |i: usize| all[i].content.file_name().unwrap_or_default().to_string_lossy().to_string();
+            observer.notice(&match r.is_empty() {
+                true => format!("shard {sh}: no frames (the batch has {} for {} shards)", all.len(), sh.count),
+                false => format!(
+                    "shard {sh}: frames {}..{} of {} ({} .. {})",
+                    r.start,
+                    r.end - 1,
+                    all.len(),
+                    names(r.start),
+                    names(r.end - 1)
+                ),
+            });
+            r
+        }
+        None => 0..all.len(),
     })
+}
+
+/// The checkpoint `--resume` names, read and checked whole before the slow setup; its frame must
+/// be one this render (or shard) renders, else the frames around it would be skipped or redone
+/// silently.
+fn resume_checkpoint<'a>(
+    o: &'a RenderOptions,
+    all: &[Frame],
+    range: &Range<usize>,
+) -> Result<Option<(Checkpoint, &'a Path)>> {
+    let resume = match &o.resume {
+        Some(p) => Some((Checkpoint::read(p)?, p.as_path())),
+        None => None,
+    };
+    if let Some((ck, p)) = &resume {
+        if !range.contains(&ck.frame) {
+            let frame = all.get(ck.frame).map_or(String::new(), |f| format!(" ({})", f.content.display()));
+            let ours = match (o.shard, range.is_empty()) {
+                (Some(sh), true) => format!("shard {sh} renders no frames"),
+                (Some(sh), false) => format!("shard {sh} renders frames {}..{}", range.start, range.end - 1),
+                (None, _) => format!("this render has frames 0..{}", all.len().saturating_sub(1)),
+            };
+            return Err(Error::InvalidArgument(format!(
+                "cannot resume from {}: its frame {}{frame} is not in this render ({ours})",
+                p.display(),
+                ck.frame
+            )));
+        }
+    }
+    Ok(resume)
+}
+
+/// What the digest of a checkpoint holds beyond the settings text: the inputs' bytes, the
+/// adapter and the settings that change the arithmetic but are not recorded in the PNG.
+fn digest_inputs(o: &RenderOptions, eng: &Engine) -> Result<Vec<(String, String)>> {
+    let mut inputs = vec![];
+    let mut files: Vec<(&str, &Path)> = o.styles.iter().map(|p| ("style", p.as_path())).collect();
+    files.extend(o.style_masks.iter().map(|p| ("style mask", p.as_path())));
+    files.extend(o.content_mask.iter().map(|p| ("content mask", p.as_path())));
+    if let WeightsSource::File(p) = &o.weights {
+        files.push(("weights", p));
+    }
+    if let Init::Image(p) = &o.init {
+        files.push(("init", p));
+    }
+    for (what, p) in files {
+        inputs.push((format!("{what} {} (SHA-256)", p.display()), file_sha256(p)?));
+    }
+    inputs.push(("adapter".into(), eng.ctx.describe()));
+    inputs.push(("--tile".into(), format!("{:?}", o.tile)));
+    inputs.push(("--max-gpu-memory".into(), format!("{:?}", o.max_gpu_memory)));
+    inputs.push(("kernel overrides".into(), format!("{:?}", o.kernels)));
+    Ok(inputs)
 }
 
 impl RenderReport {
@@ -456,118 +492,4 @@ pub(crate) fn save(path: &Path, img: &Planar, text: &[(String, String)], step: u
     t.push(("stylize:size", &size));
     image_io::save_image_as(path, img, &t, opts)?;
     Ok(())
-}
-
-/// The settings a PNG records so a result can be reproduced.
-fn settings_text(o: &RenderOptions, s: &LossSettings, source: &str, frame: Option<&PathBuf>) -> Vec<(String, String)> {
-    let q = |p: &Path| format!("{:?}", p.display().to_string());
-    let names = |t: &[Tap]| t.iter().map(|t| t.name(s.model)).collect::<Vec<_>>().join(",");
-    let list = |v: &[f32]| v.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",");
-    let mut inputs = vec![];
-    if o.content_list.is_empty() {
-        inputs.push(q(&o.content));
-    }
-    inputs.extend(o.styles.iter().map(|p| q(p)));
-    let mut cmd = format!(
-        "stylize render {} -o {} --size {} --steps {} --lr {} --content-weight {} --style-weight {} \
-         --tv-weight {} --content-layers {} --style-layers {} --style-layer-weights {} --pool {} --init {} \
-         --seed {} --preprocess {}",
-        inputs.join(" "),
-        q(&o.output),
-        o.size,
-        o.steps,
-        o.learning_rate(),
-        s.content_weight,
-        s.style_weight,
-        s.tv_weight,
-        names(&s.content_layers),
-        names(&s.style_layers),
-        list(&s.style_layer_weights),
-        if s.pool == Pool::Avg { "avg" } else { "max" },
-        match &o.init {
-            Init::Content => "content".to_string(),
-            Init::Noise => "noise".to_string(),
-            Init::Image(p) => q(p),
-        },
-        o.seed,
-        if s.preprocess == Preprocess::Torch { "torch" } else { "caffe" },
-    );
-    // The weights used: a file's path, the cache path of the downloaded default, or the seed.
-    cmd += &match &o.weights {
-        WeightsSource::Random(seed) => format!(" --weights random:{seed}"),
-        WeightsSource::File(p) => format!(" --weights {}", q(p)),
-        WeightsSource::Default => format!(" --weights {:?}", source),
-    };
-    match o.edge {
-        Edge::Zero => cmd += " --edge zero",
-        Edge::Reflect(r) if r != DEFAULT_EDGE_MARGIN => cmd += &format!(" --edge-margin {r}"),
-        Edge::Reflect(_) => {}
-    }
-    if s.model != Model::Vgg19 {
-        cmd += &format!(" --model {}", s.model.name());
-    }
-    if !o.content_list.is_empty() {
-        cmd += &format!(" --content-list {}", o.content_list.iter().map(|p| q(p)).collect::<Vec<_>>().join(","));
-    }
-    if let Some(b) = &o.style_blend_weights {
-        cmd += &format!(" --style-blend-weights {}", list(b));
-    }
-    for m in &o.style_masks {
-        cmd += &format!(" --style-mask {}", q(m));
-    }
-    if let Some(m) = &o.content_mask {
-        cmd += &format!(" --content-mask {}", q(m));
-    }
-    if o.style_scale != 1.0 {
-        cmd += &format!(" --style-scale {}", o.style_scale);
-    }
-    if o.scales > 1 {
-        cmd += &format!(" --scales {} --initial-size {}", o.scales, o.initial_size);
-    }
-    if let Some(st) = &o.scale_steps {
-        cmd += &format!(" --scale-steps {}", st.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","));
-    }
-    if o.optimizer == Optimizer::Lbfgs {
-        cmd += &format!(" --optimizer lbfgs --lbfgs-history {}", o.lbfgs_history);
-        if !o.lbfgs_clamp {
-            cmd += " --lbfgs-clamp off";
-        }
-    }
-    if o.avg_decay > 0.0 {
-        cmd += &format!(" --avg-decay {}", o.avg_decay);
-    }
-    if o.normalize_gradients {
-        cmd += " --normalize-gradients";
-    }
-    if s.style_loss != StyleLoss::Gram {
-        cmd += &format!(" --style-loss {}", s.style_loss.name());
-    }
-    if o.original_colors {
-        cmd += " --original-colors";
-    }
-    if o.color_match {
-        cmd += " --color-match";
-    }
-    if o.temporal_init {
-        cmd += " --temporal-init";
-    }
-    if o.temporal_weight > 0.0 {
-        let f = &o.flow;
-        cmd += &format!(
-            " --temporal-weight {} --flow-smoothness {} --flow-warps {} --flow-iterations {}",
-            o.temporal_weight, f.alpha, f.warps, f.iterations
-        );
-    }
-    if o.bit_depth == 16 {
-        cmd += " --bit-depth 16";
-    }
-    let mut v = vec![
-        ("Software".into(), format!("stylize {}", env!("CARGO_PKG_VERSION"))),
-        ("stylize:command".into(), cmd),
-        ("stylize:weights".into(), source.to_string()),
-    ];
-    if let Some(f) = frame {
-        v.push(("stylize:frame".into(), f.display().to_string()));
-    }
-    v
 }

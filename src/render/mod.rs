@@ -16,6 +16,7 @@
 mod api;
 mod batch;
 mod checkpoint;
+mod command;
 mod engine;
 mod files;
 mod log;
