@@ -12,7 +12,8 @@ struct Params {
     splits: u32,
     scale: f32,
     accumulate: u32, // 1 adds into the output instead of overwriting
-    _p0: u32, _p1: u32,
+    gx: u32,         // gram_backward: workgroups along x (positions fold into x and y)
+    _p1: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -71,12 +72,13 @@ fn gram_finish(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 
 @compute @workgroup_size(16, 16, 1)
 fn gram_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let a = wid.y * 16u + lid.y;   // row of dF (channel)
-    let p = wid.x * 16u + lid.x;   // column of dF (position)
+    // Channels along z; positions along x and y, since a megapixel's n/16 passes the 65535 limit.
+    let a = wid.z * 16u + lid.y;   // row of dF (channel)
+    let p = (wid.y * P.gx + wid.x) * 16u + lid.x;   // column of dF (position)
     var acc = 0.0;
     for (var b0 = 0u; b0 < P.c; b0 += 16u) {
         // ta[a'][b'] = dG[a, b] + dG[b, a];  tb[b'][p'] = F[b, p]
-        let ra = wid.y * 16u + lid.y;
+        let ra = a;
         let cb = b0 + lid.x;
         var s = 0.0;
         if (ra < P.c && cb < P.c) {

@@ -711,6 +711,33 @@ fn gram_backward_variants_match_reference() {
     }
 }
 
+/// More positions than 65535 workgroups of 16 cover (a 1024x1024 layer): each Gram kernel must
+/// fold its grid (the tiled backward once did not, and failed at 1024 px on an H200). 5 channels
+/// keep the f64 reference and lavapipe quick.
+#[test]
+fn gram_of_a_megapixel_layer_folds_its_grid() {
+    let mut rng = Rng::new(23);
+    let (c, h, w): (usize, usize, usize) = (5, 1025, 1024);
+    let n = h * w;
+    assert!(n.div_ceil(16) > 65535);
+    let f = rng.vec(c * n, -1.0, 1.0);
+    let fd_ = f64s(&f);
+    let tf = upload([c, h, w], &f);
+    let dg = rng.vec(c * c, -1.0, 1.0);
+    let tdg = upload([c, c, 1], &dg);
+    let want_g = r::gram_forward(&fd_, c, n);
+    let want = r::gram_backward(&fd_, &f64s(&dg), c, n);
+    for v in gram_variants(c, n) {
+        let tag = format!("{v:?}").to_lowercase();
+        let g = poisoned([c, c, 1]);
+        run(&gram::gram_forward_scaled_with(ctx(), v, &tf, &g, 1.0 / (c * n) as f32, false));
+        assert_close(&format!("gram_forward {tag} {c}x{h}x{w}"), &read(&g), &want_g, TOL_DOT);
+        let df = poisoned([c, h, w]);
+        run(&gram::gram_backward_scaled_with(ctx(), v, &tf, &tdg, &df, 1.0 / (c * n) as f32, false));
+        assert_close(&format!("gram_backward {tag} {c}x{h}x{w}"), &read(&df), &want, TOL_DOT);
+    }
+}
+
 /// Ops of one shape share the texture variant's scratch textures: several in one pass, each on
 /// its own input, must not disturb one another.
 #[test]

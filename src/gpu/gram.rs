@@ -46,7 +46,7 @@ const FINISH_FILE: &str = "gram_tex_finish.wgsl";
 
 uniform! {
     /// `shaders/gram.wgsl`'s `Params`.
-    pub struct GramParams { c: u32, n: u32, chunk: u32, splits: u32, scale: f32, accumulate: u32, _p0: u32, _p1: u32 }
+    pub struct GramParams { c: u32, n: u32, chunk: u32, splits: u32, scale: f32, accumulate: u32, gx: u32, _p1: u32 }
 }
 
 uniform! {
@@ -257,8 +257,9 @@ fn forward_tiled(ctx: &Context, f: &Tensor, g: &Tensor, scale: f32, accumulate: 
 fn backward_tiled(ctx: &Context, f: &Tensor, dg: &Tensor, df: &Tensor, scale: f32, accumulate: bool) -> Op {
     let [c, h, w] = f.shape;
     let n = h * w;
-    let p = GramParams { c: c as u32, n: n as u32, scale, accumulate: accumulate as u32, ..Default::default() };
-    let groups = ((n as u32).div_ceil(16), (c as u32).div_ceil(16), 1);
+    let (gx, gy) = ctx.grid((n as u32).div_ceil(16));
+    let p = GramParams { c: c as u32, n: n as u32, scale, accumulate: accumulate as u32, gx, ..Default::default() };
+    let groups = (gx, gy, (c as u32).div_ceil(16));
     ctx.op(ctx.dispatch(FILE, "gram_backward", &p, &[("F", f), ("In", dg), ("Out", df)], groups))
 }
 

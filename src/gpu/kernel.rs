@@ -452,6 +452,14 @@ impl Context {
         groups: (u32, u32, u32),
     ) -> super::op::Dispatch {
         let k = self.kernel(src, entry);
+        // wgpu would only fail at submit, naming no kernel; a grid over the limit is a wrapper's
+        // bug (it must fold its workgroups, see `Context::grid`), so say which one here.
+        let max = self.limits.max_compute_workgroups_per_dimension;
+        assert!(
+            groups.0 <= max && groups.1 <= max && groups.2 <= max,
+            "{}: a grid of {groups:?} workgroups passes the adapter's {max} per dimension",
+            k.label
+        );
         let bind_group = self.bind_group(&k, params, binds);
         super::op::Dispatch::new(k.pipeline.clone(), bind_group, groups, entry)
     }
