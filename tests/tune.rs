@@ -20,7 +20,13 @@ fn scratch(name: &str) -> PathBuf {
 
 const SHAPE: (usize, usize, usize, usize) = (16, 32, 12, 12);
 const GRAM: (usize, usize) = (24, 100);
-const RUNNABLE: [Variant; 5] = [Variant::Tiled, Variant::GEMM, Variant::Tex, Variant::Wino, Variant::Wino4];
+
+/// The tuner's table now holds `chosen` for one shape (any candidate may win: on an H200 a
+/// Winograd-on-GEMM tile did, which a fixed list of variants once refused).
+fn assert_recorded(ctx: &Context, chosen: Variant) {
+    let entries = ctx.tuner().unwrap().entries();
+    assert!(entries.iter().any(|(_, v)| Variant::parse(v) == Some(chosen)), "{chosen} not in {entries:?}");
+}
 
 #[test]
 fn full_mode_measures_saves_and_a_later_run_reuses_the_table() {
@@ -30,7 +36,7 @@ fn full_mode_measures_saves_and_a_later_run_reuses_the_table() {
     let path = table_path(&dir, &ctx.info);
     ctx.set_tuner(Tuner::new(&ctx, TuneMode::Full, Some(path.clone()), Duration::from_secs(60)));
     let chosen = conv::select_variant(&ctx, cin, cout, h, w);
-    assert!(RUNNABLE.contains(&chosen) || matches!(chosen, Variant::Gemm(_)), "{chosen}");
+    assert_recorded(&ctx, chosen);
     let t = ctx.tuner().unwrap();
     assert_eq!(t.spent().1, 1, "one shape measured");
     assert!(t.warnings().is_empty(), "{:?}", t.warnings());
@@ -119,7 +125,8 @@ fn corrupt_or_foreign_tables_are_reported_and_rebuilt() {
         assert!(warnings[0].contains("rebuilt"), "{what}: {}", warnings[0]);
         assert!(t.entries().is_empty(), "{what}: nothing trusted");
         // Tuning replaces the file with a good table for this adapter.
-        assert!(RUNNABLE.contains(&conv::select_variant(&ctx, cin, cout, h, w)));
+        let chosen = conv::select_variant(&ctx, cin, cout, h, w);
+        assert_recorded(&ctx, chosen);
         let again = Tuner::new(&ctx, TuneMode::Cached, Some(path.clone()), Duration::ZERO);
         assert!(again.warnings().is_empty(), "{what}: {:?}", again.warnings());
         assert_eq!(again.entries().len(), 1, "{what}");
