@@ -8,12 +8,15 @@
 #   PROOF_ADAPTER  the adapter to test (default vulkan:nvidia; llvmpipe for a dry run)
 #   PROOF_SIZE     the input size of the design study, the tuner and the kernel bench (default 512)
 #   PROOF_E2E      end-to-end sizes, ours and PyTorch (default 256,512,1024)
+#   PROOF_DESIGNS  the conv variants of the design study (default: tiled, every GEMM tile, and
+#                  Winograd F(4x4) on the default, 8x8 and unrolled tiles)
 set -uo pipefail
 B=.gpu-bundle
 OUT=${OUT:?set OUT to the folder for the report}
 ADAPTER=${PROOF_ADAPTER:-vulkan:nvidia}
 SIZE=${PROOF_SIZE:-512}
 E2E=${PROOF_E2E:-256,512,1024}
+DESIGNS=${PROOF_DESIGNS:-tiled,gemm:all,gemm-wino2,gemm-wino4,gemm-wino4:r4x4w16x16k16u,gemm-wino4:r8x8w16x16k8u,gemm-wino4:r8x8w8x8k16u}
 END=$(($(date +%s) + ${PROOF_LIMIT:-540}))
 mkdir -p "$OUT" /tmp/proof-bin
 R="$OUT/report.txt"
@@ -58,14 +61,14 @@ part "GPU" 20 sh -c 'nvidia-smi --query-gpu=name,driver_version,memory.total,clo
 part "devices" 30 "$S" devices
 part "check" 60 "$S" check
 # Every conv design alone (forward + backward with mask) at the VGG19 shapes of a SIZE input.
-part "conv designs" 120 /tmp/proof-bin/bench-conv --variant tiled,gemm:all,gemm-wino2,gemm-wino4 \
+part "conv designs" 120 /tmp/proof-bin/bench-conv --variant "$DESIGNS" \
   --size "$SIZE" --runs 10 --budget 1
 part "tune" 100 "$S" tune --sizes "$SIZE" --budget 60
 # Kernels and end to end with the table the tuner just wrote (bench reads it).
 part "kernels" 90 "$S" bench --sizes "$SIZE" --no-e2e --no-memory
 if python3 -c 'import torch' 2>/dev/null; then
   # End to end, ours then PyTorch (TF32 off, defaults, cudnn.benchmark) at the same sizes.
-  part "ours vs PyTorch" 150 python3 "$B/tools/compare_bench.py" --ours "$S bench" --sizes "$E2E" \
+  part "ours vs PyTorch" 240 python3 "$B/tools/compare_bench.py" --ours "$S bench" --sizes "$E2E" \
     --memory-sizes "$E2E" --adapter "$ADAPTER"
 else
   say "== PyTorch: not installed here, ours alone"

@@ -26,44 +26,63 @@ pub struct GemmTile {
     pub wy: u32,
     /// K (input channel x tap) per staged chunk.
     pub kt: u32,
+    /// Written out by the generator with every register-block index a constant (no loop over
+    /// the block, no array indexed by a variable): a driver that does not unroll WGSL's loops
+    /// otherwise keeps the accumulators in memory. Suffix `u` in names.
+    pub unroll: bool,
 }
 
 impl GemmTile {
     /// The file as written: 4 x 4 per invocation, 16 x 16 invocations, 64 x 64 tiles, K-chunks
     /// of 16 (the conv2d_mm design of TensorFlow.js / ONNX Runtime Web, scaled to 256
     /// invocations).
-    pub const DEFAULT: GemmTile = GemmTile { rm: 4, rn: 4, wx: 16, wy: 16, kt: 16 };
+    pub const DEFAULT: GemmTile = GemmTile { rm: 4, rn: 4, wx: 16, wy: 16, kt: 16, unroll: false };
 
     /// 4 x 4 blocks in 32 x 32 tiles of 8 x 8 invocations (TensorFlow.js's shape): 4x the
     /// workgroups of the default, for small layers.
-    pub const SMALL: GemmTile = GemmTile { rm: 4, rn: 4, wx: 8, wy: 8, kt: 16 };
+    pub const SMALL: GemmTile = GemmTile { rm: 4, rn: 4, wx: 8, wy: 8, kt: 16, unroll: false };
 
     /// The tiles the autotuner times (those the adapter's limits allow): the default; 32 x 32
     /// tiles of 8 x 8 invocations (TensorFlow.js's shape, more workgroups for small layers); 8 x 4
     /// and 4 x 8 blocks (128 x 64 and 64 x 128 tiles); 8 x 8 blocks with 128 x 128 tiles (the
     /// classic SGEMM shape: 16 FMAs per vec4 load, 64 per global load) and with 64 x 64 tiles of 64
-    /// invocations.
-    pub const CANDIDATES: [GemmTile; 6] = [
+    /// invocations. Each also unrolled ([`GemmTile::unroll`]): on an H200 the blocks larger than
+    /// 4x4 ran 3-5x slower than 4x4 as loops, which accumulators spilled to memory would explain.
+    pub const CANDIDATES: [GemmTile; 12] = [
         GemmTile::DEFAULT,
         GemmTile::SMALL,
-        GemmTile { rm: 8, rn: 4, wx: 16, wy: 16, kt: 16 },
-        GemmTile { rm: 4, rn: 8, wx: 16, wy: 16, kt: 16 },
-        GemmTile { rm: 8, rn: 8, wx: 16, wy: 16, kt: 8 },
-        GemmTile { rm: 8, rn: 8, wx: 8, wy: 8, kt: 16 },
+        GemmTile::new(8, 4, 16, 16, 16, false),
+        GemmTile::new(4, 8, 16, 16, 16, false),
+        GemmTile::new(8, 8, 16, 16, 8, false),
+        GemmTile::new(8, 8, 8, 8, 16, false),
+        GemmTile::new(4, 4, 16, 16, 16, true),
+        GemmTile::new(4, 4, 8, 8, 16, true),
+        GemmTile::new(8, 4, 16, 16, 16, true),
+        GemmTile::new(4, 8, 16, 16, 16, true),
+        GemmTile::new(8, 8, 16, 16, 8, true),
+        GemmTile::new(8, 8, 8, 8, 16, true),
     ];
 
-    /// `gemm` for [`GemmTile::DEFAULT`], else `gemm:r{rm}x{rn}w{wx}x{wy}k{kt}`.
+    /// A tile from its five constants and whether it is unrolled.
+    pub const fn new(rm: u32, rn: u32, wx: u32, wy: u32, kt: u32, unroll: bool) -> GemmTile {
+        GemmTile { rm, rn, wx, wy, kt, unroll }
+    }
+
+    /// `gemm` for [`GemmTile::DEFAULT`], else `gemm:r{rm}x{rn}w{wx}x{wy}k{kt}`, `u` appended
+    /// when unrolled.
     pub fn name(&self) -> String {
         if *self == GemmTile::DEFAULT {
             "gemm".into()
         } else {
-            format!("gemm:r{}x{}w{}x{}k{}", self.rm, self.rn, self.wx, self.wy, self.kt)
+            let u = if self.unroll { "u" } else { "" };
+            format!("gemm:r{}x{}w{}x{}k{}{u}", self.rm, self.rn, self.wx, self.wy, self.kt)
         }
     }
 
     /// The pipeline-cache key and snapshot name of its generated source.
     pub fn key(&self) -> String {
-        format!("conv3x3_gemm_r{}x{}_w{}x{}_k{}", self.rm, self.rn, self.wx, self.wy, self.kt)
+        let u = if self.unroll { "_u" } else { "" };
+        format!("conv3x3_gemm_r{}x{}_w{}x{}_k{}{u}", self.rm, self.rn, self.wx, self.wy, self.kt)
     }
 
     /// Reads [`GemmTile::name`]'s forms (any case); None for anything else or a tile the kernel
@@ -78,8 +97,12 @@ impl GemmTile {
         let (rn, rest) = rest.split_once('w')?;
         let (wx, rest) = rest.split_once('x')?;
         let (wy, kt) = rest.split_once('k')?;
+        let (kt, unroll) = match kt.strip_suffix('u') {
+            Some(kt) => (kt, true),
+            None => (kt, false),
+        };
         let n = |t: &str| t.parse::<u32>().ok();
-        let t = GemmTile { rm: n(rm)?, rn: n(rn)?, wx: n(wx)?, wy: n(wy)?, kt: n(kt)? };
+        let t = GemmTile { rm: n(rm)?, rn: n(rn)?, wx: n(wx)?, wy: n(wy)?, kt: n(kt)?, unroll };
         t.valid().then_some(t)
     }
 

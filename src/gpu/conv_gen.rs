@@ -61,7 +61,72 @@ pub fn gemm_source(t: &GemmTile) -> String {
         out.push('\n');
     }
     assert_eq!(replaced, values.len(), "conv3x3_gemm.wgsl lost one of its tile constants");
+    if t.unroll {
+        out = replace_fn(&out, "accumulate", &unrolled_accumulate(t));
+        out = replace_fn(&out, "store", &unrolled_store(t));
+    }
     out
+}
+
+/// `src` with the WGSL function `name` (from `fn name(` at the start of a line to the next line
+/// that is `}`) replaced by `with`.
+fn replace_fn(src: &str, name: &str, with: &str) -> String {
+    let start = src.find(&format!("\nfn {name}(")).unwrap_or_else(|| panic!("no fn {name} in the GEMM template")) + 1;
+    let end = start + src[start..].find("\n}\n").expect("fn without its closing line") + 3;
+    format!("{}{}{}", &src[..start], with, &src[end..])
+}
+
+/// The template's `accumulate` with the register block written out: every index of `acc` a
+/// constant, the operands in `let`s (vec4 channel groups `a{i4}`, pixel groups `b{j}`).
+fn unrolled_accumulate(t: &GemmTile) -> String {
+    let (rm4, rn4) = (t.rm / 4, t.rn / 4);
+    let mut s = String::from(
+        "// Unrolled by conv_gen::gemm_source: acc[(4 i4 + c) RN4 + j] += a{i4}.c * b{j}, constant indices.\n",
+    );
+    s += "fn accumulate(lid: vec3<u32>, acc: ptr<function, array<vec4<f32>, RM * RN4>>) {\n";
+    s += "    for (var kk = 0u; kk < KT; kk++) {\n";
+    for j in 0..rn4 {
+        s += &format!("        let b{j} = Bs[kk * TN4 + lid.x + {j}u * WX];\n");
+    }
+    for i4 in 0..rm4 {
+        s += &format!("        let a{i4} = As[kk * TM4 + lid.y + {i4}u * WY];\n");
+    }
+    for i4 in 0..rm4 {
+        for (c, comp) in ["x", "y", "z", "w"].iter().enumerate() {
+            for j in 0..rn4 {
+                let r = (4 * i4 + c as u32) * rn4 + j;
+                s += &format!("        (*acc)[{r}] = fma(vec4<f32>(a{i4}.{comp}), b{j}, (*acc)[{r}]);\n");
+            }
+        }
+    }
+    s += "    }\n}\n";
+    s
+}
+
+/// The template's `store` written out per (channel, pixel group), constant indices.
+fn unrolled_store(t: &GemmTile) -> String {
+    let rn4 = t.rn / 4;
+    let mut s = String::from("// Unrolled by conv_gen::gemm_source (see store4).\n");
+    s += "fn store(blk: vec2<u32>, lid: vec3<u32>, acc: array<vec4<f32>, RM * RN4>, bias: array<f32, RM>, ybase: u32) {\n";
+    for i in 0..t.rm {
+        for j in 0..rn4 {
+            s += &format!("    store4(blk, lid, ybase, {i}u, {j}u, acc[{}], bias[{i}]);\n", i * rn4 + j);
+        }
+    }
+    s += "}\n\n";
+    s += "// Channel i's pixel group j: Y[ybase + co n + p] = v4 + b (max(0, .) if relu), inside the image.\n";
+    s += "fn store4(blk: vec2<u32>, lid: vec3<u32>, ybase: u32, i: u32, j: u32, v4: vec4<f32>, b: f32) {\n";
+    s += "    let n = P.h * P.w;\n";
+    s += "    let co = channel(blk, lid, i);\n";
+    s += "    let p = blk.y + 4u * (lid.x + j * WX);\n";
+    s += "    if (co >= P.cout) {\n        return;\n    }\n";
+    s += "    var v = v4 + vec4<f32>(b);\n";
+    s += "    if (P.relu != 0u) {\n        v = max(v, vec4<f32>(0.0));\n    }\n";
+    for (e, comp) in ["x", "y", "z", "w"].iter().enumerate() {
+        s += &format!("    if (p + {e}u < n) {{\n        Y[ybase + co * n + p + {e}u] = v.{comp};\n    }}\n");
+    }
+    s += "}\n";
+    s
 }
 
 /// Every GEMM tile the tuner may choose except the default (which is the file itself): (key,
