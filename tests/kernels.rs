@@ -203,7 +203,7 @@ fn conv3x3_gemm_tiles_cross_their_block_edges() {
     let wino = [conv::GemmTile::DEFAULT, conv::GemmTile::parse("gemm:r8x8w16x16k8").unwrap()]
         .into_iter()
         .flat_map(|t| [conv::Variant::GemmWino(2, t), conv::Variant::GemmWino(4, t)]);
-    for v in conv::GemmTile::CANDIDATES.map(conv::Variant::Gemm).into_iter().chain(wino) {
+    for v in conv::GemmTile::ALL.map(conv::Variant::Gemm).into_iter().chain(wino) {
         let (conv::Variant::Gemm(t) | conv::Variant::GemmWino(_, t)) = v else { unreachable!() };
         assert!(t.unsupported(&ctx().limits).is_none(), "{} does not run here", t.name());
         let y = poisoned([cout, h, w]);
@@ -227,7 +227,7 @@ fn conv3x3_gemm_tiles_cross_their_block_edges() {
 /// design says (benches/README.md quotes them).
 #[test]
 fn gemm_tiles_parse_and_report_their_work_per_load() {
-    for t in conv::GemmTile::CANDIDATES {
+    for t in conv::GemmTile::ALL {
         assert!(t.valid(), "{t:?}");
         assert_eq!(conv::GemmTile::parse(&t.name()), Some(t));
         assert_eq!(conv::Variant::parse(&t.name()), Some(conv::Variant::Gemm(t)));
@@ -237,7 +237,7 @@ fn gemm_tiles_parse_and_report_their_work_per_load() {
         assert_eq!(conv::GemmTile::parse(bad), None, "{bad}");
     }
     for m in [2, 4] {
-        for t in conv::GemmTile::CANDIDATES {
+        for t in conv::GemmTile::ALL {
             let v = conv::Variant::GemmWino(m, t);
             assert_eq!(conv::Variant::parse(&v.name()), Some(v), "{v}");
         }
@@ -403,18 +403,18 @@ fn conv3x3_variant_selection() {
         assert_eq!(choose_variant(&no_sg, Some(Wino), cin, cout, s, s), Tiled);
         assert_eq!(choose_variant(&no_sg, Some(Wino4), cin, cout, s, s), Tiled);
     }
-    // GPUs, untuned: the 64x64 GEMM tile where it makes >= 128 workgroups, else the 32x32 one,
-    // the direct kernel below 16 output channels.
-    let small = Gemm(conv::GemmTile::SMALL);
+    // GPUs, untuned: the unrolled 64x64 GEMM tile where it makes >= 128 workgroups, else the
+    // unrolled 32x32 one, which also takes fewer than 16 output channels.
+    let (big, small) = (Gemm(conv::GemmTile::DEFAULT_UNROLLED), Gemm(conv::GemmTile::SMALL_UNROLLED));
     for &(cout, s, want) in &[
-        (64, 512, conv::Variant::GEMM),
-        (512, 64, conv::Variant::GEMM),
-        (512, 32, conv::Variant::GEMM),
+        (64, 512, big),
+        (512, 64, big),
+        (512, 32, big),
         (512, 16, small),
         (64, 32, small),
         (16, 8, small),
-        (3, 512, Tiled),
-        (8, 512, Tiled),
+        (3, 512, small),
+        (8, 512, small),
     ] {
         assert_eq!(choose_variant(&gpu, None, 64, cout, s, s), want, "GPU default for {cout} outputs @{s}");
     }

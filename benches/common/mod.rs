@@ -40,11 +40,11 @@ pub fn args(defaults: Args) -> Args {
         match s.as_str() {
             "--variant" => {
                 let v = it.next().unwrap_or_default();
-                // `gemm:all`: every GEMM tile the tuner times.
+                // `gemm:all`: every GEMM tile, as loops and unrolled.
                 a.variants = v
                     .split(',')
                     .flat_map(|s| match s {
-                        "gemm:all" => stylize::gpu::conv::GemmTile::CANDIDATES.map(Variant::Gemm).to_vec(),
+                        "gemm:all" => stylize::gpu::conv::GemmTile::ALL.map(Variant::Gemm).to_vec(),
                         _ => vec![Variant::parse(s).unwrap_or_else(|| panic!("unknown variant {s}"))],
                     })
                     .collect();

@@ -131,22 +131,22 @@ fn choose_variant_with(
     }
 }
 
-/// The untuned choice on a GPU, by construction (the tuner measures where it has time): the
-/// register-blocked implicit GEMM, whose 4x4 blocks from vec4 loads do 8 FMAs per workgroup-memory
-/// load against `Tiled`'s 0.89, the design TensorFlow.js and ONNX Runtime Web run on every WebGPU
-/// device. On an NVIDIA H200 `Tiled` ran at 2.2% of the FMA peak (benches/README.md). The 64x64
-/// default tile where it gives at least 128 workgroups (enough to fill a large GPU), else the
-/// 32x32 tile of 8x8 invocations (4x the workgroups, for the small deep layers); `Tiled` for
-/// fewer than 16 output channels (conv1_1's backward: a GEMM tile would be mostly empty).
+/// The untuned choice on a GPU (the tuner measures where it has time): the register-blocked
+/// implicit GEMM, whose 4x4 blocks from vec4 loads do 8 FMAs per workgroup-memory load against
+/// `Tiled`'s 0.89 (the design TensorFlow.js and ONNX Runtime Web run on every WebGPU device),
+/// unrolled ([`GemmTile::unroll`]). On an NVIDIA H200 (benches/README.md) `Tiled` ran at 2.2% of
+/// the FMA peak, the GEMM's loops at 13%, the same tile unrolled at 30% (2.0-2.3x its loops at
+/// every VGG19 layer of a 512 px input; the best tile per layer was up to 1.3x faster still, and
+/// Winograd F(4x4) 1.6x at 32x32: what the tuner is for). The 64x64 tile where it gives at least 128
+/// workgroups (enough to fill a large GPU), else the 32x32 tile of 8x8 invocations (4x the
+/// workgroups, for small deep layers and for conv1_1's backward with its 3 output channels, where
+/// it ran 2x faster than `Tiled`).
 pub fn gpu_default(cout: usize, h: usize, w: usize) -> Variant {
-    if cout < 16 {
-        return Variant::Tiled;
-    }
     let workgroups = (h * w).div_ceil(64) * cout.div_ceil(64);
-    if workgroups >= 128 {
-        Variant::GEMM
+    if cout >= 16 && workgroups >= 128 {
+        Variant::Gemm(GemmTile::DEFAULT_UNROLLED)
     } else {
-        Variant::Gemm(GemmTile::SMALL)
+        Variant::Gemm(GemmTile::SMALL_UNROLLED)
     }
 }
 

@@ -42,21 +42,39 @@ impl GemmTile {
     /// workgroups of the default, for small layers.
     pub const SMALL: GemmTile = GemmTile { rm: 4, rn: 4, wx: 8, wy: 8, kt: 16, unroll: false };
 
-    /// The tiles the autotuner times (those the adapter's limits allow): the default; 32 x 32
-    /// tiles of 8 x 8 invocations (TensorFlow.js's shape, more workgroups for small layers); 8 x 4
-    /// and 4 x 8 blocks (128 x 64 and 64 x 128 tiles); 8 x 8 blocks with 128 x 128 tiles (the
-    /// classic SGEMM shape: 16 FMAs per vec4 load, 64 per global load) and with 64 x 64 tiles of 64
-    /// invocations. Each also unrolled ([`GemmTile::unroll`]): on an H200 the blocks larger than
-    /// 4x4 ran 3-5x slower than 4x4 as loops, which accumulators spilled to memory would explain.
-    pub const CANDIDATES: [GemmTile; 12] = [
+    /// The default tile unrolled ([`GemmTile::unroll`]): what untuned GPUs run
+    /// ([`super::conv::gpu_default`]).
+    pub const DEFAULT_UNROLLED: GemmTile = GemmTile::new(4, 4, 16, 16, 16, true);
+
+    /// [`GemmTile::SMALL`] unrolled.
+    pub const SMALL_UNROLLED: GemmTile = GemmTile::new(4, 4, 8, 8, 16, true);
+
+    /// The tiles the autotuner times (those the adapter's limits allow), all unrolled: the
+    /// default; 32 x 32 tiles of 8 x 8 invocations (TensorFlow.js's shape, more workgroups for
+    /// small layers); 8 x 4 and 4 x 8 blocks (128 x 64 and 64 x 128 tiles); 8 x 8 blocks with
+    /// 128 x 128 tiles (the classic SGEMM shape: 16 FMAs per vec4 load, 64 per global load) and with
+    /// 64 x 64 tiles of 64 invocations. The same tiles as the template's loops ([`GemmTile::ALL`])
+    /// ran 2-5x slower on an H200 (benches/README.md), so the tuner no longer spends time on them.
+    pub const CANDIDATES: [GemmTile; 6] = [
+        GemmTile::DEFAULT_UNROLLED,
+        GemmTile::SMALL_UNROLLED,
+        GemmTile::new(8, 4, 16, 16, 16, true),
+        GemmTile::new(4, 8, 16, 16, 16, true),
+        GemmTile::new(8, 8, 16, 16, 8, true),
+        GemmTile::new(8, 8, 8, 8, 16, true),
+    ];
+
+    /// Every tile: [`GemmTile::CANDIDATES`]'s shapes as the template's loops (the default first:
+    /// the file as written), then unrolled. For the design study, tests and `--conv` overrides.
+    pub const ALL: [GemmTile; 12] = [
         GemmTile::DEFAULT,
         GemmTile::SMALL,
         GemmTile::new(8, 4, 16, 16, 16, false),
         GemmTile::new(4, 8, 16, 16, 16, false),
         GemmTile::new(8, 8, 16, 16, 8, false),
         GemmTile::new(8, 8, 8, 8, 16, false),
-        GemmTile::new(4, 4, 16, 16, 16, true),
-        GemmTile::new(4, 4, 8, 8, 16, true),
+        GemmTile::DEFAULT_UNROLLED,
+        GemmTile::SMALL_UNROLLED,
         GemmTile::new(8, 4, 16, 16, 16, true),
         GemmTile::new(4, 8, 16, 16, 16, true),
         GemmTile::new(8, 8, 16, 16, 8, true),

@@ -132,7 +132,7 @@ fn unrolled_store(t: &GemmTile) -> String {
 /// Every GEMM tile the tuner may choose except the default (which is the file itself): (key,
 /// source).
 pub fn gemm_variants() -> Vec<(String, String)> {
-    GemmTile::CANDIDATES.iter().filter(|t| **t != GemmTile::DEFAULT).map(|t| (t.key(), gemm_source(t))).collect()
+    GemmTile::ALL.iter().filter(|t| **t != GemmTile::DEFAULT).map(|t| (t.key(), gemm_source(t))).collect()
 }
 
 /// WGSL of the texture kernel for `cfg`: [`tex_source`] or [`wino_source`].
