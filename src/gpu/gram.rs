@@ -208,10 +208,14 @@ pub fn gram_backward_scaled_with(
 // ------------------------------------------------------------------------------------------
 // The tiled variant
 
-/// Positions per split of the Gram's long axis: enough splits to fill the GPU (about 512
-/// workgroups) but each at least 256 positions long, a multiple of the 16-wide tile.
+/// Positions per split of the Gram's long axis: enough splits that the GEMM variant's 64x64
+/// output tiles make about 512 workgroups (4 per SM of a 132-SM GPU; the tiled variant's 16x16
+/// tiles make 16x as many), each split at least 256 positions long, a multiple of the 16-wide
+/// tile. Counted in 16x16 tiles as it once was, 64 channels gave the GEMM 32 workgroups and 512
+/// channels 64, on a GPU with 132 SMs (the H200, where the Gram forward ran at 5% of peak).
+/// The partial Grams then take about 512 x 64 x 64 x 4 bytes = 8 MiB whatever c.
 fn chunking(c: usize, n: usize) -> (u32, u32) {
-    let tiles = (c.div_ceil(16) * c.div_ceil(16)).max(1);
+    let tiles = (c.div_ceil(64) * c.div_ceil(64)).max(1);
     let want_splits = (512 / tiles).max(1);
     let chunk = n.div_ceil(want_splits).max(256).next_multiple_of(16);
     (chunk as u32, n.div_ceil(chunk).max(1) as u32)
