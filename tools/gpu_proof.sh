@@ -63,7 +63,8 @@ part "check" 60 "$S" check
 # Every conv design alone (forward + backward with mask) at the VGG19 shapes of a SIZE input.
 part "conv designs" 120 /tmp/proof-bin/bench-conv --variant "$DESIGNS" \
   --size "$SIZE" --runs 10 --budget 1
-part "tune" 100 "$S" tune --sizes "$SIZE" --budget 60
+# At the end-to-end sizes too: the bench reads the table only, and a render tunes its own shapes.
+part "tune" 100 "$S" tune --sizes "$SIZE,$E2E" --budget 80
 # Kernels and end to end with the table the tuner just wrote (bench reads it).
 part "kernels" 90 "$S" bench --sizes "$SIZE" --no-e2e --no-memory
 if python3 -c 'import torch' 2>/dev/null; then
