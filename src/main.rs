@@ -314,6 +314,10 @@ fn run(cmd: Cmd) -> Result<()> {
             for w in tuner_warnings {
                 eprintln!("warning: {w}");
             }
+            // A size given twice is tuned once, in the order given (the budget may end first).
+            let mut sizes = sizes;
+            let mut seen = std::collections::HashSet::new();
+            sizes.retain(|s| seen.insert(*s));
             eprintln!("tuning the conv3x3 and Gram kernels on {} at {sizes:?} px ...", ctx.describe());
             let shapes = tune_vgg19(&ctx, &sizes);
             let t = ctx.tuner().expect("set above");
