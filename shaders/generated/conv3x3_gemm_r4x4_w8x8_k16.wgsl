@@ -51,31 +51,38 @@ var<workgroup> As: array<vec4<f32>, KT * TM4>;
 // Bs[kk * TN4 + g]: Xcol at k0 + kk for pixels p0 + 4g .. + 3.
 var<workgroup> Bs: array<vec4<f32>, KT * TN4>;
 
-// Flat index of x[ci][y + dy][x + dx] for pixel p and tap t, or -1 outside the image, past the
-// pixels or past cin.
-fn x_index(ci: u32, t: u32, p: u32) -> i32 {
-    let n = P.h * P.w;
-    if (ci >= P.cin || p >= n) {
-        return -1;
-    }
-    let iy = i32(p / P.w) + i32(t / 3u) - 1;
-    let ix = i32(p % P.w) + i32(t % 3u) - 1;
-    if (iy < 0 || ix < 0 || iy >= i32(P.h) || ix >= i32(P.w)) {
-        return -1;
-    }
-    return i32((ci * P.h + u32(iy)) * P.w + u32(ix));
+// The pixels invocation li stages: every s = li + m NT it stages has s % TN4 = li % TN4 (NT is a
+// multiple of TN4: GemmTile::valid), so its 4 pixels blk.y + 4 (li % TN4) .. + 3, and their rows
+// and columns, are the same for the whole workgroup: computed once here rather than per staged
+// element (an integer division by the width each). A pixel past the image gets row -2, which no
+// tap brings inside.
+struct Pix { y: vec4<i32>, x: vec4<i32> }
+
+fn staging_pixels(blk: vec2<u32>, li: u32) -> Pix {
+    let p = vec4<u32>(blk.y + 4u * (li % TN4)) + vec4<u32>(0u, 1u, 2u, 3u);
+    let y = select(vec4<i32>(-2), vec4<i32>(p / vec4<u32>(P.w)), p < vec4<u32>(P.h * P.w));
+    return Pix(y, vec4<i32>(p % vec4<u32>(P.w)));
 }
 
-fn load_x(ci: u32, t: u32, p: u32) -> f32 {
-    let i = x_index(ci, t, p);
+// Flat indices of x[ci][y + dy - 1][x + dx - 1] at the staging pixels for tap t = 3 dy + dx, or
+// -1 outside the image or past cin.
+fn x_index4(ci: u32, t: u32, px: Pix) -> vec4<i32> {
+    let iy = px.y + vec4<i32>(i32(t / 3u) - 1);
+    let ix = px.x + vec4<i32>(i32(t % 3u) - 1);
+    let inside = (iy >= vec4<i32>(0)) & (ix >= vec4<i32>(0)) & (iy < vec4<i32>(i32(P.h)))
+        & (ix < vec4<i32>(i32(P.w))) & vec4<bool>(ci < P.cin);
+    let idx = (vec4<i32>(i32(ci * P.h)) + iy) * vec4<i32>(i32(P.w)) + ix;
+    return select(vec4<i32>(-1), idx, inside);
+}
+
+fn load_x(i: i32) -> f32 {
     if (i < 0) {
         return 0.0;
     }
     return X[u32(i)];
 }
 
-fn load_x_masked(ci: u32, t: u32, p: u32) -> f32 {
-    let i = x_index(ci, t, p);
+fn load_x_masked(i: i32) -> f32 {
     if (i < 0) {
         return 0.0;
     }
@@ -162,22 +169,21 @@ fn stage_weights(blk: vec2<u32>, li: u32, k0: u32) {
     }
 }
 
-// Chunk k0's gathered inputs; consecutive invocations read consecutive pixels of one k.
-fn stage_inputs(blk: vec2<u32>, li: u32, k0: u32) {
+// Chunk k0's gathered inputs at the staging pixels px; consecutive invocations read consecutive
+// pixels of one k.
+fn stage_inputs(li: u32, k0: u32, px: Pix) {
     for (var s = li; s < KT * TN4; s += NT) {
         let k = k0 + s / TN4;
-        let p = blk.y + 4u * (s % TN4);
-        Bs[s] = vec4<f32>(load_x(k / 9u, k % 9u, p), load_x(k / 9u, k % 9u, p + 1u),
-                          load_x(k / 9u, k % 9u, p + 2u), load_x(k / 9u, k % 9u, p + 3u));
+        let i = x_index4(k / 9u, k % 9u, px);
+        Bs[s] = vec4<f32>(load_x(i.x), load_x(i.y), load_x(i.z), load_x(i.w));
     }
 }
 
-fn stage_inputs_masked(blk: vec2<u32>, li: u32, k0: u32) {
+fn stage_inputs_masked(li: u32, k0: u32, px: Pix) {
     for (var s = li; s < KT * TN4; s += NT) {
         let k = k0 + s / TN4;
-        let p = blk.y + 4u * (s % TN4);
-        Bs[s] = vec4<f32>(load_x_masked(k / 9u, k % 9u, p), load_x_masked(k / 9u, k % 9u, p + 1u),
-                          load_x_masked(k / 9u, k % 9u, p + 2u), load_x_masked(k / 9u, k % 9u, p + 3u));
+        let i = x_index4(k / 9u, k % 9u, px);
+        Bs[s] = vec4<f32>(load_x_masked(i.x), load_x_masked(i.y), load_x_masked(i.z), load_x_masked(i.w));
     }
 }
 
@@ -228,10 +234,11 @@ fn run_chunk(lid: vec3<u32>, acc: ptr<function, array<vec4<f32>, RM * RN4>>) {
 fn conv3x3_gemm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
                         @builtin(local_invocation_index) li: u32) {
     let blk = block(wid);
+    let px = staging_pixels(blk, li);
     var acc: array<vec4<f32>, RM * RN4>;
     for (var k0 = 0u; k0 < P.cin * 9u; k0 += KT) {
         stage_weights(blk, li, k0);
-        stage_inputs(blk, li, k0);
+        stage_inputs(li, k0, px);
         run_chunk(lid, &acc);
     }
     var bias: array<f32, RM>;
@@ -248,10 +255,11 @@ fn conv3x3_gemm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
 fn conv3x3_gemm_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
                                @builtin(local_invocation_index) li: u32) {
     let blk = block(wid);
+    let px = staging_pixels(blk, li);
     var acc: array<vec4<f32>, RM * RN4>;
     for (var k0 = 0u; k0 < P.cin * 9u; k0 += KT) {
         stage_weights(blk, li, k0);
-        stage_inputs(blk, li, k0);
+        stage_inputs(li, k0, px);
         run_chunk(lid, &acc);
     }
     store(blk, lid, acc, array<f32, RM>(), 0u);
@@ -262,10 +270,11 @@ fn conv3x3_gemm_backward_input_masked(@builtin(workgroup_id) wid: vec3<u32>,
                                       @builtin(local_invocation_id) lid: vec3<u32>,
                                       @builtin(local_invocation_index) li: u32) {
     let blk = block(wid);
+    let px = staging_pixels(blk, li);
     var acc: array<vec4<f32>, RM * RN4>;
     for (var k0 = 0u; k0 < P.cin * 9u; k0 += KT) {
         stage_weights(blk, li, k0);
-        stage_inputs_masked(blk, li, k0);
+        stage_inputs_masked(li, k0, px);
         run_chunk(lid, &acc);
     }
     store(blk, lid, acc, array<f32, RM>(), 0u);

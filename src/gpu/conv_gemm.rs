@@ -121,7 +121,9 @@ impl GemmTile {
     }
 
     /// Whether the template can be built with it: blocks of 4 or 8, 1..=1024 invocations, a
-    /// K-chunk of 4..=64 that every invocation's staging loop covers evenly enough.
+    /// K-chunk of 4..=64 that every invocation's staging loop covers evenly enough, and
+    /// invocations a multiple of the pixel groups (`rn * wx / 4`), so that an invocation stages
+    /// the same pixels throughout.
     pub fn valid(&self) -> bool {
         let block = |r: u32| r == 4 || r == 8;
         block(self.rm)
@@ -130,6 +132,8 @@ impl GemmTile {
             && (1..=64).contains(&self.wy)
             && (1..=1024).contains(&self.invocations())
             && (4..=64).contains(&self.kt)
+            // Each invocation stages the same pixels in every round (`staging_pixels`).
+            && (4 * self.wy) % self.rn == 0
     }
 
     /// Invocations per workgroup.
