@@ -311,9 +311,14 @@ fn time_conv(
         conv::GemmTile::CANDIDATES.into_iter().filter(|t| t.unsupported(&ctx.limits).is_none()).collect();
     let mut candidates = vec![Variant::Tiled];
     candidates.extend(tiles.iter().map(|&t| Variant::Gemm(t)));
+    // Winograd on two tiles only: on an H200 the best of the four tried was one of these two at
+    // every VGG19 layer (benches/README.md), and fewer candidates leave a render's few seconds
+    // of tuning for more shapes.
+    let wino_tiles = [conv::GemmTile::DEFAULT_UNROLLED, conv::GemmTile::CANDIDATES[4]];
     for m in [2, 4] {
         if conv::wino_gemm_unsupported(&ctx.limits, m, cin, cout, h, w).is_none() {
-            candidates.extend(tiles.iter().map(|&t| Variant::GemmWino(m, t)));
+            let supported = wino_tiles.iter().filter(|t| tiles.contains(t));
+            candidates.extend(supported.map(|&t| Variant::GemmWino(m, t)));
         }
     }
     if caps.device_type == wgpu::DeviceType::Cpu {
