@@ -133,7 +133,7 @@ impl GemmTile {
             && (1..=1024).contains(&self.invocations())
             && (4..=64).contains(&self.kt)
             // Each invocation stages the same pixels in every round (`staging_pixels`).
-            && (4 * self.wy) % self.rn == 0
+            && (4 * self.wy).is_multiple_of(self.rn)
     }
 
     /// Invocations per workgroup.
