@@ -334,7 +334,8 @@ fn a_resume_repeats_the_interrupted_renders_kernel_choices() {
     let kernels: serde_json::Map<String, serde_json::Value> =
         ck.kernels.iter().map(|(k, _)| (k.clone(), "tiled".into())).collect();
     std::fs::create_dir_all(&dir).unwrap();
-    let table = serde_json::json!({ "adapter": adapter_key(&ctx.info), "kernels": kernels });
+    let g = stylize::gpu::tune::CANDIDATES_GENERATION;
+    let table = serde_json::json!({ "adapter": adapter_key(&ctx.info), "candidates": g, "kernels": kernels });
     std::fs::write(table_path(&dir, &ctx.info), table.to_string()).unwrap();
     drop(ctx);
     render::render(&RenderOptions { resume: Some(ckpt), ..o.clone() }).expect("resumed render");

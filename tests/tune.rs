@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 use stylize::gpu::conv::{self, Variant};
-use stylize::gpu::tune::{adapter_key, table_path, TuneMode, Tuner};
+use stylize::gpu::tune::{adapter_key, table_path, TuneMode, Tuner, CANDIDATES_GENERATION};
 use stylize::gpu::{AdapterChoice, Context};
 
 fn context() -> Context {
@@ -110,11 +110,17 @@ fn corrupt_or_foreign_tables_are_reported_and_rebuilt() {
     let probe = context();
     let path = table_path(&dir, &probe.info);
     let foreign = r#"{"adapter":"Vulkan Some Other GPU 1.0 0000:0000","kernels":{"conv3x3 16x32 12x12":"tiled"}}"#;
-    for (what, text) in [("corrupt", "{not json"), ("foreign", foreign), ("bad variant", "")] {
-        let text = if what == "bad variant" {
-            format!(r#"{{"adapter":{:?},"kernels":{{"conv3x3 16x32 12x12":"fastest"}}}}"#, adapter_key(&probe.info))
-        } else {
-            text.to_string()
+    let key = adapter_key(&probe.info);
+    let g = CANDIDATES_GENERATION;
+    for (what, text) in [("corrupt", "{not json"), ("foreign", foreign), ("bad variant", ""), ("older candidates", "")]
+    {
+        let text = match what {
+            "bad variant" => {
+                format!(r#"{{"adapter":{key:?},"candidates":{g},"kernels":{{"conv3x3 16x32 12x12":"fastest"}}}}"#)
+            }
+            // A table of an earlier version (no generation): its choices were among other kernels.
+            "older candidates" => format!(r#"{{"adapter":{key:?},"kernels":{{"conv3x3 16x32 12x12":"tiled"}}}}"#),
+            _ => text.to_string(),
         };
         std::fs::write(&path, &text).unwrap();
         let mut ctx = context();

@@ -363,11 +363,20 @@ fn time_gram(ctx: &Context, c: usize, n: usize, until: Instant) -> crate::error:
 }
 
 /// The table in `text` if it is well-formed and was measured on the adapter `key`.
+/// The generation of the candidate set a table was measured among (its `candidates` field): a
+/// table of another generation is rebuilt, so a change of candidates (2: the unrolled GEMM tiles)
+/// reaches every user's GPU rather than leaving the older choices in place.
+pub const CANDIDATES_GENERATION: u64 = 2;
+
 fn parse_table(text: &str, key: &str) -> Result<BTreeMap<String, Variant>, String> {
     let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not a tuning table ({e})"))?;
     let adapter = v.get("adapter").and_then(|a| a.as_str()).ok_or("not a tuning table (no adapter)")?;
     if adapter != key {
         return Err(format!("measured on another adapter or driver ({adapter})"));
+    }
+    let generation = v.get("candidates").and_then(|g| g.as_u64()).unwrap_or(1);
+    if generation != CANDIDATES_GENERATION {
+        return Err(format!("measured among another version's kernels (generation {generation})"));
     }
     let entries = v.get("kernels").and_then(|e| e.as_object()).ok_or("not a tuning table (no kernel entries)")?;
     let mut table = BTreeMap::new();
@@ -386,7 +395,8 @@ fn write_table(path: &Path, key: &str, table: &BTreeMap<String, Variant>) -> std
     }
     let entries: serde_json::Map<String, serde_json::Value> =
         table.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(variant_name(*v)))).collect();
-    let text = serde_json::json!({ "adapter": key, "kernels": entries }).to_string();
+    let text =
+        serde_json::json!({ "adapter": key, "candidates": CANDIDATES_GENERATION, "kernels": entries }).to_string();
     crate::atomic::write_atomic(path, text.as_bytes())
 }
 
