@@ -13,7 +13,10 @@
 // registers. Per K-chunk of KT, the workgroup stages KT x TM weights and KT x TN gathered inputs
 // as vec4s, then every invocation does KT RM RN FMAs from KT (RM + RN) / 4 vec4 workgroup loads.
 // The default (RM = RN = 4, 16 x 16 invocations, 64 x 64 tiles, KT = 16) does 8 FMAs per vec4
-// load, against one scalar load per FMA in conv3x3.wgsl; 8 x 8 blocks do 16. Checked by
+// load, against one scalar load per FMA in conv3x3.wgsl; 8 x 8 blocks do 16. The loops over the
+// register block below are the readable form; gpu::conv_gen::gemm_source also writes each tile
+// with `accumulate` and `store` unrolled (every accumulator index a constant), which ran 2-8x
+// faster on an H200, where the loops evidently left the accumulators in memory. Checked by
 // tests/kernels.rs against reference::conv3x3_forward / conv3x3_backward_input like every variant.
 
 struct Params {
