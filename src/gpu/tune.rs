@@ -307,8 +307,9 @@ fn time_conv(
     let b = Tensor::from_slice(ctx, [cout, 1, 1], &rng.vec(cout, -0.1, 0.1), "tune b")?;
     let y = Tensor::new(ctx, [cout, h, w], "tune y")?;
     let caps = conv::TexCaps::of(ctx);
+    let narrow = (cout < 16).then_some(conv::GemmTile::NARROW);
     let tiles: Vec<conv::GemmTile> =
-        conv::GemmTile::CANDIDATES.into_iter().filter(|t| t.unsupported(&ctx.limits).is_none()).collect();
+        conv::GemmTile::CANDIDATES.into_iter().chain(narrow).filter(|t| t.unsupported(&ctx.limits).is_none()).collect();
     let mut candidates = vec![Variant::Tiled];
     candidates.extend(tiles.iter().map(|&t| Variant::Gemm(t)));
     // Winograd on two tiles only: on an H200 the best of the four tried was one of these two at
