@@ -34,12 +34,13 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> Y: array<f32>;  // y: (cout, h, w)
 
 // The tile. This file as written is the default variant; gpu::conv_gen::gemm_source writes the
-// others (GemmTile: the autotuner's candidates) by replacing these five lines.
+// others (GemmTile: the autotuner's candidates) by replacing these six lines.
 const RM: u32 = 8u;  // output channels per invocation (a multiple of 4)
 const RN: u32 = 8u;  // pixels per invocation (a multiple of 4)
 const WX: u32 = 16u;  // invocations along pixels
 const WY: u32 = 16u;  // invocations along channels
 const KT: u32 = 8u;  // K per staged chunk
+const NBUF: u32 = 1u;  // staging buffers: 2 stages the next chunk while this one is accumulated
 
 const TM: u32 = RM * WY;  // output channels per workgroup
 const TN: u32 = RN * WX;  // pixels per workgroup
@@ -49,10 +50,10 @@ const RN4: u32 = RN / 4u;
 const TM4: u32 = TM / 4u;
 const TN4: u32 = TN / 4u;
 
-// As[kk * TM4 + g]: the weights of channels co0 + 4g .. + 3 at k0 + kk.
-var<workgroup> As: array<vec4<f32>, KT * TM4>;
-// Bs[kk * TN4 + g]: Xcol at k0 + kk for pixels p0 + 4g .. + 3.
-var<workgroup> Bs: array<vec4<f32>, KT * TN4>;
+// As[buf KT TM4 + kk TM4 + g]: the weights of channels co0 + 4g .. + 3 at k0 + kk, in buffer buf.
+var<workgroup> As: array<vec4<f32>, NBUF * KT * TM4>;
+// Bs[buf KT TN4 + kk TN4 + g]: Xcol at k0 + kk for pixels p0 + 4g .. + 3, in buffer buf.
+var<workgroup> Bs: array<vec4<f32>, NBUF * KT * TN4>;
 
 // The pixels invocation li stages: every s = li + m NT it stages has s % TN4 = li % TN4 (NT is a
 // multiple of TN4: GemmTile::valid), so its 4 pixels blk.y + 4 (li % TN4) .. + 3, and their rows
@@ -118,12 +119,12 @@ fn block(wid: vec3<u32>) -> vec2<u32> {
 // neighbouring vec4s of As and Bs and write neighbouring pixels.
 // acc[(4 i4 + c) RN4 + j]: channel co0 + 4 (ty + i4 WY) + c, pixels p0 + 4 (tx + j WX) .. + 3.
 // Unrolled by conv_gen::gemm_source: acc[(4 i4 + c) RN4 + j] += a{i4}.c * b{j}, constant indices.
-fn accumulate(lid: vec3<u32>, acc: ptr<function, array<vec4<f32>, RM * RN4>>) {
+fn accumulate(lid: vec3<u32>, acc: ptr<function, array<vec4<f32>, RM * RN4>>, buf: u32) {
     for (var kk = 0u; kk < KT; kk++) {
-        let b0 = Bs[kk * TN4 + lid.x + 0u * WX];
-        let b1 = Bs[kk * TN4 + lid.x + 1u * WX];
-        let a0 = As[kk * TM4 + lid.y + 0u * WY];
-        let a1 = As[kk * TM4 + lid.y + 1u * WY];
+        let b0 = Bs[(buf * KT + kk) * TN4 + lid.x + 0u * WX];
+        let b1 = Bs[(buf * KT + kk) * TN4 + lid.x + 1u * WX];
+        let a0 = As[(buf * KT + kk) * TM4 + lid.y + 0u * WY];
+        let a1 = As[(buf * KT + kk) * TM4 + lid.y + 1u * WY];
         (*acc)[0] = fma(vec4<f32>(a0.x), b0, (*acc)[0]);
         (*acc)[1] = fma(vec4<f32>(a0.x), b1, (*acc)[1]);
         (*acc)[2] = fma(vec4<f32>(a0.y), b0, (*acc)[2]);
@@ -196,27 +197,27 @@ fn store4(blk: vec2<u32>, lid: vec3<u32>, ybase: u32, i: u32, j: u32, v4: vec4<f
 }
 
 // Chunk k0's weights; consecutive invocations read consecutive k of one channel group.
-fn stage_weights(blk: vec2<u32>, li: u32, k0: u32) {
+fn stage_weights(blk: vec2<u32>, li: u32, k0: u32, buf: u32) {
     for (var s = li; s < KT * TM4; s += NT) {
-        As[(s % KT) * TM4 + s / KT] = load_w4(blk.x, s / KT, k0 + s % KT);
+        As[(buf * KT + s % KT) * TM4 + s / KT] = load_w4(blk.x, s / KT, k0 + s % KT);
     }
 }
 
 // Chunk k0's gathered inputs at the staging pixels px; consecutive invocations read consecutive
 // pixels of one k.
-fn stage_inputs(li: u32, k0: u32, px: Pix) {
+fn stage_inputs(li: u32, k0: u32, px: Pix, buf: u32) {
     for (var s = li; s < KT * TN4; s += NT) {
         let k = k0 + s / TN4;
         let i = x_index4(k / 9u, k % 9u, px);
-        Bs[s] = vec4<f32>(load_x(i.x), load_x(i.y), load_x(i.z), load_x(i.w));
+        Bs[buf * KT * TN4 + s] = vec4<f32>(load_x(i.x), load_x(i.y), load_x(i.z), load_x(i.w));
     }
 }
 
-fn stage_inputs_masked(li: u32, k0: u32, px: Pix) {
+fn stage_inputs_masked(li: u32, k0: u32, px: Pix, buf: u32) {
     for (var s = li; s < KT * TN4; s += NT) {
         let k = k0 + s / TN4;
         let i = x_index4(k / 9u, k % 9u, px);
-        Bs[s] = vec4<f32>(load_x_masked(i.x), load_x_masked(i.y), load_x_masked(i.z), load_x_masked(i.w));
+        Bs[buf * KT * TN4 + s] = vec4<f32>(load_x_masked(i.x), load_x_masked(i.y), load_x_masked(i.z), load_x_masked(i.w));
     }
 }
 
@@ -242,38 +243,110 @@ fn load_b(base: u32, k: u32, p: u32) -> f32 {
     return X[base + k * P.h * P.w + p];
 }
 
-fn stage_a(base: u32, blk: vec2<u32>, li: u32, k0: u32) {
+fn stage_a(base: u32, blk: vec2<u32>, li: u32, k0: u32, buf: u32) {
     for (var s = li; s < KT * TM4; s += NT) {
-        As[(s % KT) * TM4 + s / KT] = load_a4(base, blk.x, s / KT, k0 + s % KT);
+        As[(buf * KT + s % KT) * TM4 + s / KT] = load_a4(base, blk.x, s / KT, k0 + s % KT);
     }
 }
 
-fn stage_b(base: u32, blk: vec2<u32>, li: u32, k0: u32) {
+fn stage_b(base: u32, blk: vec2<u32>, li: u32, k0: u32, buf: u32) {
     for (var s = li; s < KT * TN4; s += NT) {
         let k = k0 + s / TN4;
         let p = blk.y + 4u * (s % TN4);
-        Bs[s] = vec4<f32>(load_b(base, k, p), load_b(base, k, p + 1u), load_b(base, k, p + 2u), load_b(base, k, p + 3u));
+        Bs[buf * KT * TN4 + s] = vec4<f32>(load_b(base, k, p), load_b(base, k, p + 1u), load_b(base, k, p + 2u), load_b(base, k, p + 3u));
     }
 }
 
-// The staged chunk: wait for it, accumulate it, and let the next one be staged.
-fn run_chunk(lid: vec3<u32>, acc: ptr<function, array<vec4<f32>, RM * RN4>>) {
-    workgroupBarrier();
-    accumulate(lid, acc);
-    workgroupBarrier();
+// The K loops (one per kind of staging: an entry point binds only what its functions use).
+// Chunk c is staged in buffer c % NBUF. One buffer: wait for the chunk, accumulate it, wait until
+// everyone has (stage_after), stage the next. Two: wait for the chunk, stage the next into the
+// other buffer (stage_ahead) while accumulating this one: one wait per chunk, which also tells
+// that the other buffer's previous chunk has been read.
+fn stage_ahead(k0: u32, nk: u32) -> bool {
+    return NBUF == 2u && k0 + KT < nk;
+}
+
+fn stage_after(k0: u32, nk: u32) -> bool {
+    if (NBUF == 1u) {
+        workgroupBarrier();
+    }
+    return NBUF == 1u && k0 + KT < nk;
+}
+
+fn stage_conv(blk: vec2<u32>, li: u32, px: Pix, k0: u32, buf: u32) {
+    stage_weights(blk, li, k0, buf);
+    stage_inputs(li, k0, px, buf);
+}
+
+fn k_loop_conv(blk: vec2<u32>, li: u32, lid: vec3<u32>, nk: u32) -> array<vec4<f32>, RM * RN4> {
+    let px = staging_pixels(blk, li);
+    var acc: array<vec4<f32>, RM * RN4>;
+    stage_conv(blk, li, px, 0u, 0u);
+    for (var k0 = 0u; k0 < nk; k0 += KT) {
+        let cur = (k0 / KT) % NBUF;
+        workgroupBarrier();
+        if (stage_ahead(k0, nk)) {
+            stage_conv(blk, li, px, k0 + KT, 1u - cur);
+        }
+        accumulate(lid, &acc, cur);
+        if (stage_after(k0, nk)) {
+            stage_conv(blk, li, px, k0 + KT, 0u);
+        }
+    }
+    return acc;
+}
+
+fn stage_conv_masked(blk: vec2<u32>, li: u32, px: Pix, k0: u32, buf: u32) {
+    stage_weights(blk, li, k0, buf);
+    stage_inputs_masked(li, k0, px, buf);
+}
+
+fn k_loop_conv_masked(blk: vec2<u32>, li: u32, lid: vec3<u32>, nk: u32) -> array<vec4<f32>, RM * RN4> {
+    let px = staging_pixels(blk, li);
+    var acc: array<vec4<f32>, RM * RN4>;
+    stage_conv_masked(blk, li, px, 0u, 0u);
+    for (var k0 = 0u; k0 < nk; k0 += KT) {
+        let cur = (k0 / KT) % NBUF;
+        workgroupBarrier();
+        if (stage_ahead(k0, nk)) {
+            stage_conv_masked(blk, li, px, k0 + KT, 1u - cur);
+        }
+        accumulate(lid, &acc, cur);
+        if (stage_after(k0, nk)) {
+            stage_conv_masked(blk, li, px, k0 + KT, 0u);
+        }
+    }
+    return acc;
+}
+
+// bases: where batch b's A and B start.
+fn stage_batched(blk: vec2<u32>, li: u32, bases: vec2<u32>, k0: u32, buf: u32) {
+    stage_a(bases.x, blk, li, k0, buf);
+    stage_b(bases.y, blk, li, k0, buf);
+}
+
+fn k_loop_batched(blk: vec2<u32>, li: u32, lid: vec3<u32>, bases: vec2<u32>, nk: u32) -> array<vec4<f32>, RM * RN4> {
+    var acc: array<vec4<f32>, RM * RN4>;
+    stage_batched(blk, li, bases, 0u, 0u);
+    for (var k0 = 0u; k0 < nk; k0 += KT) {
+        let cur = (k0 / KT) % NBUF;
+        workgroupBarrier();
+        if (stage_ahead(k0, nk)) {
+            stage_batched(blk, li, bases, k0 + KT, 1u - cur);
+        }
+        accumulate(lid, &acc, cur);
+        if (stage_after(k0, nk)) {
+            stage_batched(blk, li, bases, k0 + KT, 0u);
+        }
+    }
+    return acc;
 }
 
 @compute @workgroup_size(WX, WY, 1)
 fn conv3x3_gemm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
                         @builtin(local_invocation_index) li: u32) {
     let blk = block(wid);
-    let px = staging_pixels(blk, li);
-    var acc: array<vec4<f32>, RM * RN4>;
-    for (var k0 = 0u; k0 < P.cin * 9u; k0 += KT) {
-        stage_weights(blk, li, k0);
-        stage_inputs(li, k0, px);
-        run_chunk(lid, &acc);
-    }
+    let acc = k_loop_conv(blk, li, lid, P.cin * 9u);
     var bias: array<f32, RM>;
     for (var i = 0u; i < RM; i++) {
         let co = channel(blk, lid, i);
@@ -288,13 +361,7 @@ fn conv3x3_gemm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
 fn conv3x3_gemm_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
                                @builtin(local_invocation_index) li: u32) {
     let blk = block(wid);
-    let px = staging_pixels(blk, li);
-    var acc: array<vec4<f32>, RM * RN4>;
-    for (var k0 = 0u; k0 < P.cin * 9u; k0 += KT) {
-        stage_weights(blk, li, k0);
-        stage_inputs(li, k0, px);
-        run_chunk(lid, &acc);
-    }
+    let acc = k_loop_conv(blk, li, lid, P.cin * 9u);
     store(blk, lid, acc, array<f32, RM>(), 0u);
 }
 
@@ -303,13 +370,7 @@ fn conv3x3_gemm_backward_input_masked(@builtin(workgroup_id) wid: vec3<u32>,
                                       @builtin(local_invocation_id) lid: vec3<u32>,
                                       @builtin(local_invocation_index) li: u32) {
     let blk = block(wid);
-    let px = staging_pixels(blk, li);
-    var acc: array<vec4<f32>, RM * RN4>;
-    for (var k0 = 0u; k0 < P.cin * 9u; k0 += KT) {
-        stage_weights(blk, li, k0);
-        stage_inputs_masked(li, k0, px);
-        run_chunk(lid, &acc);
-    }
+    let acc = k_loop_conv_masked(blk, li, lid, P.cin * 9u);
     store(blk, lid, acc, array<f32, RM>(), 0u);
 }
 
@@ -323,11 +384,6 @@ fn conv3x3_gemm_batched(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
     let b = wid.z / blocks;
     let n = P.h * P.w;
     let blk = vec2<u32>((wid.z % blocks) * TM, (wid.y * P.gx + wid.x) * TN);
-    var acc: array<vec4<f32>, RM * RN4>;
-    for (var k0 = 0u; k0 < P.cin; k0 += KT) {
-        stage_a(b * P.cout * P.cin, blk, li, k0);
-        stage_b(b * P.cin * n, blk, li, k0);
-        run_chunk(lid, &acc);
-    }
+    let acc = k_loop_batched(blk, li, lid, vec2<u32>(b * P.cout * P.cin, b * P.cin * n), P.cin);
     store(blk, lid, acc, array<f32, RM>(), b * P.cout * n);
 }

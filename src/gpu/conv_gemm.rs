@@ -30,17 +30,20 @@ pub struct GemmTile {
     /// the block, no array indexed by a variable): a driver that does not unroll WGSL's loops
     /// otherwise keeps the accumulators in memory. Suffix `u` in names.
     pub unroll: bool,
+    /// Two staging buffers: the next K-chunk is staged while this one is accumulated, one
+    /// barrier per chunk instead of two (twice the workgroup memory). Suffix `d` in names.
+    pub double: bool,
 }
 
 impl GemmTile {
     /// The file as written: 4 x 4 per invocation, 16 x 16 invocations, 64 x 64 tiles, K-chunks
     /// of 16 (the conv2d_mm design of TensorFlow.js / ONNX Runtime Web, scaled to 256
     /// invocations).
-    pub const DEFAULT: GemmTile = GemmTile { rm: 4, rn: 4, wx: 16, wy: 16, kt: 16, unroll: false };
+    pub const DEFAULT: GemmTile = GemmTile::new(4, 4, 16, 16, 16, false);
 
     /// 4 x 4 blocks in 32 x 32 tiles of 8 x 8 invocations (TensorFlow.js's shape): 4x the
     /// workgroups of the default, for small layers.
-    pub const SMALL: GemmTile = GemmTile { rm: 4, rn: 4, wx: 8, wy: 8, kt: 16, unroll: false };
+    pub const SMALL: GemmTile = GemmTile::new(4, 4, 8, 8, 16, false);
 
     /// The default tile unrolled ([`GemmTile::unroll`]): what untuned GPUs run
     /// ([`super::conv::gpu_default`]).
@@ -71,39 +74,41 @@ impl GemmTile {
     pub const NARROW: GemmTile = GemmTile::new(4, 4, 64, 1, 8, true);
 
     /// Every tile: [`GemmTile::CANDIDATES`]'s shapes as the template's loops (the default first:
-    /// the file as written), then unrolled, then [`GemmTile::NARROW`]. For the design study,
-    /// tests and `--conv` overrides.
-    pub const ALL: [GemmTile; 13] = {
-        let mut all = [GemmTile::NARROW; 13];
+    /// the file as written), unrolled, and unrolled with double-buffered staging (not yet timed on
+    /// a GPU, so not yet a candidate), then [`GemmTile::NARROW`]. For the design study, tests and
+    /// `--conv` overrides.
+    pub const ALL: [GemmTile; 19] = {
+        let mut all = [GemmTile::NARROW; 19];
         let mut i = 0;
         while i < 6 {
             all[i] = GemmTile { unroll: false, ..GemmTile::CANDIDATES[i] };
             all[i + 6] = GemmTile::CANDIDATES[i];
+            all[i + 12] = GemmTile { double: true, ..GemmTile::CANDIDATES[i] };
             i += 1;
         }
         all
     };
 
-    /// A tile from its five constants and whether it is unrolled.
+    /// A tile from its five constants and whether it is unrolled (single-buffered).
     pub const fn new(rm: u32, rn: u32, wx: u32, wy: u32, kt: u32, unroll: bool) -> GemmTile {
-        GemmTile { rm, rn, wx, wy, kt, unroll }
+        GemmTile { rm, rn, wx, wy, kt, unroll, double: false }
     }
 
     /// `gemm` for [`GemmTile::DEFAULT`], else `gemm:r{rm}x{rn}w{wx}x{wy}k{kt}`, `u` appended
-    /// when unrolled.
+    /// when unrolled, then `d` when double-buffered.
     pub fn name(&self) -> String {
         if *self == GemmTile::DEFAULT {
             "gemm".into()
         } else {
-            let u = if self.unroll { "u" } else { "" };
-            format!("gemm:r{}x{}w{}x{}k{}{u}", self.rm, self.rn, self.wx, self.wy, self.kt)
+            let (u, d) = (if self.unroll { "u" } else { "" }, if self.double { "d" } else { "" });
+            format!("gemm:r{}x{}w{}x{}k{}{u}{d}", self.rm, self.rn, self.wx, self.wy, self.kt)
         }
     }
 
     /// The pipeline-cache key and snapshot name of its generated source.
     pub fn key(&self) -> String {
-        let u = if self.unroll { "_u" } else { "" };
-        format!("conv3x3_gemm_r{}x{}_w{}x{}_k{}{u}", self.rm, self.rn, self.wx, self.wy, self.kt)
+        let (u, d) = (if self.unroll { "_u" } else { "" }, if self.double { "_d" } else { "" });
+        format!("conv3x3_gemm_r{}x{}_w{}x{}_k{}{u}{d}", self.rm, self.rn, self.wx, self.wy, self.kt)
     }
 
     /// Reads [`GemmTile::name`]'s forms (any case); None for anything else or a tile the kernel
@@ -118,12 +123,16 @@ impl GemmTile {
         let (rn, rest) = rest.split_once('w')?;
         let (wx, rest) = rest.split_once('x')?;
         let (wy, kt) = rest.split_once('k')?;
+        let (kt, double) = match kt.strip_suffix('d') {
+            Some(kt) => (kt, true),
+            None => (kt, false),
+        };
         let (kt, unroll) = match kt.strip_suffix('u') {
             Some(kt) => (kt, true),
             None => (kt, false),
         };
         let n = |t: &str| t.parse::<u32>().ok();
-        let t = GemmTile { rm: n(rm)?, rn: n(rn)?, wx: n(wx)?, wy: n(wy)?, kt: n(kt)?, unroll };
+        let t = GemmTile { rm: n(rm)?, rn: n(rn)?, wx: n(wx)?, wy: n(wy)?, kt: n(kt)?, unroll, double };
         t.valid().then_some(t)
     }
 
@@ -153,10 +162,11 @@ impl GemmTile {
         (self.rm * self.wy, self.rn * self.wx)
     }
 
-    /// Workgroup memory in bytes: one K-chunk of weights and of gathered inputs.
+    /// Workgroup memory in bytes: one K-chunk of weights and of gathered inputs (two if
+    /// double-buffered).
     pub fn workgroup_bytes(&self) -> u32 {
         let (tm, tn) = self.tile();
-        4 * self.kt * (tm + tn)
+        4 * self.kt * (tm + tn) * if self.double { 2 } else { 1 }
     }
 
     /// FMAs per vec4 workgroup-memory load in the inner loop: rm * rn per (rm + rn) / 4 loads.
