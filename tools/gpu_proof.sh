@@ -8,15 +8,15 @@
 #   PROOF_ADAPTER  the adapter to test (default vulkan:nvidia; llvmpipe for a dry run)
 #   PROOF_SIZE     the input size of the design study, the tuner and the kernel bench (default 512)
 #   PROOF_E2E      end-to-end sizes, ours and PyTorch (default 256,512,1024)
-#   PROOF_DESIGNS  the conv variants of the design study (default: tiled, every GEMM tile, and
-#                  Winograd F(4x4) on the default, 8x8 and unrolled tiles)
+#   PROOF_DESIGNS  the conv variants of the design study (default: tiled, every GEMM tile (looped,
+#                  unrolled, double-buffered), two deeper K-chunks, Winograd on the tuner's tiles)
 set -uo pipefail
 B=.gpu-bundle
 OUT=${OUT:?set OUT to the folder for the report}
 ADAPTER=${PROOF_ADAPTER:-vulkan:nvidia}
 SIZE=${PROOF_SIZE:-512}
 E2E=${PROOF_E2E:-256,512,1024}
-DESIGNS=${PROOF_DESIGNS:-tiled,gemm:all,gemm-wino2,gemm-wino4,gemm-wino4:r4x4w16x16k16u,gemm-wino4:r8x8w16x16k8u,gemm-wino4:r8x8w8x8k16u}
+DESIGNS=${PROOF_DESIGNS:-tiled,gemm:all,gemm:r8x8w16x16k16u,gemm:r4x8w16x16k32u,gemm-wino2:r4x4w16x16k16u,gemm-wino4:r4x4w16x16k16u,gemm-wino4:r8x8w16x16k8u,gemm-wino4:r8x8w16x16k8ud}
 END=$(($(date +%s) + ${PROOF_LIMIT:-540}))
 mkdir -p "$OUT" /tmp/proof-bin
 R="$OUT/report.txt"
