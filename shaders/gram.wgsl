@@ -78,11 +78,10 @@ fn gram_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     var acc = 0.0;
     for (var b0 = 0u; b0 < P.c; b0 += 16u) {
         // ta[a'][b'] = dG[a, b] + dG[b, a];  tb[b'][p'] = F[b, p]
-        let ra = a;
         let cb = b0 + lid.x;
         var s = 0.0;
-        if (ra < P.c && cb < P.c) {
-            s = In[ra * P.c + cb] + In[cb * P.c + ra];
+        if (a < P.c && cb < P.c) {
+            s = In[a * P.c + cb] + In[cb * P.c + a];
         }
         ta[lid.y][lid.x] = s;
         tb[lid.y][lid.x] = f_at(b0 + lid.y, p);

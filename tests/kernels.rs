@@ -233,7 +233,11 @@ fn gemm_tiles_parse_and_report_their_work_per_load() {
         assert_eq!(conv::Variant::parse(&t.name()), Some(conv::Variant::Gemm(t)));
     }
     assert_eq!(conv::Variant::parse("GEMM"), Some(conv::Variant::GEMM));
-    for bad in ["gemm:r3x4w16x16k16", "gemm:r4x4w64x64k16", "gemm:r4x4w16x16k2", "gemm:r4x4", "gemmx"] {
+    let suffixes = ["gemm:r4x4w16x16k16du", "gemm:r4x4w16x16k16dd", "gemm:r4x4w16x16k16x"];
+    for bad in ["gemm:r3x4w16x16k16", "gemm:r4x4w64x64k16", "gemm:r4x4w16x16k2", "gemm:r4x4", "gemmx"]
+        .into_iter()
+        .chain(suffixes)
+    {
         assert_eq!(conv::GemmTile::parse(bad), None, "{bad}");
     }
     for m in [2, 4] {

@@ -40,7 +40,7 @@ pub fn args(defaults: Args) -> Args {
         match s.as_str() {
             "--variant" => {
                 let v = it.next().unwrap_or_default();
-                // `gemm:all`: every GEMM tile, as loops and unrolled.
+                // `gemm:all`: every GEMM tile (`GemmTile::ALL`: looped, unrolled, double-buffered, narrow).
                 a.variants = v
                     .split(',')
                     .flat_map(|s| match s {

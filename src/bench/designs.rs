@@ -37,7 +37,7 @@ pub struct DesignRow {
     pub source: String,
 }
 
-/// Every storage-buffer design: conv3x3 `tiled`, each GEMM tile the tuner times, the Gram
+/// Every storage-buffer design: conv3x3 `tiled`, each GEMM tile ([`GemmTile::ALL`]), the Gram
 /// kernels, and the published designs the GEMM core follows.
 pub fn designs() -> Vec<DesignRow> {
     let mut rows = vec![DesignRow {

@@ -100,15 +100,19 @@ impl GemmTile {
         if *self == GemmTile::DEFAULT {
             "gemm".into()
         } else {
-            let (u, d) = (if self.unroll { "u" } else { "" }, if self.double { "d" } else { "" });
-            format!("gemm:r{}x{}w{}x{}k{}{u}{d}", self.rm, self.rn, self.wx, self.wy, self.kt)
+            format!("gemm:r{}x{}w{}x{}k{}{}", self.rm, self.rn, self.wx, self.wy, self.kt, self.suffix(""))
         }
     }
 
     /// The pipeline-cache key and snapshot name of its generated source.
     pub fn key(&self) -> String {
-        let (u, d) = (if self.unroll { "_u" } else { "" }, if self.double { "_d" } else { "" });
-        format!("conv3x3_gemm_r{}x{}_w{}x{}_k{}{u}{d}", self.rm, self.rn, self.wx, self.wy, self.kt)
+        format!("conv3x3_gemm_r{}x{}_w{}x{}_k{}{}", self.rm, self.rn, self.wx, self.wy, self.kt, self.suffix("_"))
+    }
+
+    /// `u` if unrolled, then `d` if double-buffered, each after `sep`.
+    fn suffix(&self, sep: &str) -> String {
+        let flag = |on: bool, c: char| if on { format!("{sep}{c}") } else { String::new() };
+        flag(self.unroll, 'u') + &flag(self.double, 'd')
     }
 
     /// Reads [`GemmTile::name`]'s forms (any case); None for anything else or a tile the kernel
@@ -123,14 +127,8 @@ impl GemmTile {
         let (rn, rest) = rest.split_once('w')?;
         let (wx, rest) = rest.split_once('x')?;
         let (wy, kt) = rest.split_once('k')?;
-        let (kt, double) = match kt.strip_suffix('d') {
-            Some(kt) => (kt, true),
-            None => (kt, false),
-        };
-        let (kt, unroll) = match kt.strip_suffix('u') {
-            Some(kt) => (kt, true),
-            None => (kt, false),
-        };
+        let (kt, double) = kt.strip_suffix('d').map_or((kt, false), |k| (k, true));
+        let (kt, unroll) = kt.strip_suffix('u').map_or((kt, false), |k| (k, true));
         let n = |t: &str| t.parse::<u32>().ok();
         let t = GemmTile { rm: n(rm)?, rn: n(rn)?, wx: n(wx)?, wy: n(wy)?, kt: n(kt)?, unroll, double };
         t.valid().then_some(t)

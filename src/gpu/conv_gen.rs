@@ -130,7 +130,7 @@ fn unrolled_store(t: &GemmTile) -> String {
     s
 }
 
-/// Every GEMM tile the tuner may choose except the default (which is the file itself): (key,
+/// Every GEMM tile ([`GemmTile::ALL`]) except the default (which is the file itself): (key,
 /// source).
 pub fn gemm_variants() -> Vec<(String, String)> {
     GemmTile::ALL.iter().filter(|t| **t != GemmTile::DEFAULT).map(|t| (t.key(), gemm_source(t))).collect()

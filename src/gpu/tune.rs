@@ -315,7 +315,7 @@ fn time_conv(
     // Winograd on two tiles only: on an H200 the best of the four tried was one of these two at
     // every VGG19 layer (benches/README.md), and fewer candidates leave a render's few seconds
     // of tuning for more shapes.
-    let wino_tiles = [conv::GemmTile::DEFAULT_UNROLLED, conv::GemmTile::CANDIDATES[4]];
+    let wino_tiles = [conv::GemmTile::DEFAULT_UNROLLED, conv::GemmTile::new(8, 8, 16, 16, 8, true)];
     for m in [2, 4] {
         if conv::wino_gemm_unsupported(&ctx.limits, m, cin, cout, h, w).is_none() {
             let supported = wino_tiles.iter().filter(|t| tiles.contains(t));
@@ -363,12 +363,13 @@ fn time_gram(ctx: &Context, c: usize, n: usize, until: Instant) -> crate::error:
     Ok(out)
 }
 
-/// The table in `text` if it is well-formed and was measured on the adapter `key`.
 /// The generation of the candidate set a table was measured among (its `candidates` field): a
 /// table of another generation is rebuilt, so a change of candidates (2: the unrolled GEMM tiles)
 /// reaches every user's GPU rather than leaving the older choices in place.
 pub const CANDIDATES_GENERATION: u64 = 2;
 
+/// The table in `text` if it is well-formed, was measured on the adapter `key` and among this
+/// version's candidates ([`CANDIDATES_GENERATION`]).
 fn parse_table(text: &str, key: &str) -> Result<BTreeMap<String, Variant>, String> {
     let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not a tuning table ({e})"))?;
     let adapter = v.get("adapter").and_then(|a| a.as_str()).ok_or("not a tuning table (no adapter)")?;
