@@ -91,8 +91,17 @@ def main():
     # to both programs so a change of defaults cannot make them differ.
     w = {"content-weight": "1", "style-weight": "1e6", "tv-weight": "100", "lr": "0.02"}
     a.common = [x for k, v in w.items() for x in (f"--{k}", v)]
-    d = a.keep or tempfile.mkdtemp(prefix="render_parity.")
-    os.makedirs(d, exist_ok=True)
+    if a.keep:
+        os.makedirs(a.keep, exist_ok=True)
+        parity(a, a.keep)
+        print(f"files in {a.keep}")
+    else:
+        # The run writes two copies of a VGG16 (~110 MB): removed afterwards, whatever the outcome.
+        with tempfile.TemporaryDirectory(prefix="render_parity.") as d:
+            parity(a, d)
+
+
+def parity(a, d):
     content, style = os.path.join(d, "content.png"), os.path.join(d, "style.png")
     resized(a.content, a.size, content)
     resized(a.style, a.size, style)
@@ -126,7 +135,7 @@ def main():
         psnr = 10 * np.log10(255.0**2 / mse) if mse > 0 else float("inf")
         print(f"{'':>16} image vs PyTorch: mean |diff| {np.mean(np.abs(x - y)):.2f}, "
               f"max {np.max(np.abs(x - y)):.0f} (8-bit levels), PSNR {psnr:.1f} dB")
-    print(f"files in {d}; worst relative loss difference {worst:.1e}")
+    print(f"worst relative loss difference {worst:.1e}")
 
 
 if __name__ == "__main__":

@@ -163,11 +163,19 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--legacy", action="store_true", help="save the .pth in the legacy (non-zip) format")
     p.add_argument("--tol", type=float, default=1e-4)
-    p.add_argument("--workdir", default=None)
+    p.add_argument("--workdir", default=None,
+                   help="keep the weights, images and gradient here (default: a temporary folder, removed)")
     a = p.parse_args()
+    if a.workdir:
+        os.makedirs(a.workdir, exist_ok=True)
+        compare(a, a.workdir)
+    else:
+        # Each run writes ~77 MB of random weights: removed afterwards, whatever the outcome.
+        with tempfile.TemporaryDirectory(prefix="stylize-torch-") as d:
+            compare(a, d)
 
-    d = a.workdir or tempfile.mkdtemp(prefix="stylize-torch-")
-    os.makedirs(d, exist_ok=True)
+
+def compare(a, d):
     g = torch.Generator().manual_seed(a.seed)
     sd = {}
     convs, index, _ = MODELS[a.model]
