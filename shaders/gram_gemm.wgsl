@@ -1,7 +1,10 @@
 // gram_gemm: the Gram matrix of a feature map F (c, n), n = h*w, and its gradient, as GEMMs with
 // register blocking (the design of shaders/conv3x3_gemm.wgsl):
-//   gram_gemm_partial:  Part[z] = F[:, chunk z] F[:, chunk z]^T   (M = N = c, K = the chunk)
-//                       (gram.wgsl's gram_finish then sums the splits: G (+)= scale * sum_z Part[z])
+//   gram_gemm_partial:  Part[z] = F[:, chunk z] F[:, chunk z]^T   (M = N = c, K = the chunk),
+//                       only the 64x64 tiles on or above the diagonal (G is symmetric: 36 of 64
+//                       tiles at 512 channels)
+//   gram_gemm_finish:   G (+)= scale * sum_z Part[z], each entry below the diagonal tiles read
+//                       from its mirror image
 //   gram_gemm_backward: dF (+)= scale * S F, S = dG + dG^T          (M = c, N = n, K = c)
 // A workgroup of 16x16 invocations owns a 64x64 output tile; each invocation accumulates a 4x4
 // block in registers; K is staged 16 deep, one vec4 of each operand per invocation, so 16 FMAs
@@ -15,7 +18,7 @@ struct Params {
     scale: f32,
     accumulate: u32, // backward: 1 adds into dF instead of overwriting
     gx: u32,         // backward: workgroups along x (position blocks are wid.y * gx + wid.x)
-    _p0: u32,
+    tiles: u32,      // partial: 64-channel tiles along each side, ceil(c / 64)
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -58,8 +61,15 @@ fn accumulate(lid: vec3<u32>, acc: ptr<function, array<vec4<f32>, 4>>) {
 @compute @workgroup_size(16, 16, 1)
 fn gram_gemm_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
                      @builtin(local_invocation_index) li: u32) {
-    let a0 = wid.y * 64u;
-    let b0 = wid.x * 64u;
+    // wid.x numbers the tiles (ti, tj), ti <= tj, row by row.
+    var ti = 0u;
+    var k = wid.x;
+    while (k >= P.tiles - ti) {
+        k -= P.tiles - ti;
+        ti++;
+    }
+    let a0 = ti * 64u;
+    let b0 = (ti + k) * 64u;
     let p_begin = wid.z * P.chunk;
     let p_end = min(P.n, p_begin + P.chunk);
     // Consecutive invocations stage consecutive positions of one row group.
@@ -80,6 +90,31 @@ fn gram_gemm_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
     store_part(wid.z, a + 1u, b, acc[1]);
     store_part(wid.z, a + 2u, b, acc[2]);
     store_part(wid.z, a + 3u, b, acc[3]);
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn gram_gemm_finish(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let i = wid.x * 256u + li;
+    let cc = P.c * P.c;
+    if (i >= cc) { return; }
+    var a = i / P.c;
+    var b = i % P.c;
+    // Below the diagonal tiles: the partial kernel wrote only the mirror image.
+    if (a / 64u > b / 64u) {
+        let t = a;
+        a = b;
+        b = t;
+    }
+    let j = a * P.c + b;
+    var s = 0.0;
+    for (var z = 0u; z < P.splits; z++) {
+        s += In[z * cc + j];
+    }
+    var v = s * P.scale;
+    if (P.accumulate != 0u) {
+        v += Out[i];
+    }
+    Out[i] = v;
 }
 
 // Part[z][a][b .. b + 3] = v inside the c x c block. A helper called with acc[0] .. acc[3] rather

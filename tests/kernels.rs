@@ -632,9 +632,10 @@ fn gram_forward_backward() {
     }
 }
 
-/// Gram shapes for the variant tests: c = 3 .. 128 against n = 1 .. 5120 (odd, 4k, 4k + 3,
-/// more than one 256-position split, one split shorter than the rest).
-const GRAM_CHANNELS: &[usize] = &[3, 5, 17, 33, 64, 128];
+/// Gram shapes for the variant tests: c = 3 .. 130 (130: three 64-channel tiles a side, the last
+/// of 2 channels, so the GEMM's upper tiles and their mirrors) against n = 1 .. 5120 (odd, 4k,
+/// 4k + 3, more than one 256-position split, one split shorter than the rest).
+const GRAM_CHANNELS: &[usize] = &[3, 5, 17, 33, 64, 128, 130];
 const GRAM_PLANES: &[(usize, usize)] = &[(1, 1), (1, 15), (5, 3), (64, 80), (25, 40)];
 
 /// Both Gram variants where the texture one can run the shape.

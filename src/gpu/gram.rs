@@ -3,8 +3,9 @@
 //! Three variants compute the same thing (checked against the reference by tests/kernels.rs):
 //! - [`Variant::Tiled`] (`shaders/gram.wgsl`): storage buffers + workgroup-memory tiles, the
 //!   portable kernels for real GPUs.
-//! - [`Variant::Gemm`] (`shaders/gram_gemm.wgsl`, then `gram_finish`): the same split-K
-//!   forward and the backward as GEMMs with 4x4 register blocks over 64x64 tiles; chosen when
+//! - [`Variant::Gemm`] (`shaders/gram_gemm.wgsl`): the same split-K forward, only for the
+//!   64x64 tiles on or above the diagonal (`gram_gemm_finish` reads the others' mirror images),
+//!   and the backward as GEMMs with 4x4 register blocks over 64x64 tiles; chosen when
 //!   forced (`STYLIZE_GRAM=gemm`) or measured fastest by the tuner ([`super::tune`]).
 //! - [`Variant::Tex`]: for CPU Vulkan drivers (lavapipe), where every storage-buffer or
 //!   workgroup-memory load is a per-lane loop but `textureLoad` is vectorised (see
@@ -52,7 +53,7 @@ uniform! {
 uniform! {
     /// `shaders/gram_gemm.wgsl`'s `Params`.
     pub struct GramGemmParams {
-        c: u32, n: u32, chunk: u32, splits: u32, scale: f32, accumulate: u32, gx: u32, _p0: u32
+        c: u32, n: u32, chunk: u32, splits: u32, scale: f32, accumulate: u32, gx: u32, tiles: u32
     }
 }
 
@@ -209,13 +210,16 @@ pub fn gram_backward_scaled_with(
 // The tiled variant
 
 /// Positions per split of the Gram's long axis: enough splits that the GEMM variant's 64x64
-/// output tiles make about 512 workgroups (4 per SM of a 132-SM GPU; the tiled variant's 16x16
-/// tiles make 16x as many), each split at least 256 positions long, a multiple of the 16-wide
-/// tile. Counted in 16x16 tiles as it once was, 64 channels gave the GEMM 32 workgroups and 512
-/// channels 64, on a GPU with 132 SMs (the H200, where the Gram forward ran at 5% of peak).
-/// The partial Grams then take about 512 x 64 x 64 x 4 bytes = 8 MiB whatever c.
+/// output tiles on or above the diagonal make about 512 workgroups (4 per SM of a 132-SM GPU;
+/// the tiled variant's 16x16 tiles make at least 16x as many), each split at least 256 positions
+/// long, a multiple of the 16-wide tile. Counted in 16x16 tiles as it once was, 64 channels gave
+/// the GEMM 32 workgroups and 512 channels 64, on a GPU with 132 SMs (the H200, where the Gram
+/// forward ran at 5% of peak). The partial Grams (c x c each, the lower tiles unwritten by the
+/// GEMM) then take 512 x 64 x 64 x 4 bytes x 2T / (T + 1) for T tiles a side: 8 MiB at 64
+/// channels, at most 16 MiB.
 fn chunking(c: usize, n: usize) -> (u32, u32) {
-    let tiles = (c.div_ceil(64) * c.div_ceil(64)).max(1);
+    let t = c.div_ceil(64);
+    let tiles = (t * (t + 1) / 2).max(1);
     let want_splits = (512 / tiles).max(1);
     let chunk = n.div_ceil(want_splits).max(256).next_multiple_of(16);
     (chunk as u32, n.div_ceil(chunk).max(1) as u32)
@@ -274,11 +278,13 @@ fn forward_gemm(ctx: &Context, f: &Tensor, g: &Tensor, scale: f32, accumulate: b
     let (chunk, splits) = chunking(c, n);
     let parts = partials(ctx, c, splits);
     let (c32, n32, acc) = (c as u32, n as u32, accumulate as u32);
-    let pg = GramGemmParams { c: c32, n: n32, chunk, splits, scale, accumulate: acc, ..Default::default() };
     let t = c32.div_ceil(64);
-    let d1 = ctx.dispatch(GEMM_FILE, "gram_gemm_partial", &pg, &[("F", f), ("Out", &parts)], (t, t, splits));
-    let p = GramParams { c: c32, n: n32, chunk, splits, scale, accumulate: acc, ..Default::default() };
-    let d2 = ctx.dispatch(FILE, "gram_finish", &p, &[("In", &parts), ("Out", g)], ((c32 * c32).div_ceil(256), 1, 1));
+    let p = GramGemmParams { c: c32, n: n32, chunk, splits, scale, accumulate: acc, tiles: t, ..Default::default() };
+    // The tiles on or above the diagonal only: G is symmetric.
+    let upper = t * (t + 1) / 2;
+    let d1 = ctx.dispatch(GEMM_FILE, "gram_gemm_partial", &p, &[("F", f), ("Out", &parts)], (upper, 1, splits));
+    let groups = ((c32 * c32).div_ceil(256), 1, 1);
+    let d2 = ctx.dispatch(GEMM_FILE, "gram_gemm_finish", &p, &[("In", &parts), ("Out", g)], groups);
     Op { dispatches: vec![d1, d2], scratch: vec![parts], textures: vec![] }
 }
 
