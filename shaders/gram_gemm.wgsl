@@ -5,7 +5,9 @@
 //                       tiles at 512 channels)
 //   gram_gemm_finish:   G (+)= scale * sum_z Part[z], each entry below the diagonal tiles read
 //                       from its mirror image
-//   gram_gemm_backward: dF (+)= scale * S F, S = dG + dG^T          (M = c, N = n, K = c)
+//   gram_gemm_sym:      S = dG + dG^T, once per backward, so that the GEMM below stages S by
+//                       rows (coalesced) and not half of it by columns (one load per 32 B sector)
+//   gram_gemm_backward: dF (+)= scale * S F                         (M = c, N = n, K = c)
 // A workgroup of 16x16 invocations owns a 64x64 output tile; each invocation accumulates a 4x4
 // block in registers; K is staged 16 deep, one vec4 of each operand per invocation, so 16 FMAs
 // cost 2 vec4 workgroup loads. Checked by tests/kernels.rs against reference::gram_forward /
@@ -23,8 +25,10 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> F: array<f32>;          // f: (c, n)
-@group(0) @binding(2) var<storage, read> In: array<f32>;         // backward: dG (c, c)
-@group(0) @binding(3) var<storage, read_write> Out: array<f32>;  // partial: parts (splits, c, c); backward: dF (c, n)
+// In:  finish: the parts (splits, c, c); sym: dG (c, c); backward: S (c, c).
+// Out: partial: the parts; finish: G (c, c); sym: S; backward: dF (c, n).
+@group(0) @binding(2) var<storage, read> In: array<f32>;
+@group(0) @binding(3) var<storage, read_write> Out: array<f32>;
 
 const KT: u32 = 16u;
 
@@ -139,10 +143,19 @@ fn store_part(z: u32, a: u32, b: u32, v: vec4<f32>) {
     }
 }
 
-// S[a][k] = dG[a][k] + dG[k][a] (zero past c).
+@compute @workgroup_size(16, 16, 1)
+fn gram_gemm_sym(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let a = gid.y;
+    let k = gid.x;
+    if (a < P.c && k < P.c) {
+        Out[a * P.c + k] = In[a * P.c + k] + In[k * P.c + a];
+    }
+}
+
+// S[a][k] (zero past c).
 fn s_at(a: u32, k: u32) -> f32 {
     if (a < P.c && k < P.c) {
-        return In[a * P.c + k] + In[k * P.c + a];
+        return In[a * P.c + k];
     }
     return 0.0;
 }

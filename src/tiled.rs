@@ -586,13 +586,17 @@ pub fn graph_bytes(s: &LossSettings, h: usize, w: usize) -> (u64, u64) {
     (total, largest)
 }
 
-/// Bytes of the split-K partial Grams of the style taps at h x w ([`gram::partials_bytes`]):
+/// Bytes of the split-K partial Grams of the style taps at h x w ([`gram::partials_bytes`]) and
+/// of the GEMM Gram backward's S per distinct channel count ([`gram::backward_scratch_bytes`]):
 /// counted by [`graph_bytes`] always, held only where the Gram runs on storage buffers (GPUs;
 /// CPU drivers' texture variant keeps them in a texture).
 pub fn gram_partials_bytes(s: &LossSettings, h: usize, w: usize) -> u64 {
     let pooled = s.pools();
     let (mut hh, mut ww) = (h, w);
-    let mut bytes = 0;
+    let mut widths: Vec<usize> = s.style_layers.iter().map(|t| t.channels(s.model)).collect();
+    widths.sort_unstable();
+    widths.dedup();
+    let mut bytes: u64 = widths.iter().map(|&c| gram::backward_scratch_bytes(c)).sum();
     for i in 0..s.convs_needed() {
         let c = s.model.convs()[i].2;
         let at = |t: &Tap| *t == Tap::Conv(i) || *t == Tap::Relu(i);

@@ -231,6 +231,12 @@ pub fn partials_bytes(c: usize, n: usize) -> u64 {
     chunking(c, n).1 as u64 * (c * c) as u64 * 4
 }
 
+/// Bytes of the `Gemm` backward's S = dG + dG^T: one c x c buffer shared by every Gram of `c`
+/// channels.
+pub fn backward_scratch_bytes(c: usize) -> u64 {
+    (c * c) as u64 * 4
+}
+
 /// The split-K partial Grams' buffer: `splits` c x c matrices.
 fn partials(ctx: &Context, c: usize, splits: u32) -> wgpu::Buffer {
     ctx.device.create_buffer(&wgpu::BufferDescriptor {
@@ -288,14 +294,21 @@ fn forward_gemm(ctx: &Context, f: &Tensor, g: &Tensor, scale: f32, accumulate: b
     Op { dispatches: vec![d1, d2], scratch: vec![parts], textures: vec![] }
 }
 
-/// dF (+)= scale (dG + dG^T) F with the register-blocked kernel (64 channels x 64 positions).
+/// dF (+)= scale (dG + dG^T) F with the register-blocked kernel (64 channels x 64 positions),
+/// S = dG + dG^T formed once first (a c x c scratch buffer shared by shape) so that the GEMM
+/// reads it by rows.
 fn backward_gemm(ctx: &Context, f: &Tensor, dg: &Tensor, df: &Tensor, scale: f32, accumulate: bool) -> Op {
     let [c, h, w] = f.shape;
-    let n = h * w;
+    let (n, c32) = (h * w, c as u32);
     let (gx, gy) = ctx.grid((n as u32).div_ceil(64));
-    let p = GramGemmParams { c: c as u32, n: n as u32, scale, accumulate: accumulate as u32, gx, ..Default::default() };
-    let groups = (gx, gy, (c as u32).div_ceil(64));
-    ctx.op(ctx.dispatch(GEMM_FILE, "gram_gemm_backward", &p, &[("F", f), ("In", dg), ("Out", df)], groups))
+    let p = GramGemmParams { c: c32, n: n as u32, scale, accumulate: accumulate as u32, gx, ..Default::default() };
+    // S lives from this op's first dispatch to its second: shared by every Gram of c channels.
+    let s = ctx.scratch_buffer(&format!("gram S = dG + dG^T {c}x{c}"), (c * c * 4) as u64);
+    let sym_groups = (c32.div_ceil(16), c32.div_ceil(16), 1);
+    let d1 = ctx.dispatch(GEMM_FILE, "gram_gemm_sym", &p, &[("In", dg), ("Out", &s)], sym_groups);
+    let groups = (gx, gy, c32.div_ceil(64));
+    let d2 = ctx.dispatch(GEMM_FILE, "gram_gemm_backward", &p, &[("F", f), ("In", &s), ("Out", df)], groups);
+    Op { dispatches: vec![d1, d2], scratch: vec![s], textures: vec![] }
 }
 
 // ------------------------------------------------------------------------------------------
