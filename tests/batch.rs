@@ -5,7 +5,7 @@
 //! Tiny renders (24 px, random weights, shallow layers, 3 steps) so they run on lavapipe.
 
 mod common;
-use common::fast_with_progress;
+use common::{fast_with_progress, tmpdir};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -23,13 +23,6 @@ const SCHEDULER_VARS: &[&str] = &[
     "SLURM_ARRAY_TASK_MIN",
     "SLURM_ARRAY_TASK_STEP",
 ];
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("stylize-batch-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// `n` different 40x30 frames `f000.EXT`.. in `dir/frames`, and a style image; returns both paths.
 fn frames(dir: &Path, n: usize, ext: &str) -> (PathBuf, PathBuf) {

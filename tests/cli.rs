@@ -2,17 +2,10 @@
 //! actionable error with a non-zero exit (never a panic).
 
 mod common;
-use common::{fails_with, stylize, FAST};
+use common::{fails_with, stylize, tmpdir, FAST};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use stylize::image_io::{self, Planar};
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("stylize-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn images(dir: &Path) -> (PathBuf, PathBuf) {
     let c = dir.join("content.png");
@@ -330,7 +323,7 @@ fn check_command_passes_on_the_test_adapter() {
 fn tune_command_measures_and_saves_a_table_a_render_then_reads() {
     let d = tmpdir("tune");
     let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_stylize")).args(args).env("STYLIZE_CACHE", &d).output().expect("run")
+        Command::new(env!("CARGO_BIN_EXE_stylize")).args(args).env("STYLIZE_CACHE", &*d).output().expect("run")
     };
     // A small size keeps it short on lavapipe; the budget must let at least the first shape time
     // every candidate (pipelines compile slowly there), since a shape cut short is not kept.

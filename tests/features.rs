@@ -8,19 +8,12 @@
 //! `Engine`/`Stage` the render loop uses; the others drive the binary.
 
 mod common;
-use common::{fails_with, stylize, FAST};
+use common::{fails_with, stylize, tmpdir, FAST};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use stylize::image_io::{self, Planar};
 use stylize::render::{self, Engine, Init, RenderOptions, WeightsSource};
 use stylize::runner::{compute_targets, Graph, Targets};
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("stylize-features-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// A 40x30 content photo and two 36x36 styles with different palettes.
 fn images(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {

@@ -1,16 +1,11 @@
 //! Output for print work (issue 18): `--bit-depth 16` PNGs, and the content image's ICC colour
 //! profile carried into the output, through the binary.
 
+mod common;
+use common::tmpdir;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use stylize::image_io::{self, SaveOptions};
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("stylize-depth-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn stylize(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_stylize")).args(args).output().expect("run stylize")

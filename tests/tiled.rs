@@ -318,9 +318,7 @@ fn auto_tiling_decision_and_memory_estimate() {
 /// budget below the untiled graph's estimate) and checks that both write the same image (to
 /// 8-bit rounding) with the same final loss.
 fn tiled_render_equals_untiled(name: &str, o: impl Fn(RenderOptions) -> RenderOptions) {
-    let d = std::env::temp_dir().join(format!("stylize-tiled-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
+    let d = tmpdir(name);
     let (c, s) = (d.join("c.png"), d.join("s.png"));
     image_io::save_image(&c, &image_io::synthetic_photo(60, 44, 3), &[]).unwrap();
     image_io::save_image(&s, &image_io::synthetic_painting(50, 50, 4), &[]).unwrap();

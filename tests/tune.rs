@@ -1,7 +1,8 @@
 //! Conv variants chosen by measurement: the table is written, read back by a later context
 //! without measuring, kept per adapter, and a corrupt or foreign table is reported and rebuilt.
 
-use std::path::PathBuf;
+mod common;
+use common::tmpdir;
 use std::time::Duration;
 use stylize::gpu::conv::{self, Variant};
 use stylize::gpu::tune::{adapter_key, table_path, TuneMode, Tuner, CANDIDATES_GENERATION};
@@ -9,13 +10,6 @@ use stylize::gpu::{AdapterChoice, Context};
 
 fn context() -> Context {
     Context::new(&AdapterChoice::parse(&std::env::var("STYLIZE_ADAPTER").unwrap_or_default())).expect("an adapter")
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("stylize-tune-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 const SHAPE: (usize, usize, usize, usize) = (16, 32, 12, 12);
@@ -30,7 +24,7 @@ fn assert_recorded(ctx: &Context, chosen: Variant) {
 
 #[test]
 fn full_mode_measures_saves_and_a_later_run_reuses_the_table() {
-    let dir = scratch("full");
+    let dir = tmpdir("full");
     let (cin, cout, h, w) = SHAPE;
     let mut ctx = context();
     let path = table_path(&dir, &ctx.info);
@@ -81,7 +75,7 @@ fn a_budget_running_out_mid_shape_stops_and_keeps_nothing() {
     // 1 us is gone once the first candidate is timed: no other is started, and a choice among
     // some candidates only is neither used nor saved (the fixed rules apply).
     let (cin, cout, h, w) = SHAPE;
-    let dir = scratch("cut");
+    let dir = tmpdir("cut");
     let mut ctx = context();
     let path = table_path(&dir, &ctx.info);
     let mut tuner = Tuner::new(&ctx, TuneMode::Full, Some(path.clone()), Duration::from_micros(1));
@@ -105,7 +99,7 @@ fn a_budget_running_out_mid_shape_stops_and_keeps_nothing() {
 
 #[test]
 fn corrupt_or_foreign_tables_are_reported_and_rebuilt() {
-    let dir = scratch("bad");
+    let dir = tmpdir("bad");
     let (cin, cout, h, w) = SHAPE;
     let probe = context();
     let path = table_path(&dir, &probe.info);

@@ -1,6 +1,8 @@
 //! `render --serve`: the web view through HTTP (a plain TcpStream client): the page, the image,
 //! the loss data, every control, the token, and requests meant to break it.
 
+mod common;
+use common::tmpdir;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -9,13 +11,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use stylize::render::{render_with, RenderOptions, RenderReport, WeightsSource};
 use stylize::web::{End, WebView};
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("stylize-web-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// A tiny render (32 px, two shallow taps, random weights): fast on lavapipe.
 fn options(dir: &Path, steps: u32) -> RenderOptions {

@@ -3,6 +3,8 @@
 //! Run: `cargo test --test weights` (no network, no GPU; shared/data is optional).
 //! Fixtures under tests/data/ come from tools/make_test_pth.py (needs PyTorch; see its header).
 
+mod common;
+use common::tmpdir;
 use std::collections::HashMap;
 use std::fs;
 use std::io::{Read, Write};
@@ -14,14 +16,6 @@ use stylize::weights::{self, Model, ModelEvidence, WeightsError, TORCHVISION_FEA
 
 fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("data").join(name)
-}
-
-/// A fresh, empty scratch directory for one test.
-fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("stylize-weights-{}-{test}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -172,7 +166,7 @@ fn pth_forbidden_global_is_refused() {
 
 #[test]
 fn pth_truncated_files_are_errors() {
-    let dir = scratch("truncated");
+    let dir = tmpdir("truncated");
     for file in ["vgg_tiny_zip.pth", "vgg_tiny_legacy.pth"] {
         let bytes = fs::read(data(file)).unwrap();
         let n = bytes.len();
@@ -205,7 +199,7 @@ fn pth_legacy_oversized_storage_header_is_rejected_before_allocation() {
     let pos = bytes.windows(8).rposition(|w| w == needle).expect("storage header");
     let mut bad = bytes.clone();
     bad[pos..pos + 8].copy_from_slice(&(1u64 << 61).to_le_bytes());
-    let dir = scratch("oversized");
+    let dir = tmpdir("oversized");
     let p = dir.join("huge.pth");
     fs::write(&p, &bad).unwrap();
     let err = weights::load(&p, 1).unwrap_err();
@@ -266,7 +260,7 @@ fn vgg_members(n: usize, torchvision_keys: bool, seed: u64) -> (Vec<Member>, wei
 
 #[test]
 fn npz_both_key_styles_and_compression() {
-    let dir = scratch("npz-styles");
+    let dir = tmpdir("npz-styles");
     for (torchvision_keys, deflate) in [(true, false), (false, false), (false, true)] {
         let (mut members, w) = vgg_members(3, torchvision_keys, 42);
         members.push(("classifier.0.weight".into(), "<f4", vec![2, 2], f32_bytes(&[1.0, 2.0, 3.0, 4.0])));
@@ -286,7 +280,7 @@ fn npz_both_key_styles_and_compression() {
 
 #[test]
 fn npz_float64_and_float16_are_converted_and_big_endian_read() {
-    let dir = scratch("npz-f64");
+    let dir = tmpdir("npz-f64");
     let (mut members, w) = vgg_members(1, false, 5);
     members[0] = (
         "conv1_1.weight".into(),
@@ -324,7 +318,7 @@ fn npz_float64_and_float16_are_converted_and_big_endian_read() {
 
 #[test]
 fn npz_errors_name_the_tensor() {
-    let dir = scratch("npz-errors");
+    let dir = tmpdir("npz-errors");
     let p = dir.join("bad.npz");
 
     // Wrong shape.
@@ -429,7 +423,7 @@ fn shared_caffe_npz_loads_eight_layers() {
     let msg = err.to_string();
     assert!(msg.contains("conv4_1") && msg.contains("conv1_1..conv3_4 only") && msg.contains("relu3_4"), "{msg}");
     // Renamed so the name says nothing: the sha256 still identifies it.
-    let dir = scratch("shared-renamed");
+    let dir = tmpdir("shared-renamed");
     let copy = dir.join("weights.npz");
     fs::copy(&path, &copy).unwrap();
     assert_eq!(weights::load(&copy, 1).unwrap().convention, Some(Preprocess::Caffe));
@@ -441,7 +435,7 @@ fn shared_caffe_npz_loads_eight_layers() {
 
 #[test]
 fn convention_by_name() {
-    let dir = scratch("convention");
+    let dir = tmpdir("convention");
     let (members, _) = vgg_members(1, true, 3);
     for (name, want) in [
         ("my-caffe-vgg.npz", Some(Preprocess::Caffe)),
@@ -498,7 +492,7 @@ fn vgg16_pth_both_formats_recognised_and_match_torch_values() {
 
 #[test]
 fn model_recognised_from_npz_names_and_shapes() {
-    let dir = scratch("npz-models");
+    let dir = tmpdir("npz-models");
     // (model, layers, torchvision keys) -> what the file says.
     let cases = [
         (Model::Vgg16, 8, false, ModelEvidence::Known(Model::Vgg16)), // conv4_1 after conv3_3
@@ -682,7 +676,7 @@ fn fetch_verifies_and_never_leaves_partial_files() {
         ("/gone.pth", Route::Status(404)),
         ("/broken.pth", Route::Status(500)),
     ]);
-    let dir = scratch("fetch");
+    let dir = tmpdir("fetch");
 
     // Good file, full hash; the destination directory is created.
     let dest = dir.join("sub").join("w.pth");
@@ -748,9 +742,9 @@ fn fetch_verifies_and_never_leaves_partial_files() {
 #[test]
 fn cache_dir_and_default_weights_use_stylize_cache() {
     // The only test that touches the environment.
-    let dir = scratch("cache");
-    std::env::set_var("STYLIZE_CACHE", &dir);
-    assert_eq!(weights::cache_dir(), dir);
+    let dir = tmpdir("cache");
+    std::env::set_var("STYLIZE_CACHE", &*dir);
+    assert_eq!(weights::cache_dir(), dir.to_path_buf());
     // Pretend the download already happened: default_weights must not touch the network.
     let cached = dir.join("vgg19-dcbb9e9d.pth");
     fs::copy(data("vgg_tiny_legacy.pth"), &cached).unwrap();
@@ -834,7 +828,7 @@ fn mutate(base: &[u8], rng: &mut XorShift) -> Vec<u8> {
 
 #[test]
 fn fuzz_load_never_panics() {
-    let dir = scratch("fuzz");
+    let dir = tmpdir("fuzz");
     let npz = dir.join("seed.npz");
     let (members, _) = vgg_members(1, false, 9);
     write_npz(&npz, &members, false);

@@ -216,7 +216,8 @@ pub fn gram_backward_scaled_with(
 /// the GEMM 32 workgroups and 512 channels 64, on a GPU with 132 SMs (the H200, where the Gram
 /// forward ran at 5% of peak). The partial Grams (c x c each, the lower tiles unwritten by the
 /// GEMM) then take 512 x 64 x 64 x 4 bytes x 2T / (T + 1) for T tiles a side: 8 MiB at 64
-/// channels, at most 16 MiB.
+/// channels, under 16 MiB while T(T + 1) / 2 <= 512. The `Tiled` variant splits as the GEMM does
+/// (so its partials take as much; its own tiles would need fewer splits).
 fn chunking(c: usize, n: usize) -> (u32, u32) {
     let t = c.div_ceil(64);
     let tiles = (t * (t + 1) / 2).max(1);

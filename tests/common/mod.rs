@@ -133,12 +133,39 @@ pub fn fails_with(args: &[&str], needle: &str) {
 }
 
 /// A fresh scratch folder for test `name` of this test binary (its crate name and the process
-/// id in the path, so binaries and runs never share one).
-pub fn tmpdir(name: &str) -> std::path::PathBuf {
+/// id in the path, so binaries and runs never share one), removed when dropped unless the test
+/// is failing (then it stays for a look: its path is in the test's output).
+pub fn tmpdir(name: &str) -> TempDir {
     let d = std::env::temp_dir().join(format!("stylize-{}-{name}-{}", env!("CARGO_CRATE_NAME"), std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    TempDir(d)
+}
+
+/// See [`tmpdir`]; derefs to its path.
+pub struct TempDir(std::path::PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for TempDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept {} (the test failed)", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// A 40x30 content photo and a 36x36 style painting written into `dir`.
