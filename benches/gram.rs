@@ -8,7 +8,7 @@
 //! `relu3`). Each row: one op built once, 2 warm-up runs, then up to N timed runs (fewer when
 //! the time budget per row is spent, at least 3); the median wall clock around submit + wait is
 //! reported, as ms and GFLOP/s with 2 c c n flops (n = h w; the Gram's useful flops, although
-//! the texture forward computes only the blocks on and above the diagonal). `--split` also times
+//! the texture and GEMM forwards compute only the blocks on and above the diagonal). `--split` also times
 //! each dispatch of a multi-dispatch op alone (packing, kernel, finish).
 
 mod common;

@@ -24,15 +24,17 @@ for line in open(f"{b}/build.json"):
             shutil.copy(m["executable"], f"{b}/bin/test-{m['target']['name']}")
 PY
 rm "$B/build.json"
-# The conv design study (benches/conv.rs): every conv variant timed alone at the VGG19 shapes.
-cargo bench --bench conv --no-run --message-format=json >"$B/build.json"
+# The design studies (benches/conv.rs, benches/gram.rs): every conv and every Gram variant timed
+# alone at the VGG19 shapes.
+cargo bench --bench conv --bench gram --no-run --message-format=json >"$B/build.json"
 python3 - "$B" <<'PY'
 import json, shutil, sys
 b = sys.argv[1]
 for line in open(f"{b}/build.json"):
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "conv":
-        shutil.copy(m["executable"], f"{b}/bin/bench-conv")
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["bench"]:
+        if m["target"]["name"] in ("conv", "gram"):
+            shutil.copy(m["executable"], f"{b}/bin/bench-{m['target']['name']}")
 PY
 rm "$B/build.json"
 cp target/release/stylize "$B/bin/stylize"

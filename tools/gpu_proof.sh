@@ -3,8 +3,8 @@
 # .gpu-bundle/ (from tools/gpu_bundle.sh) beside the source tree. Writes report.txt into $OUT.
 # Every part has its own time limit and the whole stays within PROOF_LIMIT seconds (default 540):
 # a part that fails or times out is reported and the rest still runs. The parts run in order of
-# what a lease is for: the adapter and numerics first, then the conv designs, the tuner and the
-# kernels, then ours against PyTorch, and the test binaries last with the time that is left.
+# what a lease is for: the adapter and numerics first, then the conv and Gram designs, the tuner
+# and the kernels, then ours against PyTorch, and the test binaries last with the time left.
 #   PROOF_ADAPTER  the adapter to test (default vulkan:nvidia; llvmpipe for a dry run)
 #   PROOF_SIZE     the input size of the design study, the tuner and the kernel bench (default 512)
 #   PROOF_E2E      end-to-end sizes, ours and PyTorch (default 256,512,1024)
@@ -63,6 +63,9 @@ part "check" 60 "$S" check
 # Every conv design alone (forward + backward with mask) at the VGG19 shapes of a SIZE input.
 part "conv designs" 120 /tmp/proof-bin/bench-conv --variant "$DESIGNS" \
   --size "$SIZE" --runs 10 --budget 1
+# Every Gram variant alone (forward, backward, and each dispatch alone) at the style taps.
+part "gram designs" 45 /tmp/proof-bin/bench-gram --variant tiled,gemm --size "$SIZE" --runs 10 \
+  --budget 1 --split
 # At the end-to-end sizes too: the bench reads the table only, and a render tunes its own shapes.
 part "tune" 100 "$S" tune --sizes "$SIZE,$E2E" --budget 80
 # Kernels and end to end with the table the tuner just wrote (bench reads it).
