@@ -163,11 +163,19 @@ fn hint(e: &Error) -> &'static str {
     }
 }
 
-/// Kernel choices forced by $STYLIZE_CONV, $STYLIZE_GRAM, $STYLIZE_WINO_TUNE and
-/// $STYLIZE_WINO4_TUNE, passed to the command's options; an invalid value is reported and ignored.
+/// Kernel choices forced by $STYLIZE_CONV, $STYLIZE_GRAM, $STYLIZE_WINO_TUNE,
+/// $STYLIZE_WINO4_TUNE and $STYLIZE_SHADER_CHECKS, passed to the command's options; an invalid
+/// value is reported and ignored.
 fn kernel_overrides_from_env() -> stylize::gpu::KernelOverrides {
     let mut o = stylize::gpu::KernelOverrides::default();
-    for (var, key) in [("CONV", "conv"), ("GRAM", "gram"), ("WINO_TUNE", "wino_tune"), ("WINO4_TUNE", "wino4_tune")] {
+    let vars = [
+        ("CONV", "conv"),
+        ("GRAM", "gram"),
+        ("WINO_TUNE", "wino_tune"),
+        ("WINO4_TUNE", "wino4_tune"),
+        ("SHADER_CHECKS", "shader_checks"),
+    ];
+    for (var, key) in vars {
         if let Ok(v) = std::env::var(format!("STYLIZE_{var}")) {
             if let Err(e) = o.set(key, &v) {
                 eprintln!("warning: STYLIZE_{var}={e}; ignored");

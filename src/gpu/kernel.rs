@@ -361,7 +361,8 @@ pub(crate) struct Kernels(HashMap<(String, String), Arc<Kernel>>);
 impl Context {
     /// The kernel for `entry` of `src`, built on first use.
     pub fn kernel(&self, src: Source<'_>, entry: &str) -> Arc<Kernel> {
-        let key = (src.id().to_string(), entry.to_string());
+        let checks = self.overrides().shader_checks;
+        let key = (format!("{}{}", if checks { "checked " } else { "" }, src.id()), entry.to_string());
         if let Some(k) = self.kernels.lock().unwrap_or_else(|e| e.into_inner()).0.get(&key) {
             return k.clone();
         }
@@ -371,10 +372,20 @@ impl Context {
             Source::Generated(_, gen) => gen().into(),
         };
         let layout = entry_layout(&text, &label, entry);
-        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(&label),
-            source: wgpu::ShaderSource::Wgsl(text),
-        });
+        let desc = wgpu::ShaderModuleDescriptor { label: Some(&label), source: wgpu::ShaderSource::Wgsl(text) };
+        let module = if checks {
+            self.device.create_shader_module(desc)
+        } else {
+            // SAFETY: without wgpu's runtime checks an out-of-bounds index into a workgroup or
+            // function-local array, an unbounded loop or an integer division by zero would be
+            // undefined behaviour. Every kernel in shaders/ and every generated source bounds its
+            // indices itself (storage reads and writes are guarded by the shapes in its
+            // uniform, array indices by the tile constants), ends its loops on uniform bounds
+            // and divides only by shape values that the wrappers keep positive; tests/kernels.rs
+            // and tests/shaders.rs run each against its reference with poisoned outputs.
+            // `KernelOverrides::shader_checks` ($STYLIZE_SHADER_CHECKS=1) turns the checks back on.
+            unsafe { self.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
+        };
         let bind_group_layout = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some(&label),
             entries: &layout.entries(),

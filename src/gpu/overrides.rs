@@ -14,6 +14,11 @@ pub struct KernelOverrides {
     pub wino_tune: Option<(u32, u32)>,
     /// (channels, tiles) per invocation of the Winograd F(4x4) kernel.
     pub wino4_tune: Option<(u32, u32)>,
+    /// Build kernels with wgpu's runtime checks (index clamping of workgroup and local arrays,
+    /// loop bounding, integer-division guards), off by default: every kernel bounds its own
+    /// accesses and is tested against its reference, and the checks cost issue slots in the
+    /// inner loops (reported at 1.5x on matmuls elsewhere). For chasing a suspected kernel bug.
+    pub shader_checks: bool,
 }
 
 /// `tiled`, `tex`, `wino` or `wino4`; empty: none.
@@ -44,14 +49,21 @@ fn parse_tune(s: &str) -> Result<Option<(u32, u32)>, String> {
 
 impl KernelOverrides {
     /// Sets one override from its string form: `key` is `conv` or `gram` (`tiled`, `tex`, `wino`,
-    /// `wino4`) or `wino_tune` or `wino4_tune` (`CHANNELS,TILES`); an empty value clears it. On
-    /// an invalid value nothing changes and the error says why.
+    /// `wino4`) or `wino_tune` or `wino4_tune` (`CHANNELS,TILES`) or `shader_checks` (`1` or
+    /// `0`); an empty value clears it. On an invalid value nothing changes and the error says why.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
         match key {
             "conv" => self.conv = parse_variant(value)?,
             "gram" => self.gram = parse_variant(value)?,
             "wino_tune" => self.wino_tune = parse_tune(value)?,
             "wino4_tune" => self.wino4_tune = parse_tune(value)?,
+            "shader_checks" => {
+                self.shader_checks = match value.trim() {
+                    "1" => true,
+                    "0" | "" => false,
+                    v => return Err(format!("{v:?} is neither 1 nor 0")),
+                }
+            }
             _ => return Err(format!("unknown kernel override {key:?}")),
         }
         Ok(())
