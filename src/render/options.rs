@@ -202,7 +202,8 @@ pub struct RenderOptions {
     /// Folder of the tuning tables (None: `tune/` in [`crate::weights::cache_dir`]).
     pub tune_dir: Option<PathBuf>,
     /// Kernel choices forced instead of the adapter's defaults (the command line tool reads them
-    /// from `$STYLIZE_CONV`, `$STYLIZE_GRAM`, `$STYLIZE_WINO_TUNE`, `$STYLIZE_WINO4_TUNE`).
+    /// from `$STYLIZE_CONV`, `$STYLIZE_GRAM`, `$STYLIZE_WINO_TUNE`, `$STYLIZE_WINO4_TUNE`,
+    /// `$STYLIZE_SHADER_CHECKS`).
     pub kernels: KernelOverrides,
     /// For tests of the non-finite guard: poison the image with NaN after this frame step
     /// (the command line tool reads it from `$STYLIZE_FAULT_NAN_AT`).
