@@ -70,6 +70,9 @@ part "gram designs" 45 /tmp/proof-bin/bench-gram --variant tiled,gemm --size "$S
 part "tune" 100 "$S" tune --sizes "$SIZE,$E2E" --budget 80
 # Kernels and end to end with the table the tuner just wrote (bench reads it).
 part "kernels" 90 "$S" bench --sizes "$SIZE" --no-e2e --no-memory
+# The same kernels built with wgpu's runtime checks (index clamps, loop counters), which stylize
+# leaves out: what leaving them out gives on this GPU.
+part "kernels, checked" 60 env STYLIZE_SHADER_CHECKS=1 "$S" bench --sizes "$SIZE" --no-e2e --no-memory
 if python3 -c 'import torch' 2>/dev/null; then
   # End to end, ours then PyTorch (TF32 off, defaults, cudnn.benchmark) at the same sizes.
   part "ours vs PyTorch" 240 python3 "$B/tools/compare_bench.py" --ours "$S bench" --sizes "$E2E" \
